@@ -1,0 +1,310 @@
+use std::collections::VecDeque;
+
+/// The generation of one assignment of one partition to this consumer.
+///
+/// Every time a partition is (re)assigned, the engine gives it a fresh, strictly larger
+/// epoch; work dispatched under an older epoch must never touch the newer assignment
+/// (DESIGN.md invariant 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Epoch(pub u64);
+
+impl Epoch {
+    /// The epoch that follows this one.
+    pub fn next(self) -> Epoch {
+        Epoch(self.0 + 1)
+    }
+}
+
+/// What [`PartitionTracker::complete`] did with a completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// The offset was delivered under this epoch and is now complete.
+    Completed,
+    /// The completion belongs to another assignment of the partition and was ignored.
+    StaleEpoch,
+    /// The offset was already complete (a duplicate completion); nothing changed.
+    AlreadyCompleted,
+    /// The offset was never delivered under this epoch, or is below the watermark
+    /// already; nothing changed.
+    NotDelivered,
+}
+
+/// Errors of [`PartitionTracker::deliver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DeliverError {
+    /// Kafka delivers a partition's offsets in increasing order; an offset at or below
+    /// the highest one delivered means the position moved back (a seek or an offset
+    /// reset) and the tracker must be re-based with [`PartitionTracker::rebase`] instead.
+    #[error("offset {offset} delivered after offset {highest}: offsets must increase (seek or offset reset?)")]
+    NotIncreasing {
+        /// The offset that was delivered.
+        offset: i64,
+        /// The highest offset delivered before it.
+        highest: i64,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    offset: i64,
+    done: bool,
+}
+
+/// Watermark tracker of one partition for one assignment [`Epoch`].
+///
+/// Offsets are *delivered* in strictly increasing order (gaps allowed) and *completed*
+/// in any order. The tracker answers the committable offset, whether it moved since
+/// the last commit, and how many delivered records are still incomplete.
+///
+/// Memory: one 16-byte slot per delivered record from the lowest incomplete offset up
+/// to the highest delivered one, i.e. O(records in flight + completed records behind
+/// the oldest in-flight one); completed records below the watermark are released at
+/// once. It never grows with the offset *range* (gaps cost nothing).
+///
+/// Time: `deliver` is O(1) amortised; `complete` is O(1) when the partition's offsets
+/// are contiguous (the common case) and O(log n) across gaps.
+#[derive(Debug, Clone)]
+pub struct PartitionTracker {
+    epoch: Epoch,
+    /// Delivered offsets from the lowest incomplete one upwards, ascending.
+    /// Invariant: the front slot, if any, is incomplete.
+    slots: VecDeque<Slot>,
+    in_flight: usize,
+    /// Highest delivered offset + 1 (`None` before the first delivery).
+    next_after_delivered: Option<i64>,
+    /// The offset last recorded by [`mark_committed`](Self::mark_committed).
+    committed: Option<i64>,
+}
+
+impl PartitionTracker {
+    /// A tracker for a fresh assignment under `epoch`, with nothing delivered and
+    /// nothing committed.
+    pub fn new(epoch: Epoch) -> Self {
+        PartitionTracker {
+            epoch,
+            slots: VecDeque::new(),
+            in_flight: 0,
+            next_after_delivered: None,
+            committed: None,
+        }
+    }
+
+    /// The epoch of the assignment this tracker belongs to.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// Records that `offset` was delivered to the application and is now in flight.
+    ///
+    /// # Errors
+    /// [`DeliverError::NotIncreasing`] when `offset` is not above every offset delivered
+    /// so far; the tracker is unchanged.
+    #[inline]
+    pub fn deliver(&mut self, offset: i64) -> Result<(), DeliverError> {
+        if let Some(next) = self.next_after_delivered {
+            if offset < next {
+                return Err(DeliverError::NotIncreasing {
+                    offset,
+                    highest: next - 1,
+                });
+            }
+        }
+        self.slots.push_back(Slot {
+            offset,
+            done: false,
+        });
+        self.in_flight += 1;
+        self.next_after_delivered = Some(offset + 1);
+        Ok(())
+    }
+
+    /// Marks `offset` complete if it was delivered under `epoch`.
+    ///
+    /// A completion of another epoch is ignored ([`Completion::StaleEpoch`]), as are
+    /// duplicates and offsets never delivered; none of them can move the watermark.
+    #[inline]
+    pub fn complete(&mut self, epoch: Epoch, offset: i64) -> Completion {
+        if epoch != self.epoch {
+            return Completion::StaleEpoch;
+        }
+        let Some(front) = self.slots.front() else {
+            return Completion::NotDelivered;
+        };
+        if offset < front.offset {
+            return Completion::NotDelivered;
+        }
+        // Contiguous offsets put `offset` at index `offset - front`; across gaps the
+        // index is lower, so fall back to a binary search.
+        let guess = (offset - front.offset) as usize;
+        let index = match self.slots.get(guess) {
+            Some(slot) if slot.offset == offset => guess,
+            _ => match self.slots.binary_search_by_key(&offset, |s| s.offset) {
+                Ok(i) => i,
+                Err(_) => return Completion::NotDelivered,
+            },
+        };
+        let slot = &mut self.slots[index];
+        if slot.done {
+            return Completion::AlreadyCompleted;
+        }
+        slot.done = true;
+        self.in_flight -= 1;
+        if index == 0 {
+            while self.slots.front().is_some_and(|s| s.done) {
+                self.slots.pop_front();
+            }
+        }
+        Completion::Completed
+    }
+
+    /// The offset to commit for this partition: the lowest incomplete delivered offset,
+    /// or the highest delivered offset + 1 when none is incomplete; `None` before the
+    /// first delivery. It is the *next offset to read*, ready for OffsetCommit as is.
+    #[inline]
+    pub fn committable(&self) -> Option<i64> {
+        match self.slots.front() {
+            Some(slot) => Some(slot.offset),
+            None => self.next_after_delivered,
+        }
+    }
+
+    /// True when [`committable`](Self::committable) differs from the offset last passed
+    /// to [`mark_committed`](Self::mark_committed) (a commit would move it forward).
+    pub fn is_dirty(&self) -> bool {
+        let c = self.committable();
+        c.is_some() && c != self.committed
+    }
+
+    /// Records that `offset` was committed (or sent for commit), so the partition is no
+    /// longer dirty while the committable offset stays at `offset`.
+    pub fn mark_committed(&mut self, offset: i64) {
+        self.committed = Some(offset);
+    }
+
+    /// The offset last passed to [`mark_committed`](Self::mark_committed).
+    pub fn last_committed(&self) -> Option<i64> {
+        self.committed
+    }
+
+    /// Number of delivered records not yet complete.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Number of delivered records held in memory: the in-flight ones plus the completed
+    /// ones above the lowest in-flight offset.
+    pub fn tracked(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Highest delivered offset, if any.
+    pub fn highest_delivered(&self) -> Option<i64> {
+        self.next_after_delivered.map(|n| n - 1)
+    }
+
+    /// The offsets above the watermark that are already complete, ascending. This is
+    /// the set a new owner could skip (the "offset map" a future commit-metadata codec
+    /// encodes).
+    pub fn completed_above_watermark(&self) -> impl Iterator<Item = i64> + '_ {
+        self.slots.iter().filter(|s| s.done).map(|s| s.offset)
+    }
+
+    /// Starts over at `position` (a seek or an offset reset moved the fetch position):
+    /// everything in flight is forgotten under a new `epoch`, so late completions of
+    /// the old position are ignored, and the next delivery may be any offset ≥
+    /// `position`. The last committed offset is kept for dirty tracking.
+    pub fn rebase(&mut self, epoch: Epoch, position: i64) {
+        self.epoch = epoch;
+        self.slots.clear();
+        self.in_flight = 0;
+        self.next_after_delivered = Some(position);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const E: Epoch = Epoch(1);
+
+    #[test]
+    fn empty_tracker_has_nothing_to_commit() {
+        let t = PartitionTracker::new(E);
+        assert_eq!(t.committable(), None);
+        assert!(!t.is_dirty());
+    }
+
+    #[test]
+    fn watermark_waits_for_lowest_incomplete() {
+        let mut t = PartitionTracker::new(E);
+        for o in 10..15 {
+            t.deliver(o).unwrap();
+        }
+        assert_eq!(t.committable(), Some(10));
+        assert_eq!(t.complete(E, 12), Completion::Completed);
+        assert_eq!(t.complete(E, 11), Completion::Completed);
+        assert_eq!(t.committable(), Some(10));
+        assert_eq!(t.complete(E, 10), Completion::Completed);
+        assert_eq!(t.committable(), Some(13));
+        assert_eq!(t.in_flight(), 2);
+        t.complete(E, 14);
+        t.complete(E, 13);
+        assert_eq!(t.committable(), Some(15));
+        assert_eq!(t.tracked(), 0);
+    }
+
+    #[test]
+    fn gaps_never_block() {
+        let mut t = PartitionTracker::new(E);
+        t.deliver(5).unwrap();
+        t.deliver(9).unwrap(); // 6..=8 compacted away or transaction markers
+        t.complete(E, 5);
+        assert_eq!(t.committable(), Some(9));
+        t.complete(E, 9);
+        assert_eq!(t.committable(), Some(10));
+    }
+
+    #[test]
+    fn stale_epoch_and_duplicates_are_ignored() {
+        let mut t = PartitionTracker::new(E);
+        t.deliver(0).unwrap();
+        assert_eq!(t.complete(Epoch(0), 0), Completion::StaleEpoch);
+        assert_eq!(t.committable(), Some(0));
+        assert_eq!(t.complete(E, 3), Completion::NotDelivered);
+        t.deliver(1).unwrap();
+        assert_eq!(t.complete(E, 1), Completion::Completed);
+        assert_eq!(t.complete(E, 1), Completion::AlreadyCompleted);
+        assert_eq!(t.in_flight(), 1);
+    }
+
+    #[test]
+    fn non_increasing_delivery_is_rejected_and_rebase_recovers() {
+        let mut t = PartitionTracker::new(E);
+        t.deliver(7).unwrap();
+        assert_eq!(
+            t.deliver(7),
+            Err(DeliverError::NotIncreasing {
+                offset: 7,
+                highest: 7
+            })
+        );
+        t.rebase(Epoch(2), 3);
+        assert_eq!(t.complete(E, 7), Completion::StaleEpoch);
+        assert_eq!(t.committable(), Some(3));
+        t.deliver(3).unwrap();
+        assert_eq!(t.committable(), Some(3));
+    }
+
+    #[test]
+    fn dirty_until_committed() {
+        let mut t = PartitionTracker::new(E);
+        t.deliver(0).unwrap();
+        assert!(t.is_dirty());
+        t.mark_committed(0);
+        assert!(!t.is_dirty());
+        t.complete(E, 0);
+        assert!(t.is_dirty());
+        t.mark_committed(1);
+        assert!(!t.is_dirty());
+    }
+}
