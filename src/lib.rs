@@ -1,1 +1,47 @@
-//! tidemark
+//! tidemark: parallel batch processing of Kafka records with at-least-once watermark
+//! commits.
+//!
+//! A poll thread owns the rdkafka consumer and every partition's offset state; each
+//! polled batch goes to a rayon worker pool running your [`Processor`]; completions
+//! come back over a channel; per partition, tidemark commits only the lowest offset
+//! not yet complete (or the highest delivered + 1), so a crash or rebalance never
+//! skips a record. See DESIGN.md for the invariants and README.md for usage.
+//!
+//! ```no_run
+//! use tidemark::{Config, Outputs, Pipeline, Processor, ProcessResult, Record};
+//!
+//! struct CountBytes;
+//! impl Processor for CountBytes {
+//!     fn process(&self, record: &Record) -> ProcessResult {
+//!         let n = record.payload.as_ref().map_or(0, Vec::len);
+//!         Ok(Outputs::one(None, n.to_string().into_bytes()))
+//!     }
+//! }
+//!
+//! let mut config = Config::new("127.0.0.1:9092", "my-group", ["input"]);
+//! config.sink = tidemark::SinkConfig::Topic { topic: "sizes".into() };
+//! let summary = Pipeline::new(config, CountBytes).run()?;
+//! println!("{} records, committed {:?}", summary.records, summary.committed);
+//! # Ok::<(), tidemark::Error>(())
+//! ```
+
+pub mod commit;
+pub mod config;
+mod engine;
+pub mod error;
+pub mod processor;
+pub mod record;
+pub mod shutdown;
+mod sink;
+
+pub use commit::{CommitCallback, CommitEvent, PartitionOffset};
+pub use config::{Config, SinkConfig, FORCED_CONSUMER_PROPERTIES};
+pub use engine::{Pipeline, RunSummary};
+pub use error::Error;
+pub use processor::{FailureKind, ProcessError, ProcessResult, Processor};
+pub use record::{OutputRecord, Outputs, Record};
+pub use shutdown::{Progress, ShutdownHandle};
+pub use sink::{HEADER_SRC_OFFSET, HEADER_SRC_PARTITION};
+
+/// The pure offset tracker, re-exported from `tidemark-offsets`.
+pub use tidemark_offsets as offsets;

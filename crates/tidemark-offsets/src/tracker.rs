@@ -181,6 +181,15 @@ impl PartitionTracker {
         self.committed = Some(offset);
     }
 
+    /// Undoes [`mark_committed`](Self::mark_committed) after the commit of `offset`
+    /// failed, so the partition is dirty again and the next commit retries it. A later
+    /// mark (a newer commit already sent) is left alone.
+    pub fn commit_failed(&mut self, offset: i64) {
+        if self.committed == Some(offset) {
+            self.committed = None;
+        }
+    }
+
     /// The offset last passed to [`mark_committed`](Self::mark_committed).
     pub fn last_committed(&self) -> Option<i64> {
         self.committed
@@ -306,5 +315,7 @@ mod tests {
         assert!(t.is_dirty());
         t.mark_committed(1);
         assert!(!t.is_dirty());
+        t.commit_failed(1);
+        assert!(t.is_dirty());
     }
 }

@@ -1,1 +1,49 @@
-//! testkit
+//! Test fixtures for tidemark: brokers to run against and tools to check what a
+//! pipeline did.
+//!
+//! - [`EmbeddedCluster`]: librdkafka's in-process mock cluster (no install needed);
+//! - [`TansuBroker`]: a real Kafka-compatible broker (Tansu) on a free loopback port;
+//! - [`workload`]: topic creation and a JSON workload producer;
+//! - [`verify`]: high watermarks, committed offsets, and reading a topic back.
+
+mod embedded;
+mod tansu;
+pub mod verify;
+pub mod workload;
+
+pub use embedded::EmbeddedCluster;
+pub use tansu::{tansu_binary, TansuBroker};
+
+/// Errors of the fixtures.
+#[derive(Debug, thiserror::Error)]
+pub enum TestkitError {
+    /// A librdkafka call failed.
+    #[error("{context}: {source}")]
+    Kafka {
+        /// What the fixture was doing.
+        context: String,
+        /// librdkafka's error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// The Tansu broker could not be found or started.
+    #[error("tansu: {0}")]
+    Tansu(String),
+    /// A check did not finish in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+impl TestkitError {
+    pub(crate) fn kafka(
+        context: impl Into<String>,
+    ) -> impl FnOnce(rdkafka::error::KafkaError) -> TestkitError {
+        let context = context.into();
+        move |source| TestkitError::Kafka { context, source }
+    }
+}
+
+/// A broker a test can use: its bootstrap servers.
+pub trait Broker {
+    /// `bootstrap.servers` of the broker (comma-separated `host:port`).
+    fn bootstrap_servers(&self) -> String;
+}

@@ -1,0 +1,172 @@
+//! Independent checks of what a pipeline did, through a separate Kafka client.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::workload::topic_partitions;
+use crate::TestkitError;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn client(brokers: &str, group: Option<&str>) -> Result<BaseConsumer, TestkitError> {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", brokers)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest");
+    if let Some(g) = group {
+        cc.set("group.id", g);
+    }
+    cc.create().map_err(TestkitError::kafka("verifier client"))
+}
+
+fn partitions_of(brokers: &str, topic: &str) -> Result<i32, TestkitError> {
+    topic_partitions(brokers, topic, TIMEOUT)?
+        .ok_or_else(|| TestkitError::Timeout(format!("topic {topic} does not exist")))
+}
+
+/// High watermark (offset of the next record to be written) per partition of `topic`.
+///
+/// # Errors
+/// [`TestkitError::Kafka`] when the broker does not answer within 10 s.
+pub fn high_watermarks(brokers: &str, topic: &str) -> Result<BTreeMap<i32, i64>, TestkitError> {
+    let c = client(brokers, None)?;
+    (0..partitions_of(brokers, topic)?)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, TIMEOUT)
+                .map(|(_, high)| (p, high))
+                .map_err(TestkitError::kafka(format!("watermarks of {topic}/{p}")))
+        })
+        .collect()
+}
+
+/// Committed offset of `group` per partition of `topic` (`None`: nothing committed).
+///
+/// # Errors
+/// [`TestkitError::Kafka`] when the coordinator does not answer within 10 s.
+pub fn committed_offsets(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+) -> Result<BTreeMap<i32, Option<i64>>, TestkitError> {
+    let c = client(brokers, Some(group))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions_of(brokers, topic)? {
+        tpl.add_partition(topic, p);
+    }
+    let got = c
+        .committed_offsets(tpl, TIMEOUT)
+        .map_err(TestkitError::kafka(format!("committed offsets of {group}")))?;
+    Ok(got
+        .elements()
+        .iter()
+        .map(|e| {
+            let off = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            (e.partition(), off)
+        })
+        .collect())
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    /// Partition it was read from.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its headers as (key, UTF-8 value) pairs.
+    pub headers: Vec<(String, String)>,
+    /// Its value.
+    pub payload: Vec<u8>,
+}
+
+impl ReadRecord {
+    /// Value of header `key`, if present.
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads every record of `topic` from the beginning up to its high watermarks (as
+/// they are when called), with `isolation.level=isolation`.
+///
+/// # Errors
+/// [`TestkitError::Kafka`] on client errors; [`TestkitError::Timeout`] when the end
+/// is not reached within `limit`.
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    isolation: &str,
+    limit: Duration,
+) -> Result<Vec<ReadRecord>, TestkitError> {
+    let ends = high_watermarks(brokers, topic)?;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "tidemark-verifier")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .map_err(TestkitError::kafka("reader"))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in ends.keys() {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .map_err(TestkitError::kafka("assign"))?;
+    }
+    c.assign(&tpl).map_err(TestkitError::kafka("assign"))?;
+    let mut out = Vec::new();
+    let mut next: BTreeMap<i32, i64> = ends.keys().map(|p| (*p, 0)).collect();
+    let deadline = Instant::now() + limit;
+    // Read until every partition's position reached its end (transaction markers
+    // and aborted records are skipped, so compare positions, not counts).
+    while next.iter().any(|(p, n)| *n < ends[p]) {
+        if Instant::now() > deadline {
+            return Err(TestkitError::Timeout(format!("reading {topic}: at {next:?}, ends {ends:?}")));
+        }
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                next.insert(m.partition(), m.offset() + 1);
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(ReadRecord {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    headers,
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                });
+            }
+            Some(Err(e)) => return Err(TestkitError::kafka("reading")(e)),
+            None => {
+                if let Ok(pos) = c.position() {
+                    for e in pos.elements() {
+                        if let Offset::Offset(o) = e.offset() {
+                            let n = next.entry(e.partition()).or_default();
+                            *n = (*n).max(o);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}

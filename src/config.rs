@@ -1,0 +1,245 @@
+//! Pipeline configuration: serde-deserializable, with librdkafka properties passed
+//! through.
+
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// librdkafka properties tidemark sets itself in its at-least-once mode, whatever the
+/// user passes: offsets are committed only by tidemark's watermark commits, never by
+/// librdkafka's background auto-commit of *polled* (not processed) positions.
+pub const FORCED_CONSUMER_PROPERTIES: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+];
+
+/// Where processed records' outputs go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    /// Outputs are dropped (a processor with side effects of its own).
+    None,
+    /// Outputs are produced to this topic with the headers `tidemark-src-partition`
+    /// and `tidemark-src-offset`; an input is complete only when its outputs are acked.
+    Topic {
+        /// Name of the output topic.
+        topic: String,
+    },
+}
+
+/// Configuration of one tidemark pipeline (one consumer-group member).
+///
+/// Deserializable from any serde format; every field but `brokers`, `group_id` and
+/// `topics` has a default. Durations are in milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// librdkafka `bootstrap.servers`: comma-separated `host:port` list.
+    pub brokers: String,
+    /// Consumer group (`group.id`).
+    pub group_id: String,
+    /// Topics to subscribe to.
+    pub topics: Vec<String>,
+    /// Size of the rayon worker pool (threads). Default: the number of CPUs.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Interval between asynchronous commits of the dirty partitions' watermarks, ms.
+    /// Default 1000. A final synchronous commit always happens on graceful shutdown.
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
+    /// Most records taken from the consumer per poll round before dispatching.
+    /// Default 2000.
+    #[serde(default = "default_max_batch_records")]
+    pub max_batch_records: usize,
+    /// Longest a poll waits for the first record of a round, ms. Default 100.
+    #[serde(default = "default_poll_timeout_ms")]
+    pub poll_timeout_ms: u64,
+    /// Stop gracefully (final sync commit) once no record has arrived for this long
+    /// and nothing is in flight, ms. `None` (the default) runs until shut down.
+    #[serde(default)]
+    pub exit_when_idle_ms: Option<u64>,
+    /// How long start-up may take to reach the brokers and find every topic, ms.
+    /// Default 10000; past it, `run` returns [`Error::BrokerUnreachable`].
+    #[serde(default = "default_startup_timeout_ms")]
+    pub startup_timeout_ms: u64,
+    /// Longest a graceful shutdown waits for in-flight records before the final
+    /// commit, ms. Default 30000. Records still in flight then are not committed (they
+    /// will be processed again by the next owner: at-least-once).
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+    /// Where outputs go. Default: dropped.
+    #[serde(default = "default_sink")]
+    pub sink: SinkConfig,
+    /// Extra librdkafka consumer properties, passed through unchanged except for
+    /// [`FORCED_CONSUMER_PROPERTIES`]. See librdkafka's CONFIGURATION.md.
+    #[serde(default)]
+    pub consumer_properties: BTreeMap<String, String>,
+    /// Extra librdkafka producer properties for the sink, passed through unchanged.
+    #[serde(default)]
+    pub producer_properties: BTreeMap<String, String>,
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+fn default_commit_interval_ms() -> u64 {
+    1000
+}
+fn default_max_batch_records() -> usize {
+    2000
+}
+fn default_poll_timeout_ms() -> u64 {
+    100
+}
+fn default_startup_timeout_ms() -> u64 {
+    10_000
+}
+fn default_drain_timeout_ms() -> u64 {
+    30_000
+}
+fn default_sink() -> SinkConfig {
+    SinkConfig::None
+}
+
+impl Config {
+    /// A configuration with every default, for the given brokers, group and topics.
+    pub fn new(
+        brokers: impl Into<String>,
+        group_id: impl Into<String>,
+        topics: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Config {
+            brokers: brokers.into(),
+            group_id: group_id.into(),
+            topics: topics.into_iter().map(Into::into).collect(),
+            workers: default_workers(),
+            commit_interval_ms: default_commit_interval_ms(),
+            max_batch_records: default_max_batch_records(),
+            poll_timeout_ms: default_poll_timeout_ms(),
+            exit_when_idle_ms: None,
+            startup_timeout_ms: default_startup_timeout_ms(),
+            drain_timeout_ms: default_drain_timeout_ms(),
+            sink: SinkConfig::None,
+            consumer_properties: BTreeMap::new(),
+            producer_properties: BTreeMap::new(),
+        }
+    }
+
+    /// Checks the values that librdkafka would not.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first bad field.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |field: &str, why: &str| Err(Error::Config(format!("{field}: {why}")));
+        if self.brokers.trim().is_empty() {
+            return bad("brokers", "must name at least one host:port");
+        }
+        if self.group_id.trim().is_empty() {
+            return bad("group_id", "must not be empty");
+        }
+        if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
+            return bad("topics", "must list at least one non-empty topic name");
+        }
+        if self.workers == 0 {
+            return bad("workers", "must be at least 1");
+        }
+        if self.commit_interval_ms == 0 {
+            return bad("commit_interval_ms", "must be at least 1 ms");
+        }
+        if self.max_batch_records == 0 {
+            return bad("max_batch_records", "must be at least 1");
+        }
+        if let SinkConfig::Topic { topic } = &self.sink {
+            if topic.trim().is_empty() {
+                return bad("sink.topic", "must not be empty");
+            }
+            if self.topics.contains(topic) {
+                return bad("sink.topic", "must differ from the input topics");
+            }
+        }
+        Ok(())
+    }
+
+    /// The librdkafka consumer configuration: tidemark's defaults, then the user's
+    /// properties, then [`FORCED_CONSUMER_PROPERTIES`] (a user value that differs is
+    /// overridden with a warning).
+    pub fn consumer_client_config(&self) -> ClientConfig {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group_id)
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky");
+        for (k, v) in &self.consumer_properties {
+            cc.set(k, v);
+        }
+        for (k, v) in FORCED_CONSUMER_PROPERTIES {
+            if let Some(user) = self.consumer_properties.get(*k) {
+                if user != v {
+                    tracing::warn!(
+                        property = k,
+                        user_value = %user,
+                        forced = v,
+                        "tidemark commits offsets itself (watermark rule); overriding"
+                    );
+                }
+            }
+            cc.set(*k, *v);
+        }
+        cc
+    }
+
+    /// The librdkafka producer configuration for the sink: `acks=all` (an output is
+    /// acknowledged only once fully replicated) unless overridden, then the user's
+    /// properties.
+    pub fn producer_client_config(&self) -> ClientConfig {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &self.brokers)
+            .set("acks", "all")
+            .set("linger.ms", "5");
+        for (k, v) in &self.producer_properties {
+            cc.set(k, v);
+        }
+        cc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deserializes_with_defaults() {
+        let c: Config = serde_json::from_str(
+            r#"{"brokers":"b:9092","group_id":"g","topics":["t"],
+                "sink":{"type":"topic","topic":"out"},
+                "consumer_properties":{"enable.auto.commit":"true","fetch.max.bytes":"1000"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.commit_interval_ms, 1000);
+        assert_eq!(
+            c.sink,
+            SinkConfig::Topic {
+                topic: "out".into()
+            }
+        );
+        let cc = c.consumer_client_config();
+        assert_eq!(cc.get("enable.auto.commit"), Some("false"));
+        assert_eq!(cc.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(cc.get("fetch.max.bytes"), Some("1000"));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let mut c = Config::new("b:1", "g", ["t"]);
+        c.workers = 0;
+        assert!(matches!(c.validate(), Err(Error::Config(m)) if m.starts_with("workers")));
+        let mut c = Config::new("b:1", "g", ["t"]);
+        c.sink = SinkConfig::Topic { topic: "t".into() };
+        assert!(c.validate().is_err());
+        assert!(serde_json::from_str::<Config>(r#"{"brokers":"b","group_id":"g","topics":["t"],"wrokers":3}"#).is_err());
+    }
+}

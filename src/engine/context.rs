@@ -1,0 +1,124 @@
+//! librdkafka's callbacks: rebalances (assign / revoke / lost) and commit results.
+//! They run inside `BaseConsumer::poll`, on the poll thread.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::{ClientContext, TopicPartitionList};
+
+use super::partitions::Partitions;
+use crate::commit::{offsets_of, CommitCallback, CommitEvent};
+
+/// State the poll loop shares with the callbacks (same thread; see
+/// [`Partitions`] for why there is a mutex at all).
+pub(crate) struct Shared {
+    pub partitions: Mutex<Partitions>,
+    pub on_commit: Option<CommitCallback>,
+    /// Longest a revoke waits for the revoked partitions' in-flight records.
+    pub drain_timeout: Duration,
+}
+
+/// The pipeline's `ConsumerContext`.
+pub(crate) struct PipelineContext {
+    pub shared: std::sync::Arc<Shared>,
+}
+
+impl ClientContext for PipelineContext {}
+
+impl PipelineContext {
+    /// Sends a synchronous commit and records its result.
+    pub(crate) fn commit_sync(
+        &self,
+        consumer: &BaseConsumer<PipelineContext>,
+        partitions: &mut Partitions,
+        tpl: &TopicPartitionList,
+    ) -> KafkaResult<()> {
+        let _span = tracing::debug_span!("commit", kind = "sync", partitions = tpl.count()).entered();
+        let result = consumer.commit(tpl, CommitMode::Sync);
+        let offsets = offsets_of(tpl);
+        partitions.commit_result(&offsets, result.is_ok());
+        match &result {
+            Ok(()) => tracing::debug!(?offsets, "committed"),
+            Err(e) => tracing::warn!(error = %e, ?offsets, "synchronous commit failed"),
+        }
+        // The user's callback hears of this commit from `commit_callback`, which
+        // librdkafka calls for sync commits too, on a later poll.
+        result
+    }
+}
+
+impl ConsumerContext for PipelineContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let revoked: HashSet<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let is_revoked = |t: &str, p: i32| revoked.contains(&(t.to_string(), p));
+        let mut partitions = self.shared.partitions.lock();
+        if consumer.assignment_lost() {
+            // Another member may own them already: committing would overwrite its
+            // progress (DESIGN.md invariant 6).
+            tracing::warn!(partitions = revoked.len(), "assignment lost: dropping state without commit");
+        } else {
+            let _span = tracing::info_span!("revoke", partitions = revoked.len()).entered();
+            // Records staged but not dispatched are simply not processed here.
+            for (t, p) in &revoked {
+                if let Some(s) = partitions.get(t, *p) {
+                    tracing::debug!(topic = %t, partition = p, in_flight = s.tracker.in_flight(), "revoking");
+                }
+            }
+            let left = partitions.drain(self.shared.drain_timeout, is_revoked);
+            if left > 0 {
+                tracing::warn!(in_flight = left, "drain timeout on revoke: those records will be processed again by the next owner");
+            }
+            if let Some(tpl) = partitions.take_dirty(is_revoked) {
+                let _ = self.commit_sync(consumer, &mut partitions, &tpl);
+            }
+        }
+        for (t, p) in &revoked {
+            partitions.remove(t, *p);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let mut partitions = self.shared.partitions.lock();
+                for e in tpl.elements() {
+                    let epoch = partitions.assign(e.topic(), e.partition());
+                    tracing::info!(topic = e.topic(), partition = e.partition(), epoch = epoch.0, "assigned");
+                }
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, tpl: &TopicPartitionList) {
+        let offsets = offsets_of(tpl);
+        if offsets.is_empty() {
+            return;
+        }
+        self.shared
+            .partitions
+            .lock()
+            .commit_result(&offsets, result.is_ok());
+        match &result {
+            Ok(()) => tracing::debug!(?offsets, "commit acknowledged"),
+            Err(e) => tracing::warn!(error = %e, ?offsets, "commit failed; its partitions stay dirty"),
+        }
+        if let Some(cb) = &self.shared.on_commit {
+            cb(&CommitEvent {
+                offsets,
+                result,
+            });
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The engine: one poll thread owning the consumer and all offset state, a rayon pool
+//! running the processor, completions coming back over a channel.
+
+pub(crate) mod context;
+pub(crate) mod partitions;
+pub(crate) mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+
+use self::context::{PipelineContext, Shared};
+use self::partitions::{Partitions, RecordFailure};
+use self::worker::{run_batch, FailureCause};
+use crate::commit::{CommitCallback, CommitEvent};
+use crate::config::{Config, SinkConfig};
+use crate::error::Error;
+use crate::processor::Processor;
+use crate::shutdown::{Progress, ShutdownHandle};
+use crate::sink::Sink;
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Records completed (processed and, with a sink, acknowledged) by this run.
+    pub records: u64,
+    /// Wall time from start-up to the final commit.
+    pub elapsed: Duration,
+    /// The last offset the coordinator accepted per `(topic, partition)` during this
+    /// run: the next offset to read.
+    pub committed: BTreeMap<(String, i32), i64>,
+}
+
+impl RunSummary {
+    /// Completed records per second of wall time.
+    pub fn records_per_sec(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// A configured pipeline: one consumer-group member that processes its partitions'
+/// records in parallel and commits per-partition watermarks.
+///
+/// Build it with [`Pipeline::new`], optionally add a commit callback, take a
+/// [`ShutdownHandle`], then [`run`](Pipeline::run) it on the current thread (which
+/// becomes the poll thread).
+pub struct Pipeline {
+    config: Config,
+    processor: Arc<dyn Processor>,
+    on_commit: Option<CommitCallback>,
+    shutdown: ShutdownHandle,
+    progress: Arc<Progress>,
+}
+
+impl Pipeline {
+    /// A pipeline running `processor` with `config`. Nothing connects until `run`.
+    pub fn new(config: Config, processor: impl Processor) -> Self {
+        Pipeline {
+            config,
+            processor: Arc::new(processor),
+            on_commit: None,
+            shutdown: ShutdownHandle::default(),
+            progress: Arc::default(),
+        }
+    }
+
+    /// Calls `callback` with the outcome of every commit (offsets sent, and success or
+    /// librdkafka's error). It runs on the poll thread: keep it short, never block.
+    pub fn on_commit(mut self, callback: impl Fn(&CommitEvent) + Send + Sync + 'static) -> Self {
+        self.on_commit = Some(Arc::new(callback));
+        self
+    }
+
+    /// A handle that stops this pipeline gracefully from any thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Live counters of this pipeline (records dispatched and completed, commits).
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// Runs until shut down, idle for `exit_when_idle_ms`, or a record fails. On every
+    /// such stop it drains in-flight records (up to `drain_timeout_ms`), commits the
+    /// watermarks synchronously and leaves the group.
+    ///
+    /// # Errors
+    /// - [`Error::Config`]: invalid configuration, before connecting;
+    /// - [`Error::BrokerUnreachable`]: no metadata within `startup_timeout_ms`;
+    /// - [`Error::UnknownTopic`]: a subscribed topic does not exist;
+    /// - [`Error::Kafka`]: creating the consumer or producer, or subscribing, failed;
+    /// - [`Error::Processor`] / [`Error::Sink`]: a record failed; offsets were committed
+    ///   up to, never past, that record;
+    /// - [`Error::FinalCommit`]: the final synchronous commit failed.
+    pub fn run(self) -> Result<RunSummary, Error> {
+        let config = &self.config;
+        config.validate()?;
+        let started = Instant::now();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.workers)
+            .thread_name(|i| format!("tidemark-worker-{i}"))
+            .build()
+            .map_err(|e| Error::Config(format!("workers: cannot start the pool: {e}")))?;
+        let sink = match &config.sink {
+            SinkConfig::None => None,
+            SinkConfig::Topic { topic } => Some(Arc::new(Sink::new(config, topic)?)),
+        };
+
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            partitions: Mutex::new(Partitions::new(done_rx, self.progress.clone())),
+            on_commit: self.on_commit.clone(),
+            drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+        });
+        let consumer: BaseConsumer<PipelineContext> = config
+            .consumer_client_config()
+            .create_with_context(PipelineContext {
+                shared: shared.clone(),
+            })
+            .map_err(Error::kafka("creating the consumer"))?;
+        check_topics(&consumer, config)?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(Error::kafka("subscribing"))?;
+        tracing::info!(topics = ?config.topics, group = %config.group_id, workers = config.workers, "subscribed");
+
+        let poll_timeout = Duration::from_millis(config.poll_timeout_ms);
+        let commit_interval = Duration::from_millis(config.commit_interval_ms);
+        let idle_limit = config.exit_when_idle_ms.map(Duration::from_millis);
+        let mut last_commit = Instant::now();
+        let mut last_record = Instant::now();
+
+        loop {
+            if self.shutdown.is_requested() {
+                tracing::info!("shutdown requested");
+                break;
+            }
+            // Poll a round: wait for the first record, then take what is ready.
+            // Rebalance and commit callbacks run inside these polls.
+            let mut polled = 0usize;
+            let mut timeout = poll_timeout;
+            while polled < config.max_batch_records {
+                let Some(result) = consumer.poll(timeout) else {
+                    break;
+                };
+                timeout = Duration::ZERO;
+                match result {
+                    Ok(msg) => {
+                        polled += 1;
+                        shared.partitions.lock().stage(&msg);
+                    }
+                    Err(e) => log_consumer_error(&e),
+                }
+            }
+            let now = Instant::now();
+            if polled > 0 {
+                last_record = now;
+            }
+
+            let mut partitions = shared.partitions.lock();
+            if polled > 0 {
+                let _span = tracing::trace_span!("dispatch", records = polled).entered();
+                for batch in partitions.take_batches() {
+                    self.progress
+                        .dispatched
+                        .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+                    let processor = self.processor.clone();
+                    let sink = sink.clone();
+                    let done = done_tx.clone();
+                    pool.spawn(move || run_batch(&*processor, sink.as_deref(), batch, done));
+                }
+            }
+            partitions.apply_ready();
+            if partitions.failure.is_some() {
+                break;
+            }
+            if now.duration_since(last_commit) >= commit_interval {
+                last_commit = now;
+                if let Some(tpl) = partitions.take_dirty(|_, _| true) {
+                    let _span = tracing::debug_span!("commit", kind = "async", partitions = tpl.count()).entered();
+                    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                        tracing::warn!(error = %e, "async commit not sent");
+                        partitions.commit_result(&crate::commit::offsets_of(&tpl), false);
+                    }
+                }
+            }
+            if let Some(limit) = idle_limit {
+                if now.duration_since(last_record) >= limit && partitions.in_flight(|_, _| true) == 0 {
+                    tracing::info!(idle_ms = limit.as_millis() as u64, "idle: stopping");
+                    break;
+                }
+            }
+        }
+
+        // Graceful stop: nothing new is dispatched; wait for what is in flight; commit.
+        let final_commit = {
+            let mut partitions = shared.partitions.lock();
+            partitions.discard_staged();
+            let left = partitions.drain(Duration::from_millis(config.drain_timeout_ms), |_, _| true);
+            if left > 0 {
+                tracing::warn!(in_flight = left, "drain timeout on shutdown: those records will be processed again");
+            }
+            match partitions.take_dirty(|_, _| true) {
+                Some(tpl) => consumer
+                    .context()
+                    .commit_sync(&consumer, &mut partitions, &tpl),
+                None => Ok(()),
+            }
+        };
+        // Leaving the group: dropping the consumer closes it (revoke callback with
+        // nothing left to commit) and serves the pending commit callbacks.
+        drop(consumer);
+        if let Some(sink) = &sink {
+            sink.flush(Duration::from_millis(config.drain_timeout_ms));
+        }
+        let mut partitions = shared.partitions.lock();
+        let summary = RunSummary {
+            records: self.progress.completed(),
+            elapsed: started.elapsed(),
+            committed: partitions.committed.clone(),
+        };
+        if let Some(RecordFailure {
+            topic,
+            partition,
+            failure,
+        }) = partitions.failure.take()
+        {
+            return Err(match failure.cause {
+                FailureCause::Processor(source) => Error::Processor {
+                    topic,
+                    partition,
+                    offset: failure.offset,
+                    source,
+                },
+                FailureCause::Sink(message) => Error::Sink {
+                    topic,
+                    partition,
+                    offset: failure.offset,
+                    message,
+                },
+            });
+        }
+        final_commit.map_err(Error::FinalCommit)?;
+        tracing::info!(records = summary.records, elapsed_ms = summary.elapsed.as_millis() as u64, "stopped");
+        Ok(summary)
+    }
+}
+
+/// Fails fast when the brokers are unreachable or a topic is missing.
+fn check_topics(consumer: &BaseConsumer<PipelineContext>, config: &Config) -> Result<(), Error> {
+    let timeout = Duration::from_millis(config.startup_timeout_ms);
+    let metadata = consumer
+        .fetch_metadata(None, timeout)
+        .map_err(|source| Error::BrokerUnreachable {
+            brokers: config.brokers.clone(),
+            timeout_ms: config.startup_timeout_ms,
+            source,
+        })?;
+    for topic in &config.topics {
+        let found = metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        if !found {
+            return Err(Error::UnknownTopic(topic.clone()));
+        }
+    }
+    Ok(())
+}
+
+fn log_consumer_error(e: &KafkaError) {
+    tracing::warn!(error = %e, "consumer error");
+}

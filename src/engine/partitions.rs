@@ -1,0 +1,286 @@
+//! The poll thread's offset state: one entry per assigned partition, with its epoch,
+//! its watermark tracker and the records polled but not yet dispatched.
+//!
+//! Only the poll thread touches it — from the poll loop and from librdkafka's
+//! rebalance and commit callbacks, which run inside `poll` on the same thread. The
+//! mutex around it (see [`Shared`](super::context::Shared)) is therefore never
+//! contended; it exists because `ConsumerContext` must be `Sync`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tidemark_offsets::{Completion, DeliverError, Epoch, PartitionTracker};
+
+use super::worker::{Batch, BatchDone, Failure};
+use crate::commit::PartitionOffset;
+use crate::record::Record;
+use crate::shutdown::Progress;
+
+/// One assigned partition.
+pub(crate) struct PartitionState {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub tracker: PartitionTracker,
+    /// Records polled since the last dispatch (not yet delivered to the tracker).
+    pub staged: Vec<Record>,
+}
+
+/// A record that failed, with its coordinates.
+#[derive(Debug, Clone)]
+pub(crate) struct RecordFailure {
+    pub topic: String,
+    pub partition: i32,
+    pub failure: Failure,
+}
+
+/// Every assigned partition, and what the poll thread learned from completions.
+pub(crate) struct Partitions {
+    by_topic: HashMap<Arc<str>, HashMap<i32, PartitionState>>,
+    last_epoch: Epoch,
+    completions: Receiver<BatchDone>,
+    progress: Arc<Progress>,
+    /// The first record that failed (the pipeline stops on it).
+    pub failure: Option<RecordFailure>,
+    /// Last offset the coordinator accepted, per partition, across assignments.
+    pub committed: BTreeMap<(String, i32), i64>,
+}
+
+impl Partitions {
+    pub(crate) fn new(completions: Receiver<BatchDone>, progress: Arc<Progress>) -> Self {
+        Partitions {
+            by_topic: HashMap::new(),
+            last_epoch: Epoch(0),
+            completions,
+            progress,
+            failure: None,
+            committed: BTreeMap::new(),
+        }
+    }
+
+    /// Starts tracking `topic`/`partition` under a fresh epoch (replacing any state of
+    /// an earlier assignment, whose late completions are then ignored).
+    pub(crate) fn assign(&mut self, topic: &str, partition: i32) -> Epoch {
+        self.last_epoch = self.last_epoch.next();
+        let epoch = self.last_epoch;
+        let topic: Arc<str> = match self.by_topic.get_key_value(topic) {
+            Some((t, _)) => t.clone(),
+            None => Arc::from(topic),
+        };
+        self.by_topic.entry(topic.clone()).or_default().insert(
+            partition,
+            PartitionState {
+                topic,
+                partition,
+                tracker: PartitionTracker::new(epoch),
+                staged: Vec::new(),
+            },
+        );
+        epoch
+    }
+
+    /// Stops tracking `topic`/`partition`; records staged for it are dropped (they
+    /// were never processed, and are not committed, so the next owner reads them).
+    pub(crate) fn remove(&mut self, topic: &str, partition: i32) -> Option<PartitionState> {
+        let parts = self.by_topic.get_mut(topic)?;
+        let state = parts.remove(&partition);
+        if parts.is_empty() {
+            self.by_topic.remove(topic);
+        }
+        state
+    }
+
+    pub(crate) fn get(&self, topic: &str, partition: i32) -> Option<&PartitionState> {
+        self.by_topic.get(topic)?.get(&partition)
+    }
+
+    fn get_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PartitionState> {
+        self.by_topic.get_mut(topic)?.get_mut(&partition)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &PartitionState> {
+        self.by_topic.values().flat_map(|p| p.values())
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut PartitionState> {
+        self.by_topic.values_mut().flat_map(|p| p.values_mut())
+    }
+
+    /// Copies a polled message into the staging buffer of its partition. A message
+    /// of a partition that is not assigned (any more) is dropped. Returns its size in
+    /// bytes when it was staged.
+    pub(crate) fn stage(&mut self, msg: &BorrowedMessage<'_>) -> Option<usize> {
+        let state = self.get_mut(msg.topic(), msg.partition())?;
+        let record = Record {
+            topic: state.topic.clone(),
+            partition: state.partition,
+            offset: msg.offset(),
+            timestamp_ms: msg.timestamp().to_millis(),
+            key: msg.key().map(<[u8]>::to_vec),
+            payload: msg.payload().map(<[u8]>::to_vec),
+        };
+        let size = record.size_bytes();
+        state.staged.push(record);
+        Some(size)
+    }
+
+    /// Delivers every staged record to its tracker and returns them as batches, one per
+    /// partition, ready for the pool.
+    ///
+    /// An offset at or below one already delivered means the fetch position moved
+    /// back (a seek or an offset reset): the tracker is re-based under a new epoch, so
+    /// completions of the abandoned position can no longer move its watermark
+    /// (DESIGN.md invariant 7).
+    pub(crate) fn take_batches(&mut self) -> Vec<Batch> {
+        let mut batches = Vec::new();
+        let mut last_epoch = self.last_epoch;
+        for state in self.iter_mut() {
+            if state.staged.is_empty() {
+                continue;
+            }
+            let records = std::mem::take(&mut state.staged);
+            for r in &records {
+                if let Err(DeliverError::NotIncreasing { offset, highest }) =
+                    state.tracker.deliver(r.offset)
+                {
+                    last_epoch = last_epoch.next();
+                    tracing::warn!(
+                        topic = %state.topic, partition = state.partition, offset, highest,
+                        "fetch position moved back (seek or offset reset): re-basing the tracker"
+                    );
+                    state.tracker.rebase(last_epoch, offset);
+                    state
+                        .tracker
+                        .deliver(offset)
+                        .expect("a re-based tracker accepts its base offset");
+                }
+            }
+            batches.push(Batch {
+                topic: state.topic.clone(),
+                partition: state.partition,
+                epoch: state.tracker.epoch(),
+                records,
+            });
+        }
+        self.last_epoch = last_epoch;
+        batches
+    }
+
+    /// Applies one completion message to its tracker; a message of an earlier
+    /// assignment (stale epoch) or of a partition no longer assigned changes nothing.
+    pub(crate) fn apply(&mut self, done: BatchDone) {
+        let Some(state) = self.get_mut(&done.topic, done.partition) else {
+            tracing::debug!(topic = %done.topic, partition = done.partition, "completion for an unassigned partition dropped");
+            return;
+        };
+        let mut completed = 0u64;
+        for offset in &done.completed {
+            match state.tracker.complete(done.epoch, *offset) {
+                Completion::Completed => completed += 1,
+                Completion::StaleEpoch => {
+                    tracing::debug!(topic = %done.topic, partition = done.partition, epoch = done.epoch.0, "stale completion dropped");
+                    return;
+                }
+                Completion::AlreadyCompleted | Completion::NotDelivered => {}
+            }
+        }
+        let current = done.epoch == state.tracker.epoch();
+        self.progress.completed.fetch_add(completed, Ordering::Relaxed);
+        if let Some(failure) = done.failure {
+            if current && self.failure.is_none() {
+                self.failure = Some(RecordFailure {
+                    topic: done.topic.to_string(),
+                    partition: done.partition,
+                    failure,
+                });
+            }
+        }
+    }
+
+    /// Applies every completion already waiting, without blocking.
+    pub(crate) fn apply_ready(&mut self) {
+        while let Ok(done) = self.completions.try_recv() {
+            self.apply(done);
+        }
+    }
+
+    /// Records dispatched and not yet complete, over the partitions `filter` accepts.
+    pub(crate) fn in_flight(&self, filter: impl Fn(&str, i32) -> bool) -> usize {
+        self.iter()
+            .filter(|s| filter(&s.topic, s.partition))
+            .map(|s| s.tracker.in_flight())
+            .sum()
+    }
+
+    /// Waits for completions until nothing `filter` accepts is in flight or `timeout`
+    /// passes; returns the number of records still in flight then.
+    pub(crate) fn drain(&mut self, timeout: Duration, filter: impl Fn(&str, i32) -> bool) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.apply_ready();
+            let left = self.in_flight(&filter);
+            if left == 0 {
+                return 0;
+            }
+            match self
+                .completions
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(done) => self.apply(done),
+                Err(RecvTimeoutError::Timeout) => return self.in_flight(&filter),
+                Err(RecvTimeoutError::Disconnected) => return left,
+            }
+        }
+    }
+
+    /// Drops every staged (polled, never dispatched) record: on shutdown and on stop
+    /// after a failure. They are not committed, so they are read again later.
+    pub(crate) fn discard_staged(&mut self) {
+        for state in self.iter_mut() {
+            state.staged.clear();
+        }
+    }
+
+    /// The committable offsets of the dirty partitions `filter` accepts, marked as
+    /// committed; `None` when none is dirty.
+    pub(crate) fn take_dirty(
+        &mut self,
+        filter: impl Fn(&str, i32) -> bool,
+    ) -> Option<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for state in self.iter_mut() {
+            if !filter(&state.topic, state.partition) || !state.tracker.is_dirty() {
+                continue;
+            }
+            let offset = state.tracker.committable().expect("dirty implies committable");
+            state.tracker.mark_committed(offset);
+            tpl.add_partition_offset(&state.topic, state.partition, Offset::Offset(offset))
+                .expect("an absolute offset is valid");
+        }
+        (tpl.count() > 0).then_some(tpl)
+    }
+
+    /// Records the coordinator's answer to a commit of `offsets`: on success the
+    /// per-partition committed offsets move; on failure the partitions whose marked
+    /// offset is still the failed one become dirty again, so the next commit retries.
+    pub(crate) fn commit_result(&mut self, offsets: &[PartitionOffset], ok: bool) {
+        for po in offsets {
+            if ok {
+                let entry = self
+                    .committed
+                    .entry((po.topic.clone(), po.partition))
+                    .or_insert(po.offset);
+                *entry = (*entry).max(po.offset);
+            } else if let Some(state) = self.get_mut(&po.topic, po.partition) {
+                state.tracker.commit_failed(po.offset);
+            }
+        }
+        if ok {
+            self.progress.commits.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! What runs on the rayon pool: a batch of one partition through the processor, its
+//! outputs to the sink, and one completion message back to the poll thread.
+//!
+//! Workers never touch the consumer nor the tracker; they only send on the unbounded
+//! completion channel, so they can never block on the poll thread (DESIGN.md
+//! invariant 9).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+use tidemark_offsets::Epoch;
+
+use crate::processor::{ProcessError, Processor};
+use crate::record::Record;
+use crate::sink::Sink;
+
+/// A batch of records of one partition, dispatched under one assignment epoch.
+pub(crate) struct Batch {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub epoch: Epoch,
+    pub records: Vec<Record>,
+}
+
+/// Why a record could not be completed.
+#[derive(Debug, Clone)]
+pub(crate) enum FailureCause {
+    Processor(ProcessError),
+    Sink(String),
+}
+
+/// The first failed record of a batch.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub offset: i64,
+    pub cause: FailureCause,
+}
+
+/// Sent by a worker (or the sink's delivery callback) when a batch is done: the
+/// offsets that completed and the first failure, if any.
+#[derive(Debug)]
+pub(crate) struct BatchDone {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub epoch: Epoch,
+    pub completed: Vec<i64>,
+    pub failure: Option<Failure>,
+}
+
+/// Runs `batch` through `processor`; sends one [`BatchDone`] on `done` once every
+/// record is processed and every output acknowledged.
+pub(crate) fn run_batch(
+    processor: &dyn Processor,
+    sink: Option<&Sink>,
+    batch: Batch,
+    done: Sender<BatchDone>,
+) {
+    let _span = tracing::trace_span!("batch", topic = %batch.topic, partition = batch.partition, records = batch.records.len()).entered();
+    let mut results = processor.process_batch(&batch.records);
+    if results.len() != batch.records.len() {
+        tracing::error!(
+            expected = batch.records.len(),
+            got = results.len(),
+            "process_batch returned the wrong number of results"
+        );
+        results.resize_with(batch.records.len(), || {
+            Err(ProcessError::permanent(
+                "process_batch returned no result for this record",
+            ))
+        });
+    }
+
+    let pending = Arc::new(PendingBatch {
+        outstanding: AtomicUsize::new(1),
+        state: Mutex::new(PendingState {
+            completed: Vec::with_capacity(batch.records.len()),
+            failure: None,
+        }),
+        topic: batch.topic.clone(),
+        partition: batch.partition,
+        epoch: batch.epoch,
+        done,
+    });
+    {
+        let mut state = pending.state.lock();
+        for (record, result) in batch.records.iter().zip(&results) {
+            match result {
+                Ok(_) => state.completed.push(record.offset),
+                Err(e) => state.fail(record.offset, FailureCause::Processor(e.clone())),
+            }
+        }
+    }
+    if let Some(sink) = sink {
+        for (record, result) in batch.records.iter().zip(results) {
+            if let Ok(outputs) = result {
+                for output in outputs.0 {
+                    pending.outstanding.fetch_add(1, Ordering::AcqRel);
+                    sink.send(record, output, Ack::new(pending.clone(), record.offset));
+                }
+            }
+        }
+    }
+    pending.release();
+}
+
+struct PendingState {
+    completed: Vec<i64>,
+    failure: Option<Failure>,
+}
+
+impl PendingState {
+    /// Keeps the lowest failed offset: the one the watermark stops at.
+    fn fail(&mut self, offset: i64, cause: FailureCause) {
+        if self.failure.as_ref().is_none_or(|f| offset < f.offset) {
+            self.failure = Some(Failure { offset, cause });
+        }
+    }
+}
+
+/// A batch whose outputs are not all acknowledged yet.
+pub(crate) struct PendingBatch {
+    /// Outputs not yet acknowledged, + 1 while the worker is still sending.
+    outstanding: AtomicUsize,
+    state: Mutex<PendingState>,
+    topic: Arc<str>,
+    partition: i32,
+    epoch: Epoch,
+    done: Sender<BatchDone>,
+}
+
+impl PendingBatch {
+    fn release(&self) {
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let mut state = self.state.lock();
+            let completed = std::mem::take(&mut state.completed);
+            // The receiver is gone only when the pipeline has stopped: nothing to do.
+            let _ = self.done.send(BatchDone {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                epoch: self.epoch,
+                completed,
+                failure: state.failure.take(),
+            });
+        }
+    }
+}
+
+/// The acknowledgement owed for one output record of one input record.
+pub(crate) struct Ack {
+    batch: Arc<PendingBatch>,
+    input_offset: i64,
+}
+
+impl Ack {
+    fn new(batch: Arc<PendingBatch>, input_offset: i64) -> Self {
+        Ack {
+            batch,
+            input_offset,
+        }
+    }
+
+    /// The sink acknowledged (`Ok`) or finally failed (`Err`) this output.
+    pub(crate) fn resolve(self, result: Result<(), String>) {
+        if let Err(message) = result {
+            let mut state = self.batch.state.lock();
+            state.fail(self.input_offset, FailureCause::Sink(message));
+            // A record with a failed output is not complete (invariant 3).
+            let offset = self.input_offset;
+            state.completed.retain(|o| *o != offset);
+        }
+        self.batch.release();
+    }
+}

@@ -1,0 +1,77 @@
+//! Errors returned by the tidemark engine.
+
+use rdkafka::error::KafkaError;
+
+use crate::processor::ProcessError;
+
+/// Why a pipeline could not start or stopped without being asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value is invalid; nothing was started.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// No broker answered a metadata request within `startup_timeout_ms`.
+    #[error("brokers {brokers} unreachable within {timeout_ms} ms: {source}")]
+    BrokerUnreachable {
+        /// The `bootstrap.servers` that were tried.
+        brokers: String,
+        /// The bound that expired, ms.
+        timeout_ms: u64,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+
+    /// A subscribed topic does not exist on the cluster (tidemark does not create
+    /// input topics).
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+
+    /// A librdkafka call failed; `context` says which.
+    #[error("{context}: {source}")]
+    Kafka {
+        /// What tidemark was doing.
+        context: &'static str,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+
+    /// The processor failed a record. Offsets were committed up to (never past) the
+    /// failed record, so a restart processes it again.
+    #[error("processor failed on {topic}/{partition}@{offset}: {source}")]
+    Processor {
+        /// Topic of the failed record.
+        topic: String,
+        /// Partition of the failed record.
+        partition: i32,
+        /// Offset of the failed record.
+        offset: i64,
+        /// The processor's error.
+        source: ProcessError,
+    },
+
+    /// An output of a record could not be produced to the sink. Offsets were
+    /// committed up to (never past) that record.
+    #[error("sink produce failed for input {topic}/{partition}@{offset}: {message}")]
+    Sink {
+        /// Topic of the input record.
+        topic: String,
+        /// Partition of the input record.
+        partition: i32,
+        /// Offset of the input record.
+        offset: i64,
+        /// The producer's error.
+        message: String,
+    },
+
+    /// The final synchronous commit failed; the offsets of the last successful commit
+    /// stand, so a restart re-processes what follows them.
+    #[error("final commit failed: {0}")]
+    FinalCommit(KafkaError),
+}
+
+impl Error {
+    pub(crate) fn kafka(context: &'static str) -> impl FnOnce(KafkaError) -> Error {
+        move |source| Error::Kafka { context, source }
+    }
+}

@@ -1,0 +1,94 @@
+//! The user's side of tidemark: the [`Processor`] trait and its error type.
+
+use rayon::prelude::*;
+
+use crate::record::{Outputs, Record};
+
+/// Whether a failed record may succeed when tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// A transient failure (a timeout, an unavailable dependency): trying again may
+    /// succeed. Until retries exist, tidemark stops at the watermark as for `Permanent`.
+    Retriable,
+    /// The record can never be processed (malformed input, a bug): retrying is
+    /// pointless; it stops the consumer at the watermark (later: dead-lettering).
+    Permanent,
+}
+
+/// A processor's failure for one record.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{kind:?} failure: {message}")]
+pub struct ProcessError {
+    /// Retriable or permanent.
+    pub kind: FailureKind,
+    /// Human-readable reason, reported with the record's coordinates.
+    pub message: String,
+}
+
+impl ProcessError {
+    /// A failure that may succeed when retried.
+    pub fn retriable(message: impl Into<String>) -> Self {
+        ProcessError {
+            kind: FailureKind::Retriable,
+            message: message.into(),
+        }
+    }
+
+    /// A failure that never will.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ProcessError {
+            kind: FailureKind::Permanent,
+            message: message.into(),
+        }
+    }
+}
+
+/// The result of processing one record: its outputs for the sink, or why it failed.
+pub type ProcessResult = Result<Outputs, ProcessError>;
+
+/// User code that processes records. One instance is shared by every worker of the pool
+/// (`&self`, `Send + Sync`), so keep per-record state local or behind your own sync.
+///
+/// tidemark calls [`process_batch`](Processor::process_batch) once per polled batch of
+/// one partition on its rayon pool; the default runs [`process`](Processor::process)
+/// for each record of the batch in parallel on that same pool. A record counts complete
+/// only when `process` has returned `Ok` *and* every output it returned has been
+/// acknowledged by the sink; only then can the committed offset pass it.
+///
+/// ```
+/// use tidemark::{Outputs, ProcessError, Processor, ProcessResult, Record};
+///
+/// struct Uppercase;
+///
+/// impl Processor for Uppercase {
+///     fn process(&self, record: &Record) -> ProcessResult {
+///         let text = std::str::from_utf8(record.payload.as_deref().unwrap_or_default())
+///             .map_err(|e| ProcessError::permanent(format!("not UTF-8: {e}")))?;
+///         Ok(Outputs::one(record.key.clone(), text.to_uppercase().into_bytes()))
+///     }
+/// }
+/// ```
+pub trait Processor: Send + Sync + 'static {
+    /// Processes one record. Called from a worker thread of the pool, possibly for
+    /// several records of the same partition at once.
+    fn process(&self, record: &Record) -> ProcessResult;
+
+    /// Processes a batch of records of one partition, in offset order, and returns one
+    /// result per record in the same order (the engine checks the length and treats a
+    /// missing result as a permanent failure). Override to amortise per-batch costs
+    /// (one database round trip per batch, say); the default processes the records in
+    /// parallel on the pool.
+    fn process_batch(&self, records: &[Record]) -> Vec<ProcessResult> {
+        records.par_iter().map(|r| self.process(r)).collect()
+    }
+}
+
+impl<P: Processor + ?Sized> Processor for std::sync::Arc<P> {
+    fn process(&self, record: &Record) -> ProcessResult {
+        (**self).process(record)
+    }
+
+    fn process_batch(&self, records: &[Record]) -> Vec<ProcessResult> {
+        (**self).process_batch(records)
+    }
+}
