@@ -21,7 +21,7 @@ pub struct PartitionOffset {
 /// [`Pipeline::on_commit`](crate::Pipeline::on_commit): one per commit request, async
 /// (the interval policy) or sync (on revoke and shutdown) alike, from librdkafka's
 /// `offset_commit_cb`, in the order the coordinator answered.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CommitEvent {
     /// The offsets that were sent, one per partition.
     pub offsets: Vec<PartitionOffset>,

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
+use rdkafka::bindings as rdsys;
+use rdkafka::error::{IsError, KafkaError, KafkaResult};
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::partitions::Partitions;
@@ -29,7 +30,35 @@ pub(crate) struct PipelineContext {
 impl ClientContext for PipelineContext {}
 
 impl PipelineContext {
-    /// Sends a synchronous commit and records its result.
+    /// Sends an asynchronous commit whose result comes back through
+    /// [`commit_callback`](ConsumerContext::commit_callback) on a later poll.
+    ///
+    /// rdkafka's `commit(.., CommitMode::Async)` cannot be used: with the event API
+    /// that `BaseConsumer` uses, librdkafka turns only auto-commit results into
+    /// OFFSET_COMMIT events, so a manual async commit's result would be lost. Asking
+    /// for the reply on the main queue (`rd_kafka_commit_queue`), which `BaseConsumer`
+    /// polls, brings it back as an OFFSET_COMMIT event.
+    pub(crate) fn commit_async(
+        consumer: &BaseConsumer<PipelineContext>,
+        tpl: &TopicPartitionList,
+    ) -> KafkaResult<()> {
+        // SAFETY: the client and list outlive the call; librdkafka copies the list and
+        // takes its own reference on the queue before we release ours.
+        let err = unsafe {
+            let rk = consumer.client().native_ptr();
+            let queue = rdsys::rd_kafka_queue_get_main(rk);
+            let err = rdsys::rd_kafka_commit_queue(rk, tpl.ptr(), queue, None, std::ptr::null_mut());
+            rdsys::rd_kafka_queue_destroy(queue);
+            err
+        };
+        if err.is_error() {
+            Err(KafkaError::ConsumerCommit(err.into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sends a synchronous commit, records its result and reports it to the user.
     pub(crate) fn commit_sync(
         &self,
         consumer: &BaseConsumer<PipelineContext>,
@@ -44,8 +73,13 @@ impl PipelineContext {
             Ok(()) => tracing::debug!(?offsets, "committed"),
             Err(e) => tracing::warn!(error = %e, ?offsets, "synchronous commit failed"),
         }
-        // The user's callback hears of this commit from `commit_callback`, which
-        // librdkafka calls for sync commits too, on a later poll.
+        // A sync commit's result is returned here, never as an OFFSET_COMMIT event.
+        if let Some(cb) = &self.shared.on_commit {
+            cb(&CommitEvent {
+                offsets,
+                result: result.clone(),
+            });
+        }
         result
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 
 use self::context::{PipelineContext, Shared};
@@ -185,14 +185,15 @@ impl Pipeline {
                 last_commit = now;
                 if let Some(tpl) = partitions.take_dirty(|_, _| true) {
                     let _span = tracing::debug_span!("commit", kind = "async", partitions = tpl.count()).entered();
-                    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                    if let Err(e) = PipelineContext::commit_async(&consumer, &tpl) {
                         tracing::warn!(error = %e, "async commit not sent");
                         partitions.commit_result(&crate::commit::offsets_of(&tpl), false);
                     }
                 }
             }
             if let Some(limit) = idle_limit {
-                if now.duration_since(last_record) >= limit && partitions.in_flight(|_, _| true) == 0 {
+                let active = partitions.last_assigned.map_or(last_record, |a| a.max(last_record));
+                if now.duration_since(active) >= limit && partitions.in_flight(|_, _| true) == 0 {
                     tracing::info!(idle_ms = limit.as_millis() as u64, "idle: stopping");
                     break;
                 }

@@ -48,6 +48,8 @@ pub(crate) struct Partitions {
     pub failure: Option<RecordFailure>,
     /// Last offset the coordinator accepted, per partition, across assignments.
     pub committed: BTreeMap<(String, i32), i64>,
+    /// When a partition was last assigned (the idle clock starts no earlier).
+    pub last_assigned: Option<Instant>,
 }
 
 impl Partitions {
@@ -59,6 +61,7 @@ impl Partitions {
             progress,
             failure: None,
             committed: BTreeMap::new(),
+            last_assigned: None,
         }
     }
 
@@ -66,6 +69,7 @@ impl Partitions {
     /// an earlier assignment, whose late completions are then ignored).
     pub(crate) fn assign(&mut self, topic: &str, partition: i32) -> Epoch {
         self.last_epoch = self.last_epoch.next();
+        self.last_assigned = Some(Instant::now());
         let epoch = self.last_epoch;
         let topic: Arc<str> = match self.by_topic.get_key_value(topic) {
             Some((t, _)) => t.clone(),

@@ -47,21 +47,6 @@ impl EmbeddedCluster {
         Ok(EmbeddedCluster { owner, bootstrap })
     }
 
-    /// Creates `topic` with `partitions` partitions (replication factor 1).
-    ///
-    /// # Errors
-    /// [`TestkitError::Kafka`] when the mock cluster refuses.
-    pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), TestkitError> {
-        let cluster = self
-            .owner
-            .client()
-            .mock_cluster()
-            .expect("the owner client has a mock cluster");
-        cluster
-            .create_topic(topic, partitions, 1)
-            .map_err(TestkitError::kafka(format!("creating topic {topic}")))
-    }
-
     /// Runs `f` with the rdkafka handle of the mock cluster (error injection, broker
     /// down/up).
     pub fn with_mock<R>(
@@ -79,5 +64,12 @@ impl EmbeddedCluster {
 impl Broker for EmbeddedCluster {
     fn bootstrap_servers(&self) -> String {
         self.bootstrap.clone()
+    }
+
+    /// The mock cluster has no CreateTopics API: topics are created through its own
+    /// `rd_kafka_mock_topic_create` (replication factor 1).
+    fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), TestkitError> {
+        self.with_mock(|m| m.create_topic(topic, partitions, 1))
+            .map_err(TestkitError::kafka(format!("creating topic {topic}")))
     }
 }

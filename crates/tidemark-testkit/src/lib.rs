@@ -42,8 +42,17 @@ impl TestkitError {
     }
 }
 
-/// A broker a test can use: its bootstrap servers.
+/// A broker a test can use.
 pub trait Broker {
     /// `bootstrap.servers` of the broker (comma-separated `host:port`).
     fn bootstrap_servers(&self) -> String;
+
+    /// Creates `topic` with `partitions` partitions unless it exists. The default uses
+    /// the Kafka admin API (CreateTopics).
+    ///
+    /// # Errors
+    /// [`TestkitError`] when the broker refuses or does not answer.
+    fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), TestkitError> {
+        workload::ensure_topic(&self.bootstrap_servers(), topic, partitions).map(|_| ())
+    }
 }
