@@ -31,15 +31,18 @@ pub struct RunSummary {
     pub records: u64,
     /// Wall time from start-up to the final commit.
     pub elapsed: Duration,
+    /// Time from the first dispatched record to the last completed one: the time
+    /// records flowed, without group join or idle waits.
+    pub busy: Duration,
     /// The last offset the coordinator accepted per `(topic, partition)` during this
     /// run: the next offset to read.
     pub committed: BTreeMap<(String, i32), i64>,
 }
 
 impl RunSummary {
-    /// Completed records per second of wall time.
+    /// Completed records per second while records flowed ([`busy`](Self::busy)).
     pub fn records_per_sec(&self) -> f64 {
-        self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        self.records as f64 / self.busy.as_secs_f64().max(1e-9)
     }
 }
 
@@ -135,6 +138,7 @@ impl Pipeline {
         let commit_interval = Duration::from_millis(config.commit_interval_ms);
         let idle_limit = config.exit_when_idle_ms.map(Duration::from_millis);
         let mut last_commit = Instant::now();
+        let mut first_dispatch: Option<Instant> = None;
         let mut last_record = Instant::now();
 
         loop {
@@ -166,6 +170,7 @@ impl Pipeline {
 
             let mut partitions = shared.partitions.lock();
             if polled > 0 {
+                first_dispatch.get_or_insert(now);
                 let _span = tracing::trace_span!("dispatch", records = polled).entered();
                 for batch in partitions.take_batches() {
                     self.progress
@@ -225,6 +230,10 @@ impl Pipeline {
         let summary = RunSummary {
             records: self.progress.completed(),
             elapsed: started.elapsed(),
+            busy: match (first_dispatch, partitions.last_completion) {
+                (Some(first), Some(last)) => last.saturating_duration_since(first),
+                _ => Duration::ZERO,
+            },
             committed: partitions.committed.clone(),
         };
         if let Some(RecordFailure {

@@ -50,6 +50,8 @@ pub(crate) struct Partitions {
     pub committed: BTreeMap<(String, i32), i64>,
     /// When a partition was last assigned (the idle clock starts no earlier).
     pub last_assigned: Option<Instant>,
+    /// When the last record completed.
+    pub last_completion: Option<Instant>,
 }
 
 impl Partitions {
@@ -62,6 +64,7 @@ impl Partitions {
             failure: None,
             committed: BTreeMap::new(),
             last_assigned: None,
+            last_completion: None,
         }
     }
 
@@ -193,6 +196,9 @@ impl Partitions {
             }
         }
         let current = done.epoch == state.tracker.epoch();
+        if completed > 0 {
+            self.last_completion = Some(Instant::now());
+        }
         self.progress.completed.fetch_add(completed, Ordering::Relaxed);
         if let Some(failure) = done.failure {
             if current && self.failure.is_none() {

@@ -1,1 +1,71 @@
-fn main(){}
+//! `tidemark`: produce a workload, run a parallel pipeline, show consumer lag, or run
+//! the self-contained demo on an embedded cluster.
+
+mod demo;
+mod lag;
+mod processors;
+mod produce;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Parallel batch processing of Kafka records with at-least-once watermark commits.
+#[derive(Parser)]
+#[command(name = "tidemark", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Produce a JSON workload to a topic (created when missing).
+    Produce(produce::Args),
+    /// Consume a topic in a consumer group, process records in parallel, commit
+    /// per-partition watermarks.
+    Run(run::Args),
+    /// Show a group's committed offset, high watermark and lag per partition.
+    Lag(lag::Args),
+    /// Self-contained demo: embedded cluster, workload, pipeline, verification.
+    Demo(demo::Args),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Produce(a) => produce::main(a),
+        Command::Run(a) => run::main(a),
+        Command::Lag(a) => lag::main(a),
+        Command::Demo(a) => demo::main(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A spinner with a message on a TTY; hidden otherwise.
+pub(crate) fn spinner(message: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}] {pos} records ({per_sec})")
+            .expect("a valid template"),
+    );
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
+}

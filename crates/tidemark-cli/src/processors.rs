@@ -1,0 +1,105 @@
+//! The processors the CLI offers: `noop`, `sha256:ROUNDS`, `json`.
+
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+use tidemark::{Outputs, ProcessError, ProcessResult, Processor, Record};
+
+/// Which processor `tidemark run` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Passes the payload through unchanged.
+    Noop,
+    /// Chains SHA-256 over the payload ROUNDS times; outputs the hex digest.
+    Sha256 { rounds: u32 },
+    /// Parses the payload as a JSON object; a malformed one is a permanent failure;
+    /// outputs it compacted with `"bytes"` (payload length) added.
+    Json,
+}
+
+impl FromStr for Kind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "noop" => Ok(Kind::Noop),
+            "json" => Ok(Kind::Json),
+            _ => match s.strip_prefix("sha256:") {
+                Some(r) => r
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|r| *r > 0)
+                    .map(|rounds| Kind::Sha256 { rounds })
+                    .ok_or_else(|| format!("sha256:ROUNDS needs a positive integer, got {r:?}")),
+                None => Err(format!("unknown processor {s:?}: expected noop, sha256:ROUNDS or json")),
+            },
+        }
+    }
+}
+
+/// The CLI's processor.
+pub struct CliProcessor(pub Kind);
+
+impl Processor for CliProcessor {
+    fn process(&self, record: &Record) -> ProcessResult {
+        let payload = record.payload.as_deref().unwrap_or_default();
+        let out = match self.0 {
+            Kind::Noop => payload.to_vec(),
+            Kind::Sha256 { rounds } => hex::encode(sha256_chain(payload, rounds)).into_bytes(),
+            Kind::Json => {
+                let mut value: serde_json::Value = serde_json::from_slice(payload)
+                    .map_err(|e| ProcessError::permanent(format!("malformed JSON: {e}")))?;
+                let obj = value
+                    .as_object_mut()
+                    .ok_or_else(|| ProcessError::permanent("JSON payload is not an object"))?;
+                obj.insert("bytes".into(), payload.len().into());
+                serde_json::to_vec(&value).expect("a JSON value serializes")
+            }
+        };
+        Ok(Outputs::one(record.key.clone(), out))
+    }
+}
+
+/// SHA-256 applied `rounds` times: h1 = sha256(data), h(n+1) = sha256(hn).
+pub fn sha256_chain(data: &[u8], rounds: u32) -> [u8; 32] {
+    let mut digest: [u8; 32] = Sha256::digest(data).into();
+    for _ in 1..rounds {
+        digest = Sha256::digest(digest).into();
+    }
+    digest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kinds() {
+        assert_eq!("noop".parse::<Kind>(), Ok(Kind::Noop));
+        assert_eq!("sha256:3".parse::<Kind>(), Ok(Kind::Sha256 { rounds: 3 }));
+        assert!("sha256:0".parse::<Kind>().is_err());
+        assert!("md5".parse::<Kind>().is_err());
+    }
+
+    #[test]
+    fn sha256_chain_chains() {
+        let once = sha256_chain(b"x", 1);
+        assert_eq!(sha256_chain(b"x", 2), <[u8; 32]>::from(Sha256::digest(once)));
+    }
+
+    #[test]
+    fn json_rejects_malformed_records() {
+        let rec = |p: &[u8]| Record {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            timestamp_ms: None,
+            key: None,
+            payload: Some(p.to_vec()),
+        };
+        let p = CliProcessor(Kind::Json);
+        assert!(p.process(&rec(b"{\"id\":1}")).is_ok());
+        let err = p.process(&rec(b"{nope")).unwrap_err();
+        assert_eq!(err.kind, tidemark::FailureKind::Permanent);
+    }
+}

@@ -1,0 +1,153 @@
+//! `tidemark run`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tidemark::{Config, Pipeline, Processor, RunSummary, SinkConfig};
+use tidemark_testkit::workload;
+
+use crate::processors::{CliProcessor, Kind};
+
+/// Where outputs go: `none` or `topic:NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkArg(pub SinkConfig);
+
+impl std::str::FromStr for SinkArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(SinkArg(SinkConfig::None)),
+            _ => match s.strip_prefix("topic:") {
+                Some(t) if !t.is_empty() => Ok(SinkArg(SinkConfig::Topic { topic: t.into() })),
+                _ => Err(format!("expected none or topic:NAME, got {s:?}")),
+            },
+        }
+    }
+}
+
+/// Run a parallel pipeline in a consumer group.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Bootstrap servers.
+    #[arg(long)]
+    brokers: String,
+    /// Input topic.
+    #[arg(long)]
+    topic: String,
+    /// Consumer group.
+    #[arg(long)]
+    group: String,
+    /// Processor: noop, sha256:ROUNDS or json.
+    #[arg(long, default_value = "noop")]
+    processor: Kind,
+    /// Worker threads (default: number of CPUs).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Outputs: none, or topic:NAME (created when missing; one output per input with
+    /// headers tidemark-src-partition and tidemark-src-offset).
+    #[arg(long, default_value = "none")]
+    sink: SinkArg,
+    /// Interval between asynchronous commits, ms.
+    #[arg(long, default_value_t = 1000)]
+    commit_interval_ms: u64,
+    /// Stop gracefully after this many seconds without new records.
+    #[arg(long)]
+    exit_when_idle: Option<f64>,
+    /// Extra librdkafka consumer property, `key=value` (repeatable).
+    #[arg(short = 'X', value_parser = parse_property)]
+    property: Vec<(String, String)>,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
+}
+
+pub fn main(a: Args) -> anyhow::Result<()> {
+    let mut config = Config::new(&a.brokers, &a.group, [&a.topic]);
+    if let Some(w) = a.workers {
+        config.workers = w;
+    }
+    config.commit_interval_ms = a.commit_interval_ms;
+    config.exit_when_idle_ms = a.exit_when_idle.map(|s| (s * 1000.0) as u64);
+    config.sink = a.sink.0;
+    config.consumer_properties.extend(a.property);
+    config.validate()?;
+    if let SinkConfig::Topic { topic } = &config.sink {
+        // The sink gets as many partitions as the input (when it must be created).
+        let partitions = workload::topic_partitions(&a.brokers, &a.topic, Duration::from_secs(10))
+            .with_context(|| format!("reaching {}", a.brokers))?
+            .ok_or_else(|| tidemark::Error::UnknownTopic(a.topic.clone()))?;
+        workload::ensure_topic(&a.brokers, topic, partitions)
+            .with_context(|| format!("creating sink topic {topic}"))?;
+    }
+    let summary = execute(config, CliProcessor(a.processor), "processing")?;
+    print_summary(&summary);
+    Ok(())
+}
+
+/// Runs a pipeline with Ctrl-C / SIGTERM wired to a graceful stop and a spinner on a
+/// TTY.
+pub fn execute(config: Config, processor: impl Processor, label: &str) -> anyhow::Result<RunSummary> {
+    let pipeline = Pipeline::new(config, processor);
+    let handle = pipeline.shutdown_handle();
+    let presses = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    ctrlc::set_handler(move || {
+        if presses.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            eprintln!("stopping: draining in-flight records and committing (again to abort)");
+            handle.shutdown();
+        } else {
+            std::process::exit(130);
+        }
+    })
+    .context("installing the Ctrl-C handler")?;
+    let progress = pipeline.progress();
+    let bar = crate::spinner(label);
+    let ticker_bar = bar.clone();
+    let ticker = std::thread::spawn(move || {
+        while !ticker_bar.is_finished() {
+            ticker_bar.set_position(progress.completed());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let result = pipeline.run();
+    bar.finish_and_clear();
+    let _ = ticker.join();
+    Ok(result?)
+}
+
+/// Records, rate and committed offset per partition.
+pub fn print_summary(s: &RunSummary) {
+    println!(
+        "processed {} records: {:.0} records/s over {:.2} s busy ({:.2} s in all)",
+        s.records,
+        s.records_per_sec(),
+        s.busy.as_secs_f64(),
+        s.elapsed.as_secs_f64()
+    );
+    for ((topic, partition), offset) in &s.committed {
+        println!("committed {topic}/{partition} = {offset}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sinks_and_properties() {
+        assert_eq!("none".parse::<SinkArg>().unwrap().0, SinkConfig::None);
+        assert_eq!(
+            "topic:out".parse::<SinkArg>().unwrap().0,
+            SinkConfig::Topic { topic: "out".into() }
+        );
+        assert!("topic:".parse::<SinkArg>().is_err());
+        assert!("kafka".parse::<SinkArg>().is_err());
+        assert_eq!(parse_property("a.b=1").unwrap(), ("a.b".into(), "1".into()));
+        assert!(parse_property("nope").is_err());
+    }
+}
