@@ -39,7 +39,7 @@ pub use commit::{CommitCallback, CommitEvent, PartitionOffset};
 pub use config::{Config, SinkConfig, FORCED_CONSUMER_PROPERTIES};
 pub use engine::{Pipeline, RunSummary};
 pub use error::Error;
-pub use lag::{consumer_lag, PartitionLag};
+pub use lag::{consumer_lag, high_watermarks, PartitionLag};
 pub use processor::{FailureKind, ProcessError, ProcessResult, Processor};
 pub use record::{OutputRecord, Outputs, Record};
 pub use shutdown::{Progress, ShutdownHandle};

@@ -84,7 +84,7 @@ fn at_least_once_end_to_end(broker: &dyn Broker) {
         |_| {},
     )
     .expect("workload produced");
-    let ends = verify::high_watermarks(&brokers, "input").unwrap();
+    let ends = tidemark::high_watermarks(&brokers, "input", Duration::from_secs(10)).unwrap();
     assert_eq!(ends.values().sum::<i64>() as u64, RECORDS);
 
     let (processor, commits) = run(&brokers, "e2e");

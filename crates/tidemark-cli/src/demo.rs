@@ -73,7 +73,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     w.keys = 64;
     workload::produce(&brokers, &w, |n| bar.set_position(n))?;
     bar.finish_and_clear();
-    let ends = verify::high_watermarks(&brokers, TOPIC)?;
+    let ends = tidemark::high_watermarks(&brokers, TOPIC, std::time::Duration::from_secs(10))?;
     println!("produced {} records to {TOPIC} ({} partitions)", a.records, ends.len());
 
     let processor = Arc::new(Recording {

@@ -29,21 +29,6 @@ fn partitions_of(brokers: &str, topic: &str) -> Result<i32, TestkitError> {
         .ok_or_else(|| TestkitError::Timeout(format!("topic {topic} does not exist")))
 }
 
-/// High watermark (offset of the next record to be written) per partition of `topic`.
-///
-/// # Errors
-/// [`TestkitError::Kafka`] when the broker does not answer within 10 s.
-pub fn high_watermarks(brokers: &str, topic: &str) -> Result<BTreeMap<i32, i64>, TestkitError> {
-    let c = client(brokers, None)?;
-    (0..partitions_of(brokers, topic)?)
-        .map(|p| {
-            c.fetch_watermarks(topic, p, TIMEOUT)
-                .map(|(_, high)| (p, high))
-                .map_err(TestkitError::kafka(format!("watermarks of {topic}/{p}")))
-        })
-        .collect()
-}
-
 /// Committed offset of `group` per partition of `topic` (`None`: nothing committed).
 ///
 /// # Errors
@@ -97,8 +82,9 @@ impl ReadRecord {
     }
 }
 
-/// Reads every record of `topic` from the beginning up to its high watermarks (as
-/// they are when called), with `isolation.level=isolation`.
+/// Reads every record of `topic` from the beginning up to `ends` (the high watermark
+/// per partition, e.g. from `tidemark::high_watermarks`), with
+/// `isolation.level=isolation`.
 ///
 /// # Errors
 /// [`TestkitError::Kafka`] on client errors; [`TestkitError::Timeout`] when the end
@@ -106,10 +92,10 @@ impl ReadRecord {
 pub fn read_topic(
     brokers: &str,
     topic: &str,
+    ends: &BTreeMap<i32, i64>,
     isolation: &str,
     limit: Duration,
 ) -> Result<Vec<ReadRecord>, TestkitError> {
-    let ends = high_watermarks(brokers, topic)?;
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "tidemark-verifier")
