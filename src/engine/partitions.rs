@@ -28,6 +28,16 @@ pub(crate) struct PartitionState {
     pub tracker: PartitionTracker,
     /// Records polled since the last dispatch (not yet delivered to the tracker).
     pub staged: Vec<Record>,
+    /// Delivered records that failed: they hold the watermark but will never
+    /// complete, so draining does not wait for them.
+    pub failed: usize,
+}
+
+impl PartitionState {
+    /// Records dispatched whose outcome is still unknown.
+    fn pending(&self) -> usize {
+        self.tracker.in_flight() - self.failed
+    }
 }
 
 /// A record that failed, with its coordinates.
@@ -85,6 +95,7 @@ impl Partitions {
                 partition,
                 tracker: PartitionTracker::new(epoch),
                 staged: Vec::new(),
+                failed: 0,
             },
         );
         epoch
@@ -160,6 +171,7 @@ impl Partitions {
                         "fetch position moved back (seek or offset reset): re-basing the tracker"
                     );
                     state.tracker.rebase(last_epoch, offset);
+                    state.failed = 0;
                     state
                         .tracker
                         .deliver(offset)
@@ -196,6 +208,9 @@ impl Partitions {
             }
         }
         let current = done.epoch == state.tracker.epoch();
+        if current {
+            state.failed += done.failed.len();
+        }
         if completed > 0 {
             self.last_completion = Some(Instant::now());
         }
@@ -218,11 +233,12 @@ impl Partitions {
         }
     }
 
-    /// Records dispatched and not yet complete, over the partitions `filter` accepts.
+    /// Records dispatched whose outcome is unknown yet, over the partitions `filter`
+    /// accepts.
     pub(crate) fn in_flight(&self, filter: impl Fn(&str, i32) -> bool) -> usize {
         self.iter()
             .filter(|s| filter(&s.topic, s.partition))
-            .map(|s| s.tracker.in_flight())
+            .map(PartitionState::pending)
             .sum()
     }
 

@@ -46,6 +46,9 @@ pub(crate) struct BatchDone {
     pub partition: i32,
     pub epoch: Epoch,
     pub completed: Vec<i64>,
+    /// Offsets that failed and will never complete under this epoch.
+    pub failed: Vec<i64>,
+    /// The lowest failed offset and why.
     pub failure: Option<Failure>,
 }
 
@@ -76,6 +79,7 @@ pub(crate) fn run_batch(
         outstanding: AtomicUsize::new(1),
         state: Mutex::new(PendingState {
             completed: Vec::with_capacity(batch.records.len()),
+            failed: Vec::new(),
             failure: None,
         }),
         topic: batch.topic.clone(),
@@ -107,12 +111,17 @@ pub(crate) fn run_batch(
 
 struct PendingState {
     completed: Vec<i64>,
+    failed: Vec<i64>,
     failure: Option<Failure>,
 }
 
 impl PendingState {
-    /// Keeps the lowest failed offset: the one the watermark stops at.
+    /// Records a failed offset; keeps the cause of the lowest one, where the watermark
+    /// stops.
     fn fail(&mut self, offset: i64, cause: FailureCause) {
+        if !self.failed.contains(&offset) {
+            self.failed.push(offset);
+        }
         if self.failure.as_ref().is_none_or(|f| offset < f.offset) {
             self.failure = Some(Failure { offset, cause });
         }
@@ -141,6 +150,7 @@ impl PendingBatch {
                 partition: self.partition,
                 epoch: self.epoch,
                 completed,
+                failed: std::mem::take(&mut state.failed),
                 failure: state.failure.take(),
             });
         }
