@@ -15,7 +15,8 @@ struct Sha256Chain {
 
 impl Processor for Sha256Chain {
     fn process(&self, record: &Record) -> ProcessResult {
-        let mut digest: [u8; 32] = Sha256::digest(record.payload.as_deref().unwrap_or_default()).into();
+        let mut digest: [u8; 32] =
+            Sha256::digest(record.payload.as_deref().unwrap_or_default()).into();
         for _ in 1..self.rounds {
             digest = Sha256::digest(digest).into();
         }
@@ -25,13 +26,17 @@ impl Processor for Sha256Chain {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_env_filter("info,librdkafka=warn").init();
+    tracing_subscriber::fmt()
+        .with_env_filter("info,librdkafka=warn")
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [brokers, input, output, group] = args.as_slice() else {
         return Err("usage: sha256_pipeline BROKERS INPUT OUTPUT GROUP".into());
     };
     let mut config = Config::new(brokers, group, [input]);
-    config.sink = SinkConfig::Topic { topic: output.clone() };
+    config.sink = SinkConfig::Topic {
+        topic: output.clone(),
+    };
     config.exit_when_idle_ms = Some(5_000);
     let summary = Pipeline::new(config, Sha256Chain { rounds: 100 })
         .on_commit(|event| {
@@ -40,6 +45,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
         .run()?;
-    println!("{} records, {:.0} records/s", summary.records, summary.records_per_sec());
+    println!(
+        "{} records, {:.0} records/s",
+        summary.records,
+        summary.records_per_sec()
+    );
     Ok(())
 }

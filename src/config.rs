@@ -65,11 +65,29 @@ pub struct Config {
     /// Default 10000; past it, `run` returns [`Error::BrokerUnreachable`].
     #[serde(default = "default_startup_timeout_ms")]
     pub startup_timeout_ms: u64,
-    /// Longest a graceful shutdown waits for in-flight records before the final
-    /// commit, ms. Default 30000. Records still in flight then are not committed (they
-    /// will be processed again by the next owner: at-least-once).
+    /// Longest a revoke or a graceful shutdown waits for in-flight records before
+    /// committing, ms. Default 10000: well under the rebalance timeout
+    /// (`max.poll.interval.ms`, 300000 by default), which it must stay below. Records
+    /// still in flight then are not committed (the next owner processes them again).
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
+    /// Back-pressure bound on records polled and not yet covered by a confirmed
+    /// commit, over all partitions: in flight, completed since the last commit, or
+    /// staged. At the bound tidemark pauses its partitions (and commits at once)
+    /// while it keeps polling; it resumes below half of it. This also bounds the
+    /// records a crash makes the next owner process again. Default 10000.
+    #[serde(default = "default_max_in_flight_records")]
+    pub max_in_flight_records: usize,
+    /// Back-pressure bound on key + payload bytes polled and not yet processed, over
+    /// all partitions; exceeded by at most the one record that crossed it. Default
+    /// 64 MiB. librdkafka's prefetch (`queued.max.messages.kbytes`, `fetch.max.bytes`)
+    /// is sized from it unless set explicitly.
+    #[serde(default = "default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: usize,
+    /// Optional per-partition bound on records polled and not yet committed, so one
+    /// busy partition cannot take the whole budget. Default: none.
+    #[serde(default)]
+    pub max_in_flight_records_per_partition: Option<usize>,
     /// Where outputs go. Default: dropped.
     #[serde(default = "default_sink")]
     pub sink: SinkConfig,
@@ -98,7 +116,13 @@ fn default_startup_timeout_ms() -> u64 {
     10_000
 }
 fn default_drain_timeout_ms() -> u64 {
-    30_000
+    10_000
+}
+fn default_max_in_flight_records() -> usize {
+    10_000
+}
+fn default_max_in_flight_bytes() -> usize {
+    64 << 20
 }
 fn default_sink() -> SinkConfig {
     SinkConfig::None
@@ -122,6 +146,9 @@ impl Config {
             exit_when_idle_ms: None,
             startup_timeout_ms: default_startup_timeout_ms(),
             drain_timeout_ms: default_drain_timeout_ms(),
+            max_in_flight_records: default_max_in_flight_records(),
+            max_in_flight_bytes: default_max_in_flight_bytes(),
+            max_in_flight_records_per_partition: None,
             sink: SinkConfig::None,
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),
@@ -152,6 +179,27 @@ impl Config {
         if self.max_batch_records == 0 {
             return bad("max_batch_records", "must be at least 1");
         }
+        if self.max_in_flight_records == 0 || self.max_in_flight_bytes == 0 {
+            return bad(
+                "max_in_flight_records/max_in_flight_bytes",
+                "must be at least 1",
+            );
+        }
+        if self.max_in_flight_records_per_partition == Some(0) {
+            return bad("max_in_flight_records_per_partition", "must be at least 1");
+        }
+        let max_poll_ms = self
+            .consumer_properties
+            .get("max.poll.interval.ms")
+            .map_or(Ok(300_000), |v| v.parse::<u64>())
+            .map_err(|_| Error::Config("max.poll.interval.ms: not a number".into()))?;
+        if self.drain_timeout_ms >= max_poll_ms {
+            return bad(
+                "drain_timeout_ms",
+                "must be below max.poll.interval.ms (the rebalance timeout), or a revoke \
+                 that drains would get this member kicked out of the group",
+            );
+        }
         if let SinkConfig::Topic { topic } = &self.sink {
             if topic.trim().is_empty() {
                 return bad("sink.topic", "must not be empty");
@@ -172,6 +220,18 @@ impl Config {
             .set("group.id", &self.group_id)
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky");
+        // Prefetch sized from the byte budget, so paused partitions cannot make
+        // librdkafka hold much more than tidemark does (librdkafka defaults: 64 MiB
+        // queued, 50 MiB per fetch).
+        let budget_kb = (self.max_in_flight_bytes / 1024).max(1);
+        cc.set(
+            "queued.max.messages.kbytes",
+            (budget_kb / 2).clamp(1024, 65_536).to_string(),
+        )
+        .set(
+            "fetch.max.bytes",
+            ((budget_kb / 2).clamp(1024, 51_200) * 1024).to_string(),
+        );
         for (k, v) in &self.consumer_properties {
             cc.set(k, v);
         }
@@ -240,6 +300,15 @@ mod tests {
         let mut c = Config::new("b:1", "g", ["t"]);
         c.sink = SinkConfig::Topic { topic: "t".into() };
         assert!(c.validate().is_err());
-        assert!(serde_json::from_str::<Config>(r#"{"brokers":"b","group_id":"g","topics":["t"],"wrokers":3}"#).is_err());
+        let mut c = Config::new("b:1", "g", ["t"]);
+        c.consumer_properties
+            .insert("max.poll.interval.ms".into(), "5000".into());
+        assert!(matches!(c.validate(), Err(Error::Config(m)) if m.starts_with("drain_timeout_ms")));
+        c.drain_timeout_ms = 4000;
+        c.validate().unwrap();
+        assert!(serde_json::from_str::<Config>(
+            r#"{"brokers":"b","group_id":"g","topics":["t"],"wrokers":3}"#
+        )
+        .is_err());
     }
 }

@@ -108,7 +108,10 @@ pub fn high_watermarks(
     timeout: Duration,
 ) -> Result<BTreeMap<i32, i64>, Error> {
     let rows = consumer_lag(brokers, "tidemark-lag-probe", topic, timeout)?;
-    Ok(rows.into_iter().map(|r| (r.partition, r.high_watermark)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.partition, r.high_watermark))
+        .collect())
 }
 
 /// `(low, high)` watermarks per partition, confirmed by a fetch.

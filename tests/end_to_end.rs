@@ -80,7 +80,7 @@ fn at_least_once_end_to_end(broker: &dyn Broker) {
     broker.create_topic("input", PARTITIONS).unwrap();
     workload::produce(
         &brokers,
-        &workload::Workload::new("input", RECORDS, PARTITIONS),
+        &broker.workload("input", RECORDS, PARTITIONS),
         |_| {},
     )
     .expect("workload produced");
@@ -103,12 +103,24 @@ fn at_least_once_end_to_end(broker: &dyn Broker) {
     let mut last: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for event in commits.iter().filter(|e| e.result.is_ok()) {
         for po in &event.offsets {
-            let prev = last.entry((po.topic.clone(), po.partition)).or_insert(po.offset);
-            assert!(po.offset >= *prev, "commit of {}/{} went back from {} to {}", po.topic, po.partition, prev, po.offset);
+            let prev = last
+                .entry((po.topic.clone(), po.partition))
+                .or_insert(po.offset);
+            assert!(
+                po.offset >= *prev,
+                "commit of {}/{} went back from {} to {}",
+                po.topic,
+                po.partition,
+                prev,
+                po.offset
+            );
             *prev = po.offset;
         }
     }
-    assert!(!last.is_empty(), "the commit callback saw no successful commit: {commits:?}");
+    assert!(
+        !last.is_empty(),
+        "the commit callback saw no successful commit: {commits:?}"
+    );
 
     // The final committed offsets equal the high watermarks, as another client sees.
     let committed = verify::committed_offsets(&brokers, "e2e", "input").unwrap();
@@ -117,7 +129,11 @@ fn at_least_once_end_to_end(broker: &dyn Broker) {
 
     // A restart in the same group after a clean shutdown processes nothing.
     let (again, _) = run(&brokers, "e2e");
-    assert_eq!(again.calls.load(Ordering::Relaxed), 0, "restart re-processed records");
+    assert_eq!(
+        again.calls.load(Ordering::Relaxed),
+        0,
+        "restart re-processed records"
+    );
 }
 
 #[test]

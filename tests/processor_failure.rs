@@ -31,11 +31,21 @@ fn processor_error_stops_at_the_failed_record() {
     let mut config = Config::new(&brokers, "fail-test", ["in"]);
     config.workers = 2;
     config.commit_interval_ms = 20;
-    config.consumer_properties.insert("session.timeout.ms".into(), "6000".into());
+    config
+        .consumer_properties
+        .insert("session.timeout.ms".into(), "6000".into());
     let err = Pipeline::new(config, FailsOnce).run().unwrap_err();
     match err {
-        Error::Processor { topic, partition, offset, source } => {
-            assert_eq!((topic.as_str(), partition, offset), ("in", BAD_PARTITION, BAD_OFFSET));
+        Error::Processor {
+            topic,
+            partition,
+            offset,
+            source,
+        } => {
+            assert_eq!(
+                (topic.as_str(), partition, offset),
+                ("in", BAD_PARTITION, BAD_OFFSET)
+            );
             assert_eq!(source.message, "poison record");
         }
         other => panic!("expected a processor error, got {other}"),
@@ -45,6 +55,9 @@ fn processor_error_stops_at_the_failed_record() {
     // above it may be committed on its partition.
     assert_eq!(committed[&BAD_PARTITION], Some(BAD_OFFSET));
     for (p, c) in committed {
-        assert!(c.unwrap_or(0) <= ends[&p], "partition {p} committed past its end");
+        assert!(
+            c.unwrap_or(0) <= ends[&p],
+            "partition {p} committed past its end"
+        );
     }
 }

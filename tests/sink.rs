@@ -12,7 +12,10 @@ struct Echo;
 
 impl Processor for Echo {
     fn process(&self, record: &Record) -> ProcessResult {
-        Ok(Outputs::one(record.key.clone(), record.payload.clone().unwrap_or_default()))
+        Ok(Outputs::one(
+            record.key.clone(),
+            record.payload.clone().unwrap_or_default(),
+        ))
     }
 }
 
@@ -20,7 +23,7 @@ fn every_input_reaches_the_sink(broker: &dyn Broker) {
     let brokers = broker.bootstrap_servers();
     broker.create_topic("in", 4).unwrap();
     broker.create_topic("out", 4).unwrap();
-    let mut w = workload::Workload::new("in", 20_000, 4);
+    let mut w = broker.workload("in", 20_000, 4);
     w.keys = 32;
     workload::produce(&brokers, &w, |_| {}).unwrap();
     let ends = tidemark::high_watermarks(&brokers, "in", Duration::from_secs(10)).unwrap();
@@ -29,22 +32,44 @@ fn every_input_reaches_the_sink(broker: &dyn Broker) {
     config.workers = 3;
     config.commit_interval_ms = 100;
     config.exit_when_idle_ms = Some(4_000);
-    config.sink = SinkConfig::Topic { topic: "out".into() };
-    config.consumer_properties.insert("session.timeout.ms".into(), "6000".into());
+    config.sink = SinkConfig::Topic {
+        topic: "out".into(),
+    };
+    config
+        .consumer_properties
+        .insert("session.timeout.ms".into(), "6000".into());
     let summary = Pipeline::new(config, Echo).run().unwrap();
     assert_eq!(summary.records, 20_000);
 
     let out_ends = tidemark::high_watermarks(&brokers, "out", Duration::from_secs(10)).unwrap();
-    let out = verify::read_topic(&brokers, "out", &out_ends, "read_committed", Duration::from_secs(60)).unwrap();
+    let out = verify::read_topic(
+        &brokers,
+        "out",
+        &out_ends,
+        "read_committed",
+        Duration::from_secs(60),
+    )
+    .unwrap();
     let got: BTreeSet<(i32, i64)> = out
         .iter()
         .map(|r| {
-            let p = r.header(HEADER_SRC_PARTITION).expect("partition header").parse().unwrap();
-            let o = r.header(HEADER_SRC_OFFSET).expect("offset header").parse().unwrap();
+            let p = r
+                .header(HEADER_SRC_PARTITION)
+                .expect("partition header")
+                .parse()
+                .unwrap();
+            let o = r
+                .header(HEADER_SRC_OFFSET)
+                .expect("offset header")
+                .parse()
+                .unwrap();
             (p, o)
         })
         .collect();
-    let want: BTreeSet<(i32, i64)> = ends.iter().flat_map(|(p, e)| (0..*e).map(move |o| (*p, o))).collect();
+    let want: BTreeSet<(i32, i64)> = ends
+        .iter()
+        .flat_map(|(p, e)| (0..*e).map(move |o| (*p, o)))
+        .collect();
     let missing: Vec<_> = want.difference(&got).take(10).collect();
     assert!(missing.is_empty(), "inputs without output: {missing:?}");
 
@@ -60,5 +85,7 @@ fn embedded_cluster_sink() {
 
 #[test]
 fn tansu_sink() {
-    every_input_reaches_the_sink(&TansuBroker::start().expect("tansu broker (scripts/tansu.sh install)"));
+    every_input_reaches_the_sink(
+        &TansuBroker::start().expect("tansu broker (scripts/tansu.sh install)"),
+    );
 }

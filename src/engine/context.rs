@@ -2,21 +2,27 @@
 //! They run inside `BaseConsumer::poll`, on the poll thread.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::bindings as rdsys;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{IsError, KafkaError, KafkaResult};
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::partitions::Partitions;
 use crate::commit::{offsets_of, CommitCallback, CommitEvent};
+use crate::shutdown::Progress;
 
 /// State the poll loop shares with the callbacks (same thread; see
 /// [`Partitions`] for why there is a mutex at all).
 pub(crate) struct Shared {
     pub partitions: Mutex<Partitions>,
+    /// Also reachable without the lock: librdkafka's log callback runs on its own
+    /// threads and must never wait for the poll thread.
+    pub progress: Arc<Progress>,
     pub on_commit: Option<CommitCallback>,
     /// Longest a revoke waits for the revoked partitions' in-flight records.
     pub drain_timeout: Duration,
@@ -24,10 +30,29 @@ pub(crate) struct Shared {
 
 /// The pipeline's `ConsumerContext`.
 pub(crate) struct PipelineContext {
-    pub shared: std::sync::Arc<Shared>,
+    pub shared: Arc<Shared>,
 }
 
-impl ClientContext for PipelineContext {}
+impl ClientContext for PipelineContext {
+    /// Forwards librdkafka's logs to `tracing` (target `librdkafka`) like rdkafka's
+    /// default, and counts MAXPOLL reports (`max.poll.interval.ms` exceeded).
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if fac == "MAXPOLL" {
+            Progress::add(&self.shared.progress.max_poll_exceeded, 1);
+        }
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "{fac} {message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac} {message}"),
+        }
+    }
+}
 
 impl PipelineContext {
     /// Sends an asynchronous commit whose result comes back through
@@ -47,7 +72,8 @@ impl PipelineContext {
         let err = unsafe {
             let rk = consumer.client().native_ptr();
             let queue = rdsys::rd_kafka_queue_get_main(rk);
-            let err = rdsys::rd_kafka_commit_queue(rk, tpl.ptr(), queue, None, std::ptr::null_mut());
+            let err =
+                rdsys::rd_kafka_commit_queue(rk, tpl.ptr(), queue, None, std::ptr::null_mut());
             rdsys::rd_kafka_queue_destroy(queue);
             err
         };
@@ -65,7 +91,8 @@ impl PipelineContext {
         partitions: &mut Partitions,
         tpl: &TopicPartitionList,
     ) -> KafkaResult<()> {
-        let _span = tracing::debug_span!("commit", kind = "sync", partitions = tpl.count()).entered();
+        let _span =
+            tracing::debug_span!("commit", kind = "sync", partitions = tpl.count()).entered();
         let result = consumer.commit(tpl, CommitMode::Sync);
         let offsets = offsets_of(tpl);
         partitions.commit_result(&offsets, result.is_ok());
@@ -99,7 +126,11 @@ impl ConsumerContext for PipelineContext {
         if consumer.assignment_lost() {
             // Another member may own them already: committing would overwrite its
             // progress (DESIGN.md invariant 6).
-            tracing::warn!(partitions = revoked.len(), "assignment lost: dropping state without commit");
+            tracing::warn!(
+                partitions = revoked.len(),
+                "assignment lost: dropping state without commit"
+            );
+            Progress::add(&self.shared.progress.lost, revoked.len() as u64);
         } else {
             let _span = tracing::info_span!("revoke", partitions = revoked.len()).entered();
             // Records staged but not dispatched are simply not processed here.
@@ -113,8 +144,12 @@ impl ConsumerContext for PipelineContext {
                 tracing::warn!(in_flight = left, "drain timeout on revoke: those records will be processed again by the next owner");
             }
             if let Some(tpl) = partitions.take_dirty(is_revoked) {
+                // With an eager protocol the group is already rebalancing, and a
+                // commit may be refused (REBALANCE_IN_PROGRESS): those records are
+                // then processed again by the next owner (at-least-once).
                 let _ = self.commit_sync(consumer, &mut partitions, &tpl);
             }
+            Progress::add(&self.shared.progress.revoked, revoked.len() as u64);
         }
         for (t, p) in &revoked {
             partitions.remove(t, *p);
@@ -127,7 +162,12 @@ impl ConsumerContext for PipelineContext {
                 let mut partitions = self.shared.partitions.lock();
                 for e in tpl.elements() {
                     let epoch = partitions.assign(e.topic(), e.partition());
-                    tracing::info!(topic = e.topic(), partition = e.partition(), epoch = epoch.0, "assigned");
+                    tracing::info!(
+                        topic = e.topic(),
+                        partition = e.partition(),
+                        epoch = epoch.0,
+                        "assigned"
+                    );
                 }
             }
             Rebalance::Revoke(_) => {}
@@ -137,22 +177,21 @@ impl ConsumerContext for PipelineContext {
 
     fn commit_callback(&self, result: KafkaResult<()>, tpl: &TopicPartitionList) {
         let offsets = offsets_of(tpl);
+        let mut partitions = self.shared.partitions.lock();
+        partitions.commits_outstanding = partitions.commits_outstanding.saturating_sub(1);
         if offsets.is_empty() {
             return;
         }
-        self.shared
-            .partitions
-            .lock()
-            .commit_result(&offsets, result.is_ok());
+        partitions.commit_result(&offsets, result.is_ok());
+        drop(partitions);
         match &result {
             Ok(()) => tracing::debug!(?offsets, "commit acknowledged"),
-            Err(e) => tracing::warn!(error = %e, ?offsets, "commit failed; its partitions stay dirty"),
+            Err(e) => {
+                tracing::warn!(error = %e, ?offsets, "commit failed; its partitions stay dirty")
+            }
         }
         if let Some(cb) = &self.shared.on_commit {
-            cb(&CommitEvent {
-                offsets,
-                result,
-            });
+            cb(&CommitEvent { offsets, result });
         }
     }
 }

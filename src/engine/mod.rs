@@ -2,11 +2,11 @@
 //! running the processor, completions coming back over a channel.
 
 pub(crate) mod context;
+mod flow;
 pub(crate) mod partitions;
 pub(crate) mod worker;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 
 use self::context::{PipelineContext, Shared};
+use self::flow::Limits;
 use self::partitions::{Partitions, RecordFailure};
 use self::worker::{run_batch, FailureCause};
 use crate::commit::{CommitCallback, CommitEvent};
@@ -23,6 +24,9 @@ use crate::error::Error;
 use crate::processor::Processor;
 use crate::shutdown::{Progress, ShutdownHandle};
 use crate::sink::Sink;
+
+/// Poll timeout while every partition is paused for back-pressure.
+const PRESSED_POLL_TIMEOUT: Duration = Duration::from_millis(5);
 
 /// What a finished run did.
 #[derive(Debug, Clone)]
@@ -118,6 +122,7 @@ impl Pipeline {
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             partitions: Mutex::new(Partitions::new(done_rx, self.progress.clone())),
+            progress: self.progress.clone(),
             on_commit: self.on_commit.clone(),
             drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         });
@@ -137,19 +142,27 @@ impl Pipeline {
         let poll_timeout = Duration::from_millis(config.poll_timeout_ms);
         let commit_interval = Duration::from_millis(config.commit_interval_ms);
         let idle_limit = config.exit_when_idle_ms.map(Duration::from_millis);
+        let limits = Limits::from_config(config);
         let mut last_commit = Instant::now();
         let mut first_dispatch: Option<Instant> = None;
         let mut last_record = Instant::now();
+        let mut pressed = false;
 
         loop {
             if self.shutdown.is_requested() {
                 tracing::info!("shutdown requested");
                 break;
             }
-            // Poll a round: wait for the first record, then take what is ready.
-            // Rebalance and commit callbacks run inside these polls.
+            // Poll a round: wait for the first record, then take what is ready, up to
+            // the batch size or an in-flight bound. Rebalance and commit callbacks run
+            // inside these polls. While paused for back-pressure, progress comes from
+            // completions, which do not wake `poll`: wait briefly then.
             let mut polled = 0usize;
-            let mut timeout = poll_timeout;
+            let mut timeout = if pressed {
+                PRESSED_POLL_TIMEOUT
+            } else {
+                poll_timeout
+            };
             while polled < config.max_batch_records {
                 let Some(result) = consumer.poll(timeout) else {
                     break;
@@ -158,7 +171,12 @@ impl Pipeline {
                 match result {
                     Ok(msg) => {
                         polled += 1;
-                        shared.partitions.lock().stage(&msg);
+                        let mut partitions = shared.partitions.lock();
+                        if let Some(n) = partitions.stage(&msg) {
+                            if limits.reached(&partitions, n) {
+                                break;
+                            }
+                        }
                     }
                     Err(e) => log_consumer_error(&e),
                 }
@@ -173,9 +191,7 @@ impl Pipeline {
                 first_dispatch.get_or_insert(now);
                 let _span = tracing::trace_span!("dispatch", records = polled).entered();
                 for batch in partitions.take_batches() {
-                    self.progress
-                        .dispatched
-                        .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+                    Progress::add(&self.progress.dispatched, batch.records.len() as u64);
                     let processor = self.processor.clone();
                     let sink = sink.clone();
                     let done = done_tx.clone();
@@ -186,18 +202,30 @@ impl Pipeline {
             if partitions.failure.is_some() {
                 break;
             }
-            if now.duration_since(last_commit) >= commit_interval {
+            pressed = flow::regulate(&consumer, &mut partitions, limits);
+            // Commit on the interval, and at once while paused for back-pressure (only
+            // a confirmed commit lowers the in-flight record count).
+            let due = now.duration_since(last_commit) >= commit_interval
+                || (pressed && partitions.commits_outstanding == 0);
+            if due {
                 last_commit = now;
                 if let Some(tpl) = partitions.take_dirty(|_, _| true) {
-                    let _span = tracing::debug_span!("commit", kind = "async", partitions = tpl.count()).entered();
-                    if let Err(e) = PipelineContext::commit_async(&consumer, &tpl) {
-                        tracing::warn!(error = %e, "async commit not sent");
-                        partitions.commit_result(&crate::commit::offsets_of(&tpl), false);
+                    let _span =
+                        tracing::debug_span!("commit", kind = "async", partitions = tpl.count())
+                            .entered();
+                    match PipelineContext::commit_async(&consumer, &tpl) {
+                        Ok(()) => partitions.commits_outstanding += 1,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "async commit not sent");
+                            partitions.commit_result(&crate::commit::offsets_of(&tpl), false);
+                        }
                     }
                 }
             }
             if let Some(limit) = idle_limit {
-                let active = partitions.last_assigned.map_or(last_record, |a| a.max(last_record));
+                let active = partitions
+                    .last_assigned
+                    .map_or(last_record, |a| a.max(last_record));
                 if now.duration_since(active) >= limit && partitions.in_flight(|_, _| true) == 0 {
                     tracing::info!(idle_ms = limit.as_millis() as u64, "idle: stopping");
                     break;
@@ -209,9 +237,13 @@ impl Pipeline {
         let final_commit = {
             let mut partitions = shared.partitions.lock();
             partitions.discard_staged();
-            let left = partitions.drain(Duration::from_millis(config.drain_timeout_ms), |_, _| true);
+            let left =
+                partitions.drain(Duration::from_millis(config.drain_timeout_ms), |_, _| true);
             if left > 0 {
-                tracing::warn!(in_flight = left, "drain timeout on shutdown: those records will be processed again");
+                tracing::warn!(
+                    in_flight = left,
+                    "drain timeout on shutdown: those records will be processed again"
+                );
             }
             match partitions.take_dirty(|_, _| true) {
                 Some(tpl) => consumer
@@ -258,7 +290,11 @@ impl Pipeline {
             });
         }
         final_commit.map_err(Error::FinalCommit)?;
-        tracing::info!(records = summary.records, elapsed_ms = summary.elapsed.as_millis() as u64, "stopped");
+        tracing::info!(
+            records = summary.records,
+            elapsed_ms = summary.elapsed.as_millis() as u64,
+            "stopped"
+        );
         Ok(summary)
     }
 }
@@ -266,13 +302,14 @@ impl Pipeline {
 /// Fails fast when the brokers are unreachable or a topic is missing.
 fn check_topics(consumer: &BaseConsumer<PipelineContext>, config: &Config) -> Result<(), Error> {
     let timeout = Duration::from_millis(config.startup_timeout_ms);
-    let metadata = consumer
-        .fetch_metadata(None, timeout)
-        .map_err(|source| Error::BrokerUnreachable {
-            brokers: config.brokers.clone(),
-            timeout_ms: config.startup_timeout_ms,
-            source,
-        })?;
+    let metadata =
+        consumer
+            .fetch_metadata(None, timeout)
+            .map_err(|source| Error::BrokerUnreachable {
+                brokers: config.brokers.clone(),
+                timeout_ms: config.startup_timeout_ms,
+                source,
+            })?;
     for topic in &config.topics {
         let found = metadata
             .topics()

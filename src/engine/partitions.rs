@@ -1,5 +1,6 @@
 //! The poll thread's offset state: one entry per assigned partition, with its epoch,
-//! its watermark tracker and the records polled but not yet dispatched.
+//! its watermark tracker, the records polled but not yet dispatched, and the
+//! in-flight accounting that back-pressure reads.
 //!
 //! Only the poll thread touches it — from the poll loop and from librdkafka's
 //! rebalance and commit callbacks, which run inside `poll` on the same thread. The
@@ -7,7 +8,6 @@
 //! contended; it exists because `ConsumerContext` must be `Sync`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,15 +28,25 @@ pub(crate) struct PartitionState {
     pub tracker: PartitionTracker,
     /// Records polled since the last dispatch (not yet delivered to the tracker).
     pub staged: Vec<Record>,
+    staged_bytes: usize,
     /// Delivered records that failed: they hold the watermark but will never
     /// complete, so draining does not wait for them.
-    pub failed: usize,
+    failed: usize,
+    /// Whether librdkafka has this partition paused.
+    pub paused: bool,
+    /// Over its per-partition bound (cleared below half of it).
+    pub held: bool,
 }
 
 impl PartitionState {
     /// Records dispatched whose outcome is still unknown.
     fn pending(&self) -> usize {
-        self.tracker.in_flight() - self.failed
+        self.tracker.in_flight().saturating_sub(self.failed)
+    }
+
+    /// Records polled and not yet covered by a confirmed commit.
+    pub fn uncommitted(&self) -> usize {
+        self.tracker.uncommitted() + self.staged.len()
     }
 }
 
@@ -53,7 +63,16 @@ pub(crate) struct Partitions {
     by_topic: HashMap<Arc<str>, HashMap<i32, PartitionState>>,
     last_epoch: Epoch,
     completions: Receiver<BatchDone>,
-    progress: Arc<Progress>,
+    pub progress: Arc<Progress>,
+    /// Σ `uncommitted()` over the partitions, kept incrementally.
+    records_in_flight: usize,
+    /// Key + payload bytes staged or dispatched and not yet done (including batches of
+    /// partitions revoked since: their memory is held until the worker finishes).
+    bytes_in_flight: usize,
+    /// Back-pressure has paused every partition.
+    pub paused_all: bool,
+    /// Async commits sent whose result has not arrived.
+    pub commits_outstanding: usize,
     /// The first record that failed (the pipeline stops on it).
     pub failure: Option<RecordFailure>,
     /// Last offset the coordinator accepted, per partition, across assignments.
@@ -71,6 +90,10 @@ impl Partitions {
             last_epoch: Epoch(0),
             completions,
             progress,
+            records_in_flight: 0,
+            bytes_in_flight: 0,
+            paused_all: false,
+            commits_outstanding: 0,
             failure: None,
             committed: BTreeMap::new(),
             last_assigned: None,
@@ -81,6 +104,7 @@ impl Partitions {
     /// Starts tracking `topic`/`partition` under a fresh epoch (replacing any state of
     /// an earlier assignment, whose late completions are then ignored).
     pub(crate) fn assign(&mut self, topic: &str, partition: i32) -> Epoch {
+        self.remove(topic, partition);
         self.last_epoch = self.last_epoch.next();
         self.last_assigned = Some(Instant::now());
         let epoch = self.last_epoch;
@@ -95,9 +119,13 @@ impl Partitions {
                 partition,
                 tracker: PartitionTracker::new(epoch),
                 staged: Vec::new(),
+                staged_bytes: 0,
                 failed: 0,
+                paused: false,
+                held: false,
             },
         );
+        Progress::add(&self.progress.assigned, 1);
         epoch
     }
 
@@ -105,11 +133,13 @@ impl Partitions {
     /// were never processed, and are not committed, so the next owner reads them).
     pub(crate) fn remove(&mut self, topic: &str, partition: i32) -> Option<PartitionState> {
         let parts = self.by_topic.get_mut(topic)?;
-        let state = parts.remove(&partition);
+        let state = parts.remove(&partition)?;
         if parts.is_empty() {
             self.by_topic.remove(topic);
         }
-        state
+        self.records_in_flight -= state.uncommitted();
+        self.bytes_in_flight -= state.staged_bytes;
+        Some(state)
     }
 
     pub(crate) fn get(&self, topic: &str, partition: i32) -> Option<&PartitionState> {
@@ -120,17 +150,31 @@ impl Partitions {
         self.by_topic.get_mut(topic)?.get_mut(&partition)
     }
 
-    fn iter(&self) -> impl Iterator<Item = &PartitionState> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &PartitionState> {
         self.by_topic.values().flat_map(|p| p.values())
     }
 
-    fn iter_mut(&mut self) -> impl Iterator<Item = &mut PartitionState> {
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut PartitionState> {
         self.by_topic.values_mut().flat_map(|p| p.values_mut())
     }
 
+    /// Records polled and not yet covered by a confirmed commit, all partitions.
+    pub(crate) fn records_in_flight(&self) -> usize {
+        debug_assert_eq!(
+            self.records_in_flight,
+            self.iter().map(PartitionState::uncommitted).sum::<usize>()
+        );
+        self.records_in_flight
+    }
+
+    /// Key + payload bytes polled and not yet processed.
+    pub(crate) fn bytes_in_flight(&self) -> usize {
+        self.bytes_in_flight
+    }
+
     /// Copies a polled message into the staging buffer of its partition. A message
-    /// of a partition that is not assigned (any more) is dropped. Returns its size in
-    /// bytes when it was staged.
+    /// of a partition that is not assigned (any more) is dropped. Returns the
+    /// partition's uncommitted records when it was staged.
     pub(crate) fn stage(&mut self, msg: &BorrowedMessage<'_>) -> Option<usize> {
         let state = self.get_mut(msg.topic(), msg.partition())?;
         let record = Record {
@@ -143,80 +187,82 @@ impl Partitions {
         };
         let size = record.size_bytes();
         state.staged.push(record);
-        Some(size)
+        state.staged_bytes += size;
+        let uncommitted = state.uncommitted();
+        self.records_in_flight += 1;
+        self.bytes_in_flight += size;
+        Some(uncommitted)
     }
 
     /// Delivers every staged record to its tracker and returns them as batches, one per
     /// partition, ready for the pool.
     ///
     /// An offset at or below one already delivered means the fetch position moved
-    /// back (a seek or an offset reset): the tracker is re-based under a new epoch, so
-    /// completions of the abandoned position can no longer move its watermark
-    /// (DESIGN.md invariant 7).
+    /// back (a seek, an offset reset, a re-fetch after pause/resume): the tracker
+    /// forgets what it had delivered from there on and takes it again, without ever
+    /// moving the committable offset back (DESIGN.md invariant 7).
     pub(crate) fn take_batches(&mut self) -> Vec<Batch> {
         let mut batches = Vec::new();
-        let mut last_epoch = self.last_epoch;
+        let mut forgotten = 0;
         for state in self.iter_mut() {
             if state.staged.is_empty() {
                 continue;
             }
             let records = std::mem::take(&mut state.staged);
+            let bytes = std::mem::take(&mut state.staged_bytes);
             for r in &records {
                 if let Err(DeliverError::NotIncreasing { offset, highest }) =
                     state.tracker.deliver(r.offset)
                 {
-                    last_epoch = last_epoch.next();
-                    tracing::warn!(
+                    tracing::debug!(
                         topic = %state.topic, partition = state.partition, offset, highest,
-                        "fetch position moved back (seek or offset reset): re-basing the tracker"
+                        "fetch position moved back: rewinding the tracker"
                     );
-                    state.tracker.rebase(last_epoch, offset);
-                    state.failed = 0;
+                    forgotten += state.tracker.rewind(offset);
                     state
                         .tracker
                         .deliver(offset)
-                        .expect("a re-based tracker accepts its base offset");
+                        .expect("a rewound tracker accepts its new position");
                 }
             }
             batches.push(Batch {
                 topic: state.topic.clone(),
                 partition: state.partition,
                 epoch: state.tracker.epoch(),
+                bytes,
                 records,
             });
         }
-        self.last_epoch = last_epoch;
+        self.records_in_flight -= forgotten;
         batches
     }
 
     /// Applies one completion message to its tracker; a message of an earlier
-    /// assignment (stale epoch) or of a partition no longer assigned changes nothing.
+    /// assignment (stale epoch) or of a partition no longer assigned changes nothing
+    /// but the byte count (its records' memory is free now either way).
     pub(crate) fn apply(&mut self, done: BatchDone) {
+        self.bytes_in_flight -= done.bytes;
         let Some(state) = self.get_mut(&done.topic, done.partition) else {
             tracing::debug!(topic = %done.topic, partition = done.partition, "completion for an unassigned partition dropped");
             return;
         };
+        if done.epoch != state.tracker.epoch() {
+            tracing::debug!(topic = %done.topic, partition = done.partition, epoch = done.epoch.0, "stale completion dropped");
+            return;
+        }
         let mut completed = 0u64;
         for offset in &done.completed {
-            match state.tracker.complete(done.epoch, *offset) {
-                Completion::Completed => completed += 1,
-                Completion::StaleEpoch => {
-                    tracing::debug!(topic = %done.topic, partition = done.partition, epoch = done.epoch.0, "stale completion dropped");
-                    return;
-                }
-                Completion::AlreadyCompleted | Completion::NotDelivered => {}
+            if state.tracker.complete(done.epoch, *offset) == Completion::Completed {
+                completed += 1;
             }
         }
-        let current = done.epoch == state.tracker.epoch();
-        if current {
-            state.failed += done.failed.len();
-        }
+        state.failed += done.failed.len();
         if completed > 0 {
             self.last_completion = Some(Instant::now());
         }
-        self.progress.completed.fetch_add(completed, Ordering::Relaxed);
+        Progress::add(&self.progress.completed, completed);
         if let Some(failure) = done.failure {
-            if current && self.failure.is_none() {
+            if self.failure.is_none() {
                 self.failure = Some(RecordFailure {
                     topic: done.topic.to_string(),
                     partition: done.partition,
@@ -266,9 +312,14 @@ impl Partitions {
     /// Drops every staged (polled, never dispatched) record: on shutdown and on stop
     /// after a failure. They are not committed, so they are read again later.
     pub(crate) fn discard_staged(&mut self) {
+        let (mut records, mut bytes) = (0, 0);
         for state in self.iter_mut() {
+            records += state.staged.len();
+            bytes += std::mem::take(&mut state.staged_bytes);
             state.staged.clear();
         }
+        self.records_in_flight -= records;
+        self.bytes_in_flight -= bytes;
     }
 
     /// The committable offsets of the dirty partitions `filter` accepts, marked as
@@ -282,7 +333,10 @@ impl Partitions {
             if !filter(&state.topic, state.partition) || !state.tracker.is_dirty() {
                 continue;
             }
-            let offset = state.tracker.committable().expect("dirty implies committable");
+            let offset = state
+                .tracker
+                .committable()
+                .expect("dirty implies committable");
             state.tracker.mark_committed(offset);
             tpl.add_partition_offset(&state.topic, state.partition, Offset::Offset(offset))
                 .expect("an absolute offset is valid");
@@ -291,9 +345,11 @@ impl Partitions {
     }
 
     /// Records the coordinator's answer to a commit of `offsets`: on success the
-    /// per-partition committed offsets move; on failure the partitions whose marked
-    /// offset is still the failed one become dirty again, so the next commit retries.
+    /// per-partition committed offsets move and the records below them are released;
+    /// on failure the partitions whose marked offset is still the failed one become
+    /// dirty again, so the next commit retries.
     pub(crate) fn commit_result(&mut self, offsets: &[PartitionOffset], ok: bool) {
+        let mut released = 0;
         for po in offsets {
             if ok {
                 let entry = self
@@ -301,12 +357,18 @@ impl Partitions {
                     .entry((po.topic.clone(), po.partition))
                     .or_insert(po.offset);
                 *entry = (*entry).max(po.offset);
-            } else if let Some(state) = self.get_mut(&po.topic, po.partition) {
-                state.tracker.commit_failed(po.offset);
+            }
+            if let Some(state) = self.get_mut(&po.topic, po.partition) {
+                if ok {
+                    released += state.tracker.confirm_committed(po.offset);
+                } else {
+                    state.tracker.commit_failed(po.offset);
+                }
             }
         }
+        self.records_in_flight -= released;
         if ok {
-            self.progress.commits.fetch_add(1, Ordering::Relaxed);
+            Progress::add(&self.progress.commits, 1);
         }
     }
 }

@@ -21,6 +21,8 @@ pub(crate) struct Batch {
     pub topic: Arc<str>,
     pub partition: i32,
     pub epoch: Epoch,
+    /// Key + payload bytes of `records`.
+    pub bytes: usize,
     pub records: Vec<Record>,
 }
 
@@ -45,6 +47,8 @@ pub(crate) struct BatchDone {
     pub topic: Arc<str>,
     pub partition: i32,
     pub epoch: Epoch,
+    /// Key + payload bytes of the batch, free again.
+    pub bytes: usize,
     pub completed: Vec<i64>,
     /// Offsets that failed and will never complete under this epoch.
     pub failed: Vec<i64>,
@@ -85,6 +89,7 @@ pub(crate) fn run_batch(
         topic: batch.topic.clone(),
         partition: batch.partition,
         epoch: batch.epoch,
+        bytes: batch.bytes,
         done,
     });
     {
@@ -136,6 +141,7 @@ pub(crate) struct PendingBatch {
     topic: Arc<str>,
     partition: i32,
     epoch: Epoch,
+    bytes: usize,
     done: Sender<BatchDone>,
 }
 
@@ -149,6 +155,7 @@ impl PendingBatch {
                 topic: self.topic.clone(),
                 partition: self.partition,
                 epoch: self.epoch,
+                bytes: self.bytes,
                 completed,
                 failed: std::mem::take(&mut state.failed),
                 failure: state.failure.take(),

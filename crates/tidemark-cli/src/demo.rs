@@ -74,7 +74,11 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     workload::produce(&brokers, &w, |n| bar.set_position(n))?;
     bar.finish_and_clear();
     let ends = tidemark::high_watermarks(&brokers, TOPIC, std::time::Duration::from_secs(10))?;
-    println!("produced {} records to {TOPIC} ({} partitions)", a.records, ends.len());
+    println!(
+        "produced {} records to {TOPIC} ({} partitions)",
+        a.records,
+        ends.len()
+    );
 
     let processor = Arc::new(Recording {
         inner: CliProcessor(Kind::Sha256 { rounds: a.rounds }),
@@ -89,7 +93,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     }
     config.commit_interval_ms = 100;
     config.exit_when_idle_ms = Some(2_000);
-    config.consumer_properties.insert("session.timeout.ms".into(), "6000".into());
+    config
+        .consumer_properties
+        .insert("session.timeout.ms".into(), "6000".into());
     let workers = config.workers;
     let summary = crate::run::execute(config, processor.clone(), "processing")?;
     println!(
@@ -103,13 +109,23 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     );
 
     let committed = verify::committed_offsets(&brokers, GROUP, TOPIC)?;
-    println!("{:>9} {:>16} {:>16}", "PARTITION", "COMMITTED", "HIGH-WATERMARK");
+    println!(
+        "{:>9} {:>16} {:>16}",
+        "PARTITION", "COMMITTED", "HIGH-WATERMARK"
+    );
     let mut ok = true;
     for (p, end) in &ends {
         let c = committed.get(p).copied().flatten();
-        let mark = if c == Some(*end) { "" } else { "  <-- not at the high watermark" };
+        let mark = if c == Some(*end) {
+            ""
+        } else {
+            "  <-- not at the high watermark"
+        };
         ok &= c == Some(*end);
-        println!("{p:>9} {:>16} {end:>16}{mark}", c.map_or("-".into(), |c| c.to_string()));
+        println!(
+            "{p:>9} {:>16} {end:>16}{mark}",
+            c.map_or("-".into(), |c| c.to_string())
+        );
     }
     let missing: u64 = processor
         .seen

@@ -38,7 +38,9 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG")
                 // librdkafka reports every failed connection attempt as an error; the
                 // CLI reports what matters in one line, so its logs are off by default.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,librdkafka=off,rdkafka=off")),
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,librdkafka=off,rdkafka=off")
+                }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -72,8 +74,10 @@ fn main() -> ExitCode {
 pub(crate) fn spinner(message: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}] {pos} records ({per_sec})")
-            .expect("a valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{elapsed}] {pos} records ({per_sec})",
+        )
+        .expect("a valid template"),
     );
     bar.set_message(message.to_string());
     bar.enable_steady_tick(std::time::Duration::from_millis(100));

@@ -31,7 +31,9 @@ impl FromStr for Kind {
                     .filter(|r| *r > 0)
                     .map(|rounds| Kind::Sha256 { rounds })
                     .ok_or_else(|| format!("sha256:ROUNDS needs a positive integer, got {r:?}")),
-                None => Err(format!("unknown processor {s:?}: expected noop, sha256:ROUNDS or json")),
+                None => Err(format!(
+                    "unknown processor {s:?}: expected noop, sha256:ROUNDS or json"
+                )),
             },
         }
     }
@@ -84,7 +86,10 @@ mod tests {
     #[test]
     fn sha256_chain_chains() {
         let once = sha256_chain(b"x", 1);
-        assert_eq!(sha256_chain(b"x", 2), <[u8; 32]>::from(Sha256::digest(once)));
+        assert_eq!(
+            sha256_chain(b"x", 2),
+            <[u8; 32]>::from(Sha256::digest(once))
+        );
     }
 
     #[test]

@@ -92,7 +92,11 @@ pub fn main(a: Args) -> anyhow::Result<()> {
 
 /// Runs a pipeline with Ctrl-C / SIGTERM wired to a graceful stop and a spinner on a
 /// TTY.
-pub fn execute(config: Config, processor: impl Processor, label: &str) -> anyhow::Result<RunSummary> {
+pub fn execute(
+    config: Config,
+    processor: impl Processor,
+    label: &str,
+) -> anyhow::Result<RunSummary> {
     let pipeline = Pipeline::new(config, processor);
     let handle = pipeline.shutdown_handle();
     let presses = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -143,7 +147,9 @@ mod tests {
         assert_eq!("none".parse::<SinkArg>().unwrap().0, SinkConfig::None);
         assert_eq!(
             "topic:out".parse::<SinkArg>().unwrap().0,
-            SinkConfig::Topic { topic: "out".into() }
+            SinkConfig::Topic {
+                topic: "out".into()
+            }
         );
         assert!("topic:".parse::<SinkArg>().is_err());
         assert!("kafka".parse::<SinkArg>().is_err());

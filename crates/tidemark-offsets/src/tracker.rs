@@ -34,7 +34,7 @@ pub enum Completion {
 pub enum DeliverError {
     /// Kafka delivers a partition's offsets in increasing order; an offset at or below
     /// the highest one delivered means the position moved back (a seek or an offset
-    /// reset) and the tracker must be re-based with [`PartitionTracker::rebase`] instead.
+    /// reset): call [`PartitionTracker::rewind`] first.
     #[error("offset {offset} delivered after offset {highest}: offsets must increase (seek or offset reset?)")]
     NotIncreasing {
         /// The offset that was delivered.
@@ -54,26 +54,32 @@ struct Slot {
 ///
 /// Offsets are *delivered* in strictly increasing order (gaps allowed) and *completed*
 /// in any order. The tracker answers the committable offset, whether it moved since
-/// the last commit, and how many delivered records are still incomplete.
+/// the last commit, how many delivered records are still incomplete, and how many are
+/// not yet covered by a confirmed commit (what a crash now would process again).
 ///
-/// Memory: one 16-byte slot per delivered record from the lowest incomplete offset up
-/// to the highest delivered one, i.e. O(records in flight + completed records behind
-/// the oldest in-flight one); completed records below the watermark are released at
-/// once. It never grows with the offset *range* (gaps cost nothing).
+/// Memory: one 16-byte slot per delivered record not yet covered by a confirmed
+/// commit ([`confirm_committed`](Self::confirm_committed)), i.e. O(records in flight
+/// + records completed since the last commit). It never grows with the offset
+/// *range* (gaps cost nothing).
 ///
 /// Time: `deliver` is O(1) amortised; `complete` is O(1) when the partition's offsets
-/// are contiguous (the common case) and O(log n) across gaps.
+/// are contiguous (the common case) and O(log n) across gaps; the watermark advances
+/// in amortised O(1).
 #[derive(Debug, Clone)]
 pub struct PartitionTracker {
     epoch: Epoch,
-    /// Delivered offsets from the lowest incomplete one upwards, ascending.
-    /// Invariant: the front slot, if any, is incomplete.
+    /// Delivered offsets not yet covered by a confirmed commit, ascending.
     slots: VecDeque<Slot>,
+    /// Index in `slots` of the lowest incomplete offset; `slots.len()` when every
+    /// delivered offset is complete.
+    watermark: usize,
     in_flight: usize,
     /// Highest delivered offset + 1 (`None` before the first delivery).
     next_after_delivered: Option<i64>,
     /// The offset last recorded by [`mark_committed`](Self::mark_committed).
     committed: Option<i64>,
+    /// Lowest committable offset after a [`rewind`](Self::rewind) below the watermark.
+    floor: Option<i64>,
 }
 
 impl PartitionTracker {
@@ -83,9 +89,11 @@ impl PartitionTracker {
         PartitionTracker {
             epoch,
             slots: VecDeque::new(),
+            watermark: 0,
             in_flight: 0,
             next_after_delivered: None,
             committed: None,
+            floor: None,
         }
     }
 
@@ -149,10 +157,13 @@ impl PartitionTracker {
         }
         slot.done = true;
         self.in_flight -= 1;
-        if index == 0 {
-            while self.slots.front().is_some_and(|s| s.done) {
-                self.slots.pop_front();
+        if index == self.watermark {
+            let len = self.slots.len();
+            let mut w = index + 1;
+            while w < len && self.slots[w].done {
+                w += 1;
             }
+            self.watermark = w;
         }
         Completion::Completed
     }
@@ -162,9 +173,13 @@ impl PartitionTracker {
     /// first delivery. It is the *next offset to read*, ready for OffsetCommit as is.
     #[inline]
     pub fn committable(&self) -> Option<i64> {
-        match self.slots.front() {
+        let c = match self.slots.get(self.watermark) {
             Some(slot) => Some(slot.offset),
             None => self.next_after_delivered,
+        };
+        match self.floor {
+            Some(f) => c.map(|c| c.max(f)),
+            None => c,
         }
     }
 
@@ -190,6 +205,24 @@ impl PartitionTracker {
         }
     }
 
+    /// Records that the group coordinator accepted a commit of `offset`: delivered
+    /// records below it are released; returns how many. Only complete records are
+    /// ever released, so a confirmation that does not belong to this assignment
+    /// cannot lose work.
+    pub fn confirm_committed(&mut self, offset: i64) -> usize {
+        let mut released = 0;
+        while self
+            .slots
+            .front()
+            .is_some_and(|s| s.done && s.offset < offset)
+        {
+            self.slots.pop_front();
+            self.watermark -= 1;
+            released += 1;
+        }
+        released
+    }
+
     /// The offset last passed to [`mark_committed`](Self::mark_committed).
     pub fn last_committed(&self) -> Option<i64> {
         self.committed
@@ -200,9 +233,11 @@ impl PartitionTracker {
         self.in_flight
     }
 
-    /// Number of delivered records held in memory: the in-flight ones plus the completed
-    /// ones above the lowest in-flight offset.
-    pub fn tracked(&self) -> usize {
+    /// Number of delivered records not covered by a confirmed commit: the in-flight
+    /// ones plus the completed ones since the last
+    /// [`confirm_committed`](Self::confirm_committed). A crash now would process
+    /// these again; it is also the number of slots held in memory.
+    pub fn uncommitted(&self) -> usize {
         self.slots.len()
     }
 
@@ -215,18 +250,35 @@ impl PartitionTracker {
     /// the set a new owner could skip (the "offset map" a future commit-metadata codec
     /// encodes).
     pub fn completed_above_watermark(&self) -> impl Iterator<Item = i64> + '_ {
-        self.slots.iter().filter(|s| s.done).map(|s| s.offset)
+        self.slots
+            .range(self.watermark..)
+            .filter(|s| s.done)
+            .map(|s| s.offset)
     }
 
-    /// Starts over at `position` (a seek or an offset reset moved the fetch position):
-    /// everything in flight is forgotten under a new `epoch`, so late completions of
-    /// the old position are ignored, and the next delivery may be any offset ≥
-    /// `position`. The last committed offset is kept for dirty tracking.
-    pub fn rebase(&mut self, epoch: Epoch, position: i64) {
-        self.epoch = epoch;
-        self.slots.clear();
-        self.in_flight = 0;
+    /// The fetch position moved back to `position` (a seek, an offset reset, or a
+    /// client re-fetching after pause/resume): delivered offsets at or above it are
+    /// forgotten — they will be delivered again — and the next delivery may be any
+    /// offset ≥ `position`. Returns how many delivered offsets were forgotten.
+    ///
+    /// Offsets below `position` stay tracked, and the committable offset never goes
+    /// below where it was: records below the old watermark are complete whatever is
+    /// re-delivered (a late completion of a forgotten offset is ignored until it is
+    /// delivered again, and then counts: that record was processed).
+    pub fn rewind(&mut self, position: i64) -> usize {
+        if let Some(c) = self.committable() {
+            if position < c {
+                self.floor = Some(self.floor.map_or(c, |f| f.max(c)));
+            }
+        }
+        let keep = self.slots.partition_point(|s| s.offset < position);
+        let forgotten = self.slots.len() - keep;
+        let incomplete = self.slots.range(keep..).filter(|s| !s.done).count();
+        self.slots.truncate(keep);
+        self.in_flight -= incomplete;
+        self.watermark = self.watermark.min(keep);
         self.next_after_delivered = Some(position);
+        forgotten
     }
 }
 
@@ -259,7 +311,12 @@ mod tests {
         t.complete(E, 14);
         t.complete(E, 13);
         assert_eq!(t.committable(), Some(15));
-        assert_eq!(t.tracked(), 0);
+        assert_eq!(t.uncommitted(), 5);
+        t.confirm_committed(13);
+        assert_eq!(t.uncommitted(), 2);
+        assert_eq!(t.committable(), Some(15));
+        t.confirm_committed(15);
+        assert_eq!(t.uncommitted(), 0);
     }
 
     #[test]
@@ -287,9 +344,11 @@ mod tests {
     }
 
     #[test]
-    fn non_increasing_delivery_is_rejected_and_rebase_recovers() {
+    fn non_increasing_delivery_is_rejected_and_rewind_recovers() {
         let mut t = PartitionTracker::new(E);
-        t.deliver(7).unwrap();
+        for o in 3..=7 {
+            t.deliver(o).unwrap();
+        }
         assert_eq!(
             t.deliver(7),
             Err(DeliverError::NotIncreasing {
@@ -297,11 +356,22 @@ mod tests {
                 highest: 7
             })
         );
-        t.rebase(Epoch(2), 3);
-        assert_eq!(t.complete(E, 7), Completion::StaleEpoch);
-        assert_eq!(t.committable(), Some(3));
-        t.deliver(3).unwrap();
-        assert_eq!(t.committable(), Some(3));
+        t.complete(E, 3);
+        t.complete(E, 6);
+        // Re-fetch from 5: 5..=7 are forgotten, 4 stays in flight.
+        assert_eq!(t.rewind(5), 3);
+        assert_eq!(t.in_flight(), 1);
+        assert_eq!(t.committable(), Some(4));
+        t.deliver(5).unwrap();
+        t.complete(E, 4);
+        assert_eq!(t.committable(), Some(5));
+        // A rewind below the watermark never moves the committable offset back.
+        t.complete(E, 5);
+        assert_eq!(t.committable(), Some(6));
+        t.rewind(2);
+        assert_eq!(t.committable(), Some(6));
+        t.deliver(2).unwrap();
+        assert_eq!(t.committable(), Some(6));
     }
 
     #[test]

@@ -24,6 +24,8 @@ enum Op {
     Complete { pick: usize },
     /// A completion from a stale epoch for the n-th incomplete offset.
     Stale { pick: usize },
+    /// The coordinator confirms a commit of the current committable offset.
+    Confirm,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -31,6 +33,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => prop_oneof![3 => Just(0u8), 1 => 1u8..20].prop_map(|gap| Op::Deliver { gap }),
         4 => any::<usize>().prop_map(|pick| Op::Complete { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Stale { pick }),
+        1 => Just(Op::Confirm),
     ]
 }
 
@@ -49,9 +52,16 @@ proptest! {
         let mut completed = BTreeSet::new();
         let mut next = start;
         let mut last: Option<i64> = None;
+        let mut confirmed: Option<i64> = None;
 
         for op in ops {
             match op {
+                Op::Confirm => {
+                    if let Some(c) = tracker.committable() {
+                        tracker.confirm_committed(c);
+                        confirmed = Some(c);
+                    }
+                }
                 Op::Deliver { gap } => {
                     next += gap as i64;
                     tracker.deliver(next).unwrap();
@@ -81,12 +91,14 @@ proptest! {
                 }
             }
             prop_assert_eq!(tracker.in_flight(), delivered.len() - completed.len());
+            let uncommitted = delivered.iter().filter(|o| confirmed.is_none_or(|c| **o >= c)).count();
+            prop_assert_eq!(tracker.uncommitted(), uncommitted);
             last = now;
         }
     }
 
-    /// Memory follows what is in flight, not the offset range: once everything is
-    /// complete nothing is held, however large the gaps.
+    /// Memory follows what is uncommitted, not the offset range: once everything is
+    /// complete and committed nothing is held, however large the gaps.
     #[test]
     fn nothing_is_held_once_all_complete(
         gaps in proptest::collection::vec(0i64..1_000_000, 1..200),
@@ -109,7 +121,49 @@ proptest! {
         for off in &offsets {
             tracker.complete(E, *off);
         }
-        prop_assert_eq!(tracker.tracked(), 0);
         prop_assert_eq!(tracker.committable(), Some(o + 1));
+        tracker.confirm_committed(o + 1);
+        prop_assert_eq!(tracker.uncommitted(), 0);
+    }
+}
+
+proptest! {
+    /// Re-fetching from an earlier position (rewind) then completing everything ends
+    /// at the highest offset + 1, and the committable offset never goes back.
+    #[test]
+    fn rewinds_never_move_the_committable_offset_back(
+        steps in proptest::collection::vec((1usize..50, 0usize..60, any::<u64>()), 1..30),
+    ) {
+        let mut tracker = PartitionTracker::new(E);
+        let mut next = 0i64;
+        let mut last = None;
+        let mut outstanding: Vec<i64> = Vec::new();
+        for (deliver, back, seed) in steps {
+            let from = (next - back as i64).max(0);
+            if from < next {
+                tracker.rewind(from);
+                outstanding.retain(|o| *o < from);
+                next = from;
+            }
+            for _ in 0..deliver {
+                tracker.deliver(next).unwrap();
+                outstanding.push(next);
+                next += 1;
+            }
+            // complete a pseudo-random half
+            let mut s = seed | 1;
+            outstanding.retain(|o| {
+                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+                if s % 2 == 0 { tracker.complete(E, *o); false } else { true }
+            });
+            let now = tracker.committable();
+            prop_assert!(now >= last, "committable went back from {:?} to {:?}", last, now);
+            last = now;
+        }
+        for o in outstanding {
+            tracker.complete(E, o);
+        }
+        prop_assert_eq!(tracker.committable(), Some(next.max(last.unwrap_or(0))));
+        prop_assert_eq!(tracker.in_flight(), 0);
     }
 }

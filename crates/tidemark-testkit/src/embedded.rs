@@ -51,7 +51,9 @@ impl EmbeddedCluster {
     /// down/up).
     pub fn with_mock<R>(
         &self,
-        f: impl FnOnce(&rdkafka::mocking::MockCluster<'_, rdkafka::producer::DefaultProducerContext>) -> R,
+        f: impl FnOnce(
+            &rdkafka::mocking::MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+        ) -> R,
     ) -> R {
         f(&self
             .owner

@@ -55,4 +55,17 @@ pub trait Broker {
     fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), TestkitError> {
         workload::ensure_topic(&self.bootstrap_servers(), topic, partitions).map(|_| ())
     }
+
+    /// Most records per produced batch this broker handles correctly
+    /// ([`workload::Workload::batch_records`]); `None`: no limit.
+    fn max_batch_records(&self) -> Option<usize> {
+        None
+    }
+
+    /// A workload for this broker: [`workload::Workload::new`] with its batch limit.
+    fn workload(&self, topic: &str, records: u64, partitions: i32) -> workload::Workload {
+        let mut w = workload::Workload::new(topic, records, partitions);
+        w.batch_records = self.max_batch_records();
+        w
+    }
 }

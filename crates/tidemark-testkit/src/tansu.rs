@@ -33,7 +33,13 @@ pub fn tansu_binary() -> Option<PathBuf> {
 /// Started as `tansu broker --storage-engine memory://tansu/ --listener-url
 /// tcp://127.0.0.1:PORT --advertised-listener-url tcp://127.0.0.1:PORT`. Tansu 0.6.0
 /// quirks (DESIGN.md): no commit metadata is returned, commits are not fenced by
-/// generation, and a group (re)join takes about 3 s.
+/// generation, and a group (re)join takes about 3 s. Found here, with its in-memory
+/// storage: a Fetch from an offset inside a record batch returns only the batches
+/// that *start* at or after it, so the rest of that batch is skipped (a consumer
+/// resuming from a mid-batch commit, or after pause/resume, silently loses records);
+/// and ListOffsets(latest) answers the most recent batch's base offset + 1. Tests
+/// therefore produce one record per batch to Tansu (`Workload::batch_records`), and
+/// `tidemark::high_watermarks` confirms the end with a fetch.
 pub struct TansuBroker {
     child: Child,
     port: u16,
@@ -59,7 +65,10 @@ impl TansuBroker {
         let child = Command::new(&bin)
             .args(["broker", "--storage-engine", "memory://tansu/"])
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .env("RUST_LOG", std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -78,7 +87,11 @@ impl TansuBroker {
     fn wait_ready(&mut self, limit: Duration) -> Result<(), TestkitError> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().map_err(|e| TestkitError::Tansu(e.to_string()))? {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .map_err(|e| TestkitError::Tansu(e.to_string()))?
+            {
                 return Err(TestkitError::Tansu(format!("broker exited: {status}")));
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
@@ -86,19 +99,30 @@ impl TansuBroker {
                     .set("bootstrap.servers", self.bootstrap_servers())
                     .create()
                     .map_err(TestkitError::kafka("metadata client"))?;
-                if consumer.fetch_metadata(None, Duration::from_secs(2)).is_ok() {
+                if consumer
+                    .fetch_metadata(None, Duration::from_secs(2))
+                    .is_ok()
+                {
                     return Ok(());
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Err(TestkitError::Timeout(format!("tansu on port {} not ready", self.port)))
+        Err(TestkitError::Timeout(format!(
+            "tansu on port {} not ready",
+            self.port
+        )))
     }
 }
 
 impl Broker for TansuBroker {
     fn bootstrap_servers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// One: a fetch inside a multi-record batch loses the rest of it (see above).
+    fn max_batch_records(&self) -> Option<usize> {
+        Some(1)
     }
 }
 

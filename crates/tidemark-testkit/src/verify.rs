@@ -116,7 +116,9 @@ pub fn read_topic(
     // and aborted records are skipped, so compare positions, not counts).
     while next.iter().any(|(p, n)| *n < ends[p]) {
         if Instant::now() > deadline {
-            return Err(TestkitError::Timeout(format!("reading {topic}: at {next:?}, ends {ends:?}")));
+            return Err(TestkitError::Timeout(format!(
+                "reading {topic}: at {next:?}, ends {ends:?}"
+            )));
         }
         match c.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
@@ -128,7 +130,8 @@ pub fn read_topic(
                             .map(|h| {
                                 (
                                     h.key.to_string(),
-                                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
                                 )
                             })
                             .collect()

@@ -74,7 +74,9 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<i32, 
             return Ok(n);
         }
         if std::time::Instant::now() > deadline {
-            return Err(TestkitError::Timeout(format!("topic {topic} not in metadata")));
+            return Err(TestkitError::Timeout(format!(
+                "topic {topic} not in metadata"
+            )));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -107,6 +109,10 @@ pub struct Workload {
     pub keys: u64,
     /// First record id (to append a second workload after a first one).
     pub first_id: u64,
+    /// Most records per produced batch (librdkafka `batch.num.messages`); `None` for
+    /// 10000. Tansu 0.6.0 needs 1: its fetch from an offset inside a batch skips the
+    /// rest of that batch (see [`TansuBroker`](crate::TansuBroker)).
+    pub batch_records: Option<usize>,
 }
 
 impl Workload {
@@ -119,6 +125,7 @@ impl Workload {
             payload_bytes: 100,
             keys: 0,
             first_id: 0,
+            batch_records: None,
         }
     }
 }
@@ -140,7 +147,10 @@ pub fn produce(
         .set("bootstrap.servers", brokers)
         .set("acks", "all")
         .set("linger.ms", "10")
-        .set("batch.num.messages", "10000")
+        .set(
+            "batch.num.messages",
+            workload.batch_records.unwrap_or(10_000).to_string(),
+        )
         .set("queue.buffering.max.messages", "200000")
         .create_with_context(Acks::default())
         .map_err(TestkitError::kafka("creating the producer"))?;
@@ -217,7 +227,8 @@ impl rdkafka::producer::ProducerContext for Acks {
     fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
         match result {
             Ok(_) => {
-                self.acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.acked
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             Err((e, _)) => {
                 self.failed.lock().unwrap().get_or_insert(e.clone());
