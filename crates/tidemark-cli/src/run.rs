@@ -55,6 +55,16 @@ pub struct Args {
     /// Stop gracefully after this many seconds without new records.
     #[arg(long)]
     exit_when_idle: Option<f64>,
+    /// Back-pressure: most records polled and not yet committed (also the most a crash
+    /// makes the next owner process again).
+    #[arg(long)]
+    max_in_flight_records: Option<usize>,
+    /// Back-pressure: most key + payload bytes polled and not yet processed.
+    #[arg(long)]
+    max_in_flight_bytes: Option<usize>,
+    /// Longest a revoke or a graceful stop waits for in-flight records, ms.
+    #[arg(long)]
+    drain_timeout_ms: Option<u64>,
     /// Extra librdkafka consumer property, `key=value` (repeatable).
     #[arg(short = 'X', value_parser = parse_property)]
     property: Vec<(String, String)>,
@@ -75,6 +85,15 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     config.commit_interval_ms = a.commit_interval_ms;
     config.exit_when_idle_ms = a.exit_when_idle.map(|s| (s * 1000.0) as u64);
     config.sink = a.sink.0;
+    if let Some(n) = a.max_in_flight_records {
+        config.max_in_flight_records = n;
+    }
+    if let Some(n) = a.max_in_flight_bytes {
+        config.max_in_flight_bytes = n;
+    }
+    if let Some(ms) = a.drain_timeout_ms {
+        config.drain_timeout_ms = ms;
+    }
     config.consumer_properties.extend(a.property);
     config.validate()?;
     if let SinkConfig::Topic { topic } = &config.sink {

@@ -1,0 +1,178 @@
+//! Helpers of the chaos tests: `tidemark run` members as child processes, a watcher
+//! of committed offsets, and the check of the sink topic.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tidemark::{HEADER_SRC_OFFSET, HEADER_SRC_PARTITION};
+use tidemark_testkit::verify;
+
+/// Size of a chaos run: `TIDEMARK_CHAOS_RECORDS` (default `default`).
+pub fn records(default: u64) -> u64 {
+    std::env::var("TIDEMARK_CHAOS_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Number of chaos events: `TIDEMARK_CHAOS_EVENTS` (default `default`).
+pub fn events(default: usize) -> usize {
+    std::env::var("TIDEMARK_CHAOS_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The in-flight bound every member runs with (and the duplicate bound per kill).
+pub const MAX_IN_FLIGHT: usize = 2_000;
+
+/// Starts `tidemark run` as a member of `group`, consuming `input`, producing to
+/// `output`.
+pub fn member(
+    brokers: &str,
+    input: &str,
+    output: &str,
+    group: &str,
+    idle_secs: Option<u32>,
+) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+    cmd.args([
+        "run",
+        "--brokers",
+        brokers,
+        "--topic",
+        input,
+        "--group",
+        group,
+    ])
+    .args(["--processor", "sha256:20", "--workers", "2"])
+    .args(["--sink", &format!("topic:{output}")])
+    .args(["--commit-interval-ms", "200"])
+    .args(["--max-in-flight-records", &MAX_IN_FLIGHT.to_string()])
+    .args(["--drain-timeout-ms", "5000"])
+    .args([
+        "-X",
+        "session.timeout.ms=6000",
+        "-X",
+        "heartbeat.interval.ms=500",
+    ])
+    .args(["-X", "max.poll.interval.ms=20000"])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
+    if let Some(s) = idle_secs {
+        cmd.args(["--exit-when-idle", &s.to_string()]);
+    }
+    cmd.spawn().expect("tidemark binary runs")
+}
+
+/// Asks a member to leave gracefully (SIGTERM) and waits for it; asserts exit 0.
+pub fn stop_gracefully(mut child: Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "graceful stop exited with {exit}");
+}
+
+/// Kills a member (SIGKILL: no drain, no commit, no leave).
+pub fn kill(mut child: Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Watches the committed offsets of `group` on `topic` every 100 ms; `finish`
+/// returns every backwards move seen.
+pub struct CommitWatcher {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Vec<String>>,
+}
+
+impl CommitWatcher {
+    pub fn start(brokers: &str, group: &str, topic: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (b, g, t, s) = (
+            brokers.to_string(),
+            group.to_string(),
+            topic.to_string(),
+            stop.clone(),
+        );
+        let handle = std::thread::spawn(move || {
+            let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut backwards = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                if let Ok(now) = verify::committed_offsets(&b, &g, &t) {
+                    for (p, c) in now {
+                        let Some(c) = c else { continue };
+                        let prev = last.entry(p).or_insert(c);
+                        if c < *prev {
+                            backwards.push(format!("partition {p}: {prev} -> {c}"));
+                        }
+                        *prev = c;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            backwards
+        });
+        CommitWatcher { stop, handle }
+    }
+
+    pub fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}
+
+/// What the sink holds, against the inputs.
+pub struct SinkReport {
+    /// Inputs with no output.
+    pub missing: Vec<(i32, i64)>,
+    /// Outputs beyond the first for the same input.
+    pub duplicates: u64,
+}
+
+/// Reads `output` back and matches it against every input offset below `ends`.
+pub fn check_sink(brokers: &str, output: &str, ends: &BTreeMap<i32, i64>) -> SinkReport {
+    let out_ends = tidemark::high_watermarks(brokers, output, Duration::from_secs(10)).unwrap();
+    let out = verify::read_topic(
+        brokers,
+        output,
+        &out_ends,
+        "read_committed",
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    let mut seen: HashMap<(i32, i64), u64> = HashMap::new();
+    for r in &out {
+        let p: i32 = r
+            .header(HEADER_SRC_PARTITION)
+            .expect("partition header")
+            .parse()
+            .unwrap();
+        let o: i64 = r
+            .header(HEADER_SRC_OFFSET)
+            .expect("offset header")
+            .parse()
+            .unwrap();
+        *seen.entry((p, o)).or_default() += 1;
+    }
+    let missing = ends
+        .iter()
+        .flat_map(|(p, e)| (0..*e).map(move |o| (*p, o)))
+        .filter(|k| !seen.contains_key(k))
+        .collect();
+    let duplicates = seen.values().map(|n| n - 1).sum();
+    SinkReport {
+        missing,
+        duplicates,
+    }
+}

@@ -1,0 +1,70 @@
+//! Crash chaos on Tansu: `tidemark run --sink topic:out` is SIGKILLed at random
+//! moments and restarted, then finishes with `--exit-when-idle`. An independent
+//! consumer of `out` must find every input at least once, with at most the in-flight
+//! bound of duplicates per kill, and the committed offsets must never go backwards.
+//!
+//! Longer run: `TIDEMARK_CHAOS_RECORDS=1000000 TIDEMARK_CHAOS_EVENTS=20 cargo nextest
+//! run -p tidemark-cli --test crash_chaos --run-ignored all`.
+
+mod common;
+
+use std::time::Duration;
+
+use rand::Rng;
+use tidemark_testkit::{workload, Broker, TansuBroker};
+
+#[test]
+fn killed_and_restarted_members_lose_nothing() {
+    let broker = TansuBroker::start().expect("tansu broker (scripts/tansu.sh install)");
+    let brokers = broker.bootstrap_servers();
+    let records = common::records(200_000);
+    let kills = common::events(5);
+    broker.create_topic("in", 8).unwrap();
+    broker.create_topic("out", 8).unwrap();
+    workload::produce(&brokers, &broker.workload("in", records, 8), |_| {}).unwrap();
+    let ends = tidemark::high_watermarks(&brokers, "in", Duration::from_secs(10)).unwrap();
+    assert_eq!(ends.values().sum::<i64>() as u64, records);
+
+    let watcher = common::CommitWatcher::start(&brokers, "chaos", "in");
+    let mut rng = rand::rng();
+    for _ in 0..kills {
+        let child = common::member(&brokers, "in", "out", "chaos", None);
+        // Long enough to join the group (~3 s on Tansu) and process for a while.
+        std::thread::sleep(Duration::from_millis(rng.random_range(3_500..7_000)));
+        common::kill(child);
+    }
+    let mut last = common::member(&brokers, "in", "out", "chaos", Some(8));
+    let status = last.wait().unwrap();
+    assert!(status.success(), "final run exited with {status}");
+    let backwards = watcher.finish();
+    assert!(
+        backwards.is_empty(),
+        "committed offsets went backwards: {backwards:?}"
+    );
+
+    let committed = tidemark_testkit::verify::committed_offsets(&brokers, "chaos", "in").unwrap();
+    for (p, end) in &ends {
+        assert_eq!(
+            committed[p],
+            Some(*end),
+            "partition {p} not committed to its end"
+        );
+    }
+    let report = common::check_sink(&brokers, "out", &ends);
+    assert!(
+        report.missing.is_empty(),
+        "{} inputs lost, e.g. {:?}",
+        report.missing.len(),
+        &report.missing[..report.missing.len().min(10)]
+    );
+    let bound = (kills * common::MAX_IN_FLIGHT) as u64;
+    assert!(
+        report.duplicates <= bound,
+        "{} duplicates over {kills} kills (bound {bound})",
+        report.duplicates
+    );
+    eprintln!(
+        "crash chaos: {records} records, {kills} kills, {} duplicates",
+        report.duplicates
+    );
+}
