@@ -29,10 +29,17 @@ fn killed_and_restarted_members_lose_nothing() {
     let mut rng = rand::rng();
     for _ in 0..kills {
         let child = common::member(&brokers, "in", "out", "chaos", None);
-        // Long enough to join the group (~3 s on Tansu) and process for a while.
-        std::thread::sleep(Duration::from_millis(rng.random_range(3_500..7_000)));
+        // Long enough for the group to expire the killed member (session timeout 6 s),
+        // rejoin (~3 s on Tansu), and process for a while.
+        std::thread::sleep(Duration::from_millis(rng.random_range(10_000..16_000)));
         common::kill(child);
     }
+    // The kills must have hit a member at work, not an idle or finished one.
+    let during = common::committed_total(&brokers, "chaos", "in");
+    assert!(
+        0 < during && during < records as i64,
+        "chaos did not overlap the work: {during} committed"
+    );
     let mut last = common::member(&brokers, "in", "out", "chaos", Some(8));
     let status = last.wait().unwrap();
     assert!(status.success(), "final run exited with {status}");

@@ -32,6 +32,19 @@ pub fn events(default: usize) -> usize {
 /// The in-flight bound every member runs with (and the duplicate bound per kill).
 pub const MAX_IN_FLIGHT: usize = 2_000;
 
+/// The members' processor: slow enough (about 3,000 records/s on 2 cores) that the
+/// chaos events land while records are in flight.
+pub const PROCESSOR: &str = "sha256:6000";
+
+/// Records committed so far by `group` on `topic`, summed over partitions.
+pub fn committed_total(brokers: &str, group: &str, topic: &str) -> i64 {
+    verify::committed_offsets(brokers, group, topic)
+        .unwrap()
+        .values()
+        .map(|c| c.unwrap_or(0))
+        .sum()
+}
+
 /// Starts `tidemark run` as a member of `group`, consuming `input`, producing to
 /// `output`.
 pub fn member(
