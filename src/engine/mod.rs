@@ -205,8 +205,11 @@ impl Pipeline {
             pressed = flow::regulate(&consumer, &mut partitions, limits);
             // Commit on the interval, and at once while paused for back-pressure (only
             // a confirmed commit lowers the in-flight record count).
+            let backing_off = partitions
+                .last_commit_failure
+                .is_some_and(|t| now.duration_since(t) < commit_interval);
             let due = now.duration_since(last_commit) >= commit_interval
-                || (pressed && partitions.commits_outstanding == 0);
+                || (pressed && partitions.commits_outstanding == 0 && !backing_off);
             if due {
                 last_commit = now;
                 if let Some(tpl) = partitions.take_dirty(|_, _| true) {

@@ -73,6 +73,9 @@ pub(crate) struct Partitions {
     pub paused_all: bool,
     /// Async commits sent whose result has not arrived.
     pub commits_outstanding: usize,
+    /// When a commit last failed (commits on back-pressure wait a commit interval
+    /// after it instead of retrying at once).
+    pub last_commit_failure: Option<Instant>,
     /// The first record that failed (the pipeline stops on it).
     pub failure: Option<RecordFailure>,
     /// Last offset the coordinator accepted, per partition, across assignments.
@@ -94,6 +97,7 @@ impl Partitions {
             bytes_in_flight: 0,
             paused_all: false,
             commits_outstanding: 0,
+            last_commit_failure: None,
             failure: None,
             committed: BTreeMap::new(),
             last_assigned: None,
@@ -369,6 +373,8 @@ impl Partitions {
         self.records_in_flight -= released;
         if ok {
             Progress::add(&self.progress.commits, 1);
+        } else {
+            self.last_commit_failure = Some(Instant::now());
         }
     }
 }
