@@ -1,9 +1,11 @@
 //! What the user's commit callback sees.
 
+use std::str::FromStr;
 use std::sync::Arc;
 
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
 
 /// One partition's committed offset: the *next offset to read* (last processed + 1),
 /// exactly as sent in Kafka's OffsetCommit request.
@@ -49,4 +51,105 @@ pub(crate) fn offsets_of(tpl: &TopicPartitionList) -> Vec<PartitionOffset> {
             _ => None,
         })
         .collect()
+}
+
+/// When tidemark commits the watermarks of the dirty partitions (at-least-once
+/// mode). Whatever the policy, revoked partitions are committed synchronously
+/// before they move, and all partitions on a graceful stop.
+///
+/// Text form (CLI `--commit`): `every-ms:N`, `every-records:N`, `every-batch`,
+/// `every-record`, `at-end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitPolicy {
+    /// Every N milliseconds (default: 1000), like librdkafka's
+    /// `auto.commit.interval.ms` but of completed work, not of polled positions.
+    EveryMs(u64),
+    /// Whenever at least N records completed since the last commit.
+    EveryRecords(u64),
+    /// Whenever a dispatched batch (the records of one partition from one poll
+    /// round) completes.
+    EveryBatch,
+    /// After every completed record: one commit per record, the slow baseline of
+    /// the classic `commitSync()`-per-record loop.
+    EveryRecord,
+    /// Only on revoke and on a graceful stop (a crash re-processes everything since
+    /// the last such commit, within `max_in_flight_records`).
+    AtEnd,
+}
+
+impl Default for CommitPolicy {
+    fn default() -> Self {
+        CommitPolicy::EveryMs(1000)
+    }
+}
+
+impl FromStr for CommitPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let number = |v: &str| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{s:?}: expected a positive integer after the colon"))
+        };
+        match s.split_once(':') {
+            Some(("every-ms", v)) => Ok(CommitPolicy::EveryMs(number(v)?)),
+            Some(("every-records", v)) => Ok(CommitPolicy::EveryRecords(number(v)?)),
+            None if s == "every-batch" => Ok(CommitPolicy::EveryBatch),
+            None if s == "every-record" => Ok(CommitPolicy::EveryRecord),
+            None if s == "at-end" => Ok(CommitPolicy::AtEnd),
+            _ => Err(format!(
+                "unknown commit policy {s:?}: expected every-ms:N, every-records:N, every-batch, every-record or at-end"
+            )),
+        }
+    }
+}
+
+/// How policy-driven commits are sent. Commits on revoke and on shutdown are always
+/// synchronous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitMode {
+    /// `commitAsync`: the poll loop goes on; the result reaches the callback later;
+    /// a failure leaves the partitions dirty for the next commit.
+    #[default]
+    Async,
+    /// `commitSync`: the poll loop waits for the coordinator's answer.
+    Sync,
+}
+
+impl FromStr for CommitMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "async" => Ok(CommitMode::Async),
+            "sync" => Ok(CommitMode::Sync),
+            _ => Err(format!("unknown commit mode {s:?}: expected async or sync")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_policies() {
+        assert_eq!("every-ms:250".parse(), Ok(CommitPolicy::EveryMs(250)));
+        assert_eq!(
+            "every-records:10".parse(),
+            Ok(CommitPolicy::EveryRecords(10))
+        );
+        assert_eq!("every-batch".parse(), Ok(CommitPolicy::EveryBatch));
+        assert_eq!("every-record".parse(), Ok(CommitPolicy::EveryRecord));
+        assert_eq!("at-end".parse(), Ok(CommitPolicy::AtEnd));
+        assert!("every-ms:0".parse::<CommitPolicy>().is_err());
+        assert!("every-ms".parse::<CommitPolicy>().is_err());
+        assert!("hourly".parse::<CommitPolicy>().is_err());
+        assert_eq!("sync".parse(), Ok(CommitMode::Sync));
+        assert!("maybe".parse::<CommitMode>().is_err());
+    }
 }

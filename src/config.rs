@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::commit::{CommitMode, CommitPolicy};
 use crate::error::Error;
 
 /// librdkafka properties tidemark sets itself in its at-least-once mode, whatever the
@@ -46,10 +47,13 @@ pub struct Config {
     /// Size of the rayon worker pool (threads). Default: the number of CPUs.
     #[serde(default = "default_workers")]
     pub workers: usize,
-    /// Interval between asynchronous commits of the dirty partitions' watermarks, ms.
-    /// Default 1000. A final synchronous commit always happens on graceful shutdown.
-    #[serde(default = "default_commit_interval_ms")]
-    pub commit_interval_ms: u64,
+    /// When to commit the dirty partitions' watermarks. Default: every 1000 ms. A
+    /// synchronous commit always happens on revoke and on graceful shutdown.
+    #[serde(default)]
+    pub commit: CommitPolicy,
+    /// Whether policy-driven commits are asynchronous (default) or synchronous.
+    #[serde(default)]
+    pub commit_mode: CommitMode,
     /// Most records taken from the consumer per poll round before dispatching.
     /// Default 2000.
     #[serde(default = "default_max_batch_records")]
@@ -103,9 +107,6 @@ pub struct Config {
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
-fn default_commit_interval_ms() -> u64 {
-    1000
-}
 fn default_max_batch_records() -> usize {
     2000
 }
@@ -140,7 +141,8 @@ impl Config {
             group_id: group_id.into(),
             topics: topics.into_iter().map(Into::into).collect(),
             workers: default_workers(),
-            commit_interval_ms: default_commit_interval_ms(),
+            commit: CommitPolicy::default(),
+            commit_mode: CommitMode::default(),
             max_batch_records: default_max_batch_records(),
             poll_timeout_ms: default_poll_timeout_ms(),
             exit_when_idle_ms: None,
@@ -173,8 +175,11 @@ impl Config {
         if self.workers == 0 {
             return bad("workers", "must be at least 1");
         }
-        if self.commit_interval_ms == 0 {
-            return bad("commit_interval_ms", "must be at least 1 ms");
+        if matches!(
+            self.commit,
+            CommitPolicy::EveryMs(0) | CommitPolicy::EveryRecords(0)
+        ) {
+            return bad("commit", "the interval or record count must be at least 1");
         }
         if self.max_batch_records == 0 {
             return bad("max_batch_records", "must be at least 1");
@@ -278,7 +283,8 @@ mod tests {
                 "consumer_properties":{"enable.auto.commit":"true","fetch.max.bytes":"1000"}}"#,
         )
         .unwrap();
-        assert_eq!(c.commit_interval_ms, 1000);
+        assert_eq!(c.commit, CommitPolicy::EveryMs(1000));
+        assert_eq!(c.commit_mode, CommitMode::Async);
         assert_eq!(
             c.sink,
             SinkConfig::Topic {

@@ -35,7 +35,7 @@ pub mod record;
 pub mod shutdown;
 mod sink;
 
-pub use commit::{CommitCallback, CommitEvent, PartitionOffset};
+pub use commit::{CommitCallback, CommitEvent, CommitMode, CommitPolicy, PartitionOffset};
 pub use config::{Config, SinkConfig, FORCED_CONSUMER_PROPERTIES};
 pub use engine::{Pipeline, RunSummary};
 pub use error::Error;

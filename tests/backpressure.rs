@@ -33,7 +33,7 @@ fn slow_processor_keeps_membership() {
     config.workers = 2;
     config.max_batch_records = 2_000;
     config.max_in_flight_records = 20;
-    config.commit_interval_ms = 500;
+    config.commit = tidemark::CommitPolicy::EveryMs(500);
     config.drain_timeout_ms = 2_000;
     for (k, v) in [
         ("session.timeout.ms", "6000"),
@@ -108,7 +108,7 @@ fn in_flight_stays_within_bounds() {
     config.workers = 2;
     config.max_in_flight_bytes = MAX_BYTES;
     config.max_in_flight_records = MAX_RECORDS;
-    config.commit_interval_ms = 200;
+    config.commit = tidemark::CommitPolicy::EveryMs(200);
     config.exit_when_idle_ms = Some(5_000);
     config
         .consumer_properties

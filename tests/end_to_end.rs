@@ -46,7 +46,7 @@ impl Processor for Jitter {
 fn config(brokers: &str, group: &str) -> Config {
     let mut c = Config::new(brokers, group, ["input"]);
     c.workers = WORKERS;
-    c.commit_interval_ms = 50;
+    c.commit = tidemark::CommitPolicy::EveryMs(50);
     c.exit_when_idle_ms = Some(4_000);
     c.consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());

@@ -30,7 +30,7 @@ fn processor_error_stops_at_the_failed_record() {
 
     let mut config = Config::new(&brokers, "fail-test", ["in"]);
     config.workers = 2;
-    config.commit_interval_ms = 20;
+    config.commit = tidemark::CommitPolicy::EveryMs(20);
     config
         .consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());

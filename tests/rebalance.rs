@@ -43,7 +43,7 @@ fn second_member_joins(strategy: &str) -> (u64, u64) {
     let config = || {
         let mut c = Config::new(&brokers, "rebalance", ["in"]);
         c.workers = 2;
-        c.commit_interval_ms = 100;
+        c.commit = tidemark::CommitPolicy::EveryMs(100);
         c.max_in_flight_records = 1_000;
         c.exit_when_idle_ms = Some(8_000);
         c.drain_timeout_ms = 3_000;

@@ -30,7 +30,7 @@ fn every_input_reaches_the_sink(broker: &dyn Broker) {
 
     let mut config = Config::new(&brokers, "sink-test", ["in"]);
     config.workers = 3;
-    config.commit_interval_ms = 100;
+    config.commit = tidemark::CommitPolicy::EveryMs(100);
     config.exit_when_idle_ms = Some(4_000);
     config.sink = SinkConfig::Topic {
         topic: "out".into(),

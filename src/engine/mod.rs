@@ -1,6 +1,7 @@
 //! The engine: one poll thread owning the consumer and all offset state, a rayon pool
 //! running the processor, completions coming back over a channel.
 
+mod committer;
 pub(crate) mod context;
 mod flow;
 pub(crate) mod partitions;
@@ -14,6 +15,7 @@ use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 
+use self::committer::Committer;
 use self::context::{PipelineContext, Shared};
 use self::flow::Limits;
 use self::partitions::{Partitions, RecordFailure};
@@ -140,10 +142,9 @@ impl Pipeline {
         tracing::info!(topics = ?config.topics, group = %config.group_id, workers = config.workers, "subscribed");
 
         let poll_timeout = Duration::from_millis(config.poll_timeout_ms);
-        let commit_interval = Duration::from_millis(config.commit_interval_ms);
+        let mut committer = Committer::new(config.commit, config.commit_mode);
         let idle_limit = config.exit_when_idle_ms.map(Duration::from_millis);
         let limits = Limits::from_config(config);
-        let mut last_commit = Instant::now();
         let mut first_dispatch: Option<Instant> = None;
         let mut last_record = Instant::now();
         let mut pressed = false;
@@ -198,33 +199,21 @@ impl Pipeline {
                     pool.spawn(move || run_batch(&*processor, sink.as_deref(), batch, done));
                 }
             }
-            partitions.apply_ready();
+            if committer.per_record() {
+                while let Some(done) = partitions.next_ready() {
+                    let (topic, partition) = (done.topic.clone(), done.partition);
+                    for _ in 0..partitions.apply(done) {
+                        committer.commit_partition(&consumer, &mut partitions, &topic, partition);
+                    }
+                }
+            } else {
+                partitions.apply_ready();
+            }
             if partitions.failure.is_some() {
                 break;
             }
             pressed = flow::regulate(&consumer, &mut partitions, limits);
-            // Commit on the interval, and at once while paused for back-pressure (only
-            // a confirmed commit lowers the in-flight record count).
-            let backing_off = partitions
-                .last_commit_failure
-                .is_some_and(|t| now.duration_since(t) < commit_interval);
-            let due = now.duration_since(last_commit) >= commit_interval
-                || (pressed && partitions.commits_outstanding == 0 && !backing_off);
-            if due {
-                last_commit = now;
-                if let Some(tpl) = partitions.take_dirty(|_, _| true) {
-                    let _span =
-                        tracing::debug_span!("commit", kind = "async", partitions = tpl.count())
-                            .entered();
-                    match PipelineContext::commit_async(&consumer, &tpl) {
-                        Ok(()) => partitions.commits_outstanding += 1,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "async commit not sent");
-                            partitions.commit_result(&crate::commit::offsets_of(&tpl), false);
-                        }
-                    }
-                }
-            }
+            committer.maybe_commit(&consumer, &mut partitions, now, pressed);
             if let Some(limit) = idle_limit {
                 let active = partitions
                     .last_assigned

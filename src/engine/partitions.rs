@@ -73,9 +73,11 @@ pub(crate) struct Partitions {
     pub paused_all: bool,
     /// Async commits sent whose result has not arrived.
     pub commits_outstanding: usize,
-    /// When a commit last failed (commits on back-pressure wait a commit interval
-    /// after it instead of retrying at once).
+    /// When a commit last failed (commits on back-pressure wait a little after it
+    /// instead of retrying at once).
     pub last_commit_failure: Option<Instant>,
+    /// Completion messages applied so far (one per dispatched batch).
+    pub batches_done: u64,
     /// The first record that failed (the pipeline stops on it).
     pub failure: Option<RecordFailure>,
     /// Last offset the coordinator accepted, per partition, across assignments.
@@ -98,6 +100,7 @@ impl Partitions {
             paused_all: false,
             commits_outstanding: 0,
             last_commit_failure: None,
+            batches_done: 0,
             failure: None,
             committed: BTreeMap::new(),
             last_assigned: None,
@@ -241,18 +244,20 @@ impl Partitions {
         batches
     }
 
-    /// Applies one completion message to its tracker; a message of an earlier
-    /// assignment (stale epoch) or of a partition no longer assigned changes nothing
-    /// but the byte count (its records' memory is free now either way).
-    pub(crate) fn apply(&mut self, done: BatchDone) {
+    /// Applies one completion message to its tracker and returns the number of
+    /// records it completed; a message of an earlier assignment (stale epoch) or of a
+    /// partition no longer assigned changes nothing but the byte count (its records'
+    /// memory is free now either way).
+    pub(crate) fn apply(&mut self, done: BatchDone) -> u64 {
         self.bytes_in_flight -= done.bytes;
+        self.batches_done += 1;
         let Some(state) = self.get_mut(&done.topic, done.partition) else {
             tracing::debug!(topic = %done.topic, partition = done.partition, "completion for an unassigned partition dropped");
-            return;
+            return 0;
         };
         if done.epoch != state.tracker.epoch() {
             tracing::debug!(topic = %done.topic, partition = done.partition, epoch = done.epoch.0, "stale completion dropped");
-            return;
+            return 0;
         }
         let mut completed = 0u64;
         for offset in &done.completed {
@@ -274,13 +279,29 @@ impl Partitions {
                 });
             }
         }
+        completed
     }
 
     /// Applies every completion already waiting, without blocking.
     pub(crate) fn apply_ready(&mut self) {
-        while let Ok(done) = self.completions.try_recv() {
+        while let Some(done) = self.next_ready() {
             self.apply(done);
         }
+    }
+
+    /// The next completion already waiting, if any.
+    pub(crate) fn next_ready(&self) -> Option<BatchDone> {
+        self.completions.try_recv().ok()
+    }
+
+    /// Marks the committable offset of one partition as committed and returns it,
+    /// dirty or not; `None` when the partition is not assigned or has nothing
+    /// delivered.
+    pub(crate) fn mark_for_commit(&mut self, topic: &str, partition: i32) -> Option<i64> {
+        let tracker = &mut self.get_mut(topic, partition)?.tracker;
+        let offset = tracker.committable()?;
+        tracker.mark_committed(offset);
+        Some(offset)
     }
 
     /// Records dispatched whose outcome is unknown yet, over the partitions `filter`
@@ -306,7 +327,9 @@ impl Partitions {
                 .completions
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             {
-                Ok(done) => self.apply(done),
+                Ok(done) => {
+                    self.apply(done);
+                }
                 Err(RecvTimeoutError::Timeout) => return self.in_flight(&filter),
                 Err(RecvTimeoutError::Disconnected) => return left,
             }

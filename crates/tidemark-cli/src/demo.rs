@@ -91,7 +91,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if let Some(w) = a.workers {
         config.workers = w;
     }
-    config.commit_interval_ms = 100;
+    config.commit = tidemark::CommitPolicy::EveryMs(100);
     config.exit_when_idle_ms = Some(2_000);
     config
         .consumer_properties

@@ -49,9 +49,15 @@ pub struct Args {
     /// headers tidemark-src-partition and tidemark-src-offset).
     #[arg(long, default_value = "none")]
     sink: SinkArg,
-    /// Interval between asynchronous commits, ms.
-    #[arg(long, default_value_t = 1000)]
-    commit_interval_ms: u64,
+    /// Commit policy: every-ms:N, every-records:N, every-batch, every-record or at-end.
+    #[arg(long, default_value = "every-ms:1000")]
+    commit: tidemark::CommitPolicy,
+    /// Interval between commits, ms (shorthand for --commit every-ms:N).
+    #[arg(long, conflicts_with = "commit")]
+    commit_interval_ms: Option<u64>,
+    /// Policy-driven commits: async (default) or sync.
+    #[arg(long, default_value = "async")]
+    commit_mode: tidemark::CommitMode,
     /// Stop gracefully after this many seconds without new records.
     #[arg(long)]
     exit_when_idle: Option<f64>,
@@ -82,7 +88,11 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if let Some(w) = a.workers {
         config.workers = w;
     }
-    config.commit_interval_ms = a.commit_interval_ms;
+    config.commit = match a.commit_interval_ms {
+        Some(ms) => tidemark::CommitPolicy::EveryMs(ms),
+        None => a.commit,
+    };
+    config.commit_mode = a.commit_mode;
     config.exit_when_idle_ms = a.exit_when_idle.map(|s| (s * 1000.0) as u64);
     config.sink = a.sink.0;
     if let Some(n) = a.max_in_flight_records {

@@ -66,7 +66,7 @@ pub fn member(
     ])
     .args(["--processor", "sha256:20", "--workers", "2"])
     .args(["--sink", &format!("topic:{output}")])
-    .args(["--commit-interval-ms", "200"])
+    .args(["--commit", "every-ms:200"])
     .args(["--max-in-flight-records", &MAX_IN_FLIGHT.to_string()])
     .args(["--drain-timeout-ms", "5000"])
     .args([

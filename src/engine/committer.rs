@@ -1,0 +1,116 @@
+//! The commit policy at work: when the poll loop commits, and how.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::context::PipelineContext;
+use super::partitions::Partitions;
+use crate::commit::{offsets_of, CommitMode, CommitPolicy};
+use crate::shutdown::Progress;
+
+/// After a failed commit, commits forced by back-pressure wait this long.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+pub(crate) struct Committer {
+    policy: CommitPolicy,
+    mode: CommitMode,
+    last_commit: Instant,
+    completed_at_last: u64,
+    batches_at_last: u64,
+}
+
+impl Committer {
+    pub(crate) fn new(policy: CommitPolicy, mode: CommitMode) -> Self {
+        Committer {
+            policy,
+            mode,
+            last_commit: Instant::now(),
+            completed_at_last: 0,
+            batches_at_last: 0,
+        }
+    }
+
+    /// True when the policy handles every completed record itself
+    /// ([`commit_partition`](Self::commit_partition) per record).
+    pub(crate) fn per_record(&self) -> bool {
+        self.policy == CommitPolicy::EveryRecord
+    }
+
+    /// Commits the dirty partitions if the policy says so now. `pressed`: the
+    /// in-flight bound is reached, and only a confirmed commit can release it.
+    pub(crate) fn maybe_commit(
+        &mut self,
+        consumer: &BaseConsumer<PipelineContext>,
+        partitions: &mut Partitions,
+        now: Instant,
+        pressed: bool,
+    ) {
+        let completed = Progress::get(&partitions.progress.completed);
+        let due = match self.policy {
+            CommitPolicy::EveryMs(ms) => {
+                now.duration_since(self.last_commit) >= Duration::from_millis(ms)
+            }
+            CommitPolicy::EveryRecords(n) => completed - self.completed_at_last >= n,
+            CommitPolicy::EveryBatch => partitions.batches_done > self.batches_at_last,
+            CommitPolicy::EveryRecord | CommitPolicy::AtEnd => false,
+        };
+        let backing_off = partitions
+            .last_commit_failure
+            .is_some_and(|t| now.duration_since(t) < RETRY_BACKOFF);
+        let forced = pressed && partitions.commits_outstanding == 0 && !backing_off;
+        if !(due || forced) {
+            return;
+        }
+        self.last_commit = now;
+        self.completed_at_last = completed;
+        self.batches_at_last = partitions.batches_done;
+        if let Some(tpl) = partitions.take_dirty(|_, _| true) {
+            self.send(consumer, partitions, &tpl);
+        }
+    }
+
+    /// Commits the watermark of one partition now, dirty or not (the per-record
+    /// policy: one commit per completed record).
+    pub(crate) fn commit_partition(
+        &mut self,
+        consumer: &BaseConsumer<PipelineContext>,
+        partitions: &mut Partitions,
+        topic: &str,
+        partition: i32,
+    ) {
+        let Some(offset) = partitions.mark_for_commit(topic, partition) else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+            .expect("an absolute offset is valid");
+        self.send(consumer, partitions, &tpl);
+    }
+
+    fn send(
+        &self,
+        consumer: &BaseConsumer<PipelineContext>,
+        partitions: &mut Partitions,
+        tpl: &TopicPartitionList,
+    ) {
+        match self.mode {
+            CommitMode::Sync => {
+                let _ = consumer.context().commit_sync(consumer, partitions, tpl);
+            }
+            CommitMode::Async => {
+                let _span =
+                    tracing::debug_span!("commit", kind = "async", partitions = tpl.count())
+                        .entered();
+                match PipelineContext::commit_async(consumer, tpl) {
+                    Ok(()) => partitions.commits_outstanding += 1,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "async commit not sent");
+                        partitions.commit_result(&offsets_of(tpl), false);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Every commit policy and mode on the embedded cluster: each run ends with the
+//! committed offsets at the high watermarks, the callback's successful commits never
+//! go backwards and its last ones equal what the broker holds, and the number of
+//! commits is what the policy promises.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tidemark::{
+    CommitEvent, CommitMode, CommitPolicy, Config, Outputs, Pipeline, ProcessResult, Processor,
+    Record,
+};
+use tidemark_testkit::{verify, workload, Broker, EmbeddedCluster};
+
+const RECORDS: u64 = 4_000;
+const PARTITIONS: i32 = 4;
+
+struct Noop;
+
+impl Processor for Noop {
+    fn process(&self, _: &Record) -> ProcessResult {
+        Ok(Outputs::none())
+    }
+}
+
+/// Runs `policy`/`mode` over a fresh workload; returns the successful commit events.
+fn run(policy: CommitPolicy, mode: CommitMode) -> Vec<CommitEvent> {
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("in", PARTITIONS).unwrap();
+    workload::produce(
+        &brokers,
+        &workload::Workload::new("in", RECORDS, PARTITIONS),
+        |_| {},
+    )
+    .unwrap();
+    let ends = tidemark::high_watermarks(&brokers, "in", Duration::from_secs(10)).unwrap();
+
+    let mut config = Config::new(&brokers, "policies", ["in"]);
+    config.workers = 2;
+    config.commit = policy;
+    config.commit_mode = mode;
+    config.exit_when_idle_ms = Some(1_500);
+    config
+        .consumer_properties
+        .insert("session.timeout.ms".into(), "6000".into());
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    Pipeline::new(config, Noop)
+        .on_commit(move |e: &CommitEvent| sink.lock().push(e.clone()))
+        .run()
+        .expect("clean stop");
+    let events: Vec<CommitEvent> = events
+        .lock()
+        .drain(..)
+        .filter(|e| e.result.is_ok())
+        .collect();
+
+    // Monotonic per partition, and the last ones are what the broker holds.
+    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+    for e in &events {
+        for po in &e.offsets {
+            let prev = last.entry(po.partition).or_insert(po.offset);
+            assert!(
+                po.offset >= *prev,
+                "{policy:?}/{mode:?}: partition {} went back",
+                po.partition
+            );
+            *prev = po.offset;
+        }
+    }
+    let committed = verify::committed_offsets(&brokers, "policies", "in").unwrap();
+    for (p, end) in &ends {
+        assert_eq!(
+            committed[p],
+            Some(*end),
+            "{policy:?}/{mode:?}: partition {p}"
+        );
+        assert_eq!(
+            last.get(p),
+            Some(end),
+            "{policy:?}/{mode:?}: callback's last commit of {p}"
+        );
+    }
+    events
+}
+
+#[test]
+fn every_ms_async_and_sync() {
+    for mode in [CommitMode::Async, CommitMode::Sync] {
+        let events = run(CommitPolicy::EveryMs(50), mode);
+        assert!(!events.is_empty());
+    }
+}
+
+#[test]
+fn every_records_commits_once_per_n_completed() {
+    let n = 500;
+    let events = run(CommitPolicy::EveryRecords(n), CommitMode::Async);
+    // Each policy commit covers at least n newly completed records; the final
+    // (and revoke) commits come on top.
+    assert!(
+        events.len() as u64 <= RECORDS / n + 2,
+        "{} commits",
+        events.len()
+    );
+}
+
+#[test]
+fn every_batch_commits_after_batches() {
+    let events = run(CommitPolicy::EveryBatch, CommitMode::Async);
+    assert!(events.len() >= 2, "{} commits", events.len());
+}
+
+#[test]
+fn every_record_commits_once_per_record() {
+    let events = run(CommitPolicy::EveryRecord, CommitMode::Sync);
+    // One commit per completed record (its partition's watermark), nothing dirty
+    // remains for the final commit.
+    assert_eq!(events.len() as u64, RECORDS);
+    assert!(events.iter().all(|e| e.offsets.len() == 1));
+}
+
+#[test]
+fn at_end_commits_only_at_the_end() {
+    let events = run(CommitPolicy::AtEnd, CommitMode::Async);
+    assert_eq!(events.len(), 1, "one final commit: {events:?}");
+    assert_eq!(events[0].offsets.len(), PARTITIONS as usize);
+}
