@@ -62,7 +62,9 @@ pub struct Config {
     #[serde(default = "default_poll_timeout_ms")]
     pub poll_timeout_ms: u64,
     /// Stop gracefully (final sync commit) once no record has arrived for this long
-    /// and nothing is in flight, ms. `None` (the default) runs until shut down.
+    /// and nothing is in flight, ms, counting from the latest partition assignment at
+    /// the earliest (a group join is not idleness). `None` (the default) runs until
+    /// shut down.
     #[serde(default)]
     pub exit_when_idle_ms: Option<u64>,
     /// How long start-up may take to reach the brokers and find every topic, ms.

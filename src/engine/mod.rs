@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 
 use self::committer::Committer;
 use self::context::{PipelineContext, Shared};
@@ -158,30 +157,18 @@ impl Pipeline {
             // the batch size or an in-flight bound. Rebalance and commit callbacks run
             // inside these polls. While paused for back-pressure, progress comes from
             // completions, which do not wake `poll`: wait briefly then.
-            let mut polled = 0usize;
-            let mut timeout = if pressed {
+            let timeout = if pressed {
                 PRESSED_POLL_TIMEOUT
             } else {
                 poll_timeout
             };
-            while polled < config.max_batch_records {
-                let Some(result) = consumer.poll(timeout) else {
-                    break;
-                };
-                timeout = Duration::ZERO;
-                match result {
-                    Ok(msg) => {
-                        polled += 1;
-                        let mut partitions = shared.partitions.lock();
-                        if let Some(n) = partitions.stage(&msg) {
-                            if limits.reached(&partitions, n) {
-                                break;
-                            }
-                        }
-                    }
-                    Err(e) => log_consumer_error(&e),
-                }
-            }
+            let polled = poll_round(
+                &consumer,
+                &shared,
+                config.max_batch_records,
+                timeout,
+                limits,
+            );
             let now = Instant::now();
             if polled > 0 {
                 last_record = now;
@@ -225,31 +212,7 @@ impl Pipeline {
             }
         }
 
-        // Graceful stop: nothing new is dispatched; wait for what is in flight; commit.
-        let final_commit = {
-            let mut partitions = shared.partitions.lock();
-            partitions.discard_staged();
-            let left =
-                partitions.drain(Duration::from_millis(config.drain_timeout_ms), |_, _| true);
-            if left > 0 {
-                tracing::warn!(
-                    in_flight = left,
-                    "drain timeout on shutdown: those records will be processed again"
-                );
-            }
-            match partitions.take_dirty(|_, _| true) {
-                Some(tpl) => consumer
-                    .context()
-                    .commit_sync(&consumer, &mut partitions, &tpl),
-                None => Ok(()),
-            }
-        };
-        // Leaving the group: dropping the consumer closes it (revoke callback with
-        // nothing left to commit) and serves the pending commit callbacks.
-        drop(consumer);
-        if let Some(sink) = &sink {
-            sink.flush(Duration::from_millis(config.drain_timeout_ms));
-        }
+        let final_commit = finish(consumer, &shared, sink.as_deref(), config);
         let mut partitions = shared.partitions.lock();
         let summary = RunSummary {
             records: self.progress.completed(),
@@ -291,6 +254,75 @@ impl Pipeline {
     }
 }
 
+/// Polls one round: waits up to `timeout` for the first record, then takes what is
+/// ready, up to `max_records` or an in-flight bound, staging each record in its
+/// partition. Rebalance and commit callbacks run inside these polls. Returns the
+/// number of records polled.
+fn poll_round(
+    consumer: &BaseConsumer<PipelineContext>,
+    shared: &Shared,
+    max_records: usize,
+    mut timeout: Duration,
+    limits: Limits,
+) -> usize {
+    let mut polled = 0;
+    while polled < max_records {
+        let Some(result) = consumer.poll(timeout) else {
+            break;
+        };
+        timeout = Duration::ZERO;
+        match result {
+            Ok(msg) => {
+                polled += 1;
+                let mut partitions = shared.partitions.lock();
+                if let Some(n) = partitions.stage(&msg) {
+                    if limits.reached(&partitions, n) {
+                        break;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "consumer error"),
+        }
+    }
+    polled
+}
+
+/// The graceful stop: nothing new is dispatched; what is in flight drains (up to
+/// `drain_timeout_ms`); the watermarks are committed synchronously; the consumer
+/// leaves the group (dropping it closes it: a revoke with nothing left to commit,
+/// and the pending commit callbacks are served); the sink is flushed. Returns the
+/// final commit's result.
+fn finish(
+    consumer: BaseConsumer<PipelineContext>,
+    shared: &Shared,
+    sink: Option<&Sink>,
+    config: &Config,
+) -> rdkafka::error::KafkaResult<()> {
+    let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
+    let result = {
+        let mut partitions = shared.partitions.lock();
+        partitions.discard_staged();
+        let left = partitions.drain(drain_timeout, |_, _| true);
+        if left > 0 {
+            tracing::warn!(
+                in_flight = left,
+                "drain timeout on shutdown: those records will be processed again"
+            );
+        }
+        match partitions.take_dirty(|_, _| true) {
+            Some(tpl) => consumer
+                .context()
+                .commit_sync(&consumer, &mut partitions, &tpl),
+            None => Ok(()),
+        }
+    };
+    drop(consumer);
+    if let Some(sink) = sink {
+        sink.flush(drain_timeout);
+    }
+    result
+}
+
 /// Fails fast when the brokers are unreachable or a topic is missing.
 fn check_topics(consumer: &BaseConsumer<PipelineContext>, config: &Config) -> Result<(), Error> {
     let timeout = Duration::from_millis(config.startup_timeout_ms);
@@ -312,8 +344,4 @@ fn check_topics(consumer: &BaseConsumer<PipelineContext>, config: &Config) -> Re
         }
     }
     Ok(())
-}
-
-fn log_consumer_error(e: &KafkaError) {
-    tracing::warn!(error = %e, "consumer error");
 }
