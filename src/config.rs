@@ -17,6 +17,35 @@ pub const FORCED_CONSUMER_PROPERTIES: &[(&str, &str)] = &[
     ("enable.auto.offset.store", "false"),
 ];
 
+/// The delivery guarantee, chosen by when offsets are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Commit after completion, the watermark rule (the default): a crash
+    /// re-processes, never skips.
+    #[default]
+    AtLeastOnce,
+    /// Commit each polled batch's next offsets synchronously *before* dispatching
+    /// it: a crash loses at most the records in flight (within
+    /// `max_in_flight_records`) and never processes a record twice. The commit policy
+    /// is not used; nothing is committed on revoke or stop.
+    AtMostOnce,
+}
+
+impl std::str::FromStr for Delivery {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "at-least-once" => Ok(Delivery::AtLeastOnce),
+            "at-most-once" => Ok(Delivery::AtMostOnce),
+            _ => Err(format!(
+                "unknown delivery {s:?}: expected at-least-once or at-most-once"
+            )),
+        }
+    }
+}
+
 /// Where processed records' outputs go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -47,6 +76,9 @@ pub struct Config {
     /// Size of the rayon worker pool (threads). Default: the number of CPUs.
     #[serde(default = "default_workers")]
     pub workers: usize,
+    /// The delivery guarantee. Default: at-least-once.
+    #[serde(default)]
+    pub delivery: Delivery,
     /// When to commit the dirty partitions' watermarks. Default: every 1000 ms. A
     /// synchronous commit always happens on revoke and on graceful shutdown.
     #[serde(default)]
@@ -143,6 +175,7 @@ impl Config {
             group_id: group_id.into(),
             topics: topics.into_iter().map(Into::into).collect(),
             workers: default_workers(),
+            delivery: Delivery::default(),
             commit: CommitPolicy::default(),
             commit_mode: CommitMode::default(),
             max_batch_records: default_max_batch_records(),

@@ -26,6 +26,9 @@ pub(crate) struct Shared {
     pub on_commit: Option<CommitCallback>,
     /// Longest a revoke waits for the revoked partitions' in-flight records.
     pub drain_timeout: Duration,
+    /// Watermarks are committed (at-least-once); false when offsets are committed
+    /// before processing (at-most-once).
+    pub commit_watermarks: bool,
 }
 
 /// The pipeline's `ConsumerContext`.
@@ -143,7 +146,9 @@ impl ConsumerContext for PipelineContext {
             if left > 0 {
                 tracing::warn!(in_flight = left, "drain timeout on revoke: those records will be processed again by the next owner");
             }
-            if let Some(tpl) = partitions.take_dirty(is_revoked) {
+            if !self.shared.commit_watermarks {
+                // At-most-once: the offsets were committed before processing.
+            } else if let Some(tpl) = partitions.take_dirty(is_revoked) {
                 // With an eager protocol the group is already rebalancing, and a
                 // commit may be refused (REBALANCE_IN_PROGRESS): those records are
                 // then processed again by the next owner (at-least-once).

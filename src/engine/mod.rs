@@ -20,7 +20,7 @@ use self::flow::Limits;
 use self::partitions::{Partitions, RecordFailure};
 use self::worker::{run_batch, FailureCause};
 use crate::commit::{CommitCallback, CommitEvent};
-use crate::config::{Config, SinkConfig};
+use crate::config::{Config, Delivery, SinkConfig};
 use crate::error::Error;
 use crate::processor::Processor;
 use crate::shutdown::{Progress, ShutdownHandle};
@@ -126,7 +126,9 @@ impl Pipeline {
             progress: self.progress.clone(),
             on_commit: self.on_commit.clone(),
             drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+            commit_watermarks: config.delivery == Delivery::AtLeastOnce,
         });
+        shared.partitions.lock().release_on_complete = config.delivery == Delivery::AtMostOnce;
         let consumer: BaseConsumer<PipelineContext> = config
             .consumer_client_config()
             .create_with_context(PipelineContext {
@@ -175,6 +177,9 @@ impl Pipeline {
             }
 
             let mut partitions = shared.partitions.lock();
+            if polled > 0 && config.delivery == Delivery::AtMostOnce {
+                commit_before_processing(&consumer, &mut partitions);
+            }
             if polled > 0 {
                 first_dispatch.get_or_insert(now);
                 let _span = tracing::trace_span!("dispatch", records = polled).entered();
@@ -200,7 +205,9 @@ impl Pipeline {
                 break;
             }
             pressed = flow::regulate(&consumer, &mut partitions, limits);
-            committer.maybe_commit(&consumer, &mut partitions, now, pressed);
+            if shared.commit_watermarks {
+                committer.maybe_commit(&consumer, &mut partitions, now, pressed);
+            }
             if let Some(limit) = idle_limit {
                 let active = partitions
                     .last_assigned
@@ -321,6 +328,24 @@ fn finish(
         sink.flush(drain_timeout);
     }
     result
+}
+
+/// At-most-once: commits the offsets after the staged records synchronously, before
+/// they are dispatched. If the commit fails they are dropped unprocessed (a later
+/// owner reads them from the older commit), so no record is ever processed twice.
+fn commit_before_processing(consumer: &BaseConsumer<PipelineContext>, partitions: &mut Partitions) {
+    if let Some(tpl) = partitions.take_staged_ends() {
+        if consumer
+            .context()
+            .commit_sync(consumer, partitions, &tpl)
+            .is_err()
+        {
+            tracing::warn!(
+                "at-most-once: commit before processing failed; dropping the polled records"
+            );
+            partitions.discard_staged();
+        }
+    }
 }
 
 /// Fails fast when the brokers are unreachable or a topic is missing.

@@ -78,6 +78,9 @@ pub(crate) struct Partitions {
     pub last_commit_failure: Option<Instant>,
     /// Completion messages applied so far (one per dispatched batch).
     pub batches_done: u64,
+    /// At-most-once: offsets are committed before processing, so a record is
+    /// released from the in-flight count as soon as it completes.
+    pub release_on_complete: bool,
     /// The first record that failed (the pipeline stops on it).
     pub failure: Option<RecordFailure>,
     /// Last offset the coordinator accepted, per partition, across assignments.
@@ -101,6 +104,7 @@ impl Partitions {
             commits_outstanding: 0,
             last_commit_failure: None,
             batches_done: 0,
+            release_on_complete: false,
             failure: None,
             committed: BTreeMap::new(),
             last_assigned: None,
@@ -251,6 +255,7 @@ impl Partitions {
     pub(crate) fn apply(&mut self, done: BatchDone) -> u64 {
         self.bytes_in_flight -= done.bytes;
         self.batches_done += 1;
+        let release_on_complete = self.release_on_complete;
         let Some(state) = self.get_mut(&done.topic, done.partition) else {
             tracing::debug!(topic = %done.topic, partition = done.partition, "completion for an unassigned partition dropped");
             return 0;
@@ -266,6 +271,11 @@ impl Partitions {
             }
         }
         state.failed += done.failed.len();
+        let released = match state.tracker.last_committed() {
+            Some(c) if release_on_complete => state.tracker.confirm_committed(c),
+            _ => 0,
+        };
+        self.records_in_flight -= released;
         if completed > 0 {
             self.last_completion = Some(Instant::now());
         }
@@ -347,6 +357,21 @@ impl Partitions {
         }
         self.records_in_flight -= records;
         self.bytes_in_flight -= bytes;
+    }
+
+    /// At-most-once: the offsets after the records staged now, one per partition with
+    /// staged records, marked as committed; `None` when nothing is staged.
+    pub(crate) fn take_staged_ends(&mut self) -> Option<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for state in self.iter_mut() {
+            if let Some(last) = state.staged.last() {
+                let next = last.offset + 1;
+                state.tracker.mark_committed(next);
+                tpl.add_partition_offset(&state.topic, state.partition, Offset::Offset(next))
+                    .expect("an absolute offset is valid");
+            }
+        }
+        (tpl.count() > 0).then_some(tpl)
     }
 
     /// The committable offsets of the dirty partitions `filter` accepts, marked as

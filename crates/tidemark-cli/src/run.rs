@@ -49,6 +49,10 @@ pub struct Args {
     /// headers tidemark-src-partition and tidemark-src-offset).
     #[arg(long, default_value = "none")]
     sink: SinkArg,
+    /// Delivery guarantee: at-least-once (commit after processing, the default) or
+    /// at-most-once (commit each polled batch before processing it).
+    #[arg(long, default_value = "at-least-once")]
+    delivery: tidemark::Delivery,
     /// Commit policy: every-ms:N, every-records:N, every-batch, every-record or at-end.
     #[arg(long, default_value = "every-ms:1000")]
     commit: tidemark::CommitPolicy,
@@ -93,6 +97,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         None => a.commit,
     };
     config.commit_mode = a.commit_mode;
+    config.delivery = a.delivery;
     config.exit_when_idle_ms = a.exit_when_idle.map(|s| (s * 1000.0) as u64);
     config.sink = a.sink.0;
     if let Some(n) = a.max_in_flight_records {

@@ -54,6 +54,18 @@ pub fn member(
     group: &str,
     idle_secs: Option<u32>,
 ) -> Child {
+    member_with(brokers, input, output, group, idle_secs, &[])
+}
+
+/// [`member`] with extra `tidemark run` arguments.
+pub fn member_with(
+    brokers: &str,
+    input: &str,
+    output: &str,
+    group: &str,
+    idle_secs: Option<u32>,
+    extra: &[&str],
+) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
     cmd.args([
         "run",
@@ -82,6 +94,7 @@ pub fn member(
     if let Some(s) = idle_secs {
         cmd.args(["--exit-when-idle", &s.to_string()]);
     }
+    cmd.args(extra);
     cmd.spawn().expect("tidemark binary runs")
 }
 
