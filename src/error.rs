@@ -64,6 +64,12 @@ pub enum Error {
         message: String,
     },
 
+    /// A partition has no valid position to start from and `auto.offset.reset` is
+    /// `error` (librdkafka's `ERR__AUTO_OFFSET_RESET`): no committed offset for the
+    /// group, or the committed one is out of range. Nothing was processed from it.
+    #[error("no valid offset to start from and auto.offset.reset=error: {0}")]
+    OffsetReset(KafkaError),
+
     /// The final synchronous commit failed; the offsets of the last successful commit
     /// stand, so a restart re-processes what follows them.
     #[error("final commit failed: {0}")]

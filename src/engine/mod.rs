@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use self::committer::Committer;
 use self::context::{PipelineContext, Shared};
@@ -105,6 +106,8 @@ impl Pipeline {
     /// - [`Error::Kafka`]: creating the consumer or producer, or subscribing, failed;
     /// - [`Error::Processor`] / [`Error::Sink`]: a record failed; offsets were committed
     ///   up to, never past, that record;
+    /// - [`Error::OffsetReset`]: `auto.offset.reset=error` and a partition has no valid
+    ///   offset to start from;
     /// - [`Error::FinalCommit`]: the final synchronous commit failed.
     pub fn run(self) -> Result<RunSummary, Error> {
         let config = &self.config;
@@ -201,7 +204,7 @@ impl Pipeline {
             } else {
                 partitions.apply_ready();
             }
-            if partitions.failure.is_some() {
+            if partitions.failure.is_some() || partitions.fatal.is_some() {
                 break;
             }
             pressed = flow::regulate(&consumer, &mut partitions, limits);
@@ -251,6 +254,9 @@ impl Pipeline {
                 },
             });
         }
+        if let Some(e) = partitions.fatal.take() {
+            return Err(e);
+        }
         final_commit.map_err(Error::FinalCommit)?;
         tracing::info!(
             records = summary.records,
@@ -287,6 +293,14 @@ fn poll_round(
                         break;
                     }
                 }
+            }
+            Err(e @ KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)) => {
+                shared
+                    .partitions
+                    .lock()
+                    .fatal
+                    .get_or_insert(Error::OffsetReset(e));
+                break;
             }
             Err(e) => tracing::warn!(error = %e, "consumer error"),
         }

@@ -83,6 +83,8 @@ pub(crate) struct Partitions {
     pub release_on_complete: bool,
     /// The first record that failed (the pipeline stops on it).
     pub failure: Option<RecordFailure>,
+    /// A consumer error that stops the pipeline (not tied to a record).
+    pub fatal: Option<crate::error::Error>,
     /// Last offset the coordinator accepted, per partition, across assignments.
     pub committed: BTreeMap<(String, i32), i64>,
     /// When a partition was last assigned (the idle clock starts no earlier).
@@ -106,6 +108,7 @@ impl Partitions {
             batches_done: 0,
             release_on_complete: false,
             failure: None,
+            fatal: None,
             committed: BTreeMap::new(),
             last_assigned: None,
             last_completion: None,

@@ -65,6 +65,10 @@ pub struct Args {
     /// Stop gracefully after this many seconds without new records.
     #[arg(long)]
     exit_when_idle: Option<f64>,
+    /// Where a group with no committed offset starts: earliest (default), latest, or
+    /// error (stop with an error).
+    #[arg(long, value_parser = ["earliest", "latest", "error"])]
+    auto_offset_reset: Option<String>,
     /// Back-pressure: most records polled and not yet committed (also the most a crash
     /// makes the next owner process again).
     #[arg(long)]
@@ -110,6 +114,11 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         config.drain_timeout_ms = ms;
     }
     config.consumer_properties.extend(a.property);
+    if let Some(reset) = a.auto_offset_reset {
+        config
+            .consumer_properties
+            .insert("auto.offset.reset".into(), reset);
+    }
     config.validate()?;
     if let SinkConfig::Topic { topic } = &config.sink {
         // The sink gets as many partitions as the input (when it must be created).
