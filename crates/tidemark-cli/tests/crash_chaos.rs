@@ -58,12 +58,7 @@ fn killed_and_restarted_members_lose_nothing() {
         );
     }
     let report = common::check_sink(&brokers, "out", &ends);
-    assert!(
-        report.missing.is_empty(),
-        "{} inputs lost, e.g. {:?}",
-        report.missing.len(),
-        &report.missing[..report.missing.len().min(10)]
-    );
+    report.assert_nothing_lost();
     let bound = (kills * common::MAX_IN_FLIGHT) as u64;
     assert!(
         report.duplicates <= bound,

@@ -63,12 +63,7 @@ fn group_chaos(kills: bool) -> u64 {
     );
 
     let report = common::check_sink(&brokers, "out", &ends);
-    assert!(
-        report.missing.is_empty(),
-        "{} inputs lost, e.g. {:?}",
-        report.missing.len(),
-        &report.missing[..report.missing.len().min(10)]
-    );
+    report.assert_nothing_lost();
     eprintln!(
         "group chaos (kills: {kills}): {records} records, {} duplicates",
         report.duplicates

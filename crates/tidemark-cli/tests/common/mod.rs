@@ -166,6 +166,18 @@ pub struct SinkReport {
     pub duplicates: u64,
 }
 
+impl SinkReport {
+    /// Panics naming a few lost inputs, if any.
+    pub fn assert_nothing_lost(&self) {
+        assert!(
+            self.missing.is_empty(),
+            "{} inputs lost, e.g. {:?}",
+            self.missing.len(),
+            &self.missing[..self.missing.len().min(10)]
+        );
+    }
+}
+
 /// Reads `output` back and matches it against every input offset below `ends`.
 pub fn check_sink(brokers: &str, output: &str, ends: &BTreeMap<i32, i64>) -> SinkReport {
     let out_ends = tidemark::high_watermarks(brokers, output, Duration::from_secs(10)).unwrap();
