@@ -46,6 +46,48 @@ impl std::str::FromStr for Delivery {
     }
 }
 
+/// Where a partition starts when the group has no committed offset for it (a fresh
+/// group, or a partition it never committed). Partitions with a committed offset
+/// always resume from it. Without a start position librdkafka's `auto.offset.reset`
+/// decides (tidemark's default: `earliest`).
+///
+/// Text form (CLI `--start`): `beginning`, `end`, `offset:N`, `timestamp:MS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartPosition {
+    /// The earliest offset still in the log.
+    Beginning,
+    /// The high watermark: only records produced from now on.
+    End,
+    /// This offset (clamped by the broker's reset policy if out of range).
+    Offset(i64),
+    /// The first record with a timestamp at or after this one, ms since the Unix
+    /// epoch (Kafka's ListOffsets by timestamp, KIP-79); the end if there is none.
+    Timestamp(i64),
+}
+
+impl std::str::FromStr for StartPosition {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let number = |v: &str| {
+            v.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| format!("{s:?}: expected a non-negative integer after the colon"))
+        };
+        match s.split_once(':') {
+            Some(("offset", v)) => Ok(StartPosition::Offset(number(v)?)),
+            Some(("timestamp", v)) => Ok(StartPosition::Timestamp(number(v)?)),
+            None if s == "beginning" => Ok(StartPosition::Beginning),
+            None if s == "end" => Ok(StartPosition::End),
+            _ => Err(format!(
+                "unknown start position {s:?}: expected beginning, end, offset:N or timestamp:MS"
+            )),
+        }
+    }
+}
+
 /// Where processed records' outputs go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -76,6 +118,10 @@ pub struct Config {
     /// Size of the rayon worker pool (threads). Default: the number of CPUs.
     #[serde(default = "default_workers")]
     pub workers: usize,
+    /// Where partitions without a committed offset start. Default: none
+    /// (`auto.offset.reset` decides).
+    #[serde(default)]
+    pub start_position: Option<StartPosition>,
     /// The delivery guarantee. Default: at-least-once.
     #[serde(default)]
     pub delivery: Delivery,
@@ -175,6 +221,7 @@ impl Config {
             group_id: group_id.into(),
             topics: topics.into_iter().map(Into::into).collect(),
             workers: default_workers(),
+            start_position: None,
             delivery: Delivery::default(),
             commit: CommitPolicy::default(),
             commit_mode: CommitMode::default(),
@@ -347,6 +394,10 @@ mod tests {
         assert!(matches!(c.validate(), Err(Error::Config(m)) if m.starts_with("drain_timeout_ms")));
         c.drain_timeout_ms = 4000;
         c.validate().unwrap();
+        assert_eq!("offset:5".parse(), Ok(StartPosition::Offset(5)));
+        assert_eq!("timestamp:7".parse(), Ok(StartPosition::Timestamp(7)));
+        assert_eq!("end".parse(), Ok(StartPosition::End));
+        assert!("offset:-1".parse::<StartPosition>().is_err());
         assert!(serde_json::from_str::<Config>(
             r#"{"brokers":"b","group_id":"g","topics":["t"],"wrokers":3}"#
         )

@@ -36,7 +36,7 @@ pub mod shutdown;
 mod sink;
 
 pub use commit::{CommitCallback, CommitEvent, CommitMode, CommitPolicy, PartitionOffset};
-pub use config::{Config, Delivery, SinkConfig, FORCED_CONSUMER_PROPERTIES};
+pub use config::{Config, Delivery, SinkConfig, StartPosition, FORCED_CONSUMER_PROPERTIES};
 pub use engine::{Pipeline, RunSummary};
 pub use error::Error;
 pub use lag::{consumer_lag, high_watermarks, PartitionLag};

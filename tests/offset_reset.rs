@@ -1,13 +1,14 @@
-//! `auto.offset.reset` for a fresh group (no committed offsets), on the embedded
-//! cluster: `earliest` reads what is there, `latest` only what comes after the start,
-//! `error` stops with a clear error and processes nothing.
+//! Where a fresh group starts, on the embedded cluster (and Tansu for timestamps):
+//! `auto.offset.reset` `earliest` reads what is there, `latest` only what comes after
+//! the start, `error` stops with a clear error and processes nothing; an explicit
+//! `StartPosition` applies to partitions without a committed offset only.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidemark::{Config, Error, Outputs, Pipeline, ProcessResult, Processor, Record};
-use tidemark_testkit::{workload, Broker, EmbeddedCluster};
+use tidemark::{Config, Error, Outputs, Pipeline, ProcessResult, Processor, Record, StartPosition};
+use tidemark_testkit::{workload, Broker, EmbeddedCluster, TansuBroker};
 
 #[derive(Default)]
 struct Count(AtomicU64);
@@ -20,6 +21,10 @@ impl Processor for Count {
 }
 
 fn setup() -> (EmbeddedCluster, String) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let cluster = EmbeddedCluster::start(1).unwrap();
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("in", 2).unwrap();
@@ -29,7 +34,7 @@ fn setup() -> (EmbeddedCluster, String) {
 
 fn config(brokers: &str, reset: &str) -> Config {
     let mut c = Config::new(brokers, format!("reset-{reset}"), ["in"]);
-    c.exit_when_idle_ms = Some(2_000);
+    c.exit_when_idle_ms = Some(5_000);
     c.consumer_properties
         .insert("auto.offset.reset".into(), reset.into());
     c.consumer_properties
@@ -75,4 +80,88 @@ fn error_stops_with_a_clear_error() {
         .unwrap_err();
     assert!(matches!(err, Error::OffsetReset(_)), "got {err}");
     assert_eq!(count.0.load(Ordering::Relaxed), 0);
+}
+
+fn start_config(brokers: &str, group: &str, start: StartPosition) -> Config {
+    let mut c = config(brokers, "earliest");
+    c.group_id = group.into();
+    c.start_position = Some(start);
+    c
+}
+
+#[test]
+fn start_offset_applies_to_a_fresh_group_only() {
+    let (_cluster, brokers) = setup();
+    // 1,000 records round-robin over 2 partitions: offsets 0..500 on each.
+    let count = Arc::new(Count::default());
+    Pipeline::new(
+        start_config(&brokers, "start", StartPosition::Offset(400)),
+        count.clone(),
+    )
+    .run()
+    .unwrap();
+    assert_eq!(
+        count.0.load(Ordering::Relaxed),
+        200,
+        "100 per partition from offset 400"
+    );
+
+    // Now the group has committed offsets: a start position no longer applies.
+    let mut more = workload::Workload::new("in", 100, 2);
+    more.first_id = 1_000;
+    workload::produce(&brokers, &more, |_| {}).unwrap();
+    let again = Arc::new(Count::default());
+    Pipeline::new(
+        start_config(&brokers, "start", StartPosition::Beginning),
+        again.clone(),
+    )
+    .run()
+    .unwrap();
+    assert_eq!(
+        again.0.load(Ordering::Relaxed),
+        100,
+        "resumed from the committed offsets"
+    );
+}
+
+#[test]
+fn start_at_end_skips_what_is_there() {
+    let (_cluster, brokers) = setup();
+    let count = Arc::new(Count::default());
+    Pipeline::new(
+        start_config(&brokers, "start-end", StartPosition::End),
+        count.clone(),
+    )
+    .run()
+    .unwrap();
+    assert_eq!(count.0.load(Ordering::Relaxed), 0);
+}
+
+/// By timestamp needs a broker that answers ListOffsets by time (the mock cluster
+/// does not): Tansu.
+#[test]
+fn tansu_start_at_a_timestamp() {
+    let broker = TansuBroker::start().expect("tansu broker (scripts/tansu.sh install)");
+    let brokers = broker.bootstrap_servers();
+    broker.create_topic("in", 2).unwrap();
+    workload::produce(&brokers, &broker.workload("in", 200, 2), |_| {}).unwrap();
+    std::thread::sleep(Duration::from_millis(1_100));
+    let from = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    std::thread::sleep(Duration::from_millis(1_100));
+    let mut more = broker.workload("in", 60, 2);
+    more.first_id = 200;
+    workload::produce(&brokers, &more, |_| {}).unwrap();
+
+    let count = Arc::new(Count::default());
+    let mut c = start_config(&brokers, "start-ts", StartPosition::Timestamp(from));
+    c.exit_when_idle_ms = Some(5_000);
+    Pipeline::new(c, count.clone()).run().unwrap();
+    assert_eq!(
+        count.0.load(Ordering::Relaxed),
+        60,
+        "only the records after the timestamp"
+    );
 }

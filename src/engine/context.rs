@@ -8,12 +8,16 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rdkafka::bindings as rdsys;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+};
 use rdkafka::error::{IsError, KafkaError, KafkaResult};
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::partitions::Partitions;
 use crate::commit::{offsets_of, CommitCallback, CommitEvent};
+use crate::config::StartPosition;
 use crate::shutdown::Progress;
 
 /// State the poll loop shares with the callbacks (same thread; see
@@ -29,6 +33,8 @@ pub(crate) struct Shared {
     /// Watermarks are committed (at-least-once); false when offsets are committed
     /// before processing (at-most-once).
     pub commit_watermarks: bool,
+    /// Where partitions without a committed offset start.
+    pub start_position: Option<StartPosition>,
 }
 
 /// The pipeline's `ConsumerContext`.
@@ -114,7 +120,113 @@ impl PipelineContext {
     }
 }
 
+impl PipelineContext {
+    /// Sets the start offset of the newly assigned partitions that have no committed
+    /// offset, per [`StartPosition`]; the others keep `Offset::Invalid`, i.e. resume
+    /// from their committed offset. A failed look-up leaves the list as it is
+    /// (`auto.offset.reset` then decides), with a warning.
+    fn apply_start_position(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        start: StartPosition,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let timeout = Duration::from_secs(10);
+        let committed = match consumer.committed_offsets(tpl.clone(), timeout) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "start position: committed offsets unknown; auto.offset.reset decides");
+                return;
+            }
+        };
+        let mut fresh = TopicPartitionList::new();
+        for e in committed.elements() {
+            if !matches!(e.offset(), Offset::Offset(_)) {
+                let target = match start {
+                    StartPosition::Beginning => Offset::Beginning,
+                    StartPosition::End => Offset::End,
+                    StartPosition::Offset(o) => Offset::Offset(o),
+                    StartPosition::Timestamp(ts) => Offset::Offset(ts),
+                };
+                let _ = fresh.add_partition_offset(e.topic(), e.partition(), target);
+            }
+        }
+        if let StartPosition::Timestamp(_) = start {
+            match consumer.offsets_for_times(fresh.clone(), timeout) {
+                Ok(found) => fresh = found,
+                Err(e) => {
+                    tracing::warn!(error = %e, "start position: offsets for the timestamp unknown; auto.offset.reset decides");
+                    return;
+                }
+            }
+        }
+        for e in fresh.elements() {
+            let offset = match e.offset() {
+                // No record at or after the timestamp: start at the end.
+                Offset::Invalid => Offset::End,
+                o => o,
+            };
+            tracing::info!(
+                topic = e.topic(),
+                partition = e.partition(),
+                ?offset,
+                "no committed offset: starting at the configured position"
+            );
+            let _ = tpl.set_partition_offset(e.topic(), e.partition(), offset);
+        }
+    }
+}
+
 impl ConsumerContext for PipelineContext {
+    /// rdkafka's default rebalance handling, plus the start position of fresh
+    /// partitions set on the list before it is assigned (so librdkafka starts there
+    /// instead of at the committed offset or `auto.offset.reset`).
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let assign = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+        if assign {
+            if let Some(start) = self.shared.start_position {
+                self.apply_start_position(consumer, start, tpl);
+            }
+        }
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl),
+            _ => Rebalance::Error(KafkaError::Rebalance(err.into())),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let client = consumer.client().native_ptr();
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        // SAFETY: the client and the list outlive the calls; this is rdkafka's own
+        // default `rebalance`, which cannot be called from an override.
+        let error = unsafe {
+            match (assign, cooperative) {
+                (true, true) => take_error(rdsys::rd_kafka_incremental_assign(client, tpl.ptr())),
+                (true, false) => rdsys::rd_kafka_assign(client, tpl.ptr()).is_error(),
+                (false, true) => {
+                    take_error(rdsys::rd_kafka_incremental_unassign(client, tpl.ptr()))
+                }
+                (false, false) => rdsys::rd_kafka_assign(client, std::ptr::null()).is_error(),
+            }
+        };
+        if error {
+            tracing::error!(assign, cooperative, "librdkafka refused the (un)assignment");
+        }
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl),
+            _ => Rebalance::Error(KafkaError::Rebalance(err.into())),
+        };
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
@@ -198,5 +310,18 @@ impl ConsumerContext for PipelineContext {
         if let Some(cb) = &self.shared.on_commit {
             cb(&CommitEvent { offsets, result });
         }
+    }
+}
+
+/// True when librdkafka returned an error object (which is freed here).
+///
+/// # Safety
+/// `error` is null or an error object returned by librdkafka and not freed yet.
+unsafe fn take_error(error: *mut rdsys::rd_kafka_error_t) -> bool {
+    if error.is_null() {
+        false
+    } else {
+        rdsys::rd_kafka_error_destroy(error);
+        true
     }
 }

@@ -130,6 +130,7 @@ impl Pipeline {
             on_commit: self.on_commit.clone(),
             drain_timeout: Duration::from_millis(config.drain_timeout_ms),
             commit_watermarks: config.delivery == Delivery::AtLeastOnce,
+            start_position: config.start_position,
         });
         shared.partitions.lock().release_on_complete = config.delivery == Delivery::AtMostOnce;
         let consumer: BaseConsumer<PipelineContext> = config

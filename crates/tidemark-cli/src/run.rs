@@ -65,6 +65,10 @@ pub struct Args {
     /// Stop gracefully after this many seconds without new records.
     #[arg(long)]
     exit_when_idle: Option<f64>,
+    /// Where partitions without a committed offset start: beginning, end, offset:N or
+    /// timestamp:MS (overrides --auto-offset-reset for them).
+    #[arg(long)]
+    start: Option<tidemark::StartPosition>,
     /// Where a group with no committed offset starts: earliest (default), latest, or
     /// error (stop with an error).
     #[arg(long, value_parser = ["earliest", "latest", "error"])]
@@ -102,6 +106,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     };
     config.commit_mode = a.commit_mode;
     config.delivery = a.delivery;
+    config.start_position = a.start;
     config.exit_when_idle_ms = a.exit_when_idle.map(|s| (s * 1000.0) as u64);
     config.sink = a.sink.0;
     if let Some(n) = a.max_in_flight_records {
