@@ -27,10 +27,56 @@ pub struct PartitionOffset {
 pub struct CommitEvent {
     /// The offsets that were sent, one per partition.
     pub offsets: Vec<PartitionOffset>,
-    /// `Ok` when the group coordinator accepted every offset; otherwise librdkafka's
-    /// error. A failed async commit leaves its partitions dirty, so the next commit
-    /// retries them.
-    pub result: Result<(), KafkaError>,
+    /// `Ok` when the group coordinator (or the offset store, or the transaction)
+    /// accepted every offset. A failed commit leaves its partitions dirty, so the next
+    /// commit retries them.
+    pub result: Result<(), CommitError>,
+}
+
+/// Why a commit failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    /// librdkafka's error for an OffsetCommit (group mode) or for the producer
+    /// transaction that carried the offsets (exactly-once mode).
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// The free consumer's [`OffsetStore`](crate::OffsetStore) failed to save.
+    #[error("offset store: {0}")]
+    OffsetStore(Arc<std::io::Error>),
+}
+
+/// Asks a running [`Pipeline`](crate::Pipeline) to commit now, outside its
+/// [`CommitPolicy`]: one partition (Kafka's `commitSync(Map)` of a single partition)
+/// or every partition. Cloneable, usable from any thread. The request is served by
+/// the poll thread within one poll round; only a dirty partition (its watermark moved
+/// since the last commit) is committed, with the pipeline's commit mode; the outcome
+/// reaches the commit callback. With exactly-once, any request commits the
+/// transaction (one transaction covers every partition). Requests to a stopped
+/// pipeline are ignored.
+#[derive(Debug, Clone)]
+pub struct CommitHandle(pub(crate) crossbeam_channel::Sender<CommitRequest>);
+
+/// What a [`CommitHandle`] asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CommitRequest {
+    /// One partition's watermark.
+    Partition(String, i32),
+    /// Every dirty partition.
+    All,
+}
+
+impl CommitHandle {
+    /// Requests a commit of `topic`/`partition`'s watermark. Returns at once.
+    pub fn commit_partition(&self, topic: &str, partition: i32) {
+        let _ = self
+            .0
+            .send(CommitRequest::Partition(topic.to_string(), partition));
+    }
+
+    /// Requests a commit of every dirty partition. Returns at once.
+    pub fn commit_all(&self) {
+        let _ = self.0.send(CommitRequest::All);
+    }
 }
 
 /// The user's commit callback. It runs on the poll thread: keep it short and never
@@ -58,7 +104,7 @@ pub(crate) fn offsets_of(tpl: &TopicPartitionList) -> Vec<PartitionOffset> {
 /// before they move, and all partitions on a graceful stop.
 ///
 /// Text form (CLI `--commit`): `every-ms:N`, `every-records:N`, `every-batch`,
-/// `every-record`, `at-end`.
+/// `every-record`, `at-end`, `auto:N` (librdkafka's auto-commit every N ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CommitPolicy {
@@ -76,6 +122,14 @@ pub enum CommitPolicy {
     /// Only on revoke and on a graceful stop (a crash re-processes everything since
     /// the last such commit, within `max_in_flight_records`).
     AtEnd,
+    /// librdkafka's own auto-commit (`enable.auto.commit=true`,
+    /// `auto.commit.interval.ms` = N): tidemark stores each partition's watermark with
+    /// `rd_kafka_offsets_store` (`enable.auto.offset.store=false`, so librdkafka never
+    /// stores a merely *polled* position) and librdkafka's background timer commits
+    /// what is stored. The guarantee is the same as `EveryMs(N)`; what differs is who
+    /// sends the commit, and that its results reach the callback as librdkafka reports
+    /// them.
+    Auto(u64),
 }
 
 impl Default for CommitPolicy {
@@ -97,11 +151,12 @@ impl FromStr for CommitPolicy {
         match s.split_once(':') {
             Some(("every-ms", v)) => Ok(CommitPolicy::EveryMs(number(v)?)),
             Some(("every-records", v)) => Ok(CommitPolicy::EveryRecords(number(v)?)),
+            Some(("auto", v)) => Ok(CommitPolicy::Auto(number(v)?)),
             None if s == "every-batch" => Ok(CommitPolicy::EveryBatch),
             None if s == "every-record" => Ok(CommitPolicy::EveryRecord),
             None if s == "at-end" => Ok(CommitPolicy::AtEnd),
             _ => Err(format!(
-                "unknown commit policy {s:?}: expected every-ms:N, every-records:N, every-batch, every-record or at-end"
+                "unknown commit policy {s:?}: expected every-ms:N, every-records:N, every-batch, every-record, at-end or auto:N"
             )),
         }
     }
@@ -146,6 +201,7 @@ mod tests {
         assert_eq!("every-batch".parse(), Ok(CommitPolicy::EveryBatch));
         assert_eq!("every-record".parse(), Ok(CommitPolicy::EveryRecord));
         assert_eq!("at-end".parse(), Ok(CommitPolicy::AtEnd));
+        assert_eq!("auto:500".parse(), Ok(CommitPolicy::Auto(500)));
         assert!("every-ms:0".parse::<CommitPolicy>().is_err());
         assert!("every-ms".parse::<CommitPolicy>().is_err());
         assert!("hourly".parse::<CommitPolicy>().is_err());

@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 use crate::commit::{CommitMode, CommitPolicy};
 use crate::error::Error;
 
-/// librdkafka properties tidemark sets itself in its at-least-once mode, whatever the
-/// user passes: offsets are committed only by tidemark's watermark commits, never by
-/// librdkafka's background auto-commit of *polled* (not processed) positions.
+/// librdkafka properties tidemark sets itself, whatever the user passes: offsets are
+/// committed only by tidemark's watermark commits, never by librdkafka's background
+/// auto-commit of *polled* (not processed) positions. With
+/// [`CommitPolicy::Auto`] `enable.auto.commit` is `true` instead, and what the
+/// auto-commit sends is only ever what tidemark stored: the watermark.
 pub const FORCED_CONSUMER_PROPERTIES: &[(&str, &str)] = &[
     ("enable.auto.commit", "false"),
     ("enable.auto.offset.store", "false"),
@@ -30,6 +32,15 @@ pub enum Delivery {
     /// `max_in_flight_records`) and never processes a record twice. The commit policy
     /// is not used; nothing is committed on revoke or stop.
     AtMostOnce,
+    /// Kafka-to-Kafka exactly-once (KIP-98, KIP-447): the sink's outputs and the
+    /// consumed offsets are committed in one producer transaction
+    /// (`send_offsets_to_transaction` with the consumer's group metadata), on the
+    /// commit policy's schedule, after the records in flight drain. Downstream
+    /// consumers read with `isolation.level=read_committed`. An aborted transaction
+    /// rewinds every partition to its last committed offset and processes again; a
+    /// fenced producer stops the pipeline ([`Error::Transaction`]). Needs a
+    /// `topic:NAME` sink and a consumer group.
+    ExactlyOnce,
 }
 
 impl std::str::FromStr for Delivery {
@@ -39,8 +50,9 @@ impl std::str::FromStr for Delivery {
         match s {
             "at-least-once" => Ok(Delivery::AtLeastOnce),
             "at-most-once" => Ok(Delivery::AtMostOnce),
+            "exactly-once" => Ok(Delivery::ExactlyOnce),
             _ => Err(format!(
-                "unknown delivery {s:?}: expected at-least-once or at-most-once"
+                "unknown delivery {s:?}: expected at-least-once, at-most-once or exactly-once"
             )),
         }
     }
@@ -88,6 +100,38 @@ impl std::str::FromStr for StartPosition {
     }
 }
 
+/// One partition a free consumer reads (see [`Config::assignment`]).
+///
+/// Text form (CLI `--assign`): `TOPIC:PARTITION`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AssignedPartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+}
+
+impl std::str::FromStr for AssignedPartition {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?}: expected TOPIC:PARTITION, e.g. orders:3");
+        let (topic, partition) = s.rsplit_once(':').ok_or_else(bad)?;
+        let partition = partition
+            .parse::<i32>()
+            .ok()
+            .filter(|p| *p >= 0)
+            .ok_or_else(bad)?;
+        if topic.is_empty() {
+            return Err(bad());
+        }
+        Ok(AssignedPartition {
+            topic: topic.to_string(),
+            partition,
+        })
+    }
+}
+
 /// Where processed records' outputs go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -104,17 +148,27 @@ pub enum SinkConfig {
 
 /// Configuration of one tidemark pipeline (one consumer-group member).
 ///
-/// Deserializable from any serde format; every field but `brokers`, `group_id` and
-/// `topics` has a default. Durations are in milliseconds.
+/// Deserializable from any serde format; every field but `brokers` and either
+/// `group_id` + `topics` (a group member) or `assignment` (a free consumer) has a
+/// default. Durations are in milliseconds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// librdkafka `bootstrap.servers`: comma-separated `host:port` list.
     pub brokers: String,
-    /// Consumer group (`group.id`).
-    pub group_id: String,
-    /// Topics to subscribe to.
+    /// Consumer group (`group.id`); `None` for a free consumer.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Topics to subscribe to (group members). Empty for a free consumer.
+    #[serde(default)]
     pub topics: Vec<String>,
+    /// A free consumer's partitions (no `group_id`): assigned directly, no group
+    /// membership, rebalances or group commits; start offsets are loaded from, and
+    /// watermarks saved to, the [`OffsetStore`](crate::OffsetStore) given to
+    /// [`Pipeline::with_offset_store`](crate::Pipeline::with_offset_store). Empty (the
+    /// default) for a group member.
+    #[serde(default)]
+    pub assignment: Vec<AssignedPartition>,
     /// Size of the rayon worker pool (threads). Default: the number of CPUs.
     #[serde(default = "default_workers")]
     pub workers: usize,
@@ -172,6 +226,11 @@ pub struct Config {
     /// busy partition cannot take the whole budget. Default: none.
     #[serde(default)]
     pub max_in_flight_records_per_partition: Option<usize>,
+    /// `transactional.id` of the sink producer with [`Delivery::ExactlyOnce`].
+    /// Default: `tidemark-<group>-<random>`, unique per instance (fencing of zombies
+    /// comes from the group metadata sent with the offsets, KIP-447).
+    #[serde(default)]
+    pub transactional_id: Option<String>,
     /// Where outputs go. Default: dropped.
     #[serde(default = "default_sink")]
     pub sink: SinkConfig,
@@ -218,8 +277,10 @@ impl Config {
     ) -> Self {
         Config {
             brokers: brokers.into(),
-            group_id: group_id.into(),
+            group_id: Some(group_id.into()),
             topics: topics.into_iter().map(Into::into).collect(),
+            assignment: Vec::new(),
+            transactional_id: None,
             workers: default_workers(),
             start_position: None,
             delivery: Delivery::default(),
@@ -239,6 +300,31 @@ impl Config {
         }
     }
 
+    /// A free consumer (no group) of `assignment`, with every other default.
+    pub fn free(brokers: impl Into<String>, assignment: Vec<AssignedPartition>) -> Self {
+        let mut config = Config::new(brokers, "", Vec::<String>::new());
+        config.group_id = None;
+        config.assignment = assignment;
+        config
+    }
+
+    /// True for a free consumer (no group, explicit assignment).
+    pub fn is_free(&self) -> bool {
+        self.group_id.is_none()
+    }
+
+    /// The topics read: the subscription, or the free consumer's assigned topics.
+    pub fn input_topics(&self) -> Vec<String> {
+        if self.is_free() {
+            let mut topics: Vec<String> = self.assignment.iter().map(|a| a.topic.clone()).collect();
+            topics.sort();
+            topics.dedup();
+            topics
+        } else {
+            self.topics.clone()
+        }
+    }
+
     /// Checks the values that librdkafka would not.
     ///
     /// # Errors
@@ -248,18 +334,69 @@ impl Config {
         if self.brokers.trim().is_empty() {
             return bad("brokers", "must name at least one host:port");
         }
-        if self.group_id.trim().is_empty() {
-            return bad("group_id", "must not be empty");
+        match &self.group_id {
+            Some(g) if g.trim().is_empty() => return bad("group_id", "must not be empty"),
+            Some(_) => {
+                if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
+                    return bad("topics", "must list at least one non-empty topic name");
+                }
+                if !self.assignment.is_empty() {
+                    return bad(
+                        "assignment",
+                        "a group member gets its partitions from the group; drop group_id for a free consumer",
+                    );
+                }
+            }
+            None => {
+                if self.assignment.is_empty() {
+                    return bad(
+                        "assignment",
+                        "a free consumer (no group_id) must list its partitions",
+                    );
+                }
+                if !self.topics.is_empty() {
+                    return bad(
+                        "topics",
+                        "a free consumer reads its assignment, not a subscription",
+                    );
+                }
+                if self.delivery == Delivery::ExactlyOnce {
+                    return bad(
+                        "delivery",
+                        "exactly-once commits offsets with the group's metadata: it needs a group_id",
+                    );
+                }
+            }
         }
-        if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
-            return bad("topics", "must list at least one non-empty topic name");
+        if self.delivery == Delivery::ExactlyOnce {
+            if !matches!(self.sink, SinkConfig::Topic { .. }) {
+                return bad(
+                    "delivery",
+                    "exactly-once is for Kafka-to-Kafka pipelines: it needs a topic:NAME sink",
+                );
+            }
+            if matches!(
+                self.commit,
+                CommitPolicy::EveryRecord | CommitPolicy::Auto(_)
+            ) {
+                return bad(
+                    "commit",
+                    "exactly-once commits offsets in producer transactions: use every-ms, every-records, every-batch or at-end",
+                );
+            }
+        }
+        if matches!(self.commit, CommitPolicy::Auto(_)) && self.is_free() {
+            return bad(
+                "commit",
+                "librdkafka's auto-commit commits to a group; a free consumer saves to its offset store",
+            );
         }
         if self.workers == 0 {
             return bad("workers", "must be at least 1");
         }
         if matches!(
             self.commit,
-            CommitPolicy::EveryMs(0) | CommitPolicy::EveryRecords(0)
+            CommitPolicy::EveryMs(0) | CommitPolicy::EveryRecords(0) | CommitPolicy::Auto(0)
         ) {
             return bad("commit", "the interval or record count must be at least 1");
         }
@@ -291,22 +428,29 @@ impl Config {
             if topic.trim().is_empty() {
                 return bad("sink.topic", "must not be empty");
             }
-            if self.topics.contains(topic) {
+            if self.input_topics().contains(topic) {
                 return bad("sink.topic", "must differ from the input topics");
             }
         }
         Ok(())
     }
 
-    /// The librdkafka consumer configuration: tidemark's defaults, then the user's
-    /// properties, then [`FORCED_CONSUMER_PROPERTIES`] (a user value that differs is
-    /// overridden with a warning).
+    /// The librdkafka consumer configuration: tidemark's defaults (with
+    /// exactly-once: `isolation.level=read_committed`), then the user's properties,
+    /// then [`FORCED_CONSUMER_PROPERTIES`] (a user value that differs is overridden
+    /// with a warning; with [`CommitPolicy::Auto`]: `enable.auto.commit=true` and
+    /// `auto.commit.interval.ms`).
     pub fn consumer_client_config(&self) -> ClientConfig {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &self.brokers)
-            .set("group.id", &self.group_id)
-            .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "cooperative-sticky");
+            .set("auto.offset.reset", "earliest");
+        if let Some(group) = &self.group_id {
+            cc.set("group.id", group)
+                .set("partition.assignment.strategy", "cooperative-sticky");
+        }
+        if self.delivery == Delivery::ExactlyOnce {
+            cc.set("isolation.level", "read_committed");
+        }
         // Prefetch sized from the byte budget, so paused partitions cannot make
         // librdkafka hold much more than tidemark does (librdkafka defaults: 64 MiB
         // queued, 50 MiB per fetch).
@@ -322,7 +466,15 @@ impl Config {
         for (k, v) in &self.consumer_properties {
             cc.set(k, v);
         }
-        for (k, v) in FORCED_CONSUMER_PROPERTIES {
+        let mut forced: Vec<(&str, String)> = FORCED_CONSUMER_PROPERTIES
+            .iter()
+            .map(|(k, v)| (*k, v.to_string()))
+            .collect();
+        if let CommitPolicy::Auto(ms) = self.commit {
+            forced[0].1 = "true".into();
+            forced.push(("auto.commit.interval.ms", ms.to_string()));
+        }
+        for (k, v) in &forced {
             if let Some(user) = self.consumer_properties.get(*k) {
                 if user != v {
                     tracing::warn!(
@@ -333,14 +485,14 @@ impl Config {
                     );
                 }
             }
-            cc.set(*k, *v);
+            cc.set(*k, v);
         }
         cc
     }
 
     /// The librdkafka producer configuration for the sink: `acks=all` (an output is
     /// acknowledged only once fully replicated) unless overridden, then the user's
-    /// properties.
+    /// properties; with exactly-once, `transactional.id` (which implies idempotence).
     pub fn producer_client_config(&self) -> ClientConfig {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &self.brokers)
@@ -348,6 +500,16 @@ impl Config {
             .set("linger.ms", "5");
         for (k, v) in &self.producer_properties {
             cc.set(k, v);
+        }
+        if self.delivery == Delivery::ExactlyOnce {
+            let id = self.transactional_id.clone().unwrap_or_else(|| {
+                format!(
+                    "tidemark-{}-{:016x}",
+                    self.group_id.as_deref().unwrap_or("free"),
+                    rand::random::<u64>()
+                )
+            });
+            cc.set("transactional.id", id);
         }
         cc
     }
@@ -394,6 +556,29 @@ mod tests {
         assert!(matches!(c.validate(), Err(Error::Config(m)) if m.starts_with("drain_timeout_ms")));
         c.drain_timeout_ms = 4000;
         c.validate().unwrap();
+        let mut c = Config::new("b:1", "g", ["t"]);
+        c.delivery = Delivery::ExactlyOnce;
+        assert!(matches!(c.validate(), Err(Error::Config(m)) if m.contains("sink")));
+        c.sink = SinkConfig::Topic { topic: "o".into() };
+        c.validate().unwrap();
+        assert_eq!(
+            c.consumer_client_config().get("isolation.level"),
+            Some("read_committed")
+        );
+        assert!(c.producer_client_config().get("transactional.id").is_some());
+        let free = Config::free("b:1", vec!["t:0".parse().unwrap(), "t:2".parse().unwrap()]);
+        free.validate().unwrap();
+        assert_eq!(free.input_topics(), vec!["t".to_string()]);
+        assert_eq!(free.consumer_client_config().get("group.id"), None);
+        assert!(Config::free("b:1", vec![]).validate().is_err());
+        assert!("t".parse::<AssignedPartition>().is_err());
+        assert!("t:-1".parse::<AssignedPartition>().is_err());
+        let mut auto = Config::new("b:1", "g", ["t"]);
+        auto.commit = CommitPolicy::Auto(250);
+        let cc = auto.consumer_client_config();
+        assert_eq!(cc.get("enable.auto.commit"), Some("true"));
+        assert_eq!(cc.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(cc.get("auto.commit.interval.ms"), Some("250"));
         assert_eq!("offset:5".parse(), Ok(StartPosition::Offset(5)));
         assert_eq!("timestamp:7".parse(), Ok(StartPosition::Timestamp(7)));
         assert_eq!("end".parse(), Ok(StartPosition::End));

@@ -2,6 +2,7 @@
 
 use rdkafka::error::KafkaError;
 
+use crate::commit::CommitError;
 use crate::processor::ProcessError;
 
 /// Why a pipeline could not start or stopped without being asked to.
@@ -73,7 +74,24 @@ pub enum Error {
     /// The final synchronous commit failed; the offsets of the last successful commit
     /// stand, so a restart re-processes what follows them.
     #[error("final commit failed: {0}")]
-    FinalCommit(KafkaError),
+    FinalCommit(CommitError),
+
+    /// The free consumer's offset store could not be read at start-up; nothing was
+    /// processed.
+    #[error("offset store: {context}: {source}")]
+    OffsetStore {
+        /// What tidemark was loading.
+        context: String,
+        /// The store's error.
+        source: std::io::Error,
+    },
+
+    /// The exactly-once producer transaction failed in a way that cannot be retried
+    /// (e.g. the producer was fenced by a newer instance with the same
+    /// `transactional.id`). The last committed transaction stands: its outputs and
+    /// offsets; a restart resumes from there.
+    #[error("transaction failed: {0}")]
+    Transaction(KafkaError),
 }
 
 impl Error {

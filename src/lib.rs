@@ -30,16 +30,23 @@ pub mod config;
 mod engine;
 pub mod error;
 pub mod lag;
+pub mod offset_store;
 pub mod processor;
 pub mod record;
 pub mod shutdown;
 mod sink;
 
-pub use commit::{CommitCallback, CommitEvent, CommitMode, CommitPolicy, PartitionOffset};
-pub use config::{Config, Delivery, SinkConfig, StartPosition, FORCED_CONSUMER_PROPERTIES};
+pub use commit::{
+    CommitCallback, CommitError, CommitEvent, CommitHandle, CommitMode, CommitPolicy,
+    PartitionOffset,
+};
+pub use config::{
+    AssignedPartition, Config, Delivery, SinkConfig, StartPosition, FORCED_CONSUMER_PROPERTIES,
+};
 pub use engine::{Pipeline, RunSummary};
 pub use error::Error;
 pub use lag::{consumer_lag, high_watermarks, PartitionLag};
+pub use offset_store::{FileOffsetStore, OffsetStore};
 pub use processor::{FailureKind, ProcessError, ProcessResult, Processor};
 pub use record::{OutputRecord, Outputs, Record};
 pub use shutdown::{Progress, ShutdownHandle};

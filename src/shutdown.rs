@@ -54,6 +54,9 @@ pub struct Progress {
     pub lost: AtomicU64,
     /// librdkafka reported `max.poll.interval.ms` exceeded (MAXPOLL): should stay 0.
     pub max_poll_exceeded: AtomicU64,
+    /// Exactly-once: transactions aborted (each followed by a rewind to the last
+    /// committed offsets).
+    pub aborts: AtomicU64,
 }
 
 impl Progress {

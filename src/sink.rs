@@ -1,11 +1,15 @@
 //! The output side: a producer whose delivery reports complete input records.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use parking_lot::RwLock;
+
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, TopicPartitionList};
 
 use crate::engine::worker::Ack;
 use crate::error::Error;
@@ -33,6 +37,13 @@ impl ProducerContext for SinkContext {
 pub(crate) struct Sink {
     producer: ThreadedProducer<SinkContext>,
     topic: String,
+    /// Exactly-once: bumped by every abort. A batch dispatched before an abort
+    /// carries the older value and sends nothing more, so no output of an aborted
+    /// transaction's records can slip into the next transaction.
+    generation: AtomicU64,
+    /// Held (shared) around each send and (exclusive) around an abort, so a send
+    /// either completes before the abort or sees the new generation.
+    gate: RwLock<()>,
 }
 
 impl Sink {
@@ -44,12 +55,27 @@ impl Sink {
         Ok(Sink {
             producer,
             topic: topic.to_string(),
+            generation: AtomicU64::new(0),
+            gate: RwLock::new(()),
         })
+    }
+
+    /// The current transaction generation (see [`Sink::send`]).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Queues `output` of `input`; `ack` is resolved by the delivery report (or at once
     /// when the producer refuses the record). Blocks while librdkafka's queue is full.
-    pub(crate) fn send(&self, input: &Record, output: OutputRecord, ack: Ack) {
+    /// A batch of an earlier `generation` (its transaction was aborted since) sends
+    /// nothing: the ack resolves at once, and the record, whose completion belongs to
+    /// an old epoch, is processed again after the rewind.
+    pub(crate) fn send(&self, input: &Record, output: OutputRecord, ack: Ack, generation: u64) {
+        let _gate = self.gate.read();
+        if generation != self.generation() {
+            ack.resolve(Ok(()));
+            return;
+        }
         let partition = input.partition.to_string();
         let offset = input.offset.to_string();
         let headers = OwnedHeaders::new_with_capacity(2)
@@ -80,6 +106,47 @@ impl Sink {
                 }
             }
         }
+    }
+
+    /// Exactly-once: registers the `transactional.id` with the transaction coordinator
+    /// (fencing older instances with the same id) and opens the first transaction.
+    pub(crate) fn start_transactions(&self, timeout: Duration) -> KafkaResult<()> {
+        self.producer.init_transactions(timeout)?;
+        self.producer.begin_transaction()
+    }
+
+    /// Exactly-once: adds the consumed `offsets` to the open transaction, commits it
+    /// (its outputs and the offsets become visible together), and opens the next one.
+    /// The caller has drained the records in flight, so every output of a record
+    /// below `offsets` is in this or an earlier transaction, and none above.
+    pub(crate) fn commit_transaction(
+        &self,
+        offsets: &TopicPartitionList,
+        group: &ConsumerGroupMetadata,
+        timeout: Duration,
+    ) -> KafkaResult<()> {
+        self.producer
+            .send_offsets_to_transaction(offsets, group, timeout)?;
+        self.producer.commit_transaction(timeout)?;
+        self.producer.begin_transaction()
+    }
+
+    /// Exactly-once: aborts the open transaction (its outputs are never visible to
+    /// `read_committed` readers) and opens the next one.
+    pub(crate) fn abort_transaction(&self, timeout: Duration) -> KafkaResult<()> {
+        let _gate = self.gate.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.producer.abort_transaction(timeout)?;
+        self.producer.begin_transaction()
+    }
+
+    /// The producer's fatal error, if it has one (exactly-once: fenced by a newer
+    /// instance with the same `transactional.id`); nothing it sends succeeds then.
+    pub(crate) fn fatal_error(&self) -> Option<KafkaError> {
+        self.producer
+            .client()
+            .fatal_error()
+            .map(|(code, _)| KafkaError::MessageProduction(code))
     }
 
     /// Waits up to `timeout` for every queued output to be acknowledged.

@@ -84,7 +84,7 @@ fn error_stops_with_a_clear_error() {
 
 fn start_config(brokers: &str, group: &str, start: StartPosition) -> Config {
     let mut c = config(brokers, "earliest");
-    c.group_id = group.into();
+    c.group_id = Some(group.into());
     c.start_position = Some(start);
     c
 }

@@ -13,19 +13,33 @@ use crate::shutdown::Progress;
 /// After a failed commit, commits forced by back-pressure wait this long.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How the committer sends what the policy decides to commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CommitRoute {
+    /// OffsetCommit to the group coordinator, async or sync.
+    Group(CommitMode),
+    /// Store the watermarks in librdkafka; its auto-commit timer commits them.
+    LibrdkafkaAuto,
+    /// Save to the free consumer's offset store (synchronous).
+    Store,
+    /// Drain everything in flight, then commit the producer transaction with the
+    /// offsets (exactly-once).
+    Transaction { drain_timeout: Duration },
+}
+
 pub(crate) struct Committer {
     policy: CommitPolicy,
-    mode: CommitMode,
+    route: CommitRoute,
     last_commit: Instant,
     completed_at_last: u64,
     batches_at_last: u64,
 }
 
 impl Committer {
-    pub(crate) fn new(policy: CommitPolicy, mode: CommitMode) -> Self {
+    pub(crate) fn new(policy: CommitPolicy, route: CommitRoute) -> Self {
         Committer {
             policy,
-            mode,
+            route,
             last_commit: Instant::now(),
             completed_at_last: 0,
             batches_at_last: 0,
@@ -54,6 +68,8 @@ impl Committer {
             }
             CommitPolicy::EveryRecords(n) => completed - self.completed_at_last >= n,
             CommitPolicy::EveryBatch => partitions.batches_done > self.batches_at_last,
+            // Stored at once; librdkafka's timer decides when they are committed.
+            CommitPolicy::Auto(_) => true,
             CommitPolicy::EveryRecord | CommitPolicy::AtEnd => false,
         };
         let backing_off = partitions
@@ -66,7 +82,35 @@ impl Committer {
         self.last_commit = now;
         self.completed_at_last = completed;
         self.batches_at_last = partitions.batches_done;
-        if let Some(tpl) = partitions.take_dirty(|_, _| true) {
+        if self.route == CommitRoute::LibrdkafkaAuto {
+            self.store(consumer, partitions, forced);
+        } else {
+            self.commit_now(consumer, partitions, |_, _| true);
+        }
+    }
+
+    /// Commits the dirty partitions that `filter` accepts now, whatever the policy
+    /// (with a transaction: every dirty partition, since one transaction covers
+    /// them all).
+    pub(crate) fn commit_now(
+        &mut self,
+        consumer: &BaseConsumer<PipelineContext>,
+        partitions: &mut Partitions,
+        filter: impl Fn(&str, i32) -> bool,
+    ) {
+        if let CommitRoute::Transaction { drain_timeout } = self.route {
+            let left = partitions.drain(drain_timeout, |_, _| true);
+            if left > 0 {
+                tracing::debug!(
+                    in_flight = left,
+                    "transaction commit postponed: records still in flight"
+                );
+                return;
+            }
+            if let Some(tpl) = partitions.take_dirty(|_, _| true) {
+                let _ = consumer.context().commit_sync(consumer, partitions, &tpl);
+            }
+        } else if let Some(tpl) = partitions.take_dirty(filter) {
             self.send(consumer, partitions, &tpl);
         }
     }
@@ -89,27 +133,47 @@ impl Committer {
         self.send(consumer, partitions, &tpl);
     }
 
+    /// librdkafka auto-commit: stores the dirty watermarks (`rd_kafka_offsets_store`,
+    /// which takes the offsets as given: the next offset to read). When `forced`
+    /// (back-pressure), also asks for a commit of what is stored now instead of
+    /// waiting for the timer.
+    fn store(
+        &self,
+        consumer: &BaseConsumer<PipelineContext>,
+        partitions: &mut Partitions,
+        forced: bool,
+    ) {
+        if let Some(tpl) = partitions.take_dirty(|_, _| true) {
+            if let Err(e) = consumer.store_offsets(&tpl) {
+                tracing::warn!(error = %e, "storing offsets failed; they stay dirty");
+                partitions.commit_result(&offsets_of(&tpl), false);
+            }
+        }
+        if forced {
+            match PipelineContext::commit_async(consumer, None) {
+                Ok(()) => partitions.commits_outstanding += 1,
+                Err(e) => tracing::warn!(error = %e, "commit of the stored offsets not sent"),
+            }
+        }
+    }
+
     fn send(
         &self,
         consumer: &BaseConsumer<PipelineContext>,
         partitions: &mut Partitions,
         tpl: &TopicPartitionList,
     ) {
-        match self.mode {
-            CommitMode::Sync => {
-                let _ = consumer.context().commit_sync(consumer, partitions, tpl);
-            }
-            CommitMode::Async => {
-                let _span =
-                    tracing::debug_span!("commit", kind = "async", partitions = tpl.count())
-                        .entered();
-                match PipelineContext::commit_async(consumer, tpl) {
-                    Ok(()) => partitions.commits_outstanding += 1,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "async commit not sent");
-                        partitions.commit_result(&offsets_of(tpl), false);
-                    }
-                }
+        if self.route != CommitRoute::Group(CommitMode::Async) {
+            let _ = consumer.context().commit_sync(consumer, partitions, tpl);
+            return;
+        }
+        let _span =
+            tracing::debug_span!("commit", kind = "async", partitions = tpl.count()).entered();
+        match PipelineContext::commit_async(consumer, Some(tpl)) {
+            Ok(()) => partitions.commits_outstanding += 1,
+            Err(e) => {
+                tracing::warn!(error = %e, "async commit not sent");
+                partitions.commit_result(&offsets_of(tpl), false);
             }
         }
     }

@@ -11,14 +11,27 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
 };
-use rdkafka::error::{IsError, KafkaError, KafkaResult};
+use rdkafka::error::{IsError, KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::partitions::Partitions;
-use crate::commit::{offsets_of, CommitCallback, CommitEvent};
+use crate::commit::{offsets_of, CommitCallback, CommitError, CommitEvent};
 use crate::config::StartPosition;
+use crate::error::Error;
+use crate::offset_store::OffsetStore;
 use crate::shutdown::Progress;
+use crate::sink::Sink;
+
+/// Where a pipeline's commits go.
+pub(crate) enum OffsetTarget {
+    /// The consumer group's coordinator (OffsetCommit).
+    Group,
+    /// A free consumer's offset store.
+    Store(Arc<dyn OffsetStore>),
+    /// The sink producer's transaction, with the group's metadata (exactly-once).
+    Transaction(Arc<Sink>),
+}
 
 /// State the poll loop shares with the callbacks (same thread; see
 /// [`Partitions`] for why there is a mutex at all).
@@ -35,6 +48,8 @@ pub(crate) struct Shared {
     pub commit_watermarks: bool,
     /// Where partitions without a committed offset start.
     pub start_position: Option<StartPosition>,
+    /// Where commits go.
+    pub target: OffsetTarget,
 }
 
 /// The pipeline's `ConsumerContext`.
@@ -72,17 +87,25 @@ impl PipelineContext {
     /// OFFSET_COMMIT events, so a manual async commit's result would be lost. Asking
     /// for the reply on the main queue (`rd_kafka_commit_queue`), which `BaseConsumer`
     /// polls, brings it back as an OFFSET_COMMIT event.
+    ///
+    /// `None` commits the offsets stored with `store_offsets` (librdkafka auto-commit
+    /// mode), like `rd_kafka_commit(rk, NULL, ..)`.
     pub(crate) fn commit_async(
         consumer: &BaseConsumer<PipelineContext>,
-        tpl: &TopicPartitionList,
+        tpl: Option<&TopicPartitionList>,
     ) -> KafkaResult<()> {
         // SAFETY: the client and list outlive the call; librdkafka copies the list and
         // takes its own reference on the queue before we release ours.
         let err = unsafe {
             let rk = consumer.client().native_ptr();
             let queue = rdsys::rd_kafka_queue_get_main(rk);
-            let err =
-                rdsys::rd_kafka_commit_queue(rk, tpl.ptr(), queue, None, std::ptr::null_mut());
+            let err = rdsys::rd_kafka_commit_queue(
+                rk,
+                tpl.map_or(std::ptr::null(), |t| t.ptr()),
+                queue,
+                None,
+                std::ptr::null_mut(),
+            );
             rdsys::rd_kafka_queue_destroy(queue);
             err
         };
@@ -93,17 +116,40 @@ impl PipelineContext {
         }
     }
 
-    /// Sends a synchronous commit, records its result and reports it to the user.
+    /// Commits `tpl` synchronously to the pipeline's [`OffsetTarget`], records the
+    /// result and reports it to the user. With a transaction, the caller has drained
+    /// every record in flight; a failed transaction is aborted and every partition
+    /// rewound to its last committed offset.
     pub(crate) fn commit_sync(
         &self,
         consumer: &BaseConsumer<PipelineContext>,
         partitions: &mut Partitions,
         tpl: &TopicPartitionList,
-    ) -> KafkaResult<()> {
-        let _span =
-            tracing::debug_span!("commit", kind = "sync", partitions = tpl.count()).entered();
-        let result = consumer.commit(tpl, CommitMode::Sync);
+    ) -> Result<(), CommitError> {
         let offsets = offsets_of(tpl);
+        let kind = match self.shared.target {
+            OffsetTarget::Group => "sync",
+            OffsetTarget::Store(_) => "store",
+            OffsetTarget::Transaction(_) => "transaction",
+        };
+        let _span = tracing::debug_span!("commit", kind, partitions = tpl.count()).entered();
+        let result = match &self.shared.target {
+            OffsetTarget::Group => consumer
+                .commit(tpl, CommitMode::Sync)
+                .map_err(CommitError::from),
+            OffsetTarget::Store(store) => store
+                .save(&offsets)
+                .map_err(|e| CommitError::OffsetStore(Arc::new(e))),
+            OffsetTarget::Transaction(sink) => match consumer.group_metadata() {
+                Some(group) => sink
+                    .commit_transaction(tpl, &group, TRANSACTION_TIMEOUT)
+                    .map_err(CommitError::from),
+                // Only a consumer that has not joined the group yet has none.
+                None => Err(CommitError::Kafka(KafkaError::ConsumerCommit(
+                    RDKafkaErrorCode::State,
+                ))),
+            },
+        };
         partitions.commit_result(&offsets, result.is_ok());
         match &result {
             Ok(()) => tracing::debug!(?offsets, "committed"),
@@ -116,42 +162,120 @@ impl PipelineContext {
                 result: result.clone(),
             });
         }
+        if let (OffsetTarget::Transaction(sink), Err(CommitError::Kafka(e))) =
+            (&self.shared.target, &result)
+        {
+            self.abort_and_rewind(consumer, partitions, sink, e);
+        }
         result
+    }
+
+    /// Exactly-once: aborts the open transaction and seeks every assigned partition
+    /// back to the first offset its last committed transaction does not cover, under
+    /// a new epoch, so those records are processed again into the next transaction.
+    /// A transaction that cannot even be aborted (the producer is fenced or in a
+    /// fatal state) stops the pipeline with [`Error::Transaction`].
+    pub(crate) fn abort_and_rewind(
+        &self,
+        consumer: &BaseConsumer<PipelineContext>,
+        partitions: &mut Partitions,
+        sink: &Sink,
+        cause: &KafkaError,
+    ) {
+        tracing::warn!(error = %cause, "aborting the transaction; rewinding to the last committed offsets");
+        if let Err(e) = sink.abort_transaction(TRANSACTION_TIMEOUT) {
+            tracing::error!(error = %e, "transaction abort failed");
+            partitions.fatal.get_or_insert(Error::Transaction(e));
+            return;
+        }
+        Progress::add(&self.shared.progress.aborts, 1);
+        let restarts: Vec<(Arc<str>, i32, Option<i64>, bool)> = partitions
+            .iter()
+            .map(|s| {
+                let restart = s
+                    .tracker
+                    .first_unconfirmed()
+                    .or_else(|| s.staged.first().map(|r| r.offset));
+                (s.topic.clone(), s.partition, restart, s.paused)
+            })
+            .collect();
+        partitions.discard_staged();
+        let mut resume = TopicPartitionList::new();
+        for (topic, partition, restart, paused) in restarts {
+            let Some(offset) = restart else { continue };
+            if let Err(e) = consumer.seek(
+                &topic,
+                partition,
+                Offset::Offset(offset),
+                TRANSACTION_TIMEOUT,
+            ) {
+                tracing::error!(error = %e, %topic, partition, offset, "seek after abort failed");
+                partitions.fatal.get_or_insert(Error::Kafka {
+                    context: "seeking back after an aborted transaction",
+                    source: e,
+                });
+                return;
+            }
+            if paused {
+                resume.add_partition(&topic, partition);
+            }
+            partitions.restart(&topic, partition);
+            tracing::info!(%topic, partition, offset, "rewound after abort");
+        }
+        if resume.count() > 0 {
+            if let Err(e) = consumer.resume(&resume) {
+                tracing::warn!(error = %e, "resume after abort failed");
+            }
+        }
     }
 }
 
+/// Bound on each transactional call (commit, abort, send offsets) and seek.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl PipelineContext {
-    /// Sets the start offset of the newly assigned partitions that have no committed
-    /// offset, per [`StartPosition`]; the others keep `Offset::Invalid`, i.e. resume
-    /// from their committed offset. A failed look-up leaves the list as it is
-    /// (`auto.offset.reset` then decides), with a warning.
-    fn apply_start_position(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        start: StartPosition,
-        tpl: &mut TopicPartitionList,
-    ) {
+    /// Sets an explicit start offset on every newly assigned partition: its committed
+    /// offset when the group has one, else the configured [`StartPosition`]; the
+    /// others keep `Offset::Invalid` (`auto.offset.reset` decides).
+    ///
+    /// Like the Java consumer (which fetches committed offsets before it fetches
+    /// records), tidemark does not leave the look-up to librdkafka: a partition
+    /// assigned again to a member that had paused it in an earlier assignment can
+    /// otherwise resume from that member's stale position instead of the committed
+    /// offset (librdkafka issues #1802, #4686), which commits offsets backwards. Seen
+    /// on Tansu in the group chaos test. A failed look-up leaves the list as it is,
+    /// with a warning.
+    fn set_start_offsets(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let timeout = Duration::from_secs(10);
         let committed = match consumer.committed_offsets(tpl.clone(), timeout) {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "start position: committed offsets unknown; auto.offset.reset decides");
+                tracing::warn!(error = %e, "committed offsets unknown; librdkafka looks them up");
                 return;
             }
         };
         let mut fresh = TopicPartitionList::new();
         for e in committed.elements() {
-            if !matches!(e.offset(), Offset::Offset(_)) {
-                let target = match start {
-                    StartPosition::Beginning => Offset::Beginning,
-                    StartPosition::End => Offset::End,
-                    StartPosition::Offset(o) => Offset::Offset(o),
-                    StartPosition::Timestamp(ts) => Offset::Offset(ts),
-                };
-                let _ = fresh.add_partition_offset(e.topic(), e.partition(), target);
+            match (e.offset(), self.shared.start_position) {
+                (Offset::Offset(o), _) => {
+                    let _ = tpl.set_partition_offset(e.topic(), e.partition(), Offset::Offset(o));
+                }
+                (_, Some(start)) => {
+                    let target = match start {
+                        StartPosition::Beginning => Offset::Beginning,
+                        StartPosition::End => Offset::End,
+                        StartPosition::Offset(o) => Offset::Offset(o),
+                        StartPosition::Timestamp(ts) => Offset::Offset(ts),
+                    };
+                    let _ = fresh.add_partition_offset(e.topic(), e.partition(), target);
+                }
+                (_, None) => {}
             }
         }
-        if let StartPosition::Timestamp(_) = start {
+        if fresh.count() == 0 {
+            return;
+        }
+        if let Some(StartPosition::Timestamp(_)) = self.shared.start_position {
             match consumer.offsets_for_times(fresh.clone(), timeout) {
                 Ok(found) => fresh = found,
                 Err(e) => {
@@ -178,9 +302,8 @@ impl PipelineContext {
 }
 
 impl ConsumerContext for PipelineContext {
-    /// rdkafka's default rebalance handling, plus the start position of fresh
-    /// partitions set on the list before it is assigned (so librdkafka starts there
-    /// instead of at the committed offset or `auto.offset.reset`).
+    /// rdkafka's default rebalance handling, plus explicit start offsets set on the
+    /// list before it is assigned (see `set_start_offsets`).
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -189,9 +312,7 @@ impl ConsumerContext for PipelineContext {
     ) {
         let assign = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
         if assign {
-            if let Some(start) = self.shared.start_position {
-                self.apply_start_position(consumer, start, tpl);
-            }
+            self.set_start_offsets(consumer, tpl);
         }
         let rebalance = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(tpl),
@@ -238,7 +359,16 @@ impl ConsumerContext for PipelineContext {
             .collect();
         let is_revoked = |t: &str, p: i32| revoked.contains(&(t.to_string(), p));
         let mut partitions = self.shared.partitions.lock();
-        if consumer.assignment_lost() {
+        let transaction = match &self.shared.target {
+            OffsetTarget::Transaction(sink) => Some(sink.clone()),
+            _ => None,
+        };
+        // With a transaction, the open one holds outputs of every partition: all of
+        // them drain before it is committed or aborted.
+        let drain_filter = |t: &str, p: i32| transaction.is_some() || is_revoked(t, p);
+        let lost = consumer.assignment_lost();
+        let mut abort = None;
+        if lost {
             // Another member may own them already: committing would overwrite its
             // progress (DESIGN.md invariant 6).
             tracing::warn!(
@@ -246,6 +376,10 @@ impl ConsumerContext for PipelineContext {
                 "assignment lost: dropping state without commit"
             );
             Progress::add(&self.shared.progress.lost, revoked.len() as u64);
+            if transaction.is_some() {
+                partitions.drain(self.shared.drain_timeout, drain_filter);
+                abort = Some(KafkaError::Rebalance(RDKafkaErrorCode::AssignmentLost));
+            }
         } else {
             let _span = tracing::info_span!("revoke", partitions = revoked.len()).entered();
             // Records staged but not dispatched are simply not processed here.
@@ -254,13 +388,19 @@ impl ConsumerContext for PipelineContext {
                     tracing::debug!(topic = %t, partition = p, in_flight = s.tracker.in_flight(), "revoking");
                 }
             }
-            let left = partitions.drain(self.shared.drain_timeout, is_revoked);
+            let left = partitions.drain(self.shared.drain_timeout, drain_filter);
             if left > 0 {
                 tracing::warn!(in_flight = left, "drain timeout on revoke: those records will be processed again by the next owner");
             }
-            if !self.shared.commit_watermarks {
+            if transaction.is_some() && left > 0 {
+                // Outputs of records still in flight may be in the transaction:
+                // committing it would publish them without their offsets.
+                abort = Some(KafkaError::Rebalance(RDKafkaErrorCode::OperationTimedOut));
+            } else if !self.shared.commit_watermarks {
                 // At-most-once: the offsets were committed before processing.
-            } else if let Some(tpl) = partitions.take_dirty(is_revoked) {
+            } else if let Some(tpl) =
+                partitions.take_dirty(|t, p| transaction.is_some() || is_revoked(t, p))
+            {
                 // With an eager protocol the group is already rebalancing, and a
                 // commit may be refused (REBALANCE_IN_PROGRESS): those records are
                 // then processed again by the next owner (at-least-once).
@@ -268,8 +408,23 @@ impl ConsumerContext for PipelineContext {
             }
             Progress::add(&self.shared.progress.revoked, revoked.len() as u64);
         }
+        // librdkafka keeps a partition's pause flag and saved position across
+        // assignments: resume what back-pressure paused, so a later assignment of the
+        // same partition starts clean.
+        let mut paused = TopicPartitionList::new();
         for (t, p) in &revoked {
+            if partitions.get(t, *p).is_some_and(|s| s.paused) {
+                paused.add_partition(t, *p);
+            }
             partitions.remove(t, *p);
+        }
+        if paused.count() > 0 {
+            if let Err(e) = consumer.resume(&paused) {
+                tracing::warn!(error = %e, "resuming revoked partitions failed");
+            }
+        }
+        if let (Some(sink), Some(cause)) = (transaction, abort) {
+            self.abort_and_rewind(consumer, &mut partitions, &sink, &cause);
         }
     }
 
@@ -308,7 +463,10 @@ impl ConsumerContext for PipelineContext {
             }
         }
         if let Some(cb) = &self.shared.on_commit {
-            cb(&CommitEvent { offsets, result });
+            cb(&CommitEvent {
+                offsets,
+                result: result.map_err(CommitError::from),
+            });
         }
     }
 }

@@ -14,15 +14,17 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{Offset, TopicPartitionList};
 
-use self::committer::Committer;
-use self::context::{PipelineContext, Shared};
+use self::committer::{CommitRoute, Committer};
+use self::context::{OffsetTarget, PipelineContext, Shared};
 use self::flow::Limits;
 use self::partitions::{Partitions, RecordFailure};
 use self::worker::{run_batch, FailureCause};
-use crate::commit::{CommitCallback, CommitEvent};
-use crate::config::{Config, Delivery, SinkConfig};
+use crate::commit::{CommitCallback, CommitEvent, CommitHandle, CommitPolicy, CommitRequest};
+use crate::config::{Config, Delivery, SinkConfig, StartPosition};
 use crate::error::Error;
+use crate::offset_store::OffsetStore;
 use crate::processor::Processor;
 use crate::shutdown::{Progress, ShutdownHandle};
 use crate::sink::Sink;
@@ -62,8 +64,13 @@ pub struct Pipeline {
     config: Config,
     processor: Arc<dyn Processor>,
     on_commit: Option<CommitCallback>,
+    offset_store: Option<Arc<dyn OffsetStore>>,
     shutdown: ShutdownHandle,
     progress: Arc<Progress>,
+    commit_requests: (
+        crossbeam_channel::Sender<CommitRequest>,
+        crossbeam_channel::Receiver<CommitRequest>,
+    ),
 }
 
 impl Pipeline {
@@ -73,9 +80,26 @@ impl Pipeline {
             config,
             processor: Arc::new(processor),
             on_commit: None,
+            offset_store: None,
             shutdown: ShutdownHandle::default(),
             progress: Arc::default(),
+            commit_requests: crossbeam_channel::unbounded(),
         }
+    }
+
+    /// Makes this pipeline a free consumer's: start offsets of
+    /// [`Config::assignment`] come from `store` (a partition with nothing stored
+    /// starts at the start position, else per `auto.offset.reset`), and every commit
+    /// saves the watermarks there instead of to a group. Required when the config has
+    /// no `group_id`; refused otherwise.
+    pub fn with_offset_store(mut self, store: impl OffsetStore + 'static) -> Self {
+        self.offset_store = Some(Arc::new(store));
+        self
+    }
+
+    /// A handle that asks the running pipeline to commit one partition, or all, now.
+    pub fn commit_handle(&self) -> CommitHandle {
+        CommitHandle(self.commit_requests.0.clone())
     }
 
     /// Calls `callback` with the outcome of every commit (offsets sent, and success or
@@ -108,10 +132,26 @@ impl Pipeline {
     ///   up to, never past, that record;
     /// - [`Error::OffsetReset`]: `auto.offset.reset=error` and a partition has no valid
     ///   offset to start from;
-    /// - [`Error::FinalCommit`]: the final synchronous commit failed.
+    /// - [`Error::FinalCommit`]: the final synchronous commit failed;
+    /// - [`Error::OffsetStore`]: a free consumer's store could not be read;
+    /// - [`Error::Transaction`]: exactly-once: the producer could not start
+    ///   transactions, or a transaction could not even be aborted (fenced).
     pub fn run(self) -> Result<RunSummary, Error> {
         let config = &self.config;
         config.validate()?;
+        match (config.is_free(), self.offset_store.is_some()) {
+            (true, false) => return Err(Error::Config(
+                "assignment: a free consumer needs an offset store (Pipeline::with_offset_store)"
+                    .into(),
+            )),
+            (false, true) => {
+                return Err(Error::Config(
+                    "offset store: only a free consumer (no group_id) keeps its offsets in a store"
+                        .into(),
+                ))
+            }
+            _ => {}
+        }
         let started = Instant::now();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.workers)
@@ -123,14 +163,33 @@ impl Pipeline {
             SinkConfig::Topic { topic } => Some(Arc::new(Sink::new(config, topic)?)),
         };
 
+        let target = match (&self.offset_store, &sink) {
+            (Some(store), _) => OffsetTarget::Store(store.clone()),
+            (None, Some(sink)) if config.delivery == Delivery::ExactlyOnce => {
+                let timeout = Duration::from_millis(config.startup_timeout_ms);
+                sink.start_transactions(timeout)
+                    .map_err(Error::Transaction)?;
+                OffsetTarget::Transaction(sink.clone())
+            }
+            _ => OffsetTarget::Group,
+        };
+        let route = match (&target, config.commit) {
+            (OffsetTarget::Store(_), _) => CommitRoute::Store,
+            (OffsetTarget::Transaction(_), _) => CommitRoute::Transaction {
+                drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+            },
+            (OffsetTarget::Group, CommitPolicy::Auto(_)) => CommitRoute::LibrdkafkaAuto,
+            (OffsetTarget::Group, _) => CommitRoute::Group(config.commit_mode),
+        };
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             partitions: Mutex::new(Partitions::new(done_rx, self.progress.clone())),
             progress: self.progress.clone(),
             on_commit: self.on_commit.clone(),
             drain_timeout: Duration::from_millis(config.drain_timeout_ms),
-            commit_watermarks: config.delivery == Delivery::AtLeastOnce,
+            commit_watermarks: config.delivery != Delivery::AtMostOnce,
             start_position: config.start_position,
+            target,
         });
         shared.partitions.lock().release_on_complete = config.delivery == Delivery::AtMostOnce;
         let consumer: BaseConsumer<PipelineContext> = config
@@ -140,14 +199,19 @@ impl Pipeline {
             })
             .map_err(Error::kafka("creating the consumer"))?;
         check_topics(&consumer, config)?;
-        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&topics)
-            .map_err(Error::kafka("subscribing"))?;
-        tracing::info!(topics = ?config.topics, group = %config.group_id, workers = config.workers, "subscribed");
+        match &self.offset_store {
+            Some(store) => assign_from_store(&consumer, &shared, config, &**store)?,
+            None => {
+                let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+                consumer
+                    .subscribe(&topics)
+                    .map_err(Error::kafka("subscribing"))?;
+                tracing::info!(topics = ?config.topics, group = ?config.group_id, workers = config.workers, "subscribed");
+            }
+        }
 
         let poll_timeout = Duration::from_millis(config.poll_timeout_ms);
-        let mut committer = Committer::new(config.commit, config.commit_mode);
+        let mut committer = Committer::new(config.commit, route);
         let idle_limit = config.exit_when_idle_ms.map(Duration::from_millis);
         let limits = Limits::from_config(config);
         let mut first_dispatch: Option<Instant> = None;
@@ -187,7 +251,8 @@ impl Pipeline {
             if polled > 0 {
                 first_dispatch.get_or_insert(now);
                 let _span = tracing::trace_span!("dispatch", records = polled).entered();
-                for batch in partitions.take_batches() {
+                let generation = sink.as_ref().map_or(0, |s| s.generation());
+                for batch in partitions.take_batches(generation) {
                     Progress::add(&self.progress.dispatched, batch.records.len() as u64);
                     let processor = self.processor.clone();
                     let sink = sink.clone();
@@ -211,6 +276,21 @@ impl Pipeline {
             pressed = flow::regulate(&consumer, &mut partitions, limits);
             if shared.commit_watermarks {
                 committer.maybe_commit(&consumer, &mut partitions, now, pressed);
+                while let Ok(request) = self.commit_requests.1.try_recv() {
+                    match request {
+                        CommitRequest::All => {
+                            committer.commit_now(&consumer, &mut partitions, |_, _| true)
+                        }
+                        CommitRequest::Partition(topic, partition) => {
+                            committer.commit_now(&consumer, &mut partitions, |t, p| {
+                                t == topic && p == partition
+                            })
+                        }
+                    }
+                }
+            }
+            if partitions.fatal.is_some() {
+                break;
             }
             if let Some(limit) = idle_limit {
                 let active = partitions
@@ -234,6 +314,12 @@ impl Pipeline {
             },
             committed: partitions.committed.clone(),
         };
+        // A fenced transactional producer fails every output: report the cause.
+        if config.delivery == Delivery::ExactlyOnce {
+            if let Some(e) = sink.as_ref().and_then(|s| s.fatal_error()) {
+                return Err(Error::Transaction(e));
+            }
+        }
         if let Some(RecordFailure {
             topic,
             partition,
@@ -319,7 +405,7 @@ fn finish(
     shared: &Shared,
     sink: Option<&Sink>,
     config: &Config,
-) -> rdkafka::error::KafkaResult<()> {
+) -> Result<(), crate::commit::CommitError> {
     let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
     let result = {
         let mut partitions = shared.partitions.lock();
@@ -331,11 +417,23 @@ fn finish(
                 "drain timeout on shutdown: those records will be processed again"
             );
         }
-        match partitions.take_dirty(|_, _| true) {
-            Some(tpl) => consumer
-                .context()
-                .commit_sync(&consumer, &mut partitions, &tpl),
-            None => Ok(()),
+        let transaction = matches!(shared.target, OffsetTarget::Transaction(_));
+        if partitions.fatal.is_some() && transaction {
+            // The producer cannot commit any more; the last transaction stands.
+            Ok(())
+        } else if left > 0 && transaction {
+            // Outputs of records still in flight may be in the open transaction:
+            // closing the producer aborts it.
+            Ok(())
+        } else if !shared.commit_watermarks {
+            Ok(())
+        } else {
+            match partitions.take_dirty(|_, _| true) {
+                Some(tpl) => consumer
+                    .context()
+                    .commit_sync(&consumer, &mut partitions, &tpl),
+                None => Ok(()),
+            }
         }
     };
     drop(consumer);
@@ -363,6 +461,64 @@ fn commit_before_processing(consumer: &BaseConsumer<PipelineContext>, partitions
     }
 }
 
+/// A free consumer's start: every partition of the assignment at the offset its
+/// store holds, else at the start position, else where `auto.offset.reset` says.
+fn assign_from_store(
+    consumer: &BaseConsumer<PipelineContext>,
+    shared: &Shared,
+    config: &Config,
+    store: &dyn OffsetStore,
+) -> Result<(), Error> {
+    let mut tpl = TopicPartitionList::new();
+    let mut by_time = TopicPartitionList::new();
+    for a in &config.assignment {
+        let stored = store
+            .load(&a.topic, a.partition)
+            .map_err(|source| Error::OffsetStore {
+                context: format!("loading the offset of {}/{}", a.topic, a.partition),
+                source,
+            })?;
+        let offset = match (stored, config.start_position) {
+            (Some(o), _) => Offset::Offset(o),
+            (None, Some(StartPosition::Beginning)) => Offset::Beginning,
+            (None, Some(StartPosition::End)) => Offset::End,
+            (None, Some(StartPosition::Offset(o))) => Offset::Offset(o),
+            (None, Some(StartPosition::Timestamp(ts))) => {
+                let _ = by_time.add_partition_offset(&a.topic, a.partition, Offset::Offset(ts));
+                continue;
+            }
+            // librdkafka applies auto.offset.reset to a partition assigned without an
+            // offset when there is no group to ask.
+            (None, None) => Offset::Invalid,
+        };
+        tpl.add_partition_offset(&a.topic, a.partition, offset)
+            .map_err(Error::kafka("building the assignment"))?;
+    }
+    if by_time.count() > 0 {
+        let timeout = Duration::from_millis(config.startup_timeout_ms);
+        let found = consumer
+            .offsets_for_times(by_time, timeout)
+            .map_err(Error::kafka("looking up offsets by timestamp"))?;
+        for e in found.elements() {
+            let offset = match e.offset() {
+                Offset::Invalid => Offset::End,
+                o => o,
+            };
+            tpl.add_partition_offset(e.topic(), e.partition(), offset)
+                .map_err(Error::kafka("building the assignment"))?;
+        }
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(Error::kafka("assigning the partitions"))?;
+    let mut partitions = shared.partitions.lock();
+    for e in tpl.elements() {
+        let epoch = partitions.assign(e.topic(), e.partition());
+        tracing::info!(topic = e.topic(), partition = e.partition(), offset = ?e.offset(), epoch = epoch.0, "assigned (free consumer)");
+    }
+    Ok(())
+}
+
 /// Fails fast when the brokers are unreachable or a topic is missing.
 fn check_topics(consumer: &BaseConsumer<PipelineContext>, config: &Config) -> Result<(), Error> {
     let timeout = Duration::from_millis(config.startup_timeout_ms);
@@ -374,7 +530,7 @@ fn check_topics(consumer: &BaseConsumer<PipelineContext>, config: &Config) -> Re
                 timeout_ms: config.startup_timeout_ms,
                 source,
             })?;
-    for topic in &config.topics {
+    for topic in &config.input_topics() {
         let found = metadata
             .topics()
             .iter()

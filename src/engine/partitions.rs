@@ -118,9 +118,17 @@ impl Partitions {
     /// Starts tracking `topic`/`partition` under a fresh epoch (replacing any state of
     /// an earlier assignment, whose late completions are then ignored).
     pub(crate) fn assign(&mut self, topic: &str, partition: i32) -> Epoch {
+        self.last_assigned = Some(Instant::now());
+        Progress::add(&self.progress.assigned, 1);
+        self.restart(topic, partition)
+    }
+
+    /// Replaces the state of `topic`/`partition` with a fresh one under a new epoch:
+    /// after a seek back (an aborted transaction), its records are delivered again and
+    /// late completions of the old epoch are ignored.
+    pub(crate) fn restart(&mut self, topic: &str, partition: i32) -> Epoch {
         self.remove(topic, partition);
         self.last_epoch = self.last_epoch.next();
-        self.last_assigned = Some(Instant::now());
         let epoch = self.last_epoch;
         let topic: Arc<str> = match self.by_topic.get_key_value(topic) {
             Some((t, _)) => t.clone(),
@@ -139,7 +147,6 @@ impl Partitions {
                 held: false,
             },
         );
-        Progress::add(&self.progress.assigned, 1);
         epoch
     }
 
@@ -215,7 +222,7 @@ impl Partitions {
     /// back (a seek, an offset reset, a re-fetch after pause/resume): the tracker
     /// forgets what it had delivered from there on and takes it again, without ever
     /// moving the committable offset back (DESIGN.md invariant 7).
-    pub(crate) fn take_batches(&mut self) -> Vec<Batch> {
+    pub(crate) fn take_batches(&mut self, generation: u64) -> Vec<Batch> {
         let mut batches = Vec::new();
         let mut forgotten = 0;
         for state in self.iter_mut() {
@@ -245,6 +252,7 @@ impl Partitions {
                 epoch: state.tracker.epoch(),
                 bytes,
                 records,
+                generation,
             });
         }
         self.records_in_flight -= forgotten;

@@ -24,6 +24,8 @@ pub(crate) struct Batch {
     /// Key + payload bytes of `records`.
     pub bytes: usize,
     pub records: Vec<Record>,
+    /// The sink's transaction generation at dispatch (exactly-once; see `Sink::send`).
+    pub generation: u64,
 }
 
 /// Why a record could not be completed.
@@ -106,7 +108,12 @@ pub(crate) fn run_batch(
             if let Ok(outputs) = result {
                 for output in outputs.0 {
                     pending.outstanding.fetch_add(1, Ordering::AcqRel);
-                    sink.send(record, output, Ack::new(pending.clone(), record.offset));
+                    sink.send(
+                        record,
+                        output,
+                        Ack::new(pending.clone(), record.offset),
+                        batch.generation,
+                    );
                 }
             }
         }

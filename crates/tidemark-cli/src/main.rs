@@ -44,6 +44,8 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Several members often log to one terminal (or one test's output): tag each line.
+    let _process = tracing::info_span!("member", pid = std::process::id()).entered();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Produce(a) => produce::main(a),

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tidemark::{Config, Pipeline, Processor, RunSummary, SinkConfig};
+use tidemark::{
+    AssignedPartition, Config, FileOffsetStore, Pipeline, Processor, RunSummary, SinkConfig,
+};
 use tidemark_testkit::workload;
 
 use crate::processors::{CliProcessor, Kind};
@@ -27,18 +29,42 @@ impl std::str::FromStr for SinkArg {
     }
 }
 
-/// Run a parallel pipeline in a consumer group.
+/// Where a free consumer keeps its offsets: `file:PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetStoreArg(pub std::path::PathBuf);
+
+impl std::str::FromStr for OffsetStoreArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.strip_prefix("file:") {
+            Some(path) if !path.is_empty() => Ok(OffsetStoreArg(path.into())),
+            _ => Err(format!("expected file:PATH, got {s:?}")),
+        }
+    }
+}
+
+/// Run a parallel pipeline in a consumer group, or as a free consumer of assigned
+/// partitions (--assign, --offset-store).
 #[derive(clap::Args)]
 pub struct Args {
     /// Bootstrap servers.
     #[arg(long)]
     brokers: String,
-    /// Input topic.
-    #[arg(long)]
-    topic: String,
+    /// Input topic (group members).
+    #[arg(long, required_unless_present = "assign", conflicts_with = "assign")]
+    topic: Option<String>,
     /// Consumer group.
-    #[arg(long)]
-    group: String,
+    #[arg(long, required_unless_present = "assign", conflicts_with = "assign")]
+    group: Option<String>,
+    /// Free consumer: read these partitions, TOPIC:PARTITION[,...], without a group.
+    /// Needs --offset-store.
+    #[arg(long, value_delimiter = ',', requires = "offset_store")]
+    assign: Vec<AssignedPartition>,
+    /// Free consumer: where offsets are loaded from and saved to, file:PATH (a
+    /// durable file, written atomically).
+    #[arg(long, requires = "assign")]
+    offset_store: Option<OffsetStoreArg>,
     /// Processor: noop, sha256:ROUNDS or json.
     #[arg(long, default_value = "noop")]
     processor: Kind,
@@ -49,11 +75,18 @@ pub struct Args {
     /// headers tidemark-src-partition and tidemark-src-offset).
     #[arg(long, default_value = "none")]
     sink: SinkArg,
-    /// Delivery guarantee: at-least-once (commit after processing, the default) or
-    /// at-most-once (commit each polled batch before processing it).
+    /// Delivery guarantee: at-least-once (commit after processing, the default),
+    /// at-most-once (commit each polled batch before processing it) or exactly-once
+    /// (outputs and offsets in one transaction; needs --sink topic:NAME).
     #[arg(long, default_value = "at-least-once")]
     delivery: tidemark::Delivery,
-    /// Commit policy: every-ms:N, every-records:N, every-batch, every-record or at-end.
+    /// Exactly-once: the sink producer's transactional.id. Give a restarted instance
+    /// the id it had, so its first transaction fences and aborts what the crashed one
+    /// left open (default: a fresh random id per start).
+    #[arg(long, requires = "sink")]
+    transactional_id: Option<String>,
+    /// Commit policy: every-ms:N, every-records:N, every-batch, every-record, at-end or
+    /// auto:N (librdkafka's auto-commit every N ms of the stored watermarks).
     #[arg(long, default_value = "every-ms:1000")]
     commit: tidemark::CommitPolicy,
     /// Interval between commits, ms (shorthand for --commit every-ms:N).
@@ -96,7 +129,10 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
-    let mut config = Config::new(&a.brokers, &a.group, [&a.topic]);
+    let mut config = match (&a.group, &a.topic) {
+        (Some(group), Some(topic)) => Config::new(&a.brokers, group, [topic]),
+        _ => Config::free(&a.brokers, a.assign.clone()),
+    };
     if let Some(w) = a.workers {
         config.workers = w;
     }
@@ -106,6 +142,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     };
     config.commit_mode = a.commit_mode;
     config.delivery = a.delivery;
+    config.transactional_id = a.transactional_id;
     config.start_position = a.start;
     config.exit_when_idle_ms = a.exit_when_idle.map(|s| (s * 1000.0) as u64);
     config.sink = a.sink.0;
@@ -125,15 +162,23 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             .insert("auto.offset.reset".into(), reset);
     }
     config.validate()?;
+    let store = match &a.offset_store {
+        Some(OffsetStoreArg(path)) => Some(
+            FileOffsetStore::open(path)
+                .with_context(|| format!("opening the offset store {}", path.display()))?,
+        ),
+        None => None,
+    };
     if let SinkConfig::Topic { topic } = &config.sink {
         // The sink gets as many partitions as the input (when it must be created).
-        let partitions = workload::topic_partitions(&a.brokers, &a.topic, Duration::from_secs(10))
+        let input = &config.input_topics()[0];
+        let partitions = workload::topic_partitions(&a.brokers, input, Duration::from_secs(10))
             .with_context(|| format!("reaching {}", a.brokers))?
-            .ok_or_else(|| tidemark::Error::UnknownTopic(a.topic.clone()))?;
+            .ok_or_else(|| tidemark::Error::UnknownTopic(input.clone()))?;
         workload::ensure_topic(&a.brokers, topic, partitions)
             .with_context(|| format!("creating sink topic {topic}"))?;
     }
-    let summary = execute(config, CliProcessor(a.processor), "processing")?;
+    let summary = execute(config, CliProcessor(a.processor), store, "processing")?;
     print_summary(&summary);
     Ok(())
 }
@@ -143,9 +188,13 @@ pub fn main(a: Args) -> anyhow::Result<()> {
 pub fn execute(
     config: Config,
     processor: impl Processor,
+    store: Option<FileOffsetStore>,
     label: &str,
 ) -> anyhow::Result<RunSummary> {
-    let pipeline = Pipeline::new(config, processor);
+    let mut pipeline = Pipeline::new(config, processor);
+    if let Some(store) = store {
+        pipeline = pipeline.with_offset_store(store);
+    }
     let handle = pipeline.shutdown_handle();
     let presses = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     ctrlc::set_handler(move || {

@@ -3,6 +3,13 @@
 //! is lost; with graceful leaves only, none is processed twice either (a leaving
 //! member drains and commits its partitions before they move).
 //!
+//! The graceful-only run uses an eager assignor: Tansu 0.6.0's cooperative rounds can
+//! hand a partition to a second member while its owner keeps it (seen: the owner's
+//! claimed partitions ignored by the assignor), and 0.6.0 does not fence commits by
+//! generation, so both members process and commit it. No client can prevent
+//! duplicates then; the mixed run keeps the default cooperative-sticky assignor and
+//! asserts that nothing is lost even so.
+//!
 //! Longer run: `TIDEMARK_CHAOS_RECORDS=1000000 TIDEMARK_CHAOS_EVENTS=40 cargo nextest
 //! run -p tidemark-cli --test group_chaos`.
 
@@ -17,7 +24,7 @@ use tidemark_testkit::{workload, Broker, TansuBroker};
 const MEMBERS: usize = 3;
 
 /// Returns the number of duplicates found in the sink; asserts nothing was lost.
-fn group_chaos(kills: bool) -> u64 {
+fn group_chaos(kills: bool, extra: &[&str]) -> u64 {
     let broker = TansuBroker::start().expect("tansu broker (scripts/tansu.sh install)");
     let brokers = broker.bootstrap_servers();
     let records = common::records(200_000);
@@ -32,7 +39,11 @@ fn group_chaos(kills: bool) -> u64 {
     for _ in 0..common::events(8) {
         let slot = rng.random_range(0..MEMBERS);
         match members[slot].take() {
-            None => members[slot] = Some(common::member(&brokers, "in", "out", "group", None)),
+            None => {
+                members[slot] = Some(common::member_with(
+                    &brokers, "in", "out", "group", None, extra,
+                ))
+            }
             Some(child) if kills && rng.random_bool(0.5) => common::kill(child),
             Some(child) => common::stop_gracefully(child),
         }
@@ -50,7 +61,7 @@ fn group_chaos(kills: bool) -> u64 {
         }
     }
     let mut finishers: Vec<Child> = (0..MEMBERS)
-        .map(|_| common::member(&brokers, "in", "out", "group", Some(10)))
+        .map(|_| common::member_with(&brokers, "in", "out", "group", Some(10), extra))
         .collect();
     for child in finishers.iter_mut() {
         let status = child.wait().unwrap();
@@ -73,13 +84,13 @@ fn group_chaos(kills: bool) -> u64 {
 
 #[test]
 fn members_coming_and_going_lose_nothing() {
-    group_chaos(true);
+    group_chaos(true, &[]);
 }
 
 #[test]
 fn graceful_leaves_and_joins_duplicate_nothing() {
     assert_eq!(
-        group_chaos(false),
+        group_chaos(false, &["-X", "partition.assignment.strategy=roundrobin"]),
         0,
         "graceful rebalances must not duplicate"
     );

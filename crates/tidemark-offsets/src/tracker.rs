@@ -241,6 +241,13 @@ impl PartitionTracker {
         self.slots.len()
     }
 
+    /// The lowest delivered offset not yet covered by a confirmed commit: where
+    /// processing must restart to redo everything since the last confirmed commit
+    /// (an aborted transaction). `None` when every delivered record is covered.
+    pub fn first_unconfirmed(&self) -> Option<i64> {
+        self.slots.front().map(|s| s.offset)
+    }
+
     /// Highest delivered offset, if any.
     pub fn highest_delivered(&self) -> Option<i64> {
         self.next_after_delivered.map(|n| n - 1)
