@@ -444,9 +444,20 @@ impl Config {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &self.brokers)
             .set("auto.offset.reset", "earliest");
-        if let Some(group) = &self.group_id {
-            cc.set("group.id", group)
-                .set("partition.assignment.strategy", "cooperative-sticky");
+        match &self.group_id {
+            Some(group) => {
+                cc.set("group.id", group)
+                    .set("partition.assignment.strategy", "cooperative-sticky");
+            }
+            // librdkafka's consumer API needs a group.id even for assign(); a free
+            // consumer never joins it, never commits to it, and never asks it for
+            // offsets (every partition is assigned with an explicit start).
+            None => {
+                cc.set(
+                    "group.id",
+                    format!("tidemark-free-{:016x}", rand::random::<u64>()),
+                );
+            }
         }
         if self.delivery == Delivery::ExactlyOnce {
             cc.set("isolation.level", "read_committed");
@@ -569,7 +580,10 @@ mod tests {
         let free = Config::free("b:1", vec!["t:0".parse().unwrap(), "t:2".parse().unwrap()]);
         free.validate().unwrap();
         assert_eq!(free.input_topics(), vec!["t".to_string()]);
-        assert_eq!(free.consumer_client_config().get("group.id"), None);
+        assert!(free
+            .consumer_client_config()
+            .get("group.id")
+            .is_some_and(|g| g.starts_with("tidemark-free-")));
         assert!(Config::free("b:1", vec![]).validate().is_err());
         assert!("t".parse::<AssignedPartition>().is_err());
         assert!("t:-1".parse::<AssignedPartition>().is_err());

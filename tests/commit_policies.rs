@@ -10,7 +10,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tidemark::{
     CommitEvent, CommitMode, CommitPolicy, Config, Outputs, Pipeline, ProcessResult, Processor,
-    Record,
+    Progress, Record,
 };
 use tidemark_testkit::{verify, workload, Broker, EmbeddedCluster};
 
@@ -128,4 +128,68 @@ fn at_end_commits_only_at_the_end() {
     let events = run(CommitPolicy::AtEnd, CommitMode::Async);
     assert_eq!(events.len(), 1, "one final commit: {events:?}");
     assert_eq!(events[0].offsets.len(), PARTITIONS as usize);
+}
+
+#[test]
+fn librdkafka_auto_commit_commits_the_stored_watermarks() {
+    // Its results reach the callback (librdkafka's OFFSET_COMMIT events).
+    let events = run(CommitPolicy::Auto(50), CommitMode::Async);
+    assert!(events.len() >= 2, "{} commits", events.len());
+}
+
+/// A commit of one partition on demand commits that partition only, at its
+/// watermark; the others wait for the policy (here: the end).
+#[test]
+fn commit_handle_commits_one_partition_on_demand() {
+    let cluster = EmbeddedCluster::start(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    cluster.create_topic("in", PARTITIONS).unwrap();
+    workload::produce(
+        &brokers,
+        &workload::Workload::new("in", RECORDS, PARTITIONS),
+        |_| {},
+    )
+    .unwrap();
+    let ends = tidemark::high_watermarks(&brokers, "in", Duration::from_secs(10)).unwrap();
+
+    let mut config = Config::new(&brokers, "on-demand", ["in"]);
+    config.workers = 2;
+    config.commit = CommitPolicy::AtEnd;
+    config
+        .consumer_properties
+        .insert("session.timeout.ms".into(), "6000".into());
+    let events = Arc::new(Mutex::new(Vec::<CommitEvent>::new()));
+    let record = events.clone();
+    let pipeline =
+        Pipeline::new(config, Noop).on_commit(move |e: &CommitEvent| record.lock().push(e.clone()));
+    let progress = pipeline.progress();
+    let commits = pipeline.commit_handle();
+    let stop = pipeline.shutdown_handle();
+    let b = brokers.clone();
+    let driver = std::thread::spawn(move || {
+        while progress.completed() < RECORDS {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        commits.commit_partition("in", 2);
+        while Progress::get(&progress.commits) < 1 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let before_stop = verify::committed_offsets(&b, "on-demand", "in").unwrap();
+        stop.shutdown();
+        before_stop
+    });
+    pipeline.run().expect("clean stop");
+    let before_stop = driver.join().unwrap();
+    for (p, end) in &ends {
+        let expected = (*p == 2).then_some(*end);
+        assert_eq!(before_stop[p], expected, "partition {p} before the stop");
+    }
+    let events = events.lock();
+    assert_eq!(events[0].offsets.len(), 1, "{:?}", events[0]);
+    assert_eq!(events[0].offsets[0].partition, 2);
+    assert_eq!(events[0].offsets[0].offset, ends[&2]);
+    let after = verify::committed_offsets(&brokers, "on-demand", "in").unwrap();
+    for (p, end) in &ends {
+        assert_eq!(after[p], Some(*end), "partition {p} after the stop");
+    }
 }

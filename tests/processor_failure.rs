@@ -22,15 +22,25 @@ impl Processor for FailsOnce {
 
 #[test]
 fn processor_error_stops_at_the_failed_record() {
+    stops_at_the_failed_record(tidemark::CommitPolicy::EveryMs(20), "fail-test");
+}
+
+/// With librdkafka's auto-commit, what it commits is only ever the stored watermark.
+#[test]
+fn librdkafka_auto_commit_never_passes_the_failed_record() {
+    stops_at_the_failed_record(tidemark::CommitPolicy::Auto(20), "fail-auto");
+}
+
+fn stops_at_the_failed_record(policy: tidemark::CommitPolicy, group: &str) {
     let cluster = EmbeddedCluster::start(1).unwrap();
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("in", 4).unwrap();
     workload::produce(&brokers, &workload::Workload::new("in", 40_000, 4), |_| {}).unwrap();
     let ends = tidemark::high_watermarks(&brokers, "in", Duration::from_secs(10)).unwrap();
 
-    let mut config = Config::new(&brokers, "fail-test", ["in"]);
+    let mut config = Config::new(&brokers, group, ["in"]);
     config.workers = 2;
-    config.commit = tidemark::CommitPolicy::EveryMs(20);
+    config.commit = policy;
     config
         .consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());
@@ -50,7 +60,7 @@ fn processor_error_stops_at_the_failed_record() {
         }
         other => panic!("expected a processor error, got {other}"),
     }
-    let committed = verify::committed_offsets(&brokers, "fail-test", "in").unwrap();
+    let committed = verify::committed_offsets(&brokers, group, "in").unwrap();
     // Everything below the failed record completed before the stop, nothing at or
     // above it may be committed on its partition.
     assert_eq!(committed[&BAD_PARTITION], Some(BAD_OFFSET));

@@ -143,12 +143,7 @@ impl Committer {
         partitions: &mut Partitions,
         forced: bool,
     ) {
-        if let Some(tpl) = partitions.take_dirty(|_, _| true) {
-            if let Err(e) = consumer.store_offsets(&tpl) {
-                tracing::warn!(error = %e, "storing offsets failed; they stay dirty");
-                partitions.commit_result(&offsets_of(&tpl), false);
-            }
-        }
+        consumer.context().store_watermarks(consumer, partitions);
         if forced {
             match PipelineContext::commit_async(consumer, None) {
                 Ok(()) => partitions.commits_outstanding += 1,

@@ -50,6 +50,9 @@ pub(crate) struct Shared {
     pub start_position: Option<StartPosition>,
     /// Where commits go.
     pub target: OffsetTarget,
+    /// librdkafka's auto-commit is on (it commits the stored offsets, also on revoke
+    /// and on close).
+    pub auto_commit: bool,
 }
 
 /// The pipeline's `ConsumerContext`.
@@ -79,6 +82,24 @@ impl ClientContext for PipelineContext {
 }
 
 impl PipelineContext {
+    /// With librdkafka's auto-commit: stores the current watermarks, so what it
+    /// commits by itself on revoke and on close is never older than what tidemark
+    /// commits explicitly then.
+    pub(crate) fn store_watermarks(
+        &self,
+        consumer: &BaseConsumer<PipelineContext>,
+        partitions: &mut Partitions,
+    ) {
+        if !self.shared.auto_commit {
+            return;
+        }
+        if let Some(tpl) = partitions.take_unstored() {
+            if let Err(e) = consumer.store_offsets(&tpl) {
+                tracing::debug!(error = %e, "storing offsets failed");
+            }
+        }
+    }
+
     /// Sends an asynchronous commit whose result comes back through
     /// [`commit_callback`](ConsumerContext::commit_callback) on a later poll.
     ///
@@ -398,13 +419,16 @@ impl ConsumerContext for PipelineContext {
                 abort = Some(KafkaError::Rebalance(RDKafkaErrorCode::OperationTimedOut));
             } else if !self.shared.commit_watermarks {
                 // At-most-once: the offsets were committed before processing.
-            } else if let Some(tpl) =
-                partitions.take_dirty(|t, p| transaction.is_some() || is_revoked(t, p))
-            {
-                // With an eager protocol the group is already rebalancing, and a
-                // commit may be refused (REBALANCE_IN_PROGRESS): those records are
-                // then processed again by the next owner (at-least-once).
-                let _ = self.commit_sync(consumer, &mut partitions, &tpl);
+            } else {
+                self.store_watermarks(consumer, &mut partitions);
+                if let Some(tpl) =
+                    partitions.take_dirty(|t, p| transaction.is_some() || is_revoked(t, p))
+                {
+                    // With an eager protocol the group is already rebalancing, and a
+                    // commit may be refused (REBALANCE_IN_PROGRESS): those records
+                    // are then processed again by the next owner (at-least-once).
+                    let _ = self.commit_sync(consumer, &mut partitions, &tpl);
+                }
             }
             Progress::add(&self.shared.progress.revoked, revoked.len() as u64);
         }

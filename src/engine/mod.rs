@@ -190,6 +190,7 @@ impl Pipeline {
             commit_watermarks: config.delivery != Delivery::AtMostOnce,
             start_position: config.start_position,
             target,
+            auto_commit: route == CommitRoute::LibrdkafkaAuto,
         });
         shared.partitions.lock().release_on_complete = config.delivery == Delivery::AtMostOnce;
         let consumer: BaseConsumer<PipelineContext> = config
@@ -428,6 +429,9 @@ fn finish(
         } else if !shared.commit_watermarks {
             Ok(())
         } else {
+            consumer
+                .context()
+                .store_watermarks(&consumer, &mut partitions);
             match partitions.take_dirty(|_, _| true) {
                 Some(tpl) => consumer
                     .context()
@@ -487,9 +491,20 @@ fn assign_from_store(
                 let _ = by_time.add_partition_offset(&a.topic, a.partition, Offset::Offset(ts));
                 continue;
             }
-            // librdkafka applies auto.offset.reset to a partition assigned without an
-            // offset when there is no group to ask.
-            (None, None) => Offset::Invalid,
+            // No group to ask: auto.offset.reset decides here.
+            (None, None) => match config
+                .consumer_properties
+                .get("auto.offset.reset")
+                .map_or("earliest", String::as_str)
+            {
+                "latest" | "largest" | "end" => Offset::End,
+                "error" => {
+                    return Err(Error::OffsetReset(KafkaError::MessageConsumption(
+                        RDKafkaErrorCode::AutoOffsetReset,
+                    )))
+                }
+                _ => Offset::Beginning,
+            },
         };
         tpl.add_partition_offset(&a.topic, a.partition, offset)
             .map_err(Error::kafka("building the assignment"))?;

@@ -36,6 +36,8 @@ pub(crate) struct PartitionState {
     pub paused: bool,
     /// Over its per-partition bound (cleared below half of it).
     pub held: bool,
+    /// librdkafka auto-commit: the offset last stored with `store_offsets`.
+    pub stored: Option<i64>,
 }
 
 impl PartitionState {
@@ -145,6 +147,7 @@ impl Partitions {
                 failed: 0,
                 paused: false,
                 held: false,
+                stored: None,
             },
         );
         epoch
@@ -379,6 +382,24 @@ impl Partitions {
                 let next = last.offset + 1;
                 state.tracker.mark_committed(next);
                 tpl.add_partition_offset(&state.topic, state.partition, Offset::Offset(next))
+                    .expect("an absolute offset is valid");
+            }
+        }
+        (tpl.count() > 0).then_some(tpl)
+    }
+
+    /// librdkafka auto-commit: the committable offsets that moved since they were last
+    /// stored, marked as stored (not as committed: the final and revoke commits still
+    /// commit them explicitly); `None` when none moved.
+    pub(crate) fn take_unstored(&mut self) -> Option<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for state in self.iter_mut() {
+            let Some(offset) = state.tracker.committable() else {
+                continue;
+            };
+            if state.stored != Some(offset) {
+                state.stored = Some(offset);
+                tpl.add_partition_offset(&state.topic, state.partition, Offset::Offset(offset))
                     .expect("an absolute offset is valid");
             }
         }

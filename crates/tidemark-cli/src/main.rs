@@ -25,7 +25,7 @@ enum Command {
     Produce(produce::Args),
     /// Consume a topic in a consumer group, process records in parallel, commit
     /// per-partition watermarks.
-    Run(run::Args),
+    Run(Box<run::Args>),
     /// Show a group's committed offset, high watermark and lag per partition.
     Lag(lag::Args),
     /// Self-contained demo: embedded cluster, workload, pipeline, verification.
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Produce(a) => produce::main(a),
-        Command::Run(a) => run::main(a),
+        Command::Run(a) => run::main(*a),
         Command::Lag(a) => lag::main(a),
         Command::Demo(a) => demo::main(a),
     };

@@ -59,7 +59,7 @@ struct Slot {
 ///
 /// Memory: one 16-byte slot per delivered record not yet covered by a confirmed
 /// commit ([`confirm_committed`](Self::confirm_committed)), i.e. O(records in flight
-/// + records completed since the last commit). It never grows with the offset
+/// plus records completed since the last commit). It never grows with the offset
 /// *range* (gaps cost nothing).
 ///
 /// Time: `deliver` is O(1) amortised; `complete` is O(1) when the partition's offsets

@@ -98,6 +98,32 @@ pub fn member_with(
     cmd.spawn().expect("tidemark binary runs")
 }
 
+/// Starts `tidemark run` as a free consumer of `assign` (`TOPIC:P,...`) keeping its
+/// offsets in the file `store`, producing to `output`.
+pub fn free_member(
+    brokers: &str,
+    assign: &str,
+    store: &std::path::Path,
+    output: &str,
+    idle_secs: Option<u32>,
+) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+    cmd.args(["run", "--brokers", brokers, "--assign", assign])
+        .arg("--offset-store")
+        .arg(format!("file:{}", store.display()))
+        .args(["--processor", "sha256:20", "--workers", "2"])
+        .args(["--sink", &format!("topic:{output}")])
+        .args(["--commit", "every-ms:200"])
+        .args(["--max-in-flight-records", &MAX_IN_FLIGHT.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(s) = idle_secs {
+        cmd.args(["--exit-when-idle", &s.to_string()]);
+    }
+    cmd.spawn().expect("tidemark binary runs")
+}
+
 /// Asks a member to leave gracefully (SIGTERM) and waits for it; asserts exit 0.
 pub fn stop_gracefully(mut child: Child) {
     let status = Command::new("kill")
