@@ -31,6 +31,10 @@ pub struct CommitEvent {
     /// accepted every offset. A failed commit leaves its partitions dirty, so the next
     /// commit retries them.
     pub result: Result<(), CommitError>,
+    /// From sending the commit to its result: the commit latency. `None` for
+    /// librdkafka's own auto-commits (`CommitPolicy::Auto`), whose sending tidemark
+    /// does not see.
+    pub latency: Option<std::time::Duration>,
 }
 
 /// Why a commit failed.

@@ -60,10 +60,7 @@ fn run(brokers: &str, group: &str) -> (Arc<Jitter>, Vec<CommitEvent>) {
     let sink = commits.clone();
     Pipeline::new(config(brokers, group), processor.clone())
         .on_commit(move |e: &CommitEvent| {
-            sink.lock().push(CommitEvent {
-                offsets: e.offsets.clone(),
-                result: e.result.clone(),
-            })
+            sink.lock().push(e.clone())
         })
         .run()
         .expect("the pipeline stops cleanly");

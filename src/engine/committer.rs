@@ -75,7 +75,7 @@ impl Committer {
         let backing_off = partitions
             .last_commit_failure
             .is_some_and(|t| now.duration_since(t) < RETRY_BACKOFF);
-        let forced = pressed && partitions.commits_outstanding == 0 && !backing_off;
+        let forced = pressed && partitions.commits_sent.is_empty() && !backing_off;
         if !(due || forced) {
             return;
         }
@@ -146,7 +146,7 @@ impl Committer {
         consumer.context().store_watermarks(consumer, partitions);
         if forced {
             match PipelineContext::commit_async(consumer, None) {
-                Ok(()) => partitions.commits_outstanding += 1,
+                Ok(()) => partitions.commits_sent.push_back(Instant::now()),
                 Err(e) => tracing::warn!(error = %e, "commit of the stored offsets not sent"),
             }
         }
@@ -165,7 +165,7 @@ impl Committer {
         let _span =
             tracing::debug_span!("commit", kind = "async", partitions = tpl.count()).entered();
         match PipelineContext::commit_async(consumer, Some(tpl)) {
-            Ok(()) => partitions.commits_outstanding += 1,
+            Ok(()) => partitions.commits_sent.push_back(Instant::now()),
             Err(e) => {
                 tracing::warn!(error = %e, "async commit not sent");
                 partitions.commit_result(&offsets_of(tpl), false);

@@ -154,6 +154,7 @@ impl PipelineContext {
             OffsetTarget::Transaction(_) => "transaction",
         };
         let _span = tracing::debug_span!("commit", kind, partitions = tpl.count()).entered();
+        let sent = std::time::Instant::now();
         let result = match &self.shared.target {
             OffsetTarget::Group => consumer
                 .commit(tpl, CommitMode::Sync)
@@ -181,6 +182,7 @@ impl PipelineContext {
             cb(&CommitEvent {
                 offsets,
                 result: result.clone(),
+                latency: Some(sent.elapsed()),
             });
         }
         if let (OffsetTarget::Transaction(sink), Err(CommitError::Kafka(e))) =
@@ -474,7 +476,8 @@ impl ConsumerContext for PipelineContext {
     fn commit_callback(&self, result: KafkaResult<()>, tpl: &TopicPartitionList) {
         let offsets = offsets_of(tpl);
         let mut partitions = self.shared.partitions.lock();
-        partitions.commits_outstanding = partitions.commits_outstanding.saturating_sub(1);
+        // librdkafka's own auto-commits were not sent by tidemark: no latency then.
+        let latency = partitions.commits_sent.pop_front().map(|t| t.elapsed());
         if offsets.is_empty() {
             return;
         }
@@ -490,6 +493,7 @@ impl ConsumerContext for PipelineContext {
             cb(&CommitEvent {
                 offsets,
                 result: result.map_err(CommitError::from),
+                latency,
             });
         }
     }

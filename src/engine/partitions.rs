@@ -73,8 +73,9 @@ pub(crate) struct Partitions {
     bytes_in_flight: usize,
     /// Back-pressure has paused every partition.
     pub paused_all: bool,
-    /// Async commits sent whose result has not arrived.
-    pub commits_outstanding: usize,
+    /// When each async commit whose result has not arrived was sent, oldest first
+    /// (librdkafka answers commits in order).
+    pub commits_sent: std::collections::VecDeque<Instant>,
     /// When a commit last failed (commits on back-pressure wait a little after it
     /// instead of retrying at once).
     pub last_commit_failure: Option<Instant>,
@@ -105,7 +106,7 @@ impl Partitions {
             records_in_flight: 0,
             bytes_in_flight: 0,
             paused_all: false,
-            commits_outstanding: 0,
+            commits_sent: std::collections::VecDeque::new(),
             last_commit_failure: None,
             batches_done: 0,
             release_on_complete: false,
