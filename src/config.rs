@@ -462,6 +462,11 @@ impl Config {
         if self.delivery == Delivery::ExactlyOnce {
             cc.set("isolation.level", "read_committed");
         }
+        // librdkafka (≥ 2.4) postpones a partition's next fetch by this much when its
+        // prefetch queue is over its thresholds, which is the normal state while
+        // tidemark holds back for back-pressure: with the default (1000 ms) every
+        // resume stalls for up to a second. Measured in BENCHMARKS.md.
+        cc.set("fetch.queue.backoff.ms", "10");
         // Prefetch sized from the byte budget, so paused partitions cannot make
         // librdkafka hold much more than tidemark does (librdkafka defaults: 64 MiB
         // queued, 50 MiB per fetch).

@@ -59,9 +59,7 @@ fn run(brokers: &str, group: &str) -> (Arc<Jitter>, Vec<CommitEvent>) {
     let commits = Arc::new(Mutex::new(Vec::new()));
     let sink = commits.clone();
     Pipeline::new(config(brokers, group), processor.clone())
-        .on_commit(move |e: &CommitEvent| {
-            sink.lock().push(e.clone())
-        })
+        .on_commit(move |e: &CommitEvent| sink.lock().push(e.clone()))
         .run()
         .expect("the pipeline stops cleanly");
     let commits = std::mem::take(&mut *commits.lock());

@@ -30,16 +30,20 @@ pub(crate) enum CommitRoute {
 pub(crate) struct Committer {
     policy: CommitPolicy,
     route: CommitRoute,
+    /// Half of `max_in_flight_records`: past it a commit goes out whatever the
+    /// policy, so confirmed commits release room before the bound pauses fetching.
+    early_commit_at: usize,
     last_commit: Instant,
     completed_at_last: u64,
     batches_at_last: u64,
 }
 
 impl Committer {
-    pub(crate) fn new(policy: CommitPolicy, route: CommitRoute) -> Self {
+    pub(crate) fn new(policy: CommitPolicy, route: CommitRoute, max_in_flight: usize) -> Self {
         Committer {
             policy,
             route,
+            early_commit_at: (max_in_flight / 2).max(1),
             last_commit: Instant::now(),
             completed_at_last: 0,
             batches_at_last: 0,
@@ -53,7 +57,10 @@ impl Committer {
     }
 
     /// Commits the dirty partitions if the policy says so now. `pressed`: the
-    /// in-flight bound is reached, and only a confirmed commit can release it.
+    /// in-flight bound is reached, and only a confirmed commit can release it. Past
+    /// half the bound a commit goes out too (one at a time), so that in a steady
+    /// flow the bound is rarely reached: pausing costs librdkafka its prefetched
+    /// records, and resuming a fetch round trip.
     pub(crate) fn maybe_commit(
         &mut self,
         consumer: &BaseConsumer<PipelineContext>,
@@ -75,7 +82,8 @@ impl Committer {
         let backing_off = partitions
             .last_commit_failure
             .is_some_and(|t| now.duration_since(t) < RETRY_BACKOFF);
-        let forced = pressed && partitions.commits_sent.is_empty() && !backing_off;
+        let filling = pressed || partitions.records_in_flight() >= self.early_commit_at;
+        let forced = filling && partitions.commits_sent.is_empty() && !backing_off;
         if !(due || forced) {
             return;
         }

@@ -5,8 +5,10 @@
 //! prefetched; resuming fetches again from the position after the last record
 //! polled, so nothing is skipped.
 
+use std::time::Duration;
+
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::TopicPartitionList;
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::context::PipelineContext;
 use super::partitions::Partitions;
@@ -93,6 +95,33 @@ pub(crate) fn regulate(
         if let Err(e) = consumer.resume(&resume) {
             tracing::warn!(error = %e, "resume failed");
         }
+        kick_fetcher(consumer, &resume);
     }
     paused_all
+}
+
+/// After `resume`, librdkafka (2.12, on Tansu and on the mock cluster alike) sends
+/// the partitions' next Fetch only about a second later; measured in BENCHMARKS.md,
+/// it capped CPU-bound pipelines at one in-flight window per second. A seek to the
+/// position resume itself would use (the offset after the last record polled)
+/// starts the fetcher at once; it neither skips nor repeats a record. Partitions
+/// with no record polled yet in this assignment keep their pending start.
+fn kick_fetcher(consumer: &BaseConsumer<PipelineContext>, resumed: &TopicPartitionList) {
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    let mut seek = TopicPartitionList::new();
+    for e in resumed.elements() {
+        if let Some(Offset::Offset(o)) = positions
+            .find_partition(e.topic(), e.partition())
+            .map(|p| p.offset())
+        {
+            let _ = seek.add_partition_offset(e.topic(), e.partition(), Offset::Offset(o));
+        }
+    }
+    if seek.count() > 0 {
+        if let Err(e) = consumer.seek_partitions(seek, Duration::ZERO) {
+            tracing::debug!(error = %e, "seek after resume failed; the fetcher starts late");
+        }
+    }
 }

@@ -212,7 +212,7 @@ impl Pipeline {
         }
 
         let poll_timeout = Duration::from_millis(config.poll_timeout_ms);
-        let mut committer = Committer::new(config.commit, route);
+        let mut committer = Committer::new(config.commit, route, config.max_in_flight_records);
         let idle_limit = config.exit_when_idle_ms.map(Duration::from_millis);
         let limits = Limits::from_config(config);
         let mut first_dispatch: Option<Instant> = None;

@@ -1,6 +1,7 @@
 //! `tidemark`: produce a workload, run a parallel pipeline, show consumer lag, or run
 //! the self-contained demo on an embedded cluster.
 
+mod bench;
 mod demo;
 mod lag;
 mod processors;
@@ -30,6 +31,8 @@ enum Command {
     Lag(lag::Args),
     /// Self-contained demo: embedded cluster, workload, pipeline, verification.
     Demo(demo::Args),
+    /// Throughput against commit frequency, the limits and the sequential baselines.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::main(*a),
         Command::Lag(a) => lag::main(a),
         Command::Demo(a) => demo::main(a),
+        Command::Bench(a) => bench::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

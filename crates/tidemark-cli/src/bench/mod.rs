@@ -1,0 +1,187 @@
+//! `tidemark bench`: throughput against commit frequency, against the limits and the
+//! sequential baselines, measured side by side in one run; and worker scaling.
+
+mod report;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::consumer::CommitMode as RdCommitMode;
+use tidemark::CommitPolicy;
+use tidemark_testkit::{workload, Broker, EmbeddedCluster};
+
+use self::scenarios::Measurement;
+use crate::processors::Kind;
+
+/// Measure throughput against commit frequency (embedded cluster by default).
+#[derive(clap::Args)]
+pub struct Args {
+    /// Brokers to measure on (default: an embedded mock cluster in-process). The
+    /// topics `bench-main`, `bench-small` and `bench-scale-P` must be fresh.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Records pre-filled into the main topic.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Partitions of the main topic.
+    #[arg(long, default_value_t = 16)]
+    partitions: i32,
+    /// Payload size of each record, bytes (JSON around random data).
+    #[arg(long, default_value_t = 100)]
+    payload_bytes: usize,
+    /// Worker threads (default: the number of CPUs).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// CPU-bound work per record, µs: the sha256 chain is calibrated to it.
+    #[arg(long, default_value_t = 20.0)]
+    target_us: f64,
+    /// Records for the every-record (sync) run, which commits once per record.
+    #[arg(long, default_value_t = 20_000)]
+    every_record_records: u64,
+    /// Also run worker scaling: workers 1..=2×CPUs over 1, 4 and 16 partitions.
+    #[arg(long)]
+    scaling: bool,
+    /// Records per scaling run.
+    #[arg(long, default_value_t = 200_000)]
+    scaling_records: u64,
+    /// Only the worker scaling.
+    #[arg(long, requires = "scaling")]
+    scaling_only: bool,
+    /// Where the table, CSV and SVG files go.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+}
+
+/// The commit policies measured, with their labels, most frequent first.
+fn policies() -> Vec<(CommitPolicy, &'static str)> {
+    vec![
+        (CommitPolicy::EveryBatch, "every-batch (async)"),
+        (CommitPolicy::EveryMs(10), "every-ms:10"),
+        (CommitPolicy::EveryMs(100), "every-ms:100"),
+        (CommitPolicy::EveryMs(1_000), "every-ms:1000"),
+        (CommitPolicy::EveryMs(5_000), "every-ms:5000"),
+        (CommitPolicy::AtEnd, "at-end"),
+    ]
+}
+
+pub fn main(a: Args) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let embedded = match &a.brokers {
+        Some(_) => None,
+        None => Some(EmbeddedCluster::start(1)?),
+    };
+    let brokers = match (&a.brokers, &embedded) {
+        (Some(b), _) => b.clone(),
+        (None, Some(e)) => e.bootstrap_servers(),
+        (None, None) => unreachable!("an embedded cluster runs when no brokers are given"),
+    };
+    let create = |topic: &str, partitions: i32| -> anyhow::Result<()> {
+        match &embedded {
+            Some(e) => e.create_topic(topic, partitions)?,
+            None => {
+                workload::ensure_topic(&brokers, topic, partitions)?;
+            }
+        }
+        Ok(())
+    };
+    let workers = a
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let payload = vec![b'x'; a.payload_bytes];
+    let (rounds, per_record_us) = scenarios::calibrate(&payload, a.target_us);
+    let cpu = Kind::Sha256 { rounds };
+    println!(
+        "machine: {} CPUs; workers {workers}; sha256 chain calibrated: {rounds} rounds = {per_record_us:.1} µs/record on one core",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    if !a.scaling_only {
+        let fill = |topic: &str, records: u64, partitions: i32| -> anyhow::Result<()> {
+            create(topic, partitions)?;
+            let mut w = workload::Workload::new(topic, records, partitions);
+            w.payload_bytes = a.payload_bytes;
+            w.keys = 1024;
+            eprintln!("pre-filling {topic}: {records} records, {partitions} partitions");
+            workload::produce(&brokers, &w, |_| {})?;
+            Ok(())
+        };
+        fill("bench-main", a.records, a.partitions)?;
+        fill("bench-small", a.every_record_records, a.partitions)?;
+        let mut rows: Vec<Measurement> = Vec::new();
+        let (raw, _) = scenarios::raw_poll(&brokers, "bench-main", a.partitions, a.records, false)?;
+        report::progress(&raw);
+        rows.push(raw);
+        let (_, in_memory) =
+            scenarios::raw_poll(&brokers, "bench-main", a.partitions, a.records, true)?;
+        for kind in [Kind::Noop, cpu] {
+            let m = scenarios::in_memory(&in_memory, kind, workers)?;
+            report::progress(&m);
+            rows.push(m);
+        }
+        drop(in_memory);
+        for kind in [Kind::Noop, cpu] {
+            let m = scenarios::tidemark(
+                &brokers,
+                "bench-small",
+                kind,
+                workers,
+                CommitPolicy::EveryRecord,
+                "every-record (sync)",
+            )?;
+            report::progress(&m);
+            rows.push(m);
+            for (policy, label) in policies() {
+                let m = scenarios::tidemark(&brokers, "bench-main", kind, workers, policy, label)?;
+                report::progress(&m);
+                rows.push(m);
+            }
+            for mode in [RdCommitMode::Sync, RdCommitMode::Async] {
+                let m = scenarios::sequential(
+                    &brokers,
+                    "bench-main",
+                    a.partitions,
+                    a.records,
+                    kind,
+                    mode,
+                )?;
+                report::progress(&m);
+                rows.push(m);
+            }
+        }
+        report::write_main(&a.out, &rows, &kind_label(cpu))?;
+    }
+
+    if a.scaling {
+        let mut rows = Vec::new();
+        for partitions in [1, 4, 16] {
+            let topic = format!("bench-scale-{partitions}");
+            create(&topic, partitions)?;
+            let mut w = workload::Workload::new(&topic, a.scaling_records, partitions);
+            w.payload_bytes = a.payload_bytes;
+            eprintln!("pre-filling {topic}: {} records", a.scaling_records);
+            workload::produce(&brokers, &w, |_| {})?;
+            for w in 1..=(2 * workers) {
+                let m = scenarios::tidemark(
+                    &brokers,
+                    &topic,
+                    cpu,
+                    w,
+                    CommitPolicy::EveryMs(100),
+                    &format!("every-ms:100, {partitions} partitions, {w} workers"),
+                )?;
+                report::progress(&m);
+                rows.push((partitions, w, m));
+            }
+        }
+        report::write_scaling(&a.out, &rows)?;
+    }
+    // Give librdkafka's background threads a moment before the cluster goes.
+    std::thread::sleep(Duration::from_millis(100));
+    Ok(())
+}
+
+fn kind_label(kind: Kind) -> String {
+    scenarios::kind_name(kind)
+}

@@ -1,0 +1,241 @@
+//! The bench's outputs: a table on stdout, CSV files and SVG charts (plotters).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use plotters::prelude::*;
+
+use super::scenarios::Measurement;
+
+/// One line per finished run, on stderr, while the bench goes on.
+pub fn progress(m: &Measurement) {
+    eprintln!(
+        "  {:<48} {:<12} {:>12.0} records/s",
+        m.scenario,
+        m.processor,
+        m.records_per_sec()
+    );
+}
+
+/// The records/s a row is compared with: the raw poll loop for `noop`, the rayon
+/// in-memory run of the same processor for CPU-bound work.
+fn limit_of(rows: &[Measurement], m: &Measurement) -> Option<f64> {
+    if m.scenario.starts_with("limit") {
+        return None;
+    }
+    let want = if m.processor == "noop" {
+        ("limit: raw poll loop", "-")
+    } else {
+        ("limit: rayon in memory", m.processor.as_str())
+    };
+    rows.iter()
+        .find(|r| r.scenario == want.0 && r.processor == want.1)
+        .map(Measurement::records_per_sec)
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
+}
+
+/// Prints the table and writes `bench.csv`, `bench.md` and
+/// `throughput_vs_commit_interval.svg` under `out`.
+pub fn write_main(out: &Path, rows: &[Measurement], cpu: &str) -> anyhow::Result<()> {
+    let mut md = String::new();
+    let mut csv = String::from(
+        "scenario,processor,records,busy_s,records_per_s,ratio_to_limit,commits,commits_per_s,mean_commit_interval_ms,commit_p50_ms,commit_p99_ms,peak_rss_mib\n",
+    );
+    md.push_str("| scenario | processor | records/s | vs limit | commits/s | commit p50 / p99 ms | peak RSS MiB |\n|---|---|---:|---:|---:|---:|---:|\n");
+    let seq_cpu = rows
+        .iter()
+        .find(|r| r.scenario.contains("commitSync") && r.processor == cpu)
+        .map(Measurement::records_per_sec);
+    for m in rows {
+        let ratio = limit_of(rows, m).map(|l| m.records_per_sec() / l);
+        let (p50, p99) = (m.latency_ms(0.5), m.latency_ms(0.99));
+        let _ = writeln!(
+            csv,
+            "\"{}\",{},{},{:.3},{:.0},{},{},{:.1},{},{},{},{:.1}",
+            m.scenario,
+            m.processor,
+            m.records,
+            m.busy.as_secs_f64(),
+            m.records_per_sec(),
+            fmt_opt(ratio, 3),
+            m.commits,
+            m.commits_per_sec(),
+            fmt_opt(m.commit_interval_ms(), 2),
+            fmt_opt(p50, 3),
+            fmt_opt(p99, 3),
+            m.peak_rss_kib as f64 / 1024.0
+        );
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.0} | {} | {:.1} | {} / {} | {:.0} |",
+            m.scenario,
+            m.processor,
+            m.records_per_sec(),
+            ratio.map_or("-".into(), |r| format!("{:.0}%", r * 100.0)),
+            m.commits_per_sec(),
+            fmt_opt(p50, 2),
+            fmt_opt(p99, 2),
+            m.peak_rss_kib as f64 / 1024.0
+        );
+    }
+    if let (Some(seq), Some(best)) = (
+        seq_cpu,
+        rows.iter()
+            .find(|r| r.scenario == "tidemark every-ms:100" && r.processor == cpu)
+            .map(Measurement::records_per_sec),
+    ) {
+        let _ = writeln!(
+            md,
+            "\ntidemark every-ms:100 / sequential commitSync loop, {cpu}: {:.2}x",
+            best / seq
+        );
+    }
+    println!("{md}");
+    std::fs::write(out.join("bench.csv"), csv)?;
+    std::fs::write(out.join("bench.md"), &md)?;
+    chart(out, rows, cpu).context("drawing the chart")?;
+    println!(
+        "written: {}/bench.csv, bench.md, throughput_vs_commit_interval.svg",
+        out.display()
+    );
+    Ok(())
+}
+
+/// Throughput (% of the matching limit) against the mean interval between commits
+/// (log scale), one series per processor.
+fn chart(out: &Path, rows: &[Measurement], cpu: &str) -> anyhow::Result<()> {
+    let path = out.join("throughput_vs_commit_interval.svg");
+    let root = SVGBackend::new(&path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let series = |processor: &str| -> Vec<(f64, f64)> {
+        let mut points: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|m| m.scenario.starts_with("tidemark") && m.processor == processor)
+            .filter_map(|m| {
+                let ratio = m.records_per_sec() / limit_of(rows, m)?;
+                Some((m.commit_interval_ms()?.max(0.01), ratio * 100.0))
+            })
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        points
+    };
+    let (noop, sha) = (series("noop"), series(cpu));
+    let x_max = noop.iter().chain(&sha).map(|p| p.0).fold(10.0f64, f64::max) * 2.0;
+    let y_max = noop
+        .iter()
+        .chain(&sha)
+        .map(|p| p.1)
+        .fold(100.0f64, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "tidemark: throughput vs commit interval (% of the matching limit)",
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(55)
+        .build_cartesian_2d((0.01f64..x_max).log_scale(), 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("mean interval between commits, ms (log)")
+        .y_desc("records/s, % of limit")
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new(
+            vec![(0.01, 90.0), (x_max, 90.0)],
+            BLACK.mix(0.3),
+        ))?
+        .label("90% target")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.3)));
+    for (points, color, label) in [
+        (noop, BLUE, "noop vs raw poll loop".to_string()),
+        (sha, RED, format!("{cpu} vs rayon in memory")),
+    ] {
+        chart
+            .draw_series(LineSeries::new(points.clone(), color))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 4, color.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.9))
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Prints the scaling table and writes `scaling.csv`, `scaling.md`, `scaling.svg`.
+pub fn write_scaling(out: &Path, rows: &[(i32, usize, Measurement)]) -> anyhow::Result<()> {
+    let mut csv = String::from("partitions,workers,records_per_s\n");
+    let mut md = String::from("| partitions | workers | records/s |\n|---:|---:|---:|\n");
+    for (p, w, m) in rows {
+        let _ = writeln!(csv, "{p},{w},{:.0}", m.records_per_sec());
+        let _ = writeln!(md, "| {p} | {w} | {:.0} |", m.records_per_sec());
+    }
+    println!("{md}");
+    std::fs::write(out.join("scaling.csv"), csv)?;
+    std::fs::write(out.join("scaling.md"), &md)?;
+    let path = out.join("scaling.svg");
+    let root = SVGBackend::new(&path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let w_max = rows.iter().map(|r| r.1).max().unwrap_or(1) as f64;
+    let y_max = rows
+        .iter()
+        .map(|r| r.2.records_per_sec())
+        .fold(1.0, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "tidemark: CPU-bound throughput vs workers",
+            ("sans-serif", 20),
+        )
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.5f64..w_max + 0.5, 0f64..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("workers")
+        .y_desc("records/s")
+        .draw()?;
+    for (partitions, color) in [(1, BLUE), (4, GREEN), (16, RED)] {
+        let points: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|r| r.0 == partitions)
+            .map(|r| (r.1 as f64, r.2.records_per_sec()))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color))?
+            .label(format!("{partitions} partitions"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 4, color.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.9))
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
+    root.present()?;
+    println!(
+        "written: {}/scaling.csv, scaling.md, scaling.svg",
+        out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,327 @@
+//! What `tidemark bench` measures: the limits (a raw poll loop; the same CPU work on
+//! rayon over records in memory), tidemark under a commit policy, and the classic
+//! sequential poll-process-commit loops.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use parking_lot::Mutex;
+use rayon::prelude::*;
+use rdkafka::consumer::{BaseConsumer, CommitMode as RdCommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tidemark::{CommitEvent, CommitPolicy, Config, Pipeline, Processor, Record};
+
+use crate::processors::{CliProcessor, Kind};
+
+/// One measured run.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    /// What ran, e.g. `tidemark every-ms:100`.
+    pub scenario: String,
+    /// `noop` or `sha256:R`.
+    pub processor: String,
+    /// Records processed.
+    pub records: u64,
+    /// Time from the first record to the last one done.
+    pub busy: Duration,
+    /// Commits that succeeded.
+    pub commits: u64,
+    /// Latencies of those commits.
+    pub latencies: Vec<Duration>,
+    /// Peak resident set during the run, KiB (VmHWM after a reset).
+    pub peak_rss_kib: u64,
+}
+
+impl Measurement {
+    pub fn records_per_sec(&self) -> f64 {
+        self.records as f64 / self.busy.as_secs_f64().max(1e-9)
+    }
+
+    pub fn commits_per_sec(&self) -> f64 {
+        self.commits as f64 / self.busy.as_secs_f64().max(1e-9)
+    }
+
+    /// Mean time between commits, ms (`None` without commits).
+    pub fn commit_interval_ms(&self) -> Option<f64> {
+        (self.commits > 0).then(|| self.busy.as_secs_f64() * 1e3 / self.commits as f64)
+    }
+
+    /// The `q` quantile of the commit latencies, ms.
+    pub fn latency_ms(&self, q: f64) -> Option<f64> {
+        if self.latencies.is_empty() {
+            return None;
+        }
+        let mut l = self.latencies.clone();
+        l.sort();
+        let i = ((l.len() - 1) as f64 * q).round() as usize;
+        Some(l[i].as_secs_f64() * 1e3)
+    }
+}
+
+/// Resets the peak-RSS counter of this process (Linux `clear_refs`, value 5).
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak RSS since the last reset, KiB (0 where `/proc` is missing).
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A consumer with tidemark's own fetch settings (a fair limit), in a fresh group.
+fn consumer(brokers: &str, topic: &str, group: &str) -> anyhow::Result<BaseConsumer> {
+    let config = Config::new(brokers, group, [topic]);
+    Ok(config.consumer_client_config().create()?)
+}
+
+fn assign_all(c: &BaseConsumer, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    Ok(())
+}
+
+fn to_record(m: &rdkafka::message::BorrowedMessage<'_>, topic: &Arc<str>) -> Record {
+    Record {
+        topic: topic.clone(),
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp_ms: m.timestamp().to_millis(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+    }
+}
+
+/// The raw limit: a `BaseConsumer` poll loop reading every record, no processing,
+/// no commits. With `keep`, also returns the records (for the in-memory run; that
+/// pass is not the measured one).
+pub fn raw_poll(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    total: u64,
+    keep: bool,
+) -> anyhow::Result<(Measurement, Vec<Record>)> {
+    reset_peak_rss();
+    let c = consumer(brokers, topic, &format!("bench-raw-{}", rand_suffix()))?;
+    assign_all(&c, topic, partitions)?;
+    let name: Arc<str> = Arc::from(topic);
+    let mut kept = Vec::with_capacity(if keep { total as usize } else { 0 });
+    let (mut n, mut first, deadline) = (0u64, None, Instant::now() + Duration::from_secs(600));
+    let mut bytes = 0usize;
+    while n < total {
+        if Instant::now() > deadline {
+            bail!("raw poll loop: only {n} of {total} records within 600 s");
+        }
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                first.get_or_insert_with(Instant::now);
+                bytes += m.payload_len();
+                if keep {
+                    kept.push(to_record(&m, &name));
+                }
+                n += 1;
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "raw poll loop: consumer error"),
+            None => {}
+        }
+    }
+    std::hint::black_box(bytes);
+    let busy = first.map_or(Duration::ZERO, |f| f.elapsed());
+    Ok((
+        Measurement {
+            scenario: "limit: raw poll loop".into(),
+            processor: "-".into(),
+            records: n,
+            busy,
+            commits: 0,
+            latencies: Vec::new(),
+            peak_rss_kib: peak_rss_kib(),
+        },
+        kept,
+    ))
+}
+
+/// The CPU limit: the processor over records already in memory, on a rayon pool of
+/// `workers` (no Kafka).
+pub fn in_memory(records: &[Record], kind: Kind, workers: usize) -> anyhow::Result<Measurement> {
+    reset_peak_rss();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .build()?;
+    let processor = CliProcessor(kind);
+    let start = Instant::now();
+    pool.install(|| {
+        records.par_iter().for_each(|r| {
+            std::hint::black_box(processor.process(r).ok());
+        })
+    });
+    Ok(Measurement {
+        scenario: "limit: rayon in memory".into(),
+        processor: kind_name(kind),
+        records: records.len() as u64,
+        busy: start.elapsed(),
+        commits: 0,
+        latencies: Vec::new(),
+        peak_rss_kib: peak_rss_kib(),
+    })
+}
+
+/// tidemark itself under `policy`, in a fresh group, until idle.
+pub fn tidemark(
+    brokers: &str,
+    topic: &str,
+    kind: Kind,
+    workers: usize,
+    policy: CommitPolicy,
+    label: &str,
+) -> anyhow::Result<Measurement> {
+    reset_peak_rss();
+    let mut config = Config::new(brokers, format!("bench-{}", rand_suffix()), [topic]);
+    config.workers = workers;
+    config.commit = policy;
+    if policy == CommitPolicy::EveryRecord {
+        config.commit_mode = tidemark::CommitMode::Sync;
+    }
+    config.exit_when_idle_ms = Some(1_000);
+    let events = Arc::new(Mutex::new(Vec::<CommitEvent>::new()));
+    let sink = events.clone();
+    let summary = Pipeline::new(config, CliProcessor(kind))
+        .on_commit(move |e: &CommitEvent| {
+            if e.result.is_ok() {
+                sink.lock().push(e.clone())
+            }
+        })
+        .run()
+        .with_context(|| format!("tidemark {label}"))?;
+    let events = events.lock();
+    Ok(Measurement {
+        scenario: format!("tidemark {label}"),
+        processor: kind_name(kind),
+        records: summary.records,
+        busy: summary.busy,
+        commits: events.len() as u64,
+        latencies: events.iter().filter_map(|e| e.latency).collect(),
+        peak_rss_kib: peak_rss_kib(),
+    })
+}
+
+/// The classic loop on one thread: poll up to 500 records (Java's
+/// `max.poll.records`), process them one by one, commit their next offsets
+/// (`commitSync()` or `commitAsync()`), repeat.
+pub fn sequential(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    total: u64,
+    kind: Kind,
+    mode: RdCommitMode,
+) -> anyhow::Result<Measurement> {
+    reset_peak_rss();
+    let c = consumer(brokers, topic, &format!("bench-seq-{}", rand_suffix()))?;
+    assign_all(&c, topic, partitions)?;
+    let name: Arc<str> = Arc::from(topic);
+    let processor = CliProcessor(kind);
+    let (mut n, mut first, mut commits) = (0u64, None, 0u64);
+    let mut latencies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while n < total {
+        if Instant::now() > deadline {
+            bail!("sequential loop: only {n} of {total} records within 1800 s");
+        }
+        let mut next: HashMap<i32, i64> = HashMap::new();
+        let mut timeout = Duration::from_millis(100);
+        for _ in 0..500 {
+            match c.poll(timeout) {
+                Some(Ok(m)) => {
+                    first.get_or_insert_with(Instant::now);
+                    timeout = Duration::ZERO;
+                    std::hint::black_box(processor.process(&to_record(&m, &name)).ok());
+                    next.insert(m.partition(), m.offset() + 1);
+                    n += 1;
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "sequential loop: consumer error"),
+                None => break,
+            }
+        }
+        if next.is_empty() {
+            continue;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in &next {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(*o))?;
+        }
+        let sent = Instant::now();
+        if c.commit(&tpl, mode).is_ok() {
+            commits += 1;
+            if matches!(mode, RdCommitMode::Sync) {
+                latencies.push(sent.elapsed());
+            }
+        }
+    }
+    let label = match mode {
+        RdCommitMode::Sync => "baseline: sequential, commitSync per poll",
+        RdCommitMode::Async => "baseline: sequential, commitAsync per poll",
+    };
+    Ok(Measurement {
+        scenario: label.into(),
+        processor: kind_name(kind),
+        records: n,
+        busy: first.map_or(Duration::ZERO, |f| f.elapsed()),
+        commits,
+        latencies,
+        peak_rss_kib: peak_rss_kib(),
+    })
+}
+
+pub fn kind_name(kind: Kind) -> String {
+    match kind {
+        Kind::Noop => "noop".into(),
+        Kind::Sha256 { rounds } => format!("sha256:{rounds}"),
+        Kind::Json => "json".into(),
+    }
+}
+
+/// SHA-256 rounds costing about `target_us` per record on this machine (one core),
+/// measured on `payload`.
+pub fn calibrate(payload: &[u8], target_us: f64) -> (u32, f64) {
+    let per_round = {
+        let rounds = 2_000;
+        let start = Instant::now();
+        std::hint::black_box(crate::processors::sha256_chain(payload, rounds));
+        start.elapsed().as_secs_f64() * 1e6 / rounds as f64
+    };
+    let rounds = ((target_us / per_round).round() as u32).max(1);
+    let start = Instant::now();
+    let n = 2_000;
+    let p = CliProcessor(Kind::Sha256 { rounds });
+    let r = Record {
+        topic: Arc::from("calibration"),
+        partition: 0,
+        offset: 0,
+        timestamp_ms: None,
+        key: None,
+        payload: Some(payload.to_vec()),
+    };
+    for _ in 0..n {
+        std::hint::black_box(p.process(&r).ok());
+    }
+    (rounds, start.elapsed().as_secs_f64() * 1e6 / n as f64)
+}
+
+fn rand_suffix() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
