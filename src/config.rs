@@ -211,8 +211,10 @@ pub struct Config {
     pub drain_timeout_ms: u64,
     /// Back-pressure bound on records polled and not yet covered by a confirmed
     /// commit, over all partitions: in flight, completed since the last commit, or
-    /// staged. At the bound tidemark pauses its partitions (and commits at once)
-    /// while it keeps polling; it resumes below half of it. This also bounds the
+    /// staged. Past half of it tidemark commits whatever the policy (one commit at a
+    /// time), so a steady flow rarely reaches it; at the bound it pauses its
+    /// partitions (and commits at once) while it keeps polling; it resumes below
+    /// half of it. This also bounds the
     /// records a crash makes the next owner process again. Default 10000.
     #[serde(default = "default_max_in_flight_records")]
     pub max_in_flight_records: usize,

@@ -22,9 +22,11 @@ pub struct Args {
     /// topics `bench-main`, `bench-small` and `bench-scale-P` must be fresh.
     #[arg(long)]
     brokers: Option<String>,
-    /// Records pre-filled into the main topic.
-    #[arg(long, default_value_t = 1_000_000)]
-    records: u64,
+    /// Records pre-filled into the main topic. Default: 1,000,000 with --brokers;
+    /// 400,000 on the embedded cluster, which keeps at most 5 MiB per partition
+    /// (librdkafka's rdkafka_mock.c drops older records past it).
+    #[arg(long)]
+    records: Option<u64>,
     /// Partitions of the main topic.
     #[arg(long, default_value_t = 16)]
     partitions: i32,
@@ -43,9 +45,10 @@ pub struct Args {
     /// Also run worker scaling: workers 1..=2×CPUs over 1, 4 and 16 partitions.
     #[arg(long)]
     scaling: bool,
-    /// Records per scaling run.
-    #[arg(long, default_value_t = 200_000)]
-    scaling_records: u64,
+    /// Records per scaling run. Default: 200,000 with --brokers; 25,000 on the
+    /// embedded cluster (one partition holds at most 5 MiB there).
+    #[arg(long)]
+    scaling_records: Option<u64>,
     /// Only the worker scaling.
     #[arg(long, requires = "scaling")]
     scaling_only: bool,
@@ -66,7 +69,13 @@ fn policies() -> Vec<(CommitPolicy, &'static str)> {
     ]
 }
 
-pub fn main(a: Args) -> anyhow::Result<()> {
+pub fn main(mut a: Args) -> anyhow::Result<()> {
+    let records = a.records.unwrap_or(if a.brokers.is_some() {
+        1_000_000
+    } else {
+        400_000
+    });
+    a.records = Some(records);
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let embedded = match &a.brokers {
         Some(_) => None,
@@ -107,14 +116,22 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             workload::produce(&brokers, &w, |_| {})?;
             Ok(())
         };
-        fill("bench-main", a.records, a.partitions)?;
+        fill("bench-main", records, a.partitions)?;
         fill("bench-small", a.every_record_records, a.partitions)?;
+        let ends = tidemark::high_watermarks(&brokers, "bench-main", Duration::from_secs(10))?;
+        let total: i64 = ends.values().sum();
+        eprintln!("bench-main holds {total} records: {ends:?}");
+        anyhow::ensure!(
+            total as u64 == records,
+            "bench-main holds {total} records, not {records}: use a fresh topic"
+        );
+        scenarios::check_nothing_dropped(&brokers, "bench-main", a.partitions)?;
         let mut rows: Vec<Measurement> = Vec::new();
-        let (raw, _) = scenarios::raw_poll(&brokers, "bench-main", a.partitions, a.records, false)?;
+        let (raw, _) = scenarios::raw_poll(&brokers, "bench-main", a.partitions, records, false)?;
         report::progress(&raw);
         rows.push(raw);
         let (_, in_memory) =
-            scenarios::raw_poll(&brokers, "bench-main", a.partitions, a.records, true)?;
+            scenarios::raw_poll(&brokers, "bench-main", a.partitions, records, true)?;
         for kind in [Kind::Noop, cpu] {
             let m = scenarios::in_memory(&in_memory, kind, workers)?;
             report::progress(&m);
@@ -142,7 +159,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
                     &brokers,
                     "bench-main",
                     a.partitions,
-                    a.records,
+                    records,
                     kind,
                     mode,
                 )?;
@@ -158,10 +175,14 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         for partitions in [1, 4, 16] {
             let topic = format!("bench-scale-{partitions}");
             create(&topic, partitions)?;
-            let mut w = workload::Workload::new(&topic, a.scaling_records, partitions);
+            let n = a
+                .scaling_records
+                .unwrap_or(if a.brokers.is_some() { 200_000 } else { 25_000 });
+            let mut w = workload::Workload::new(&topic, n, partitions);
             w.payload_bytes = a.payload_bytes;
-            eprintln!("pre-filling {topic}: {} records", a.scaling_records);
+            eprintln!("pre-filling {topic}: {n} records");
             workload::produce(&brokers, &w, |_| {})?;
+            scenarios::check_nothing_dropped(&brokers, &topic, partitions)?;
             for w in 1..=(2 * workers) {
                 let m = scenarios::tidemark(
                     &brokers,

@@ -105,6 +105,19 @@ fn to_record(m: &rdkafka::message::BorrowedMessage<'_>, topic: &Arc<str>) -> Rec
     }
 }
 
+/// Fails when the broker already dropped records of `topic` (a log start above 0),
+/// which would make every loop wait for records that are gone.
+pub fn check_nothing_dropped(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let c = consumer(brokers, topic, "bench-check")?;
+    for p in 0..partitions {
+        let (low, _) = c.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        if low > 0 {
+            bail!("{topic}/{p} starts at {low}: the broker's retention dropped records; use fewer --records");
+        }
+    }
+    Ok(())
+}
+
 /// The raw limit: a `BaseConsumer` poll loop reading every record, no processing,
 /// no commits. With `keep`, also returns the records (for the in-memory run; that
 /// pass is not the measured one).
@@ -134,9 +147,12 @@ pub fn raw_poll(
                     kept.push(to_record(&m, &name));
                 }
                 n += 1;
+                if n % 100_000 == 0 {
+                    tracing::debug!(records = n, "raw poll loop");
+                }
             }
             Some(Err(e)) => tracing::warn!(error = %e, "raw poll loop: consumer error"),
-            None => {}
+            None => tracing::debug!(records = n, "raw poll loop: nothing for 100 ms"),
         }
     }
     std::hint::black_box(bytes);

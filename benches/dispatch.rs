@@ -1,0 +1,52 @@
+//! Dispatch hot path on the worker side: a polled batch of one partition through
+//! `Processor::process_batch` (the default: the records in parallel on the rayon
+//! pool) with a no-op processor, ns per record. What a record costs tidemark's pool
+//! before any user work.
+//!
+//! `cargo bench --bench dispatch`.
+
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use tidemark::{Outputs, ProcessResult, Processor, Record};
+
+struct Noop;
+
+impl Processor for Noop {
+    fn process(&self, _: &Record) -> ProcessResult {
+        Ok(Outputs::none())
+    }
+}
+
+fn batch(n: usize) -> Vec<Record> {
+    let topic: Arc<str> = Arc::from("bench");
+    (0..n)
+        .map(|i| Record {
+            topic: topic.clone(),
+            partition: 0,
+            offset: i as i64,
+            timestamp_ms: None,
+            key: None,
+            payload: Some(vec![b'x'; 100]),
+        })
+        .collect()
+}
+
+fn dispatch(c: &mut Criterion) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("dispatch");
+    for n in [125, 2_000] {
+        let records = batch(n);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("process_batch noop, {n} records"), |b| {
+            b.iter(|| pool.install(|| Noop.process_batch(&records)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, dispatch);
+criterion_main!(benches);
