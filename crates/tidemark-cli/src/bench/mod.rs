@@ -146,11 +146,20 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
                 workers,
                 CommitPolicy::EveryRecord,
                 "every-record (sync)",
+                a.every_record_records,
             )?;
             report::progress(&m);
             rows.push(m);
             for (policy, label) in policies() {
-                let m = scenarios::tidemark(&brokers, "bench-main", kind, workers, policy, label)?;
+                let m = scenarios::tidemark(
+                    &brokers,
+                    "bench-main",
+                    kind,
+                    workers,
+                    policy,
+                    label,
+                    records,
+                )?;
                 report::progress(&m);
                 rows.push(m);
             }
@@ -191,6 +200,7 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
                     w,
                     CommitPolicy::EveryMs(100),
                     &format!("every-ms:100, {partitions} partitions, {w} workers"),
+                    n,
                 )?;
                 report::progress(&m);
                 rows.push((partitions, w, m));

@@ -196,7 +196,10 @@ pub fn in_memory(records: &[Record], kind: Kind, workers: usize) -> anyhow::Resu
     })
 }
 
-/// tidemark itself under `policy`, in a fresh group, until idle.
+/// tidemark itself under `policy`, in a fresh group, until idle. The in-flight
+/// record bound is raised to `records` so that the policy, not the bound, decides
+/// when commits happen (with the default 10,000, a member commits at least every
+/// 5,000 records whatever the policy); the byte bound keeps its default.
 pub fn tidemark(
     brokers: &str,
     topic: &str,
@@ -204,11 +207,13 @@ pub fn tidemark(
     workers: usize,
     policy: CommitPolicy,
     label: &str,
+    records: u64,
 ) -> anyhow::Result<Measurement> {
     reset_peak_rss();
     let mut config = Config::new(brokers, format!("bench-{}", rand_suffix()), [topic]);
     config.workers = workers;
     config.commit = policy;
+    config.max_in_flight_records = config.max_in_flight_records.max(records as usize);
     if policy == CommitPolicy::EveryRecord {
         config.commit_mode = tidemark::CommitMode::Sync;
     }
