@@ -52,6 +52,10 @@ pub struct Args {
     /// Only the worker scaling.
     #[arg(long, requires = "scaling")]
     scaling_only: bool,
+    /// The sentry_arroyo peer binary (built by scripts/bench.sh from peers/arroyo);
+    /// without it the peer is not measured.
+    #[arg(long)]
+    peer_arroyo: Option<PathBuf>,
     /// Where the table, CSV and SVG files go.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -160,6 +164,11 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
                     label,
                     records,
                 )?;
+                report::progress(&m);
+                rows.push(m);
+            }
+            if let Some(peer) = &a.peer_arroyo {
+                let m = scenarios::arroyo(peer, &brokers, "bench-main", records, kind, workers)?;
                 report::progress(&m);
                 rows.push(m);
             }

@@ -308,6 +308,46 @@ pub fn sequential(
     })
 }
 
+/// The peer: `arroyo-peer` (peers/arroyo: sentry_arroyo's `RunTaskInThreads` then
+/// `CommitOffsets` every 100 ms, `workers` threads) as a child process over the
+/// same topic, in its own group. Its commits are not counted.
+pub fn arroyo(
+    peer: &std::path::Path,
+    brokers: &str,
+    topic: &str,
+    records: u64,
+    kind: Kind,
+    workers: usize,
+) -> anyhow::Result<Measurement> {
+    let rounds = match kind {
+        Kind::Sha256 { rounds } => rounds,
+        _ => 0,
+    };
+    let out = std::process::Command::new(peer)
+        .args(["--brokers", brokers, "--topic", topic])
+        .args(["--records", &records.to_string()])
+        .args(["--workers", &workers.to_string()])
+        .args(["--rounds", &rounds.to_string(), "--commit-ms", "100"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", peer.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> anyhow::Result<f64> {
+        text.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .with_context(|| format!("arroyo-peer printed no {name}: {text:?} ({})", out.status))
+    };
+    Ok(Measurement {
+        scenario: "peer: sentry_arroyo RunTaskInThreads".into(),
+        processor: kind_name(kind),
+        records: field("records")? as u64,
+        busy: Duration::from_secs_f64(field("busy_s")?),
+        commits: 0,
+        latencies: Vec::new(),
+        peak_rss_kib: field("peak_rss_kib")? as u64,
+    })
+}
+
 pub fn kind_name(kind: Kind) -> String {
     match kind {
         Kind::Noop => "noop".into(),
