@@ -12,7 +12,7 @@ use tidemark::{
     CommitEvent, CommitMode, CommitPolicy, Config, Outputs, Pipeline, ProcessResult, Processor,
     Progress, Record,
 };
-use tidemark_testkit::{verify, workload, Broker, EmbeddedCluster};
+use tidemark_testkit::{verify, EmbeddedCluster};
 
 const RECORDS: u64 = 4_000;
 const PARTITIONS: i32 = 4;
@@ -27,15 +27,7 @@ impl Processor for Noop {
 
 /// Runs `policy`/`mode` over a fresh workload; returns the successful commit events.
 fn run(policy: CommitPolicy, mode: CommitMode) -> Vec<CommitEvent> {
-    let cluster = EmbeddedCluster::start(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    cluster.create_topic("in", PARTITIONS).unwrap();
-    workload::produce(
-        &brokers,
-        &workload::Workload::new("in", RECORDS, PARTITIONS),
-        |_| {},
-    )
-    .unwrap();
+    let (_cluster, brokers) = EmbeddedCluster::with_workload("in", PARTITIONS, RECORDS).unwrap();
     let ends = tidemark::high_watermarks(&brokers, "in", Duration::from_secs(10)).unwrap();
 
     let mut config = Config::new(&brokers, "policies", ["in"]);
@@ -141,15 +133,7 @@ fn librdkafka_auto_commit_commits_the_stored_watermarks() {
 /// watermark; the others wait for the policy (here: the end).
 #[test]
 fn commit_handle_commits_one_partition_on_demand() {
-    let cluster = EmbeddedCluster::start(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    cluster.create_topic("in", PARTITIONS).unwrap();
-    workload::produce(
-        &brokers,
-        &workload::Workload::new("in", RECORDS, PARTITIONS),
-        |_| {},
-    )
-    .unwrap();
+    let (_cluster, brokers) = EmbeddedCluster::with_workload("in", PARTITIONS, RECORDS).unwrap();
     let ends = tidemark::high_watermarks(&brokers, "in", Duration::from_secs(10)).unwrap();
 
     let mut config = Config::new(&brokers, "on-demand", ["in"]);

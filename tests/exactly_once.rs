@@ -18,7 +18,7 @@ use tidemark::{
     CommitEvent, CommitPolicy, Config, Delivery, Outputs, Pipeline, ProcessResult, Processor,
     Progress, Record, SinkConfig, HEADER_SRC_OFFSET, HEADER_SRC_PARTITION,
 };
-use tidemark_testkit::{verify, workload, Broker, EmbeddedCluster};
+use tidemark_testkit::{verify, Broker, EmbeddedCluster};
 
 const RECORDS: u64 = 4_000;
 const PARTITIONS: i32 = 4;
@@ -40,16 +40,8 @@ fn setup() -> (EmbeddedCluster, String, BTreeMap<i32, i64>) {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let cluster = EmbeddedCluster::start(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    cluster.create_topic("in", PARTITIONS).unwrap();
+    let (cluster, brokers) = EmbeddedCluster::with_workload("in", PARTITIONS, RECORDS).unwrap();
     cluster.create_topic("out", PARTITIONS).unwrap();
-    workload::produce(
-        &brokers,
-        &workload::Workload::new("in", RECORDS, PARTITIONS),
-        |_| {},
-    )
-    .unwrap();
     let ends = tidemark::high_watermarks(&brokers, "in", Duration::from_secs(10)).unwrap();
     (cluster, brokers, ends)
 }

@@ -9,7 +9,7 @@ use tidemark::{
     AssignedPartition, CommitPolicy, Config, FileOffsetStore, Outputs, Pipeline, ProcessResult,
     Processor, Record,
 };
-use tidemark_testkit::{workload, Broker, EmbeddedCluster};
+use tidemark_testkit::{workload, EmbeddedCluster};
 
 const PARTITIONS: i32 = 4;
 /// The free consumer reads two of the four partitions.
@@ -47,15 +47,7 @@ fn run_free(brokers: &str, store: &std::path::Path) -> (u64, BTreeMap<(String, i
 
 #[test]
 fn free_consumer_resumes_from_its_store() {
-    let cluster = EmbeddedCluster::start(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    cluster.create_topic("in", PARTITIONS).unwrap();
-    workload::produce(
-        &brokers,
-        &workload::Workload::new("in", 4_000, PARTITIONS),
-        |_| {},
-    )
-    .unwrap();
+    let (_cluster, brokers) = EmbeddedCluster::with_workload("in", PARTITIONS, 4_000).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("offsets");
 

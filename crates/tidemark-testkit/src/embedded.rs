@@ -19,6 +19,29 @@ pub struct EmbeddedCluster {
 }
 
 impl EmbeddedCluster {
+    /// Starts a one-broker mock cluster holding `topic` (`partitions` partitions)
+    /// with `records` workload records already produced; returns it and its
+    /// bootstrap servers. The common set-up of the engine's tests.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start), [`Broker::create_topic`] and
+    /// [`workload::produce`](crate::workload::produce).
+    pub fn with_workload(
+        topic: &str,
+        partitions: i32,
+        records: u64,
+    ) -> Result<(Self, String), TestkitError> {
+        let cluster = Self::start(1)?;
+        let brokers = cluster.bootstrap_servers();
+        cluster.create_topic(topic, partitions)?;
+        crate::workload::produce(
+            &brokers,
+            &crate::workload::Workload::new(topic, records, partitions),
+            |_| {},
+        )?;
+        Ok((cluster, brokers))
+    }
+
     /// Starts a mock cluster of `brokers` brokers.
     ///
     /// # Errors

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::scenarios::Measurement;
@@ -152,27 +153,41 @@ fn chart(out: &Path, rows: &[Measurement], cpu: &str) -> anyhow::Result<()> {
         ))?
         .label("90% target")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.3)));
-    for (points, color, label) in [
-        (noop, BLUE, "noop vs raw poll loop".to_string()),
-        (sha, RED, format!("{cpu} vs rayon in memory")),
-    ] {
-        chart
-            .draw_series(LineSeries::new(points.clone(), color))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        chart.draw_series(
-            points
-                .into_iter()
-                .map(|p| Circle::new(p, 4, color.filled())),
-        )?;
-    }
+    draw_line(&mut chart, noop, BLUE, "noop vs raw poll loop".into())?;
+    draw_line(&mut chart, sha, RED, format!("{cpu} vs rayon in memory"))?;
+    draw_legend(&mut chart)?;
+    root.present()?;
+    Ok(())
+}
+
+type Chart<'a, 'b, X> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, RangedCoordf64>>;
+
+/// `points` as a line with a marker at each, labelled `label` in the legend.
+fn draw_line<'b, X: Ranged<ValueType = f64>>(
+    chart: &mut Chart<'b, 'b, X>,
+    points: Vec<(f64, f64)>,
+    color: RGBColor,
+    label: String,
+) -> anyhow::Result<()> {
+    chart
+        .draw_series(LineSeries::new(points.clone(), color))?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    chart.draw_series(
+        points
+            .into_iter()
+            .map(|p| Circle::new(p, 4, color.filled())),
+    )?;
+    Ok(())
+}
+
+fn draw_legend<'b, X: Ranged<ValueType = f64>>(chart: &mut Chart<'b, 'b, X>) -> anyhow::Result<()> {
     chart
         .configure_series_labels()
         .border_style(BLACK)
         .background_style(WHITE.mix(0.9))
         .position(SeriesLabelPosition::LowerRight)
         .draw()?;
-    root.present()?;
     Ok(())
 }
 
@@ -216,22 +231,14 @@ pub fn write_scaling(out: &Path, rows: &[(i32, usize, Measurement)]) -> anyhow::
             .filter(|r| r.0 == partitions)
             .map(|r| (r.1 as f64, r.2.records_per_sec()))
             .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color))?
-            .label(format!("{partitions} partitions"))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        chart.draw_series(
-            points
-                .into_iter()
-                .map(|p| Circle::new(p, 4, color.filled())),
+        draw_line(
+            &mut chart,
+            points,
+            color,
+            format!("{partitions} partitions"),
         )?;
     }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.9))
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()?;
+    draw_legend(&mut chart)?;
     root.present()?;
     println!(
         "written: {}/scaling.csv, scaling.md, scaling.svg",
