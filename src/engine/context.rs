@@ -256,77 +256,9 @@ impl PipelineContext {
 /// Bound on each transactional call (commit, abort, send offsets) and seek.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl PipelineContext {
-    /// Sets an explicit start offset on every newly assigned partition: its committed
-    /// offset when the group has one, else the configured [`StartPosition`]; the
-    /// others keep `Offset::Invalid` (`auto.offset.reset` decides).
-    ///
-    /// Like the Java consumer (which fetches committed offsets before it fetches
-    /// records), tidemark does not leave the look-up to librdkafka: a partition
-    /// assigned again to a member that had paused it in an earlier assignment can
-    /// otherwise resume from that member's stale position instead of the committed
-    /// offset (librdkafka issues #1802, #4686), which commits offsets backwards. Seen
-    /// on Tansu in the group chaos test. A failed look-up leaves the list as it is,
-    /// with a warning.
-    fn set_start_offsets(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
-        let timeout = Duration::from_secs(10);
-        let committed = match consumer.committed_offsets(tpl.clone(), timeout) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "committed offsets unknown; librdkafka looks them up");
-                return;
-            }
-        };
-        let mut fresh = TopicPartitionList::new();
-        for e in committed.elements() {
-            match (e.offset(), self.shared.start_position) {
-                (Offset::Offset(o), _) => {
-                    let _ = tpl.set_partition_offset(e.topic(), e.partition(), Offset::Offset(o));
-                }
-                (_, Some(start)) => {
-                    let target = match start {
-                        StartPosition::Beginning => Offset::Beginning,
-                        StartPosition::End => Offset::End,
-                        StartPosition::Offset(o) => Offset::Offset(o),
-                        StartPosition::Timestamp(ts) => Offset::Offset(ts),
-                    };
-                    let _ = fresh.add_partition_offset(e.topic(), e.partition(), target);
-                }
-                (_, None) => {}
-            }
-        }
-        if fresh.count() == 0 {
-            return;
-        }
-        if let Some(StartPosition::Timestamp(_)) = self.shared.start_position {
-            match consumer.offsets_for_times(fresh.clone(), timeout) {
-                Ok(found) => fresh = found,
-                Err(e) => {
-                    tracing::warn!(error = %e, "start position: offsets for the timestamp unknown; auto.offset.reset decides");
-                    return;
-                }
-            }
-        }
-        for e in fresh.elements() {
-            let offset = match e.offset() {
-                // No record at or after the timestamp: start at the end.
-                Offset::Invalid => Offset::End,
-                o => o,
-            };
-            tracing::info!(
-                topic = e.topic(),
-                partition = e.partition(),
-                ?offset,
-                "no committed offset: starting at the configured position"
-            );
-            let _ = tpl.set_partition_offset(e.topic(), e.partition(), offset);
-        }
-    }
-}
-
 impl ConsumerContext for PipelineContext {
     /// rdkafka's default rebalance handling, plus explicit start offsets set on the
-    /// list before it is assigned (see `set_start_offsets`).
+    /// list before it is assigned (see `start::set_start_offsets`).
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -335,7 +267,7 @@ impl ConsumerContext for PipelineContext {
     ) {
         let assign = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
         if assign {
-            self.set_start_offsets(consumer, tpl);
+            super::start::set_start_offsets(consumer, self.shared.start_position, tpl);
         }
         let rebalance = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(tpl),

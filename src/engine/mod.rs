@@ -5,6 +5,7 @@ mod committer;
 pub(crate) mod context;
 mod flow;
 pub(crate) mod partitions;
+mod start;
 pub(crate) mod worker;
 
 use std::collections::BTreeMap;
@@ -14,7 +15,6 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::{Offset, TopicPartitionList};
 
 use self::committer::{CommitRoute, Committer};
 use self::context::{OffsetTarget, PipelineContext, Shared};
@@ -22,7 +22,7 @@ use self::flow::Limits;
 use self::partitions::{Partitions, RecordFailure};
 use self::worker::{run_batch, FailureCause};
 use crate::commit::{CommitCallback, CommitEvent, CommitHandle, CommitPolicy, CommitRequest};
-use crate::config::{Config, Delivery, SinkConfig, StartPosition};
+use crate::config::{Config, Delivery, SinkConfig};
 use crate::error::Error;
 use crate::offset_store::OffsetStore;
 use crate::processor::Processor;
@@ -201,7 +201,7 @@ impl Pipeline {
             .map_err(Error::kafka("creating the consumer"))?;
         check_topics(&consumer, config)?;
         match &self.offset_store {
-            Some(store) => assign_from_store(&consumer, &shared, config, &**store)?,
+            Some(store) => start::assign_from_store(&consumer, &shared, config, &**store)?,
             None => {
                 let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
                 consumer
@@ -463,75 +463,6 @@ fn commit_before_processing(consumer: &BaseConsumer<PipelineContext>, partitions
             partitions.discard_staged();
         }
     }
-}
-
-/// A free consumer's start: every partition of the assignment at the offset its
-/// store holds, else at the start position, else where `auto.offset.reset` says.
-fn assign_from_store(
-    consumer: &BaseConsumer<PipelineContext>,
-    shared: &Shared,
-    config: &Config,
-    store: &dyn OffsetStore,
-) -> Result<(), Error> {
-    let mut tpl = TopicPartitionList::new();
-    let mut by_time = TopicPartitionList::new();
-    for a in &config.assignment {
-        let stored = store
-            .load(&a.topic, a.partition)
-            .map_err(|source| Error::OffsetStore {
-                context: format!("loading the offset of {}/{}", a.topic, a.partition),
-                source,
-            })?;
-        let offset = match (stored, config.start_position) {
-            (Some(o), _) => Offset::Offset(o),
-            (None, Some(StartPosition::Beginning)) => Offset::Beginning,
-            (None, Some(StartPosition::End)) => Offset::End,
-            (None, Some(StartPosition::Offset(o))) => Offset::Offset(o),
-            (None, Some(StartPosition::Timestamp(ts))) => {
-                let _ = by_time.add_partition_offset(&a.topic, a.partition, Offset::Offset(ts));
-                continue;
-            }
-            // No group to ask: auto.offset.reset decides here.
-            (None, None) => match config
-                .consumer_properties
-                .get("auto.offset.reset")
-                .map_or("earliest", String::as_str)
-            {
-                "latest" | "largest" | "end" => Offset::End,
-                "error" => {
-                    return Err(Error::OffsetReset(KafkaError::MessageConsumption(
-                        RDKafkaErrorCode::AutoOffsetReset,
-                    )))
-                }
-                _ => Offset::Beginning,
-            },
-        };
-        tpl.add_partition_offset(&a.topic, a.partition, offset)
-            .map_err(Error::kafka("building the assignment"))?;
-    }
-    if by_time.count() > 0 {
-        let timeout = Duration::from_millis(config.startup_timeout_ms);
-        let found = consumer
-            .offsets_for_times(by_time, timeout)
-            .map_err(Error::kafka("looking up offsets by timestamp"))?;
-        for e in found.elements() {
-            let offset = match e.offset() {
-                Offset::Invalid => Offset::End,
-                o => o,
-            };
-            tpl.add_partition_offset(e.topic(), e.partition(), offset)
-                .map_err(Error::kafka("building the assignment"))?;
-        }
-    }
-    consumer
-        .assign(&tpl)
-        .map_err(Error::kafka("assigning the partitions"))?;
-    let mut partitions = shared.partitions.lock();
-    for e in tpl.elements() {
-        let epoch = partitions.assign(e.topic(), e.partition());
-        tracing::info!(topic = e.topic(), partition = e.partition(), offset = ?e.offset(), epoch = epoch.0, "assigned (free consumer)");
-    }
-    Ok(())
 }
 
 /// Fails fast when the brokers are unreachable or a topic is missing.
