@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidemark::{Config, Outputs, Pipeline, ProcessResult, Processor, Progress, Record};
+use tidemark_testkit::memory::{peak_rss_kib, reset_peak_rss};
 use tidemark_testkit::{verify, workload, Broker, TansuBroker};
 
 struct Sleepy(Duration);
@@ -115,7 +116,7 @@ fn in_flight_stays_within_bounds() {
         .insert("session.timeout.ms".into(), "6000".into());
     let rss_before = peak_rss_kib();
     // Reset VmHWM so the peak below is the pipeline's, not the workload producer's.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    reset_peak_rss();
     // Slower than fetching, so the backlog piles up against the bounds.
     let pipeline = Pipeline::new(config, Sleepy(Duration::from_micros(300)));
     let progress: Arc<Progress> = pipeline.progress();
@@ -139,16 +140,4 @@ fn in_flight_stays_within_bounds() {
         rss_before / 1024,
         summary.records_per_sec()
     );
-}
-
-/// Peak resident set size of this process (VmHWM), KiB.
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
 }

@@ -7,6 +7,7 @@
 //! - [`verify`]: high watermarks, committed offsets, and reading a topic back.
 
 mod embedded;
+pub mod memory;
 mod tansu;
 pub mod verify;
 pub mod workload;

@@ -14,6 +14,8 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tidemark::{CommitEvent, CommitPolicy, Config, Pipeline, Processor, Record};
 
+use tidemark_testkit::memory::{peak_rss_kib, reset_peak_rss};
+
 use crate::processors::{CliProcessor, Kind};
 
 /// One measured run.
@@ -59,24 +61,6 @@ impl Measurement {
         let i = ((l.len() - 1) as f64 * q).round() as usize;
         Some(l[i].as_secs_f64() * 1e3)
     }
-}
-
-/// Resets the peak-RSS counter of this process (Linux `clear_refs`, value 5).
-pub fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// Peak RSS since the last reset, KiB (0 where `/proc` is missing).
-pub fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// A consumer with tidemark's own fetch settings (a fair limit), in a fresh group.
