@@ -28,6 +28,7 @@ fn batch(n: usize) -> Vec<Record> {
             timestamp_ms: None,
             key: None,
             payload: Some(vec![b'x'; 100]),
+            headers: Vec::new(),
         })
         .collect()
 }

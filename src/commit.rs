@@ -45,8 +45,8 @@ pub enum CommitError {
     #[error(transparent)]
     Kafka(#[from] KafkaError),
     /// The free consumer's [`OffsetStore`](crate::OffsetStore) failed to save.
-    #[error("offset store: {0}")]
-    OffsetStore(Arc<std::io::Error>),
+    #[error("offset store")]
+    OffsetStore(#[source] Arc<std::io::Error>),
 }
 
 /// Asks a running [`Pipeline`](crate::Pipeline) to commit now, outside its

@@ -153,6 +153,7 @@ pub enum SinkConfig {
 /// default. Durations are in milliseconds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Config {
     /// librdkafka `bootstrap.servers`: comma-separated `host:port` list.
     pub brokers: String,
@@ -248,6 +249,14 @@ pub struct Config {
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+/// Consumer properties of the classic group protocol that librdkafka refuses under
+/// `group.protocol=consumer` (KIP-848; librdkafka CONFIGURATION.md).
+const CLASSIC_ONLY_PROPERTIES: [&str; 3] = [
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+];
+
 fn default_max_batch_records() -> usize {
     2000
 }
@@ -426,6 +435,18 @@ impl Config {
                  that drains would get this member kicked out of the group",
             );
         }
+        if self.uses_consumer_group_protocol() {
+            for key in CLASSIC_ONLY_PROPERTIES {
+                if self.consumer_properties.contains_key(key) {
+                    return bad(
+                        key,
+                        "not allowed with group.protocol=consumer (KIP-848): the assignor is \
+                         group.remote.assignor, session and heartbeat are the broker's \
+                         group.consumer.* settings",
+                    );
+                }
+            }
+        }
         if let SinkConfig::Topic { topic } = &self.sink {
             if topic.trim().is_empty() {
                 return bad("sink.topic", "must not be empty");
@@ -435,6 +456,14 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// True when `consumer_properties` selects KIP-848's consumer group protocol
+    /// (`group.protocol=consumer`; librdkafka's default is `classic`).
+    pub fn uses_consumer_group_protocol(&self) -> bool {
+        self.consumer_properties
+            .get("group.protocol")
+            .is_some_and(|v| v.eq_ignore_ascii_case("consumer"))
     }
 
     /// The librdkafka consumer configuration: tidemark's defaults (with
@@ -448,8 +477,12 @@ impl Config {
             .set("auto.offset.reset", "earliest");
         match &self.group_id {
             Some(group) => {
-                cc.set("group.id", group)
-                    .set("partition.assignment.strategy", "cooperative-sticky");
+                cc.set("group.id", group);
+                // KIP-848's protocol has the broker assign; librdkafka refuses the
+                // client-side assignor setting under it.
+                if !self.uses_consumer_group_protocol() {
+                    cc.set("partition.assignment.strategy", "cooperative-sticky");
+                }
             }
             // librdkafka's consumer API needs a group.id even for assign(); a free
             // consumer never joins it, never commits to it, and never asks it for

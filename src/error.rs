@@ -6,14 +6,19 @@ use crate::commit::CommitError;
 use crate::processor::ProcessError;
 
 /// Why a pipeline could not start or stopped without being asked to.
+///
+/// Every cause is chained through [`std::error::Error::source`] (the messages do
+/// not repeat it): print the chain, e.g. with `anyhow`'s `{:#}`. New variants may be
+/// added.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A configuration value is invalid; nothing was started.
     #[error("invalid configuration: {0}")]
     Config(String),
 
     /// No broker answered a metadata request within `startup_timeout_ms`.
-    #[error("brokers {brokers} unreachable within {timeout_ms} ms: {source}")]
+    #[error("brokers {brokers} unreachable within {timeout_ms} ms")]
     BrokerUnreachable {
         /// The `bootstrap.servers` that were tried.
         brokers: String,
@@ -29,7 +34,7 @@ pub enum Error {
     UnknownTopic(String),
 
     /// A librdkafka call failed; `context` says which.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Kafka {
         /// What tidemark was doing.
         context: &'static str,
@@ -39,7 +44,7 @@ pub enum Error {
 
     /// The processor failed a record. Offsets were committed up to (never past) the
     /// failed record, so a restart processes it again.
-    #[error("processor failed on {topic}/{partition}@{offset}: {source}")]
+    #[error("processor failed on {topic}/{partition}@{offset}")]
     Processor {
         /// Topic of the failed record.
         topic: String,
@@ -53,7 +58,7 @@ pub enum Error {
 
     /// An output of a record could not be produced to the sink. Offsets were
     /// committed up to (never past) that record.
-    #[error("sink produce failed for input {topic}/{partition}@{offset}: {message}")]
+    #[error("sink produce failed for input {topic}/{partition}@{offset}")]
     Sink {
         /// Topic of the input record.
         topic: String,
@@ -61,24 +66,24 @@ pub enum Error {
         partition: i32,
         /// Offset of the input record.
         offset: i64,
-        /// The producer's error.
-        message: String,
+        /// The producer's error (from the delivery report, or from queueing).
+        source: KafkaError,
     },
 
     /// A partition has no valid position to start from and `auto.offset.reset` is
     /// `error` (librdkafka's `ERR__AUTO_OFFSET_RESET`): no committed offset for the
     /// group, or the committed one is out of range. Nothing was processed from it.
-    #[error("no valid offset to start from and auto.offset.reset=error: {0}")]
-    OffsetReset(KafkaError),
+    #[error("no valid offset to start from and auto.offset.reset=error")]
+    OffsetReset(#[source] KafkaError),
 
     /// The final synchronous commit failed; the offsets of the last successful commit
     /// stand, so a restart re-processes what follows them.
-    #[error("final commit failed: {0}")]
-    FinalCommit(CommitError),
+    #[error("final commit failed")]
+    FinalCommit(#[source] CommitError),
 
     /// The free consumer's offset store could not be read at start-up; nothing was
     /// processed.
-    #[error("offset store: {context}: {source}")]
+    #[error("offset store: {context}")]
     OffsetStore {
         /// What tidemark was loading.
         context: String,
@@ -90,8 +95,8 @@ pub enum Error {
     /// (e.g. the producer was fenced by a newer instance with the same
     /// `transactional.id`). The last committed transaction stands: its outputs and
     /// offsets; a restart resumes from there.
-    #[error("transaction failed: {0}")]
-    Transaction(KafkaError),
+    #[error("transaction failed")]
+    Transaction(#[source] KafkaError),
 }
 
 impl Error {

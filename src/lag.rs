@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::IsError;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::error::Error;
@@ -49,37 +49,19 @@ pub fn consumer_lag(
     topic: &str,
     timeout: Duration,
 ) -> Result<Vec<PartitionLag>, Error> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .map_err(Error::kafka("creating the lag client"))?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|source| Error::BrokerUnreachable {
-            brokers: brokers.to_string(),
-            timeout_ms: timeout.as_millis() as u64,
-            source,
-        })?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .filter(|p: &Vec<i32>| !p.is_empty())
-        .ok_or_else(|| Error::UnknownTopic(topic.to_string()))?;
+    let consumer = client(brokers, group)?;
+    let partitions = partitions_of(&consumer, brokers, topic, timeout)?;
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
         tpl.add_partition(topic, *p);
     }
-    let committed = consumer
-        .committed_offsets(tpl, timeout)
-        .map_err(Error::kafka("fetching committed offsets"))?;
-    let marks = watermarks(brokers, topic, &partitions, timeout)?;
+    let committed = committed_offsets(&consumer, tpl, timeout)?;
     let mut rows = Vec::with_capacity(partitions.len());
-    for (p, (low, high)) in marks {
+    for p in partitions {
+        // ListOffsets (earliest and latest) to the partition's leader.
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(Error::kafka("fetching watermarks"))?;
         let committed = committed
             .find_partition(topic, p)
             .and_then(|e| match e.offset() {
@@ -98,82 +80,89 @@ pub fn consumer_lag(
     Ok(rows)
 }
 
-/// High watermark per partition of `topic` (offset of the next record to be written).
+/// High watermark per partition of `topic` (offset of the next record to be written),
+/// from ListOffsets to each partition's leader; no consumer group is involved.
 ///
 /// # Errors
-/// As [`consumer_lag`].
+/// [`Error::BrokerUnreachable`] when no metadata arrives within `timeout`;
+/// [`Error::UnknownTopic`] when `topic` does not exist; [`Error::Kafka`] when a
+/// partition leader does not answer within `timeout`.
 pub fn high_watermarks(
     brokers: &str,
     topic: &str,
     timeout: Duration,
 ) -> Result<BTreeMap<i32, i64>, Error> {
-    let rows = consumer_lag(brokers, "tidemark-lag-probe", topic, timeout)?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.partition, r.high_watermark))
-        .collect())
+    let consumer = client(brokers, "tidemark-watermarks")?;
+    let mut ends = BTreeMap::new();
+    for p in partitions_of(&consumer, brokers, topic, timeout)? {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(Error::kafka("fetching watermarks"))?;
+        ends.insert(p, high);
+    }
+    Ok(ends)
 }
 
-/// `(low, high)` watermarks per partition, confirmed by a fetch.
-///
-/// The ListOffsets answer is not trusted alone: Tansu 0.6.0's in-memory storage
-/// answers ListOffsets(latest) with the base offset + 1 of the most recently written
-/// batch, which is below the real end. A Fetch response carries the partition's high
-/// watermark too, so the partitions are read from the listed end for a moment and
-/// the larger of the two values wins (librdkafka caches the fetched one:
-/// `rd_kafka_get_watermark_offsets`).
-fn watermarks(
+/// A consumer with `group.id = group` that never joins it (no subscribe).
+fn client(brokers: &str, group: &str) -> Result<BaseConsumer, Error> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .map_err(Error::kafka("creating the lag client"))
+}
+
+/// The partition ids of `topic`.
+fn partitions_of(
+    consumer: &BaseConsumer,
     brokers: &str,
     topic: &str,
-    partitions: &[i32],
     timeout: Duration,
-) -> Result<BTreeMap<i32, (i64, i64)>, Error> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.auto.commit", "false")
-        .set("group.id", "tidemark-watermark-probe") // assign() needs one; it never joins
-        .set("fetch.wait.max.ms", "20")
-        .set("auto.offset.reset", "latest")
-        .create()
-        .map_err(Error::kafka("creating the watermark client"))?;
-    let mut listed = BTreeMap::new();
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, *p, timeout)
-            .map_err(Error::kafka("fetching watermarks"))?;
-        listed.insert(*p, (low, high));
-        tpl.add_partition_offset(topic, *p, Offset::Offset(high))
-            .map_err(Error::kafka("assigning for watermarks"))?;
-    }
-    consumer
-        .assign(&tpl)
-        .map_err(Error::kafka("assigning for watermarks"))?;
-    let topic_c = std::ffi::CString::new(topic).map_err(|_| Error::UnknownTopic(topic.into()))?;
+) -> Result<Vec<i32>, Error> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|source| Error::BrokerUnreachable {
+            brokers: brokers.to_string(),
+            timeout_ms: timeout.as_millis() as u64,
+            source,
+        })?;
+    metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .filter(|p: &Vec<i32>| !p.is_empty())
+        .ok_or_else(|| Error::UnknownTopic(topic.to_string()))
+}
+
+/// The group's committed offsets (OffsetFetch), retried within `timeout` while the
+/// coordinator is not ready: a broker creates `__consumer_offsets` on the first
+/// FindCoordinator and answers NOT_COORDINATOR / COORDINATOR_NOT_AVAILABLE /
+/// COORDINATOR_LOAD_IN_PROGRESS until it is (Kafka protocol: retriable errors).
+fn committed_offsets(
+    consumer: &BaseConsumer,
+    tpl: TopicPartitionList,
+    timeout: Duration,
+) -> Result<TopicPartitionList, Error> {
     let deadline = Instant::now() + timeout;
-    let mut fetched: BTreeMap<i32, i64> = BTreeMap::new();
-    while fetched.len() < partitions.len() && Instant::now() < deadline {
-        let _ = consumer.poll(Duration::from_millis(50));
-        for p in partitions {
-            let (mut low, mut high) = (-1i64, -1i64);
-            // SAFETY: valid client handle and NUL-terminated topic; out-params are
-            // plain integers.
-            let err = unsafe {
-                rdkafka::bindings::rd_kafka_get_watermark_offsets(
-                    consumer.client().native_ptr(),
-                    topic_c.as_ptr(),
-                    *p,
-                    &mut low,
-                    &mut high,
-                )
-            };
-            if !err.is_error() && high >= 0 {
-                fetched.insert(*p, high);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match consumer.committed_offsets(tpl.clone(), left) {
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::NotCoordinator
+                            | RDKafkaErrorCode::CoordinatorNotAvailable
+                            | RDKafkaErrorCode::CoordinatorLoadInProgress
+                    )
+                ) && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
             }
+            result => return result.map_err(Error::kafka("fetching committed offsets")),
         }
     }
-    Ok(listed
-        .into_iter()
-        .map(|(p, (low, high))| (p, (low, high.max(fetched.get(&p).copied().unwrap_or(-1)))))
-        .collect())
 }

@@ -35,6 +35,7 @@ pub mod processor;
 pub mod record;
 pub mod shutdown;
 mod sink;
+pub mod topics;
 
 pub use commit::{
     CommitCallback, CommitError, CommitEvent, CommitHandle, CommitMode, CommitPolicy,
@@ -48,9 +49,10 @@ pub use error::Error;
 pub use lag::{consumer_lag, high_watermarks, PartitionLag};
 pub use offset_store::{FileOffsetStore, OffsetStore};
 pub use processor::{FailureKind, ProcessError, ProcessResult, Processor};
-pub use record::{OutputRecord, Outputs, Record};
+pub use record::{Header, OutputRecord, Outputs, Record};
 pub use shutdown::{Progress, ShutdownHandle};
 pub use sink::{HEADER_SRC_OFFSET, HEADER_SRC_PARTITION};
+pub use topics::{ensure_topic, topic_partitions};
 
 /// The pure offset tracker, re-exported from `tidemark-offsets`.
 pub use tidemark_offsets as offsets;

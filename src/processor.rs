@@ -78,8 +78,40 @@ pub trait Processor: Send + Sync + 'static {
     /// missing result as a permanent failure). Override to amortise per-batch costs
     /// (one database round trip per batch, say); the default processes the records in
     /// parallel on the pool.
+    ///
+    /// A panic in `process` is caught by the default and fails that record alone
+    /// (a permanent [`ProcessError`] carrying the panic message); a panic in an
+    /// overriding `process_batch` fails every record of the batch the same way.
     fn process_batch(&self, records: &[Record]) -> Vec<ProcessResult> {
-        records.par_iter().map(|r| self.process(r)).collect()
+        records
+            .par_iter()
+            .map(|r| catch_panic("process", || self.process(r)))
+            .collect()
+    }
+}
+
+/// Runs `f`; a panic becomes a permanent [`ProcessError`] naming `what` panicked and
+/// the panic's message (the panic hook has printed it already).
+pub(crate) fn catch_panic<T>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, ProcessError>,
+) -> Result<T, ProcessError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        Err(ProcessError::permanent(format!(
+            "{what} panicked: {}",
+            panic_message(&*panic)
+        )))
+    })
+}
+
+/// The message of a panic payload (`&str` or `String`), else a placeholder.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_string()
     }
 }
 

@@ -21,9 +21,41 @@ pub struct Record {
     pub key: Option<Vec<u8>>,
     /// Record value, if any (`None` for a tombstone).
     pub payload: Option<Vec<u8>>,
+    /// The record's Kafka headers (KIP-82), owned, in the order they were produced;
+    /// a name may occur more than once. Empty (no allocation) when there are none.
+    pub headers: Vec<Header>,
+}
+
+/// One Kafka record header (KIP-82): a name and an optional value. Names need not be
+/// unique within a record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Header {
+    /// Header name (UTF-8).
+    pub key: String,
+    /// Header value; `None` is a header with a null value.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Header {
+    /// A header `key` with `value`.
+    pub fn new(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        Header {
+            key: key.into(),
+            value: Some(value.into()),
+        }
+    }
 }
 
 impl Record {
+    /// Value of the first header named `key`: `None` when there is none,
+    /// `Some(None)` for a header with a null value.
+    pub fn header(&self, key: &str) -> Option<Option<&[u8]>> {
+        self.headers
+            .iter()
+            .find(|h| h.key == key)
+            .map(|h| h.value.as_deref())
+    }
+
     /// Size of key + payload in bytes, the unit of the in-flight byte budget.
     pub fn size_bytes(&self) -> usize {
         self.key.as_ref().map_or(0, Vec::len) + self.payload.as_ref().map_or(0, Vec::len)
@@ -32,15 +64,35 @@ impl Record {
 
 /// One record a processor asks tidemark to produce to the configured sink topic.
 ///
-/// The engine adds the headers `tidemark-src-partition` and `tidemark-src-offset`
-/// (decimal strings) naming the input it came from; the input counts complete only
-/// once every one of its outputs is acknowledged by the broker (DESIGN.md invariant 3).
+/// The sink produces `headers` in order, then adds `tidemark-src-partition` and
+/// `tidemark-src-offset` (decimal strings) naming the input it came from; the input
+/// counts complete only once every one of its outputs is acknowledged by the broker
+/// (docs/DESIGN.md, invariant 3).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutputRecord {
     /// Key of the output record; `None` lets the producer's partitioner pick.
     pub key: Option<Vec<u8>>,
     /// Value of the output record.
     pub payload: Vec<u8>,
+    /// Headers of the output record, produced in this order before tidemark's own.
+    pub headers: Vec<Header>,
+}
+
+impl OutputRecord {
+    /// An output with `key` and `payload` and no headers of its own.
+    pub fn new(key: Option<Vec<u8>>, payload: Vec<u8>) -> Self {
+        OutputRecord {
+            key,
+            payload,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header (names may repeat).
+    pub fn with_header(mut self, header: Header) -> Self {
+        self.headers.push(header);
+        self
+    }
 }
 
 /// What processing one record produced: zero or more [`OutputRecord`]s for the sink.
@@ -57,7 +109,7 @@ impl Outputs {
 
     /// Exactly one output record.
     pub fn one(key: Option<Vec<u8>>, payload: Vec<u8>) -> Self {
-        Outputs(vec![OutputRecord { key, payload }])
+        Outputs(vec![OutputRecord::new(key, payload)])
     }
 
     /// True when there is nothing to produce.

@@ -28,7 +28,7 @@ impl ProducerContext for SinkContext {
     type DeliveryOpaque = Box<Ack>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, ack: Box<Ack>) {
-        ack.resolve(result.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string()));
+        ack.resolve(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
     }
 }
 
@@ -78,7 +78,14 @@ impl Sink {
         }
         let partition = input.partition.to_string();
         let offset = input.offset.to_string();
-        let headers = OwnedHeaders::new_with_capacity(2)
+        let mut headers = OwnedHeaders::new_with_capacity(output.headers.len() + 2);
+        for h in &output.headers {
+            headers = headers.insert(Header {
+                key: &h.key,
+                value: h.value.as_deref(),
+            });
+        }
+        let headers = headers
             .insert(Header {
                 key: HEADER_SRC_PARTITION,
                 value: Some(partition.as_bytes()),
@@ -101,7 +108,7 @@ impl Sink {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 Err((e, back)) => {
-                    back.delivery_opaque.resolve(Err(e.to_string()));
+                    back.delivery_opaque.resolve(Err(e));
                     return;
                 }
             }

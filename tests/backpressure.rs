@@ -1,4 +1,4 @@
-//! Back-pressure on Tansu: a processor far slower than `max.poll.interval.ms` allows
+//! Back-pressure on Apache Kafka: a processor far slower than `max.poll.interval.ms` allows
 //! for a whole batch keeps its membership because polling never stops; and the
 //! in-flight counters never exceed their bounds under a large backlog.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tidemark::{Config, Outputs, Pipeline, ProcessResult, Processor, Progress, Record};
 use tidemark_testkit::memory::{peak_rss_kib, reset_peak_rss};
-use tidemark_testkit::{verify, workload, Broker, TansuBroker};
+use tidemark_testkit::{unique_name, verify, workload, Broker, KafkaBroker};
 
 struct Sleepy(Duration);
 
@@ -25,12 +25,13 @@ impl Processor for Sleepy {
 /// at work, and commit exactly what it completed.
 #[test]
 fn slow_processor_keeps_membership() {
-    let broker = TansuBroker::start().expect("tansu broker (scripts/tansu.sh install)");
+    let broker = KafkaBroker::shared();
     let brokers = broker.bootstrap_servers();
-    broker.create_topic("in", 4).unwrap();
-    workload::produce(&brokers, &broker.workload("in", 2_000, 4), |_| {}).unwrap();
+    let (input, group) = (unique_name("in"), unique_name("group"));
+    broker.create_topic(&input, 4).unwrap();
+    workload::produce(&brokers, &broker.workload(&input, 2_000, 4), |_| {}).unwrap();
 
-    let mut config = Config::new(&brokers, "slow", ["in"]);
+    let mut config = Config::new(&brokers, &group, [&input]);
     config.workers = 2;
     config.max_batch_records = 2_000;
     config.max_in_flight_records = 20;
@@ -76,7 +77,7 @@ fn slow_processor_keeps_membership() {
         summary.records
     );
     // Exactly what completed is committed (graceful stop), nothing more.
-    let committed: i64 = verify::committed_offsets(&brokers, "slow", "in")
+    let committed: i64 = verify::committed_offsets(&brokers, &group, &input)
         .unwrap()
         .values()
         .map(|c| c.unwrap_or(0))
@@ -98,14 +99,15 @@ fn in_flight_stays_within_bounds() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let broker = TansuBroker::start().expect("tansu broker (scripts/tansu.sh install)");
+    let broker = KafkaBroker::shared();
     let brokers = broker.bootstrap_servers();
-    broker.create_topic("in", 8).unwrap();
-    let mut w = broker.workload("in", records, 8);
+    let (input, group) = (unique_name("in"), unique_name("group"));
+    broker.create_topic(&input, 8).unwrap();
+    let mut w = broker.workload(&input, records, 8);
     w.payload_bytes = RECORD;
     workload::produce(&brokers, &w, |_| {}).unwrap();
 
-    let mut config = Config::new(&brokers, "memory", ["in"]);
+    let mut config = Config::new(&brokers, &group, [&input]);
     config.workers = 2;
     config.max_in_flight_bytes = MAX_BYTES;
     config.max_in_flight_records = MAX_RECORDS;

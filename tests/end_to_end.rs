@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rand::Rng;
 use tidemark::{CommitEvent, Config, Outputs, Pipeline, ProcessResult, Processor, Record};
-use tidemark_testkit::{verify, workload, Broker, EmbeddedCluster, TansuBroker};
+use tidemark_testkit::{unique_name, verify, workload, Broker, EmbeddedCluster, KafkaBroker};
 
 const RECORDS: u64 = 100_000;
 const PARTITIONS: i32 = 8;
@@ -43,8 +43,8 @@ impl Processor for Jitter {
     }
 }
 
-fn config(brokers: &str, group: &str) -> Config {
-    let mut c = Config::new(brokers, group, ["input"]);
+fn config(brokers: &str, group: &str, topic: &str) -> Config {
+    let mut c = Config::new(brokers, group, [topic]);
     c.workers = WORKERS;
     c.commit = tidemark::CommitPolicy::EveryMs(50);
     c.exit_when_idle_ms = Some(4_000);
@@ -54,11 +54,11 @@ fn config(brokers: &str, group: &str) -> Config {
 }
 
 /// Runs the pipeline; returns the processor and every successful commit's offsets.
-fn run(brokers: &str, group: &str) -> (Arc<Jitter>, Vec<CommitEvent>) {
+fn run(brokers: &str, group: &str, topic: &str) -> (Arc<Jitter>, Vec<CommitEvent>) {
     let processor = Arc::new(Jitter::default());
     let commits = Arc::new(Mutex::new(Vec::new()));
     let sink = commits.clone();
-    Pipeline::new(config(brokers, group), processor.clone())
+    Pipeline::new(config(brokers, group, topic), processor.clone())
         .on_commit(move |e: &CommitEvent| sink.lock().push(e.clone()))
         .run()
         .expect("the pipeline stops cleanly");
@@ -72,17 +72,18 @@ fn at_least_once_end_to_end(broker: &dyn Broker) {
         .with_test_writer()
         .try_init();
     let brokers = broker.bootstrap_servers();
-    broker.create_topic("input", PARTITIONS).unwrap();
+    let (input, group) = (unique_name("input"), unique_name("e2e"));
+    broker.create_topic(&input, PARTITIONS).unwrap();
     workload::produce(
         &brokers,
-        &broker.workload("input", RECORDS, PARTITIONS),
+        &broker.workload(&input, RECORDS, PARTITIONS),
         |_| {},
     )
     .expect("workload produced");
-    let ends = tidemark::high_watermarks(&brokers, "input", Duration::from_secs(10)).unwrap();
+    let ends = tidemark::high_watermarks(&brokers, &input, Duration::from_secs(10)).unwrap();
     assert_eq!(ends.values().sum::<i64>() as u64, RECORDS);
 
-    let (processor, commits) = run(&brokers, "e2e");
+    let (processor, commits) = run(&brokers, &group, &input);
 
     // Every record processed at least once.
     let seen = processor.seen.lock();
@@ -118,12 +119,12 @@ fn at_least_once_end_to_end(broker: &dyn Broker) {
     );
 
     // The final committed offsets equal the high watermarks, as another client sees.
-    let committed = verify::committed_offsets(&brokers, "e2e", "input").unwrap();
+    let committed = verify::committed_offsets(&brokers, &group, &input).unwrap();
     let expected: BTreeMap<i32, Option<i64>> = ends.iter().map(|(p, e)| (*p, Some(*e))).collect();
     assert_eq!(committed, expected);
 
     // A restart in the same group after a clean shutdown processes nothing.
-    let (again, _) = run(&brokers, "e2e");
+    let (again, _) = run(&brokers, &group, &input);
     assert_eq!(
         again.calls.load(Ordering::Relaxed),
         0,
@@ -138,7 +139,6 @@ fn embedded_cluster_at_least_once() {
 }
 
 #[test]
-fn tansu_at_least_once() {
-    let broker = TansuBroker::start().expect("tansu broker (scripts/tansu.sh install)");
-    at_least_once_end_to_end(&broker);
+fn kafka_at_least_once() {
+    at_least_once_end_to_end(KafkaBroker::shared());
 }

@@ -1,4 +1,4 @@
-//! Where a fresh group starts, on the embedded cluster (and Tansu for timestamps):
+//! Where a fresh group starts, on the embedded cluster (and Apache Kafka for timestamps):
 //! `auto.offset.reset` `earliest` reads what is there, `latest` only what comes after
 //! the start, `error` stops with a clear error and processes nothing; an explicit
 //! `StartPosition` applies to partitions without a committed offset only.
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidemark::{Config, Error, Outputs, Pipeline, ProcessResult, Processor, Record, StartPosition};
-use tidemark_testkit::{workload, Broker, EmbeddedCluster, TansuBroker};
+use tidemark_testkit::{unique_name, workload, Broker, EmbeddedCluster, KafkaBroker};
 
 #[derive(Default)]
 struct Count(AtomicU64);
@@ -138,25 +138,31 @@ fn start_at_end_skips_what_is_there() {
 }
 
 /// By timestamp needs a broker that answers ListOffsets by time (the mock cluster
-/// does not): Tansu.
+/// does not): Apache Kafka.
 #[test]
-fn tansu_start_at_a_timestamp() {
-    let broker = TansuBroker::start().expect("tansu broker (scripts/tansu.sh install)");
+fn kafka_start_at_a_timestamp() {
+    let broker = KafkaBroker::shared();
     let brokers = broker.bootstrap_servers();
-    broker.create_topic("in", 2).unwrap();
-    workload::produce(&brokers, &broker.workload("in", 200, 2), |_| {}).unwrap();
+    let input = unique_name("in");
+    broker.create_topic(&input, 2).unwrap();
+    workload::produce(&brokers, &broker.workload(&input, 200, 2), |_| {}).unwrap();
     std::thread::sleep(Duration::from_millis(1_100));
     let from = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
     std::thread::sleep(Duration::from_millis(1_100));
-    let mut more = broker.workload("in", 60, 2);
+    let mut more = broker.workload(&input, 60, 2);
     more.first_id = 200;
     workload::produce(&brokers, &more, |_| {}).unwrap();
 
     let count = Arc::new(Count::default());
-    let mut c = start_config(&brokers, "start-ts", StartPosition::Timestamp(from));
+    let mut c = start_config(
+        &brokers,
+        &unique_name("start-ts"),
+        StartPosition::Timestamp(from),
+    );
+    c.topics = vec![input.clone()];
     c.exit_when_idle_ms = Some(5_000);
     Pipeline::new(c, count.clone()).run().unwrap();
     assert_eq!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tidemark::{Config, Outputs, Pipeline, ProcessResult, Processor, Record, SinkConfig};
 use tidemark::{HEADER_SRC_OFFSET, HEADER_SRC_PARTITION};
-use tidemark_testkit::{verify, workload, Broker, EmbeddedCluster, TansuBroker};
+use tidemark_testkit::{unique_name, verify, workload, Broker, EmbeddedCluster, KafkaBroker};
 
 struct Echo;
 
@@ -21,19 +21,20 @@ impl Processor for Echo {
 
 fn every_input_reaches_the_sink(broker: &dyn Broker) {
     let brokers = broker.bootstrap_servers();
-    broker.create_topic("in", 4).unwrap();
-    broker.create_topic("out", 4).unwrap();
-    let mut w = broker.workload("in", 20_000, 4);
+    let (input, output, group) = (unique_name("in"), unique_name("out"), unique_name("sink"));
+    broker.create_topic(&input, 4).unwrap();
+    broker.create_topic(&output, 4).unwrap();
+    let mut w = broker.workload(&input, 20_000, 4);
     w.keys = 32;
     workload::produce(&brokers, &w, |_| {}).unwrap();
-    let ends = tidemark::high_watermarks(&brokers, "in", Duration::from_secs(10)).unwrap();
+    let ends = tidemark::high_watermarks(&brokers, &input, Duration::from_secs(10)).unwrap();
 
-    let mut config = Config::new(&brokers, "sink-test", ["in"]);
+    let mut config = Config::new(&brokers, &group, [&input]);
     config.workers = 3;
     config.commit = tidemark::CommitPolicy::EveryMs(100);
     config.exit_when_idle_ms = Some(4_000);
     config.sink = SinkConfig::Topic {
-        topic: "out".into(),
+        topic: output.clone(),
     };
     config
         .consumer_properties
@@ -41,10 +42,10 @@ fn every_input_reaches_the_sink(broker: &dyn Broker) {
     let summary = Pipeline::new(config, Echo).run().unwrap();
     assert_eq!(summary.records, 20_000);
 
-    let out_ends = tidemark::high_watermarks(&brokers, "out", Duration::from_secs(10)).unwrap();
+    let out_ends = tidemark::high_watermarks(&brokers, &output, Duration::from_secs(10)).unwrap();
     let out = verify::read_topic(
         &brokers,
-        "out",
+        &output,
         &out_ends,
         "read_committed",
         Duration::from_secs(60),
@@ -73,7 +74,7 @@ fn every_input_reaches_the_sink(broker: &dyn Broker) {
     let missing: Vec<_> = want.difference(&got).take(10).collect();
     assert!(missing.is_empty(), "inputs without output: {missing:?}");
 
-    let committed = verify::committed_offsets(&brokers, "sink-test", "in").unwrap();
+    let committed = verify::committed_offsets(&brokers, &group, &input).unwrap();
     let expected: BTreeMap<i32, Option<i64>> = ends.iter().map(|(p, e)| (*p, Some(*e))).collect();
     assert_eq!(committed, expected);
 }
@@ -84,8 +85,6 @@ fn embedded_cluster_sink() {
 }
 
 #[test]
-fn tansu_sink() {
-    every_input_reaches_the_sink(
-        &TansuBroker::start().expect("tansu broker (scripts/tansu.sh install)"),
-    );
+fn kafka_sink() {
+    every_input_reaches_the_sink(KafkaBroker::shared());
 }

@@ -90,6 +90,7 @@ impl Committer {
         self.last_commit = now;
         self.completed_at_last = completed;
         self.batches_at_last = partitions.batches_done;
+        super::context::skip_undelivered(consumer, partitions);
         if self.route == CommitRoute::LibrdkafkaAuto {
             self.store(consumer, partitions, forced);
         } else {

@@ -81,6 +81,29 @@ impl ClientContext for PipelineContext {
     }
 }
 
+/// Moves idle partitions' committable offsets past the offsets their consumer
+/// position skipped without delivering them (the commit marker that ends a
+/// transaction, aborted records under `read_committed`, compacted records), so the
+/// committed offset can reach the high watermark (invariant 1). librdkafka (≥ 1.4)
+/// advances the position past control records. One `rd_kafka_position` call, made
+/// only when some partition is idle.
+pub(crate) fn skip_undelivered(
+    consumer: &BaseConsumer<PipelineContext>,
+    partitions: &mut Partitions,
+) {
+    if !partitions.any_idle() {
+        return;
+    }
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    for e in positions.elements() {
+        if let Offset::Offset(position) = e.offset() {
+            partitions.skip_to_position(e.topic(), e.partition(), position);
+        }
+    }
+}
+
 impl PipelineContext {
     /// With librdkafka's auto-commit: stores the current watermarks, so what it
     /// commits by itself on revoke and on close is never older than what tidemark
@@ -354,6 +377,7 @@ impl ConsumerContext for PipelineContext {
             } else if !self.shared.commit_watermarks {
                 // At-most-once: the offsets were committed before processing.
             } else {
+                skip_undelivered(consumer, &mut partitions);
                 self.store_watermarks(consumer, &mut partitions);
                 if let Some(tpl) =
                     partitions.take_dirty(|t, p| transaction.is_some() || is_revoked(t, p))

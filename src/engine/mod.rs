@@ -156,6 +156,15 @@ impl Pipeline {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.workers)
             .thread_name(|i| format!("tidemark-worker-{i}"))
+            // User panics are caught where they happen (`run_batch`); one that
+            // escapes anyway is logged instead of aborting the process (rayon's
+            // default without a handler).
+            .panic_handler(|panic| {
+                tracing::error!(
+                    message = %crate::processor::panic_message(&*panic),
+                    "panic on a worker thread"
+                )
+            })
             .build()
             .map_err(|e| Error::Config(format!("workers: cannot start the pool: {e}")))?;
         let sink = match &config.sink {
@@ -334,11 +343,11 @@ impl Pipeline {
                     offset: failure.offset,
                     source,
                 },
-                FailureCause::Sink(message) => Error::Sink {
+                FailureCause::Sink(source) => Error::Sink {
                     topic,
                     partition,
                     offset: failure.offset,
-                    message,
+                    source,
                 },
             });
         }
@@ -429,6 +438,7 @@ fn finish(
         } else if !shared.commit_watermarks {
             Ok(())
         } else {
+            context::skip_undelivered(&consumer, &mut partitions);
             consumer
                 .context()
                 .store_watermarks(&consumer, &mut partitions);

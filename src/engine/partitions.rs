@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tidemark_offsets::{Completion, DeliverError, Epoch, PartitionTracker};
 
 use super::worker::{Batch, BatchDone, Failure};
 use crate::commit::PartitionOffset;
-use crate::record::Record;
+use crate::record::{Header, Record};
 use crate::shutdown::Progress;
 
 /// One assigned partition.
@@ -209,6 +209,14 @@ impl Partitions {
             timestamp_ms: msg.timestamp().to_millis(),
             key: msg.key().map(<[u8]>::to_vec),
             payload: msg.payload().map(<[u8]>::to_vec),
+            headers: msg.headers().map_or_else(Vec::new, |hs| {
+                hs.iter()
+                    .map(|h| Header {
+                        key: h.key.to_string(),
+                        value: h.value.map(<[u8]>::to_vec),
+                    })
+                    .collect()
+            }),
         };
         let size = record.size_bytes();
         state.staged.push(record);
@@ -327,6 +335,33 @@ impl Partitions {
         let offset = tracker.committable()?;
         tracker.mark_committed(offset);
         Some(offset)
+    }
+
+    /// True when some partition has delivered records, all of them complete, and
+    /// nothing staged: its consumer position may be past offsets never delivered.
+    pub(crate) fn any_idle(&self) -> bool {
+        self.iter().any(|s| {
+            s.staged.is_empty()
+                && s.tracker.in_flight() == 0
+                && s.tracker.highest_delivered().is_some()
+        })
+    }
+
+    /// Moves the committable offset of `topic`/`partition` up to the consumer's
+    /// `position` when every record polled from it is complete: the offsets in
+    /// between were never delivered (transaction markers, aborted or compacted
+    /// records; invariant 1). See `PartitionTracker::skip_to_position`.
+    pub(crate) fn skip_to_position(&mut self, topic: &str, partition: i32, position: i64) {
+        if let Some(state) = self.get_mut(topic, partition) {
+            if state.staged.is_empty() && state.tracker.skip_to_position(position) {
+                tracing::trace!(
+                    topic,
+                    partition,
+                    position,
+                    "skipped offsets never delivered"
+                );
+            }
+        }
     }
 
     /// Records dispatched whose outcome is unknown yet, over the partitions `filter`

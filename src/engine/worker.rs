@@ -32,7 +32,7 @@ pub(crate) struct Batch {
 #[derive(Debug, Clone)]
 pub(crate) enum FailureCause {
     Processor(ProcessError),
-    Sink(String),
+    Sink(rdkafka::error::KafkaError),
 }
 
 /// The first failed record of a batch.
@@ -67,7 +67,24 @@ pub(crate) fn run_batch(
     done: Sender<BatchDone>,
 ) {
     let _span = tracing::trace_span!("batch", topic = %batch.topic, partition = batch.partition, records = batch.records.len()).entered();
-    let mut results = processor.process_batch(&batch.records);
+    // A panic in an overriding `process_batch` fails the whole batch; the default
+    // catches each record's own (see `Processor::process_batch`).
+    let mut results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        processor.process_batch(&batch.records)
+    }))
+    .unwrap_or_else(|panic| {
+        let message = crate::processor::panic_message(&*panic);
+        tracing::error!(topic = %batch.topic, partition = batch.partition, %message, "process_batch panicked: failing its records");
+        batch
+            .records
+            .iter()
+            .map(|_| {
+                Err(ProcessError::permanent(format!(
+                    "process_batch panicked: {message}"
+                )))
+            })
+            .collect()
+    });
     if results.len() != batch.records.len() {
         tracing::error!(
             expected = batch.records.len(),
@@ -102,6 +119,18 @@ pub(crate) fn run_batch(
                 Err(e) => state.fail(record.offset, FailureCause::Processor(e.clone())),
             }
         }
+    }
+    if sink.is_none()
+        && results
+            .iter()
+            .any(|r| r.as_ref().is_ok_and(|o| !o.is_empty()))
+    {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "the processor returned outputs but no sink is configured: they are dropped"
+            )
+        });
     }
     if let Some(sink) = sink {
         for (record, result) in batch.records.iter().zip(results) {
@@ -186,10 +215,10 @@ impl Ack {
     }
 
     /// The sink acknowledged (`Ok`) or finally failed (`Err`) this output.
-    pub(crate) fn resolve(self, result: Result<(), String>) {
-        if let Err(message) = result {
+    pub(crate) fn resolve(self, result: Result<(), rdkafka::error::KafkaError>) {
+        if let Err(error) = result {
             let mut state = self.batch.state.lock();
-            state.fail(self.input_offset, FailureCause::Sink(message));
+            state.fail(self.input_offset, FailureCause::Sink(error));
             // A record with a failed output is not complete (invariant 3).
             let offset = self.input_offset;
             state.completed.retain(|o| *o != offset);

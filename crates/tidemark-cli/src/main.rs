@@ -60,17 +60,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and those causes it does not already spell out.
-            let mut line = String::new();
-            for cause in e.chain().map(ToString::to_string) {
-                if !line.contains(&cause) {
-                    if !line.is_empty() {
-                        line.push_str(": ");
-                    }
-                    line.push_str(&cause);
-                }
-            }
-            eprintln!("error: {line}");
+            // One line: the error and its chain of causes.
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

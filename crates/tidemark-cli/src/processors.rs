@@ -101,6 +101,7 @@ mod tests {
             timestamp_ms: None,
             key: None,
             payload: Some(p.to_vec()),
+            headers: Vec::new(),
         };
         let p = CliProcessor(Kind::Json);
         assert!(p.process(&rec(b"{\"id\":1}")).is_ok());

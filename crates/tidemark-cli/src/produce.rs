@@ -27,10 +27,6 @@ pub struct Args {
     /// Id of the first record (to append to an earlier workload).
     #[arg(long, default_value_t = 0)]
     first_id: u64,
-    /// Most records per produced batch (librdkafka batch.num.messages). Use 1 for
-    /// Tansu 0.6.0, whose fetch from inside a batch skips the rest of it.
-    #[arg(long)]
-    batch_records: Option<usize>,
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
@@ -42,7 +38,6 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         payload_bytes: a.payload_bytes,
         keys: a.keys,
         first_id: a.first_id,
-        batch_records: a.batch_records,
     };
     let bar = crate::spinner(&format!("producing to {}", a.topic));
     let started = std::time::Instant::now();

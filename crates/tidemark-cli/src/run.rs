@@ -7,7 +7,6 @@ use anyhow::Context;
 use tidemark::{
     AssignedPartition, Config, FileOffsetStore, Pipeline, Processor, RunSummary, SinkConfig,
 };
-use tidemark_testkit::workload;
 
 use crate::processors::{CliProcessor, Kind};
 
@@ -172,10 +171,10 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if let SinkConfig::Topic { topic } = &config.sink {
         // The sink gets as many partitions as the input (when it must be created).
         let input = &config.input_topics()[0];
-        let partitions = workload::topic_partitions(&a.brokers, input, Duration::from_secs(10))
+        let partitions = tidemark::topic_partitions(&a.brokers, input, Duration::from_secs(10))
             .with_context(|| format!("reaching {}", a.brokers))?
             .ok_or_else(|| tidemark::Error::UnknownTopic(input.clone()))?;
-        workload::ensure_topic(&a.brokers, topic, partitions)
+        tidemark::ensure_topic(&a.brokers, topic, partitions, 1)
             .with_context(|| format!("creating sink topic {topic}"))?;
     }
     let summary = execute(config, CliProcessor(a.processor), store, "processing")?;

@@ -1,14 +1,9 @@
-//! Group chaos on Tansu: three members of one group started and stopped at random
-//! while they work through the input. With graceful leaves and kills mixed, no input
-//! is lost; with graceful leaves only, none is processed twice either (a leaving
-//! member drains and commits its partitions before they move).
-//!
-//! Both runs use an eager assignor: Tansu 0.6.0's cooperative rounds can hand a
-//! partition to a second member while its owner keeps it (seen: the owner's claimed
-//! partitions ignored by the assignor), and 0.6.0 does not fence commits by
-//! generation, so both members process and commit it — duplicates, and a commit of
-//! the slower owner landing after the faster one's. No client can prevent either on
-//! that broker. tidemark's cooperative path is covered by `tests/rebalance.rs`.
+//! Group chaos on Apache Kafka: three members of one group started and stopped at
+//! random while they work through the input, with `cooperative-sticky` (tidemark's
+//! default assignor). With graceful leaves and kills mixed, no input is lost; with
+//! graceful leaves only, none is processed twice either (a leaving member drains and
+//! commits its partitions before they move, and the partitions that stay are not
+//! disturbed). A watcher asserts that committed offsets never go backwards.
 //!
 //! Longer run: `TIDEMARK_CHAOS_RECORDS=1000000 TIDEMARK_CHAOS_EVENTS=40 cargo nextest
 //! run -p tidemark-cli --test group_chaos`.
@@ -19,24 +14,22 @@ use std::process::Child;
 use std::time::Duration;
 
 use rand::Rng;
-use tidemark_testkit::{workload, Broker, TansuBroker};
+use tidemark_testkit::{unique_name, workload, Broker, KafkaBroker};
 
 const MEMBERS: usize = 3;
 
-/// See the module documentation for why not cooperative-sticky on Tansu.
-const EAGER: &[&str] = &["-X", "partition.assignment.strategy=roundrobin"];
-
 /// Returns the number of duplicates found in the sink; asserts nothing was lost.
 fn group_chaos(kills: bool, extra: &[&str]) -> u64 {
-    let broker = TansuBroker::start().expect("tansu broker (scripts/tansu.sh install)");
+    let broker = KafkaBroker::shared();
     let brokers = broker.bootstrap_servers();
-    let records = common::records(200_000);
-    broker.create_topic("in", 8).unwrap();
-    broker.create_topic("out", 8).unwrap();
-    workload::produce(&brokers, &broker.workload("in", records, 8), |_| {}).unwrap();
-    let ends = tidemark::high_watermarks(&brokers, "in", Duration::from_secs(10)).unwrap();
+    let (input, output, group) = (unique_name("in"), unique_name("out"), unique_name("group"));
+    let records = common::records(100_000);
+    broker.create_topic(&input, 8).unwrap();
+    broker.create_topic(&output, 8).unwrap();
+    workload::produce(&brokers, &broker.workload(&input, records, 8), |_| {}).unwrap();
+    let ends = tidemark::high_watermarks(&brokers, &input, Duration::from_secs(10)).unwrap();
 
-    let watcher = common::CommitWatcher::start(&brokers, "group", "in");
+    let watcher = common::CommitWatcher::start(&brokers, &group, &input);
     let mut rng = rand::rng();
     let mut members: Vec<Option<Child>> = (0..MEMBERS).map(|_| None).collect();
     for _ in 0..common::events(8) {
@@ -44,7 +37,7 @@ fn group_chaos(kills: bool, extra: &[&str]) -> u64 {
         match members[slot].take() {
             None => {
                 members[slot] = Some(common::member_with(
-                    &brokers, "in", "out", "group", None, extra,
+                    &brokers, &input, &output, &group, None, extra,
                 ))
             }
             Some(child) if kills && rng.random_bool(0.5) => common::kill(child),
@@ -52,7 +45,7 @@ fn group_chaos(kills: bool, extra: &[&str]) -> u64 {
         }
         std::thread::sleep(Duration::from_millis(rng.random_range(2_000..5_000)));
     }
-    let during = common::committed_total(&brokers, "group", "in");
+    let during = common::committed_total(&brokers, &group, &input);
     assert!(
         0 < during && during < records as i64,
         "chaos did not overlap the work: {during} committed"
@@ -64,7 +57,7 @@ fn group_chaos(kills: bool, extra: &[&str]) -> u64 {
         }
     }
     let mut finishers: Vec<Child> = (0..MEMBERS)
-        .map(|_| common::member_with(&brokers, "in", "out", "group", Some(10), extra))
+        .map(|_| common::member_with(&brokers, &input, &output, &group, Some(10), extra))
         .collect();
     for child in finishers.iter_mut() {
         let status = child.wait().unwrap();
@@ -76,7 +69,7 @@ fn group_chaos(kills: bool, extra: &[&str]) -> u64 {
         "committed offsets went backwards: {backwards:?}"
     );
 
-    let report = common::check_sink(&brokers, "out", &ends);
+    let report = common::check_sink(&brokers, &output, &ends);
     report.assert_nothing_lost();
     eprintln!(
         "group chaos (kills: {kills}): {records} records, {} duplicates",
@@ -87,13 +80,13 @@ fn group_chaos(kills: bool, extra: &[&str]) -> u64 {
 
 #[test]
 fn members_coming_and_going_lose_nothing() {
-    group_chaos(true, EAGER);
+    group_chaos(true, &[]);
 }
 
 #[test]
 fn graceful_leaves_and_joins_duplicate_nothing() {
     assert_eq!(
-        group_chaos(false, EAGER),
+        group_chaos(false, &[]),
         0,
         "graceful rebalances must not duplicate"
     );

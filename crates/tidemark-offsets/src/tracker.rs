@@ -183,6 +183,28 @@ impl PartitionTracker {
         }
     }
 
+    /// Records the consumer's position (the next offset it would deliver, after the
+    /// highest delivered one): the offsets between the highest delivered offset and
+    /// `position` will never be delivered — transaction markers, aborted records
+    /// under `read_committed`, records removed by compaction (invariant 1). When no
+    /// delivered offset is incomplete, the committable offset moves up to
+    /// `position`, and the next delivery must be at or above it. Returns true when
+    /// it moved.
+    ///
+    /// Nothing changes before the first delivery of this assignment (a position
+    /// read then may belong to an earlier assignment of the partition), while a
+    /// delivered record is incomplete, or when `position` is not above the highest
+    /// delivered offset + 1.
+    pub fn skip_to_position(&mut self, position: i64) -> bool {
+        match self.next_after_delivered {
+            Some(next) if position > next && self.watermark == self.slots.len() => {
+                self.next_after_delivered = Some(position);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// True when [`committable`](Self::committable) differs from the offset last passed
     /// to [`mark_committed`](Self::mark_committed) (a commit would move it forward).
     pub fn is_dirty(&self) -> bool {
@@ -394,5 +416,30 @@ mod tests {
         assert!(!t.is_dirty());
         t.commit_failed(1);
         assert!(t.is_dirty());
+    }
+
+    #[test]
+    fn skip_to_position_moves_past_never_delivered_offsets_only_when_idle() {
+        let mut t = PartitionTracker::new(Epoch(1));
+        assert!(
+            !t.skip_to_position(10),
+            "nothing delivered: a position may be stale"
+        );
+        t.deliver(0).unwrap();
+        t.deliver(1).unwrap();
+        assert!(!t.skip_to_position(3), "a record is incomplete");
+        t.complete(Epoch(1), 0);
+        t.complete(Epoch(1), 1);
+        assert_eq!(t.committable(), Some(2));
+        assert!(!t.skip_to_position(2), "not above what was delivered");
+        assert!(
+            t.skip_to_position(3),
+            "offset 2 (a marker) was never delivered"
+        );
+        assert_eq!(t.committable(), Some(3));
+        assert!(t.is_dirty());
+        assert!(t.deliver(2).is_err(), "below the skipped position");
+        t.deliver(3).unwrap();
+        assert_eq!(t.committable(), Some(3));
     }
 }

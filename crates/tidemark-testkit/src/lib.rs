@@ -2,18 +2,19 @@
 //! pipeline did.
 //!
 //! - [`EmbeddedCluster`]: librdkafka's in-process mock cluster (no install needed);
-//! - [`TansuBroker`]: a real Kafka-compatible broker (Tansu) on a free loopback port;
+//! - [`KafkaBroker`]: Apache Kafka 4.x (single node, KRaft) on free loopback ports,
+//!   shared by a test run or owned by one test;
 //! - [`workload`]: topic creation and a JSON workload producer;
 //! - [`verify`]: high watermarks, committed offsets, and reading a topic back.
 
 mod embedded;
+mod kafka;
 pub mod memory;
-mod tansu;
 pub mod verify;
 pub mod workload;
 
 pub use embedded::EmbeddedCluster;
-pub use tansu::{tansu_binary, TansuBroker};
+pub use kafka::{kafka_script, unique_name, KafkaBroker, SHARED_BROKERS_ENV};
 
 /// Errors of the fixtures.
 #[derive(Debug, thiserror::Error)]
@@ -26,9 +27,12 @@ pub enum TestkitError {
         /// librdkafka's error.
         source: rdkafka::error::KafkaError,
     },
-    /// The Tansu broker could not be found or started.
-    #[error("tansu: {0}")]
-    Tansu(String),
+    /// The Apache Kafka broker could not be started.
+    #[error("kafka broker: {0}")]
+    Broker(String),
+    /// A tidemark library call (topic look-up or creation) failed.
+    #[error(transparent)]
+    Tidemark(#[from] tidemark::Error),
     /// A check did not finish in time.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -57,16 +61,8 @@ pub trait Broker {
         workload::ensure_topic(&self.bootstrap_servers(), topic, partitions).map(|_| ())
     }
 
-    /// Most records per produced batch this broker handles correctly
-    /// ([`workload::Workload::batch_records`]); `None`: no limit.
-    fn max_batch_records(&self) -> Option<usize> {
-        None
-    }
-
-    /// A workload for this broker: [`workload::Workload::new`] with its batch limit.
+    /// A workload for this broker: [`workload::Workload::new`].
     fn workload(&self, topic: &str, records: u64, partitions: i32) -> workload::Workload {
-        let mut w = workload::Workload::new(topic, records, partitions);
-        w.batch_records = self.max_batch_records();
-        w
+        workload::Workload::new(topic, records, partitions)
     }
 }

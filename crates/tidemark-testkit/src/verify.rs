@@ -1,6 +1,6 @@
 //! Independent checks of what a pipeline did, through a separate Kafka client.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -158,4 +158,90 @@ pub fn read_topic(
         }
     }
     Ok(out)
+}
+
+/// What a sink topic holds against the inputs it was produced from, as an
+/// independent `read_committed` reader sees it through the `tidemark-src-partition`
+/// / `tidemark-src-offset` headers of each output.
+#[derive(Debug, Clone)]
+pub struct SinkReport {
+    /// Input `(partition, offset)`s with no output.
+    pub missing: Vec<(i32, i64)>,
+    /// Outputs beyond the first for the same input.
+    pub duplicates: u64,
+    /// Outputs per input `(partition, offset)`.
+    pub outputs: HashMap<(i32, i64), u64>,
+}
+
+impl SinkReport {
+    /// Panics naming a few lost inputs, if any.
+    pub fn assert_nothing_lost(&self) {
+        assert!(
+            self.missing.is_empty(),
+            "{} inputs lost, e.g. {:?}",
+            self.missing.len(),
+            &self.missing[..self.missing.len().min(10)]
+        );
+    }
+}
+
+/// Reads `output` to its end with `read_committed` and matches it against every
+/// input offset below `ends` (per input partition; offsets `0..end`).
+///
+/// # Errors
+/// As [`read_topic`]; [`TestkitError::Timeout`] when an output lacks the headers.
+pub fn sink_report(
+    brokers: &str,
+    output: &str,
+    ends: &BTreeMap<i32, i64>,
+) -> Result<SinkReport, TestkitError> {
+    let out_ends = high_watermarks(brokers, output)?;
+    let out = read_topic(
+        brokers,
+        output,
+        &out_ends,
+        "read_committed",
+        Duration::from_secs(120),
+    )?;
+    let mut outputs: HashMap<(i32, i64), u64> = HashMap::new();
+    for r in &out {
+        let coordinate = |h: &str| r.header(h).and_then(|v| v.parse::<i64>().ok());
+        let (Some(p), Some(o)) = (
+            coordinate(tidemark::HEADER_SRC_PARTITION),
+            coordinate(tidemark::HEADER_SRC_OFFSET),
+        ) else {
+            return Err(TestkitError::Timeout(format!(
+                "output {}@{} has no source headers",
+                r.partition, r.offset
+            )));
+        };
+        *outputs.entry((p as i32, o)).or_default() += 1;
+    }
+    let missing = ends
+        .iter()
+        .flat_map(|(p, e)| (0..*e).map(move |o| (*p, o)))
+        .filter(|k| !outputs.contains_key(k))
+        .collect();
+    let duplicates = outputs.values().map(|n| n - 1).sum();
+    Ok(SinkReport {
+        missing,
+        duplicates,
+        outputs,
+    })
+}
+
+/// High watermark per partition of `topic` (ListOffsets latest).
+///
+/// # Errors
+/// [`TestkitError::Kafka`] when the topic's leader does not answer within 10 s.
+pub fn high_watermarks(brokers: &str, topic: &str) -> Result<BTreeMap<i32, i64>, TestkitError> {
+    let c = client(brokers, None)?;
+    let mut ends = BTreeMap::new();
+    for p in 0..partitions_of(brokers, topic)? {
+        let (_, high) = c
+            .fetch_watermarks(topic, p, TIMEOUT)
+            .map_err(TestkitError::kafka(format!("watermarks of {topic}/{p}")))?;
+        ends.insert(p, high);
+    }
+    Ok(ends)
 }

@@ -3,83 +3,34 @@
 
 use std::time::Duration;
 
-use futures_executor::block_on;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode as Code;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::TestkitError;
 
-/// Number of partitions of `topic`, or `None` when it does not exist.
+/// Number of partitions of `topic`, or `None` when it does not exist
+/// ([`tidemark::topic_partitions`]).
 ///
 /// # Errors
-/// [`TestkitError::Kafka`] when no metadata arrives within `timeout`.
+/// [`TestkitError::Tidemark`] when no metadata arrives within `timeout`.
 pub fn topic_partitions(
     brokers: &str,
     topic: &str,
     timeout: Duration,
 ) -> Result<Option<i32>, TestkitError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("allow.auto.create.topics", "false")
-        .create()
-        .map_err(TestkitError::kafka("metadata client"))?;
-    let md = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(TestkitError::kafka(format!("metadata of {topic}")))?;
-    Ok(md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-        .map(|t| t.partitions().len() as i32))
+    Ok(tidemark::topic_partitions(brokers, topic, timeout)?)
 }
 
 /// Creates `topic` with `partitions` partitions (replication 1) unless it exists;
-/// returns its partition count. Waits until the topic shows in metadata.
+/// returns its partition count ([`tidemark::ensure_topic`]).
 ///
 /// # Errors
-/// [`TestkitError::Kafka`] when the broker is unreachable or refuses;
-/// [`TestkitError::Timeout`] when the topic does not appear within 30 s.
+/// [`TestkitError::Tidemark`] when the broker is unreachable, refuses, or the topic
+/// does not appear in time.
 pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<i32, TestkitError> {
-    let timeout = Duration::from_secs(10);
-    if let Some(n) = topic_partitions(brokers, topic, timeout)? {
-        return Ok(n);
-    }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .map_err(TestkitError::kafka("admin client"))?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let opts = AdminOptions::new().operation_timeout(Some(timeout));
-    let results = block_on(admin.create_topics([&new], &opts))
-        .map_err(TestkitError::kafka(format!("creating {topic}")))?;
-    for r in results {
-        if let Err((name, code)) = r {
-            if code != Code::TopicAlreadyExists {
-                return Err(TestkitError::Kafka {
-                    context: format!("creating {name}"),
-                    source: KafkaError::AdminOp(code),
-                });
-            }
-        }
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(n) = topic_partitions(brokers, topic, timeout)? {
-            return Ok(n);
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(TestkitError::Timeout(format!(
-                "topic {topic} not in metadata"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    Ok(tidemark::ensure_topic(brokers, topic, partitions, 1)?)
 }
 
 /// The JSON value of every workload record: `{"id":7,"key":"k3","data":"..."}`.
@@ -109,10 +60,6 @@ pub struct Workload {
     pub keys: u64,
     /// First record id (to append a second workload after a first one).
     pub first_id: u64,
-    /// Most records per produced batch (librdkafka `batch.num.messages`); `None` for
-    /// 10000. Tansu 0.6.0 needs 1: its fetch from an offset inside a batch skips the
-    /// rest of that batch (see [`TansuBroker`](crate::TansuBroker)).
-    pub batch_records: Option<usize>,
 }
 
 impl Workload {
@@ -125,7 +72,6 @@ impl Workload {
             payload_bytes: 100,
             keys: 0,
             first_id: 0,
-            batch_records: None,
         }
     }
 }
@@ -147,10 +93,7 @@ pub fn produce(
         .set("bootstrap.servers", brokers)
         .set("acks", "all")
         .set("linger.ms", "10")
-        .set(
-            "batch.num.messages",
-            workload.batch_records.unwrap_or(10_000).to_string(),
-        )
+        .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "200000")
         .create_with_context(Acks::default())
         .map_err(TestkitError::kafka("creating the producer"))?;

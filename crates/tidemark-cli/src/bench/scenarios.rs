@@ -86,6 +86,7 @@ fn to_record(m: &rdkafka::message::BorrowedMessage<'_>, topic: &Arc<str>) -> Rec
         timestamp_ms: m.timestamp().to_millis(),
         key: m.key().map(<[u8]>::to_vec),
         payload: m.payload().map(<[u8]>::to_vec),
+        headers: Vec::new(),
     }
 }
 
@@ -360,6 +361,7 @@ pub fn calibrate(payload: &[u8], target_us: f64) -> (u32, f64) {
         timestamp_ms: None,
         key: None,
         payload: Some(payload.to_vec()),
+        headers: Vec::new(),
     };
     for _ in 0..n {
         std::hint::black_box(p.process(&r).ok());

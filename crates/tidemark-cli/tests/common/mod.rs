@@ -3,14 +3,13 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tidemark::{HEADER_SRC_OFFSET, HEADER_SRC_PARTITION};
 use tidemark_testkit::verify;
 
 /// Size of a chaos run: `TIDEMARK_CHAOS_RECORDS` (default `default`).
@@ -32,8 +31,9 @@ pub fn events(default: usize) -> usize {
 /// The in-flight bound every member runs with (and the duplicate bound per kill).
 pub const MAX_IN_FLIGHT: usize = 2_000;
 
-/// The members' processor: slow enough (about 3,000 records/s on 2 cores) that the
-/// chaos events land while records are in flight.
+/// The group members' processor: slow enough (about 3,000 records/s on 2 cores) that
+/// the chaos events land while records are in flight (Apache Kafka itself moves far
+/// more than that).
 pub const PROCESSOR: &str = "sha256:6000";
 
 /// Records committed so far by `group` on `topic`, summed over partitions.
@@ -76,7 +76,7 @@ pub fn member_with(
         "--group",
         group,
     ])
-    .args(["--processor", "sha256:20", "--workers", "2"])
+    .args(["--processor", PROCESSOR, "--workers", "2"])
     .args(["--sink", &format!("topic:{output}")])
     .args(["--commit", "every-ms:200"])
     .args(["--max-in-flight-records", &MAX_IN_FLIGHT.to_string()])
@@ -184,59 +184,9 @@ impl CommitWatcher {
     }
 }
 
-/// What the sink holds, against the inputs.
-pub struct SinkReport {
-    /// Inputs with no output.
-    pub missing: Vec<(i32, i64)>,
-    /// Outputs beyond the first for the same input.
-    pub duplicates: u64,
-}
-
-impl SinkReport {
-    /// Panics naming a few lost inputs, if any.
-    pub fn assert_nothing_lost(&self) {
-        assert!(
-            self.missing.is_empty(),
-            "{} inputs lost, e.g. {:?}",
-            self.missing.len(),
-            &self.missing[..self.missing.len().min(10)]
-        );
-    }
-}
+pub use tidemark_testkit::verify::SinkReport;
 
 /// Reads `output` back and matches it against every input offset below `ends`.
 pub fn check_sink(brokers: &str, output: &str, ends: &BTreeMap<i32, i64>) -> SinkReport {
-    let out_ends = tidemark::high_watermarks(brokers, output, Duration::from_secs(10)).unwrap();
-    let out = verify::read_topic(
-        brokers,
-        output,
-        &out_ends,
-        "read_committed",
-        Duration::from_secs(120),
-    )
-    .unwrap();
-    let mut seen: HashMap<(i32, i64), u64> = HashMap::new();
-    for r in &out {
-        let p: i32 = r
-            .header(HEADER_SRC_PARTITION)
-            .expect("partition header")
-            .parse()
-            .unwrap();
-        let o: i64 = r
-            .header(HEADER_SRC_OFFSET)
-            .expect("offset header")
-            .parse()
-            .unwrap();
-        *seen.entry((p, o)).or_default() += 1;
-    }
-    let missing = ends
-        .iter()
-        .flat_map(|(p, e)| (0..*e).map(move |o| (*p, o)))
-        .filter(|k| !seen.contains_key(k))
-        .collect();
-    let duplicates = seen.values().map(|n| n - 1).sum();
-    SinkReport {
-        missing,
-        duplicates,
-    }
+    verify::sink_report(brokers, output, ends).unwrap()
 }

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Apache Kafka, the broker the tests run against (single node, KRaft, broker+controller).
+#   scripts/kafka.sh install        resolve Kafka $VERSION (+ a log4j2 SLF4J binding) from Maven
+#                                   Central into $KAFKA_HOME; installs a JDK and Maven with apt-get
+#                                   when missing
+#   scripts/kafka.sh start [DIR]    format a fresh log dir (DIR, else a new temporary one) and start a
+#                                   broker on free loopback ports; when DIR already holds a formatted
+#                                   broker, start it again with the same ports and data. Waits until it
+#                                   accepts connections and prints "PORT PID DIR" (logs in DIR/broker.log)
+#   scripts/kafka.sh stop PID       stop it gracefully (SIGTERM, then SIGKILL after 60 s)
+# With KAFKA_WATCH_PID set, `start` also stops the broker once that process has exited.
+# The tests start their own brokers through tidemark-testkit (KafkaBroker), which calls this
+# script; it is also how to try the CLI by hand.
+set -euo pipefail
+VERSION=4.3.1          # 4.4.0 is listed in maven-metadata.xml but kafka-tools-api:4.4.0 is missing
+                       # from Central (2026-11-22); 4.3.1 is the newest complete 4.x. Java >= 17
+LOG4J=2.24.3           # log4j2 with its SLF4J 1.x binding (Kafka pins slf4j-api 1.7.36)
+KAFKA_HOME="${KAFKA_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/tidemark/kafka-$VERSION}"
+HEAP="${KAFKA_HEAP:-768m}"
+
+die() { echo "kafka.sh: $*" >&2; exit 1; }
+
+java_ok() {
+  command -v java >/dev/null 2>&1 || return 1
+  local v
+  v=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
+  [ -n "$v" ] && [ "$v" -ge 17 ]
+}
+
+installed() { [ -f "$KAFKA_HOME/.complete" ]; }
+
+install() {
+  if installed; then echo "kafka $VERSION already installed in $KAFKA_HOME"; return; fi
+  if ! java_ok || ! command -v mvn >/dev/null 2>&1; then
+    echo "installing a JDK (>= 17) and Maven with apt-get..."
+    command -v apt-get >/dev/null 2>&1 || die "Java >= 17 and Maven are needed and apt-get is missing"
+    local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq openjdk-17-jdk-headless maven >/dev/null \
+      || die "apt-get could not install openjdk-17-jdk-headless and maven"
+  fi
+  java_ok || die "java is missing or older than 17: $(java -version 2>&1 | head -1)"
+  mvn -v >/dev/null 2>&1 || die "mvn does not run: $(mvn -v 2>&1 | head -1)"
+  echo "resolving org.apache.kafka:kafka_2.13:$VERSION from Maven Central into $KAFKA_HOME..."
+  local work; work=$(mktemp -d)
+  cat >"$work/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>tidemark</groupId><artifactId>kafka-broker</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$VERSION</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$LOG4J</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-api</artifactId><version>$LOG4J</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>$LOG4J</version></dependency>
+  </dependencies>
+</project>
+EOF
+  mkdir -p "$KAFKA_HOME/libs"
+  (cd "$work" && mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$KAFKA_HOME/libs") \
+    || die "maven could not resolve kafka_2.13:$VERSION (is Maven Central reachable?)"
+  cat >"$KAFKA_HOME/log4j2.properties" <<'EOF'
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = ${sys:kafka.logs.dir}/broker.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.file.ref = FILE
+logger.server.name = kafka.server.KafkaRaftServer
+logger.server.level = INFO
+logger.cleaner.name = kafka.log.LogCleaner
+logger.cleaner.level = INFO
+EOF
+  rm -rf "$work"
+  touch "$KAFKA_HOME/.complete"
+  echo "kafka $VERSION installed in $KAFKA_HOME ($(ls "$KAFKA_HOME/libs" | wc -l) jars)"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+kjava() {
+  java -Xms256m "-Xmx$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    "-Dlog4j2.configurationFile=$KAFKA_HOME/log4j2.properties" "-Dkafka.logs.dir=$dir" \
+    -cp "$KAFKA_HOME/libs/*" "$@"
+}
+
+start() {
+  installed || die "kafka is not installed: run $0 install"
+  java_ok || die "java is missing or older than 17"
+  dir="${1:-}"
+  if [ -n "$dir" ] && [ -f "$dir/server.properties" ]; then
+    port=$(sed -n 's/^advertised.listeners=PLAINTEXT:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$dir/server.properties")
+  else
+    [ -n "$dir" ] || dir=$(mktemp -d "${TMPDIR:-/tmp}/tidemark-kafka.XXXXXX")
+    mkdir -p "$dir"
+    port=$(free_port); local cport; cport=$(free_port)
+    while [ "$cport" = "$port" ]; do cport=$(free_port); done
+    cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+controller.quorum.bootstrap.servers=127.0.0.1:$cport
+log.dirs=$dir/data
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+group.consumer.min.heartbeat.interval.ms=500
+group.consumer.heartbeat.interval.ms=1000
+group.consumer.min.session.timeout.ms=6000
+group.consumer.session.timeout.ms=10000
+log.cleaner.backoff.ms=500
+log.retention.check.interval.ms=5000
+num.network.threads=2
+num.io.threads=4
+background.threads=4
+EOF
+    kjava kafka.tools.StorageTool format --standalone \
+      -t "$(kjava kafka.tools.StorageTool random-uuid)" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+      || { cat "$dir/format.log" >&2; die "formatting $dir failed"; }
+  fi
+  local seen; seen=$(cat "$dir/broker.log" 2>/dev/null | wc -l)
+  nohup java -Xms256m "-Xmx$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    "-Dlog4j2.configurationFile=$KAFKA_HOME/log4j2.properties" "-Dkafka.logs.dir=$dir" \
+    -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 600); do
+    if tail -n "+$((seen + 1))" "$dir/broker.log" 2>/dev/null | grep -q "Kafka Server started" \
+       && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      if [ -n "${KAFKA_WATCH_PID:-}" ]; then
+        # Stop the broker when the process that started it is gone (a test binary).
+        ( while kill -0 "$KAFKA_WATCH_PID" 2>/dev/null && kill -0 "$pid" 2>/dev/null; do sleep 1; done
+          stop "$pid" ) </dev/null >/dev/null 2>&1 &
+      fi
+      echo "$port $pid $dir"; return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || { tail -30 "$dir/broker.log" "$dir/stdout.log" >&2 2>/dev/null; die "broker exited"; }
+    sleep 0.1
+  done
+  kill "$pid"; die "broker did not start within 60 s (see $dir/broker.log)"
+}
+
+stop() {
+  local pid="${1:?PID}"
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 600); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) shift; start "$@" ;;
+  stop) shift; stop "$@" ;;
+  *) sed -n '2,13p' "$0"; exit 2 ;;
+esac

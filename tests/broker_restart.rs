@@ -1,0 +1,94 @@
+//! The broker is stopped and started again (same log dir) while a pipeline runs: the
+//! member rides it out (its commits fail meanwhile and are retried), nothing is lost,
+//! and after the restart commits resume up to the high watermarks, as an independent
+//! client sees them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tidemark::{
+    CommitEvent, Config, Outputs, Pipeline, ProcessResult, Processor, Progress, Record,
+};
+use tidemark_testkit::{verify, workload, Broker, KafkaBroker};
+
+#[derive(Default)]
+struct Slow(Mutex<HashMap<(i32, i64), u32>>);
+
+impl Processor for Slow {
+    fn process(&self, record: &Record) -> ProcessResult {
+        std::thread::sleep(Duration::from_micros(400));
+        *self
+            .0
+            .lock()
+            .entry((record.partition, record.offset))
+            .or_default() += 1;
+        Ok(Outputs::none())
+    }
+}
+
+#[test]
+fn a_broker_restart_mid_run_loses_nothing() {
+    let mut broker = KafkaBroker::start().expect("a broker of this test's own");
+    let brokers = broker.bootstrap_servers();
+    broker.create_topic("in", 4).unwrap();
+    workload::produce(&brokers, &workload::Workload::new("in", 40_000, 4), |_| {}).unwrap();
+    let ends = tidemark::high_watermarks(&brokers, "in", Duration::from_secs(10)).unwrap();
+
+    let mut c = Config::new(&brokers, "restart", ["in"]);
+    c.workers = 2;
+    c.commit = tidemark::CommitPolicy::EveryMs(100);
+    c.max_in_flight_records = 2_000;
+    // Longer than the outage, so the member does not stop while the broker is away.
+    c.exit_when_idle_ms = Some(12_000);
+    c.consumer_properties
+        .insert("session.timeout.ms".into(), "30000".into());
+    let processor = Arc::new(Slow::default());
+    let failed_commits = Arc::new(Mutex::new(0u32));
+    let failures = failed_commits.clone();
+    let pipeline = Pipeline::new(c, processor.clone()).on_commit(move |e: &CommitEvent| {
+        if e.result.is_err() {
+            *failures.lock() += 1;
+        }
+    });
+    let progress = pipeline.progress();
+    let run = std::thread::spawn(move || pipeline.run());
+    while Progress::get(&progress.completed) < 8_000 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    broker.stop();
+    let at_stop = Progress::get(&progress.completed);
+    std::thread::sleep(Duration::from_secs(4));
+    broker.restart().expect("the broker starts again");
+    let summary = run
+        .join()
+        .unwrap()
+        .expect("the pipeline rides the restart out");
+    assert!(
+        at_stop < 40_000,
+        "the restart did not overlap the work ({at_stop} completed)"
+    );
+
+    let seen = processor.0.lock();
+    let missing: Vec<_> = ends
+        .iter()
+        .flat_map(|(p, e)| (0..*e).map(move |o| (*p, o)))
+        .filter(|k| !seen.contains_key(k))
+        .take(10)
+        .collect();
+    assert!(missing.is_empty(), "records never processed: {missing:?}");
+    let committed = verify::committed_offsets(&brokers, "restart", "in").unwrap();
+    for (p, e) in &ends {
+        assert_eq!(
+            committed[p],
+            Some(*e),
+            "partition {p}: commits did not resume"
+        );
+    }
+    eprintln!(
+        "broker restart: {} records, {} failed commits while the broker was away",
+        summary.records,
+        failed_commits.lock()
+    );
+}
