@@ -4,7 +4,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use rdkafka::error::KafkaError;
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 /// One partition's committed offset: the *next offset to read* (last processed + 1),
@@ -52,7 +51,7 @@ pub enum CommitError {
 /// Asks a running [`Pipeline`](crate::Pipeline) to commit now, outside its
 /// [`CommitPolicy`]: one partition (Kafka's `commitSync(Map)` of a single partition)
 /// or every partition. Cloneable, usable from any thread. The request is served by
-/// the poll thread within one poll round; only a dirty partition (its watermark moved
+/// the poll thread within one poll round; only a dirty partition (its committable offset moved
 /// since the last commit) is committed, with the pipeline's commit mode; the outcome
 /// reaches the commit callback. With exactly-once, any request commits the
 /// transaction (one transaction covers every partition). Requests to a stopped
@@ -63,14 +62,14 @@ pub struct CommitHandle(pub(crate) crossbeam_channel::Sender<CommitRequest>);
 /// What a [`CommitHandle`] asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum CommitRequest {
-    /// One partition's watermark.
+    /// One partition's committable offset.
     Partition(String, i32),
     /// Every dirty partition.
     All,
 }
 
 impl CommitHandle {
-    /// Requests a commit of `topic`/`partition`'s watermark. Returns at once.
+    /// Requests a commit of `topic`/`partition`'s committable offset. Returns at once.
     pub fn commit_partition(&self, topic: &str, partition: i32) {
         let _ = self
             .0
@@ -86,22 +85,6 @@ impl CommitHandle {
 /// The user's commit callback. It runs on the poll thread: keep it short and never
 /// block in it.
 pub type CommitCallback = Arc<dyn Fn(&CommitEvent) + Send + Sync>;
-
-/// Converts a commit's topic-partition list to [`PartitionOffset`]s, keeping only the
-/// entries that carry an absolute offset.
-pub(crate) fn offsets_of(tpl: &TopicPartitionList) -> Vec<PartitionOffset> {
-    tpl.elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(offset) => Some(PartitionOffset {
-                topic: e.topic().to_string(),
-                partition: e.partition(),
-                offset,
-            }),
-            _ => None,
-        })
-        .collect()
-}
 
 /// When tidemark commits the watermarks of the dirty partitions (at-least-once
 /// mode). Whatever the policy, revoked partitions are committed synchronously
@@ -127,7 +110,7 @@ pub enum CommitPolicy {
     /// the last such commit, within `max_in_flight_records`).
     AtEnd,
     /// librdkafka's own auto-commit (`enable.auto.commit=true`,
-    /// `auto.commit.interval.ms` = N): tidemark stores each partition's watermark with
+    /// `auto.commit.interval.ms` = N): tidemark stores each partition's committable offset with
     /// `rd_kafka_offsets_store` (`enable.auto.offset.store=false`, so librdkafka never
     /// stores a merely *polled* position) and librdkafka's background timer commits
     /// what is stored. The guarantee is the same as `EveryMs(N)`; what differs is who

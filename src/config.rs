@@ -10,10 +10,10 @@ use crate::commit::{CommitMode, CommitPolicy};
 use crate::error::Error;
 
 /// librdkafka properties tidemark sets itself, whatever the user passes: offsets are
-/// committed only by tidemark's watermark commits, never by librdkafka's background
+/// committed only by tidemark's commits of committable offsets, never by librdkafka's background
 /// auto-commit of *polled* (not processed) positions. With
 /// [`CommitPolicy::Auto`] `enable.auto.commit` is `true` instead, and what the
-/// auto-commit sends is only ever what tidemark stored: the watermark.
+/// auto-commit sends is only ever what tidemark stored: the committable offset.
 pub const FORCED_CONSUMER_PROPERTIES: &[(&str, &str)] = &[
     ("enable.auto.commit", "false"),
     ("enable.auto.offset.store", "false"),
@@ -23,7 +23,7 @@ pub const FORCED_CONSUMER_PROPERTIES: &[(&str, &str)] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Delivery {
-    /// Commit after completion, the watermark rule (the default): a crash
+    /// Commit after completion, the committable-offset rule (the default): a crash
     /// re-processes, never skips.
     #[default]
     AtLeastOnce,
@@ -165,7 +165,7 @@ pub struct Config {
     pub topics: Vec<String>,
     /// A free consumer's partitions (no `group_id`): assigned directly, no group
     /// membership, rebalances or group commits; start offsets are loaded from, and
-    /// watermarks saved to, the [`OffsetStore`](crate::OffsetStore) given to
+    /// committable offsets saved to, the [`OffsetStore`](crate::OffsetStore) given to
     /// [`Pipeline::with_offset_store`](crate::Pipeline::with_offset_store). Empty (the
     /// default) for a group member.
     #[serde(default)]
@@ -180,7 +180,7 @@ pub struct Config {
     /// The delivery guarantee. Default: at-least-once.
     #[serde(default)]
     pub delivery: Delivery,
-    /// When to commit the dirty partitions' watermarks. Default: every 1000 ms. A
+    /// When to commit the dirty partitions' committable offsets. Default: every 1000 ms. A
     /// synchronous commit always happens on revoke and on graceful shutdown.
     #[serde(default)]
     pub commit: CommitPolicy,
@@ -532,7 +532,7 @@ impl Config {
                         property = k,
                         user_value = %user,
                         forced = v,
-                        "tidemark commits offsets itself (watermark rule); overriding"
+                        "tidemark commits offsets itself (committable-offset rule); overriding"
                     );
                 }
             }

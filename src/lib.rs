@@ -5,7 +5,7 @@
 //! polled batch goes to a rayon worker pool running your [`Processor`]; completions
 //! come back over a channel; per partition, tidemark commits only the lowest offset
 //! not yet complete (or the highest delivered + 1), so a crash or rebalance never
-//! skips a record. See DESIGN.md for the invariants and README.md for usage.
+//! skips a record. See docs/DESIGN.md for the architecture and the invariants, README.md for usage.
 //!
 //! ```no_run
 //! use tidemark::{Config, Outputs, Pipeline, Processor, ProcessResult, Record};
@@ -34,7 +34,6 @@ pub mod offset_store;
 pub mod processor;
 pub mod record;
 pub mod shutdown;
-mod sink;
 pub mod topics;
 
 pub use commit::{
@@ -44,6 +43,7 @@ pub use commit::{
 pub use config::{
     AssignedPartition, Config, Delivery, SinkConfig, StartPosition, FORCED_CONSUMER_PROPERTIES,
 };
+pub use engine::sink::{HEADER_SRC_OFFSET, HEADER_SRC_PARTITION};
 pub use engine::{Pipeline, RunSummary};
 pub use error::Error;
 pub use lag::{consumer_lag, high_watermarks, PartitionLag};
@@ -51,7 +51,6 @@ pub use offset_store::{FileOffsetStore, OffsetStore};
 pub use processor::{FailureKind, ProcessError, ProcessResult, Processor};
 pub use record::{Header, OutputRecord, Outputs, Record};
 pub use shutdown::{Progress, ShutdownHandle};
-pub use sink::{HEADER_SRC_OFFSET, HEADER_SRC_PARTITION};
 pub use topics::{ensure_topic, topic_partitions};
 
 /// The pure offset tracker, re-exported from `tidemark-offsets`.

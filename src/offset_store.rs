@@ -1,9 +1,9 @@
 //! External offset stores for free consumers (no consumer group): where a pipeline
 //! started with [`Pipeline::with_offset_store`](crate::Pipeline::with_offset_store)
-//! loads its start offsets and saves its watermarks instead of committing them to a
+//! loads its start offsets and saves its committable offsets instead of committing them to a
 //! group coordinator. This is Kafka's "storing offsets outside Kafka" pattern
 //! (KafkaConsumer javadoc, "Storing Offsets Outside Kafka"), with tidemark's
-//! watermark rule deciding *what* is saved.
+//! committable-offset rule deciding *what* is saved.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};

@@ -8,10 +8,10 @@ use crate::record::{Outputs, Record};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// A transient failure (a timeout, an unavailable dependency): trying again may
-    /// succeed. Until retries exist, tidemark stops at the watermark as for `Permanent`.
+    /// succeed. Until retries exist, tidemark stops at the committable offset as for `Permanent`.
     Retriable,
     /// The record can never be processed (malformed input, a bug): retrying is
-    /// pointless; it stops the consumer at the watermark (later: dead-lettering).
+    /// pointless; it stops the consumer at the committable offset (later: dead-lettering).
     Permanent,
 }
 

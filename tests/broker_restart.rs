@@ -40,8 +40,6 @@ fn a_broker_restart_mid_run_loses_nothing() {
     c.workers = 2;
     c.commit = tidemark::CommitPolicy::EveryMs(100);
     c.max_in_flight_records = 2_000;
-    // Longer than the outage, so the member does not stop while the broker is away.
-    c.exit_when_idle_ms = Some(12_000);
     c.consumer_properties
         .insert("session.timeout.ms".into(), "30000".into());
     let processor = Arc::new(Slow::default());
@@ -53,6 +51,7 @@ fn a_broker_restart_mid_run_loses_nothing() {
         }
     });
     let progress = pipeline.progress();
+    let stop = pipeline.shutdown_handle();
     let run = std::thread::spawn(move || pipeline.run());
     while Progress::get(&progress.completed) < 8_000 {
         std::thread::sleep(Duration::from_millis(20));
@@ -61,6 +60,25 @@ fn a_broker_restart_mid_run_loses_nothing() {
     let at_stop = Progress::get(&progress.completed);
     std::thread::sleep(Duration::from_secs(4));
     broker.restart().expect("the broker starts again");
+    // The member reconnects on its own (librdkafka's reconnect backoff grows to
+    // `reconnect.backoff.max.ms`, 10 s): wait until an independent client sees every
+    // partition committed to its end, then stop it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let committed = verify::committed_offsets(&brokers, "restart", "in").ok();
+        if committed
+            .as_ref()
+            .is_some_and(|c| ends.iter().all(|(p, e)| c[p] == Some(*e)))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "commits did not reach the high watermarks after the restart: {committed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.shutdown();
     let summary = run
         .join()
         .unwrap()

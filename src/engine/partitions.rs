@@ -1,25 +1,18 @@
-//! The poll thread's offset state: one entry per assigned partition, with its epoch,
-//! its watermark tracker, the records polled but not yet dispatched, and the
-//! in-flight accounting that back-pressure reads.
+//! The offset state of the assigned partitions: per partition its assignment epoch,
+//! its tracker, the records polled but not yet dispatched, and the in-flight
+//! accounting that back-pressure reads. Plain values in and out (`PartitionOffset`,
+//! topic and partition); no Kafka client types.
 //!
-//! Only the poll thread touches it — from the poll loop and from librdkafka's
-//! rebalance and commit callbacks, which run inside `poll` on the same thread. The
-//! mutex around it (see [`Shared`](super::context::Shared)) is therefore never
-//! contended; it exists because `ConsumerContext` must be `Sync`.
+//! Only the driver changes it (docs/DESIGN.md, "Threads, and who owns what").
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::message::{Headers, Message};
 use tidemark_offsets::{Completion, DeliverError, Epoch, PartitionTracker};
 
-use super::worker::{Batch, BatchDone, Failure};
 use crate::commit::PartitionOffset;
 use crate::record::{Header, Record};
-use crate::shutdown::Progress;
 
 /// One assigned partition.
 pub(crate) struct PartitionState {
@@ -29,10 +22,10 @@ pub(crate) struct PartitionState {
     /// Records polled since the last dispatch (not yet delivered to the tracker).
     pub staged: Vec<Record>,
     staged_bytes: usize,
-    /// Delivered records that failed: they hold the watermark but will never
-    /// complete, so draining does not wait for them.
+    /// Delivered records that failed: they hold the committable offset but will
+    /// never complete under this epoch, so draining does not wait for them.
     failed: usize,
-    /// Whether librdkafka has this partition paused.
+    /// Whether the consumer has this partition paused.
     pub paused: bool,
     /// Over its per-partition bound (cleared below half of it).
     pub held: bool,
@@ -42,7 +35,7 @@ pub(crate) struct PartitionState {
 
 impl PartitionState {
     /// Records dispatched whose outcome is still unknown.
-    fn pending(&self) -> usize {
+    pub fn pending(&self) -> usize {
         self.tracker.in_flight().saturating_sub(self.failed)
     }
 
@@ -50,86 +43,34 @@ impl PartitionState {
     pub fn uncommitted(&self) -> usize {
         self.tracker.uncommitted() + self.staged.len()
     }
+
+    fn offset(&self, offset: i64) -> PartitionOffset {
+        PartitionOffset {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset,
+        }
+    }
 }
 
-/// A record that failed, with its coordinates.
-#[derive(Debug, Clone)]
-pub(crate) struct RecordFailure {
-    pub topic: String,
-    pub partition: i32,
-    pub failure: Failure,
-}
-
-/// Every assigned partition, and what the poll thread learned from completions.
+/// Every assigned partition.
+#[derive(Default)]
 pub(crate) struct Partitions {
     by_topic: HashMap<Arc<str>, HashMap<i32, PartitionState>>,
     last_epoch: Epoch,
-    completions: Receiver<BatchDone>,
-    pub progress: Arc<Progress>,
     /// Σ `uncommitted()` over the partitions, kept incrementally.
     records_in_flight: usize,
-    /// Key + payload bytes staged or dispatched and not yet done (including batches of
+    /// Key + payload bytes staged or dispatched and not yet done (including tasks of
     /// partitions revoked since: their memory is held until the worker finishes).
     bytes_in_flight: usize,
-    /// Back-pressure has paused every partition.
-    pub paused_all: bool,
-    /// When each async commit whose result has not arrived was sent, oldest first
-    /// (librdkafka answers commits in order).
-    pub commits_sent: std::collections::VecDeque<Instant>,
-    /// When a commit last failed (commits on back-pressure wait a little after it
-    /// instead of retrying at once).
-    pub last_commit_failure: Option<Instant>,
-    /// Completion messages applied so far (one per dispatched batch).
-    pub batches_done: u64,
-    /// At-most-once: offsets are committed before processing, so a record is
-    /// released from the in-flight count as soon as it completes.
-    pub release_on_complete: bool,
-    /// The first record that failed (the pipeline stops on it).
-    pub failure: Option<RecordFailure>,
-    /// A consumer error that stops the pipeline (not tied to a record).
-    pub fatal: Option<crate::error::Error>,
-    /// Last offset the coordinator accepted, per partition, across assignments.
-    pub committed: BTreeMap<(String, i32), i64>,
-    /// When a partition was last assigned (the idle clock starts no earlier).
-    pub last_assigned: Option<Instant>,
-    /// When the last record completed.
-    pub last_completion: Option<Instant>,
 }
 
 impl Partitions {
-    pub(crate) fn new(completions: Receiver<BatchDone>, progress: Arc<Progress>) -> Self {
-        Partitions {
-            by_topic: HashMap::new(),
-            last_epoch: Epoch(0),
-            completions,
-            progress,
-            records_in_flight: 0,
-            bytes_in_flight: 0,
-            paused_all: false,
-            commits_sent: std::collections::VecDeque::new(),
-            last_commit_failure: None,
-            batches_done: 0,
-            release_on_complete: false,
-            failure: None,
-            fatal: None,
-            committed: BTreeMap::new(),
-            last_assigned: None,
-            last_completion: None,
-        }
-    }
-
-    /// Starts tracking `topic`/`partition` under a fresh epoch (replacing any state of
-    /// an earlier assignment, whose late completions are then ignored).
+    /// Starts tracking `topic`/`partition` under a fresh epoch, replacing any state of
+    /// an earlier assignment (whose late completions are then ignored; docs/DESIGN.md invariant 5).
+    /// Also used after a seek back (an aborted transaction): the records are
+    /// delivered again under the new epoch.
     pub(crate) fn assign(&mut self, topic: &str, partition: i32) -> Epoch {
-        self.last_assigned = Some(Instant::now());
-        Progress::add(&self.progress.assigned, 1);
-        self.restart(topic, partition)
-    }
-
-    /// Replaces the state of `topic`/`partition` with a fresh one under a new epoch:
-    /// after a seek back (an aborted transaction), its records are delivered again and
-    /// late completions of the old epoch are ignored.
-    pub(crate) fn restart(&mut self, topic: &str, partition: i32) -> Epoch {
         self.remove(topic, partition);
         self.last_epoch = self.last_epoch.next();
         let epoch = self.last_epoch;
@@ -200,7 +141,7 @@ impl Partitions {
     /// Copies a polled message into the staging buffer of its partition. A message
     /// of a partition that is not assigned (any more) is dropped. Returns the
     /// partition's uncommitted records when it was staged.
-    pub(crate) fn stage(&mut self, msg: &BorrowedMessage<'_>) -> Option<usize> {
+    pub(crate) fn stage(&mut self, msg: &impl Message) -> Option<usize> {
         let state = self.get_mut(msg.topic(), msg.partition())?;
         let record = Record {
             topic: state.topic.clone(),
@@ -227,15 +168,16 @@ impl Partitions {
         Some(uncommitted)
     }
 
-    /// Delivers every staged record to its tracker and returns them as batches, one per
-    /// partition, ready for the pool.
+    /// Delivers every staged record to its partition's tracker and hands them out,
+    /// per partition in offset order, with the epoch they were delivered under and
+    /// their key + payload bytes. The scheduler turns them into tasks.
     ///
     /// An offset at or below one already delivered means the fetch position moved
     /// back (a seek, an offset reset, a re-fetch after pause/resume): the tracker
     /// forgets what it had delivered from there on and takes it again, without ever
-    /// moving the committable offset back (DESIGN.md invariant 7).
-    pub(crate) fn take_batches(&mut self, generation: u64) -> Vec<Batch> {
-        let mut batches = Vec::new();
+    /// moving the committable offset back (docs/DESIGN.md, invariant 7).
+    pub(crate) fn deliver_staged(&mut self) -> Vec<Delivered> {
+        let mut delivered = Vec::new();
         let mut forgotten = 0;
         for state in self.iter_mut() {
             if state.staged.is_empty() {
@@ -258,83 +200,77 @@ impl Partitions {
                         .expect("a rewound tracker accepts its new position");
                 }
             }
-            batches.push(Batch {
-                topic: state.topic.clone(),
-                partition: state.partition,
+            delivered.push(Delivered {
                 epoch: state.tracker.epoch(),
                 bytes,
                 records,
-                generation,
             });
         }
         self.records_in_flight -= forgotten;
-        batches
+        delivered
     }
 
-    /// Applies one completion message to its tracker and returns the number of
-    /// records it completed; a message of an earlier assignment (stale epoch) or of a
+    /// Applies one task's outcome to its tracker and returns the records it
+    /// completed. A task of an earlier assignment (stale epoch, docs/DESIGN.md invariant 5) or of a
     /// partition no longer assigned changes nothing but the byte count (its records'
     /// memory is free now either way).
-    pub(crate) fn apply(&mut self, done: BatchDone) -> u64 {
-        self.bytes_in_flight -= done.bytes;
-        self.batches_done += 1;
-        let release_on_complete = self.release_on_complete;
-        let Some(state) = self.get_mut(&done.topic, done.partition) else {
-            tracing::debug!(topic = %done.topic, partition = done.partition, "completion for an unassigned partition dropped");
+    pub(crate) fn apply(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        epoch: Epoch,
+        bytes: usize,
+        completed: &[i64],
+        failed: usize,
+    ) -> u64 {
+        self.bytes_in_flight -= bytes;
+        let Some(state) = self.get_mut(topic, partition) else {
+            tracing::debug!(
+                topic,
+                partition,
+                "completion for an unassigned partition dropped"
+            );
             return 0;
         };
-        if done.epoch != state.tracker.epoch() {
-            tracing::debug!(topic = %done.topic, partition = done.partition, epoch = done.epoch.0, "stale completion dropped");
+        if epoch != state.tracker.epoch() {
+            tracing::debug!(
+                topic,
+                partition,
+                epoch = epoch.0,
+                "stale completion dropped"
+            );
             return 0;
         }
-        let mut completed = 0u64;
-        for offset in &done.completed {
-            if state.tracker.complete(done.epoch, *offset) == Completion::Completed {
-                completed += 1;
+        let mut done = 0u64;
+        for offset in completed {
+            if state.tracker.complete(epoch, *offset) == Completion::Completed {
+                done += 1;
             }
         }
-        state.failed += done.failed.len();
+        state.failed += failed;
+        done
+    }
+
+    /// At-most-once: releases the records below the offsets committed before
+    /// processing, as soon as they complete.
+    pub(crate) fn release_committed(&mut self, topic: &str, partition: i32) {
+        let Some(state) = self.get_mut(topic, partition) else {
+            return;
+        };
         let released = match state.tracker.last_committed() {
-            Some(c) if release_on_complete => state.tracker.confirm_committed(c),
-            _ => 0,
+            Some(c) => state.tracker.confirm_committed(c),
+            None => 0,
         };
         self.records_in_flight -= released;
-        if completed > 0 {
-            self.last_completion = Some(Instant::now());
-        }
-        Progress::add(&self.progress.completed, completed);
-        if let Some(failure) = done.failure {
-            if self.failure.is_none() {
-                self.failure = Some(RecordFailure {
-                    topic: done.topic.to_string(),
-                    partition: done.partition,
-                    failure,
-                });
-            }
-        }
-        completed
     }
 
-    /// Applies every completion already waiting, without blocking.
-    pub(crate) fn apply_ready(&mut self) {
-        while let Some(done) = self.next_ready() {
-            self.apply(done);
-        }
-    }
-
-    /// The next completion already waiting, if any.
-    pub(crate) fn next_ready(&self) -> Option<BatchDone> {
-        self.completions.try_recv().ok()
-    }
-
-    /// Marks the committable offset of one partition as committed and returns it,
-    /// dirty or not; `None` when the partition is not assigned or has nothing
-    /// delivered.
-    pub(crate) fn mark_for_commit(&mut self, topic: &str, partition: i32) -> Option<i64> {
-        let tracker = &mut self.get_mut(topic, partition)?.tracker;
-        let offset = tracker.committable()?;
-        tracker.mark_committed(offset);
-        Some(offset)
+    /// Records dispatched whose outcome is unknown yet, over the partitions `filter`
+    /// accepts.
+    pub(crate) fn in_flight(&self, filter: impl Fn(&str, i32) -> bool) -> usize {
+        self.iter()
+            .filter(|s| filter(&s.topic, s.partition))
+            .map(PartitionState::pending)
+            .sum()
     }
 
     /// True when some partition has delivered records, all of them complete, and
@@ -350,7 +286,7 @@ impl Partitions {
     /// Moves the committable offset of `topic`/`partition` up to the consumer's
     /// `position` when every record polled from it is complete: the offsets in
     /// between were never delivered (transaction markers, aborted or compacted
-    /// records; invariant 1). See `PartitionTracker::skip_to_position`.
+    /// records; docs/DESIGN.md invariant 1). See `PartitionTracker::skip_to_position`.
     pub(crate) fn skip_to_position(&mut self, topic: &str, partition: i32, position: i64) {
         if let Some(state) = self.get_mut(topic, partition) {
             if state.staged.is_empty() && state.tracker.skip_to_position(position) {
@@ -360,38 +296,6 @@ impl Partitions {
                     position,
                     "skipped offsets never delivered"
                 );
-            }
-        }
-    }
-
-    /// Records dispatched whose outcome is unknown yet, over the partitions `filter`
-    /// accepts.
-    pub(crate) fn in_flight(&self, filter: impl Fn(&str, i32) -> bool) -> usize {
-        self.iter()
-            .filter(|s| filter(&s.topic, s.partition))
-            .map(PartitionState::pending)
-            .sum()
-    }
-
-    /// Waits for completions until nothing `filter` accepts is in flight or `timeout`
-    /// passes; returns the number of records still in flight then.
-    pub(crate) fn drain(&mut self, timeout: Duration, filter: impl Fn(&str, i32) -> bool) -> usize {
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.apply_ready();
-            let left = self.in_flight(&filter);
-            if left == 0 {
-                return 0;
-            }
-            match self
-                .completions
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(done) => {
-                    self.apply(done);
-                }
-                Err(RecvTimeoutError::Timeout) => return self.in_flight(&filter),
-                Err(RecvTimeoutError::Disconnected) => return left,
             }
         }
     }
@@ -410,74 +314,64 @@ impl Partitions {
     }
 
     /// At-most-once: the offsets after the records staged now, one per partition with
-    /// staged records, marked as committed; `None` when nothing is staged.
-    pub(crate) fn take_staged_ends(&mut self) -> Option<TopicPartitionList> {
-        let mut tpl = TopicPartitionList::new();
+    /// staged records, marked as committed.
+    pub(crate) fn take_staged_ends(&mut self) -> Vec<PartitionOffset> {
+        let mut ends = Vec::new();
         for state in self.iter_mut() {
             if let Some(last) = state.staged.last() {
                 let next = last.offset + 1;
                 state.tracker.mark_committed(next);
-                tpl.add_partition_offset(&state.topic, state.partition, Offset::Offset(next))
-                    .expect("an absolute offset is valid");
+                ends.push(state.offset(next));
             }
         }
-        (tpl.count() > 0).then_some(tpl)
+        ends
     }
 
     /// librdkafka auto-commit: the committable offsets that moved since they were last
     /// stored, marked as stored (not as committed: the final and revoke commits still
-    /// commit them explicitly); `None` when none moved.
-    pub(crate) fn take_unstored(&mut self) -> Option<TopicPartitionList> {
-        let mut tpl = TopicPartitionList::new();
+    /// commit them explicitly).
+    pub(crate) fn take_unstored(&mut self) -> Vec<PartitionOffset> {
+        let mut moved = Vec::new();
         for state in self.iter_mut() {
             let Some(offset) = state.tracker.committable() else {
                 continue;
             };
             if state.stored != Some(offset) {
                 state.stored = Some(offset);
-                tpl.add_partition_offset(&state.topic, state.partition, Offset::Offset(offset))
-                    .expect("an absolute offset is valid");
+                moved.push(state.offset(offset));
             }
         }
-        (tpl.count() > 0).then_some(tpl)
+        moved
     }
 
     /// The committable offsets of the dirty partitions `filter` accepts, marked as
-    /// committed; `None` when none is dirty.
+    /// committed. With `force`, every partition `filter` accepts that has a
+    /// committable offset, dirty or not (the per-record policy).
     pub(crate) fn take_dirty(
         &mut self,
         filter: impl Fn(&str, i32) -> bool,
-    ) -> Option<TopicPartitionList> {
-        let mut tpl = TopicPartitionList::new();
+        force: bool,
+    ) -> Vec<PartitionOffset> {
+        let mut dirty = Vec::new();
         for state in self.iter_mut() {
-            if !filter(&state.topic, state.partition) || !state.tracker.is_dirty() {
+            if !filter(&state.topic, state.partition) || !(force || state.tracker.is_dirty()) {
                 continue;
             }
-            let offset = state
-                .tracker
-                .committable()
-                .expect("dirty implies committable");
+            let Some(offset) = state.tracker.committable() else {
+                continue;
+            };
             state.tracker.mark_committed(offset);
-            tpl.add_partition_offset(&state.topic, state.partition, Offset::Offset(offset))
-                .expect("an absolute offset is valid");
+            dirty.push(state.offset(offset));
         }
-        (tpl.count() > 0).then_some(tpl)
+        dirty
     }
 
-    /// Records the coordinator's answer to a commit of `offsets`: on success the
-    /// per-partition committed offsets move and the records below them are released;
-    /// on failure the partitions whose marked offset is still the failed one become
-    /// dirty again, so the next commit retries.
+    /// Applies the answer to a commit of `offsets`: on success the records below them
+    /// are released; on failure the partitions whose marked offset is still the
+    /// failed one become dirty again, so the next commit retries.
     pub(crate) fn commit_result(&mut self, offsets: &[PartitionOffset], ok: bool) {
         let mut released = 0;
         for po in offsets {
-            if ok {
-                let entry = self
-                    .committed
-                    .entry((po.topic.clone(), po.partition))
-                    .or_insert(po.offset);
-                *entry = (*entry).max(po.offset);
-            }
             if let Some(state) = self.get_mut(&po.topic, po.partition) {
                 if ok {
                     released += state.tracker.confirm_committed(po.offset);
@@ -487,10 +381,28 @@ impl Partitions {
             }
         }
         self.records_in_flight -= released;
-        if ok {
-            Progress::add(&self.progress.commits, 1);
-        } else {
-            self.last_commit_failure = Some(Instant::now());
-        }
     }
+
+    /// Where each partition must restart to redo everything its last confirmed
+    /// commit does not cover (an aborted transaction), with its pause flag.
+    pub(crate) fn restart_points(&self) -> Vec<(Arc<str>, i32, Option<i64>, bool)> {
+        self.iter()
+            .map(|s| {
+                let restart = s
+                    .tracker
+                    .first_unconfirmed()
+                    .or_else(|| s.staged.first().map(|r| r.offset));
+                (s.topic.clone(), s.partition, restart, s.paused)
+            })
+            .collect()
+    }
+}
+
+/// The records of one partition delivered to its tracker in one round.
+pub(crate) struct Delivered {
+    pub epoch: Epoch,
+    /// Key + payload bytes of `records`.
+    pub bytes: usize,
+    /// In offset order; every record has the same topic and partition.
+    pub records: Vec<Record>,
 }

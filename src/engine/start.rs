@@ -1,98 +1,94 @@
-//! Where each partition starts: explicit offsets set on a group member's
+//! Where each partition starts: explicit offsets for a group member's new
 //! assignments (its committed offset, else the configured start position), and a
 //! free consumer's assignment from its offset store.
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::Offset;
 
-use super::context::{PipelineContext, Shared};
+use super::consumer::KafkaConsumer;
 use crate::config::{Config, StartPosition};
 use crate::error::Error;
 use crate::offset_store::OffsetStore;
 
-/// Sets an explicit start offset on every newly assigned partition: its committed
-/// offset when the group has one, else the configured [`StartPosition`]; the
-/// others keep `Offset::Invalid` (`auto.offset.reset` decides).
+/// The start offset of every newly assigned partition that has one: its committed
+/// offset when the group has one, else the configured [`StartPosition`] (by
+/// timestamp through ListOffsets, KIP-79). The others are left out
+/// (`auto.offset.reset` decides).
 ///
 /// Like the Java consumer (which fetches committed offsets before it fetches
 /// records), tidemark does not leave the look-up to librdkafka: a partition
 /// assigned again to a member that had paused it in an earlier assignment can
 /// otherwise resume from that member's stale position instead of the committed
-/// offset (librdkafka issues #1802, #4686), which commits offsets backwards. Seen
-/// on Tansu in the group chaos test. A failed look-up leaves the list as it is,
-/// with a warning.
-pub(crate) fn set_start_offsets(
-    consumer: &BaseConsumer<PipelineContext>,
+/// offset (librdkafka issues #1802, #4686), which commits offsets backwards. A failed
+/// look-up returns nothing, with a warning.
+pub(crate) fn start_offsets(
+    consumer: &impl KafkaConsumer,
     start_position: Option<StartPosition>,
-    tpl: &mut TopicPartitionList,
-) {
+    assigned: &[(String, i32)],
+) -> Vec<(String, i32, Offset)> {
     let timeout = Duration::from_secs(10);
-    let committed = match consumer.committed_offsets(tpl.clone(), timeout) {
+    let list: Vec<(&str, i32)> = assigned.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    let committed = match consumer.committed_offsets(&list, timeout) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "committed offsets unknown; librdkafka looks them up");
-            return;
+            return Vec::new();
         }
     };
-    let mut fresh = TopicPartitionList::new();
-    for e in committed.elements() {
-        match (e.offset(), start_position) {
-            (Offset::Offset(o), _) => {
-                let _ = tpl.set_partition_offset(e.topic(), e.partition(), Offset::Offset(o));
-            }
-            (_, Some(start)) => {
-                let target = match start {
+    let mut starts = Vec::new();
+    let mut by_time = Vec::new();
+    for (topic, partition, offset) in committed {
+        match (offset, start_position) {
+            (Some(o), _) => starts.push((topic, partition, Offset::Offset(o))),
+            (None, Some(StartPosition::Timestamp(ts))) => by_time.push((topic, partition, ts)),
+            (None, Some(start)) => {
+                let offset = match start {
                     StartPosition::Beginning => Offset::Beginning,
                     StartPosition::End => Offset::End,
                     StartPosition::Offset(o) => Offset::Offset(o),
-                    StartPosition::Timestamp(ts) => Offset::Offset(ts),
+                    StartPosition::Timestamp(_) => unreachable!("handled above"),
                 };
-                let _ = fresh.add_partition_offset(e.topic(), e.partition(), target);
+                tracing::info!(%topic, partition, ?offset, "no committed offset: starting at the configured position");
+                starts.push((topic, partition, offset));
             }
-            (_, None) => {}
+            (None, None) => {}
         }
     }
-    if fresh.count() == 0 {
-        return;
-    }
-    if let Some(StartPosition::Timestamp(_)) = start_position {
-        match consumer.offsets_for_times(fresh.clone(), timeout) {
-            Ok(found) => fresh = found,
-            Err(e) => {
-                tracing::warn!(error = %e, "start position: offsets for the timestamp unknown; auto.offset.reset decides");
-                return;
-            }
-        }
-    }
-    for e in fresh.elements() {
-        let offset = match e.offset() {
+    if !by_time.is_empty() {
+        let query: Vec<(&str, i32, i64)> = by_time
+            .iter()
+            .map(|(t, p, ts)| (t.as_str(), *p, *ts))
+            .collect();
+        match consumer.offsets_for_times(&query, timeout) {
             // No record at or after the timestamp: start at the end.
-            Offset::Invalid => Offset::End,
-            o => o,
-        };
-        tracing::info!(
-            topic = e.topic(),
-            partition = e.partition(),
-            ?offset,
-            "no committed offset: starting at the configured position"
-        );
-        let _ = tpl.set_partition_offset(e.topic(), e.partition(), offset);
+            Ok(found) => starts.extend(found.into_iter().map(|(t, p, o)| {
+                tracing::info!(topic = %t, partition = p, offset = ?o, "no committed offset: starting at the timestamp");
+                (t, p, o.map_or(Offset::End, Offset::Offset))
+            })),
+            Err(e) => {
+                tracing::warn!(error = %e, "start position: offsets for the timestamp unknown; auto.offset.reset decides")
+            }
+        }
     }
+    starts
 }
 
 /// A free consumer's start: every partition of the assignment at the offset its
 /// store holds, else at the start position, else where `auto.offset.reset` says.
-pub(crate) fn assign_from_store(
-    consumer: &BaseConsumer<PipelineContext>,
-    shared: &Shared,
+///
+/// # Errors
+/// [`Error::OffsetStore`] when the store cannot be read; [`Error::OffsetReset`] for
+/// a partition with nothing stored under `auto.offset.reset=error`;
+/// [`Error::Kafka`] when the look-up by timestamp fails.
+pub(crate) fn free_assignment(
+    consumer: &impl KafkaConsumer,
     config: &Config,
     store: &dyn OffsetStore,
-) -> Result<(), Error> {
-    let mut tpl = TopicPartitionList::new();
-    let mut by_time = TopicPartitionList::new();
+) -> Result<Vec<(String, i32, Offset)>, Error> {
+    let mut starts = Vec::new();
+    let mut by_time = Vec::new();
     for a in &config.assignment {
         let stored = store
             .load(&a.topic, a.partition)
@@ -106,7 +102,7 @@ pub(crate) fn assign_from_store(
             (None, Some(StartPosition::End)) => Offset::End,
             (None, Some(StartPosition::Offset(o))) => Offset::Offset(o),
             (None, Some(StartPosition::Timestamp(ts))) => {
-                let _ = by_time.add_partition_offset(&a.topic, a.partition, Offset::Offset(ts));
+                by_time.push((a.topic.as_str(), a.partition, ts));
                 continue;
             }
             // No group to ask: auto.offset.reset decides here.
@@ -124,30 +120,18 @@ pub(crate) fn assign_from_store(
                 _ => Offset::Beginning,
             },
         };
-        tpl.add_partition_offset(&a.topic, a.partition, offset)
-            .map_err(Error::kafka("building the assignment"))?;
+        starts.push((a.topic.clone(), a.partition, offset));
     }
-    if by_time.count() > 0 {
+    if !by_time.is_empty() {
         let timeout = Duration::from_millis(config.startup_timeout_ms);
         let found = consumer
-            .offsets_for_times(by_time, timeout)
+            .offsets_for_times(&by_time, timeout)
             .map_err(Error::kafka("looking up offsets by timestamp"))?;
-        for e in found.elements() {
-            let offset = match e.offset() {
-                Offset::Invalid => Offset::End,
-                o => o,
-            };
-            tpl.add_partition_offset(e.topic(), e.partition(), offset)
-                .map_err(Error::kafka("building the assignment"))?;
-        }
+        starts.extend(
+            found
+                .into_iter()
+                .map(|(t, p, o)| (t, p, o.map_or(Offset::End, Offset::Offset))),
+        );
     }
-    consumer
-        .assign(&tpl)
-        .map_err(Error::kafka("assigning the partitions"))?;
-    let mut partitions = shared.partitions.lock();
-    for e in tpl.elements() {
-        let epoch = partitions.assign(e.topic(), e.partition());
-        tracing::info!(topic = e.topic(), partition = e.partition(), offset = ?e.offset(), epoch = epoch.0, "assigned (free consumer)");
-    }
-    Ok(())
+    Ok(starts)
 }

@@ -1,7 +1,7 @@
 //! Pure offset bookkeeping for tidemark: no Kafka client, no I/O, no threads.
 //!
-//! The one rule this crate implements is the watermark rule of tidemark's design
-//! (DESIGN.md, invariants 1, 2 and 5):
+//! The one rule this crate implements is the committable-offset rule of tidemark's design
+//! (docs/DESIGN.md, invariants 1, 2 and 5):
 //!
 //! * the **committable offset** of a partition is its lowest *delivered* offset that is
 //!   not yet complete, or — when every delivered offset is complete — the highest

@@ -1,10 +1,10 @@
 use std::collections::VecDeque;
 
-/// The generation of one assignment of one partition to this consumer.
+/// The number of one assignment of one partition to this consumer.
 ///
 /// Every time a partition is (re)assigned, the engine gives it a fresh, strictly larger
 /// epoch; work dispatched under an older epoch must never touch the newer assignment
-/// (DESIGN.md invariant 5).
+/// (docs/DESIGN.md, invariant 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Epoch(pub u64);
 
@@ -24,7 +24,7 @@ pub enum Completion {
     StaleEpoch,
     /// The offset was already complete (a duplicate completion); nothing changed.
     AlreadyCompleted,
-    /// The offset was never delivered under this epoch, or is below the watermark
+    /// The offset was never delivered under this epoch, or is below the committable offset
     /// already; nothing changed.
     NotDelivered,
 }
@@ -50,7 +50,7 @@ struct Slot {
     done: bool,
 }
 
-/// Watermark tracker of one partition for one assignment [`Epoch`].
+/// Committable-offset tracker of one partition for one assignment [`Epoch`].
 ///
 /// Offsets are *delivered* in strictly increasing order (gaps allowed) and *completed*
 /// in any order. The tracker answers the committable offset, whether it moved since
@@ -63,7 +63,7 @@ struct Slot {
 /// *range* (gaps cost nothing).
 ///
 /// Time: `deliver` is O(1) amortised; `complete` is O(1) when the partition's offsets
-/// are contiguous (the common case) and O(log n) across gaps; the watermark advances
+/// are contiguous (the common case) and O(log n) across gaps; the committable offset advances
 /// in amortised O(1).
 #[derive(Debug, Clone)]
 pub struct PartitionTracker {
@@ -72,13 +72,13 @@ pub struct PartitionTracker {
     slots: VecDeque<Slot>,
     /// Index in `slots` of the lowest incomplete offset; `slots.len()` when every
     /// delivered offset is complete.
-    watermark: usize,
+    lowest_incomplete: usize,
     in_flight: usize,
     /// Highest delivered offset + 1 (`None` before the first delivery).
     next_after_delivered: Option<i64>,
     /// The offset last recorded by [`mark_committed`](Self::mark_committed).
     committed: Option<i64>,
-    /// Lowest committable offset after a [`rewind`](Self::rewind) below the watermark.
+    /// Lowest committable offset after a [`rewind`](Self::rewind) below the committable offset.
     floor: Option<i64>,
 }
 
@@ -89,7 +89,7 @@ impl PartitionTracker {
         PartitionTracker {
             epoch,
             slots: VecDeque::new(),
-            watermark: 0,
+            lowest_incomplete: 0,
             in_flight: 0,
             next_after_delivered: None,
             committed: None,
@@ -129,7 +129,7 @@ impl PartitionTracker {
     /// Marks `offset` complete if it was delivered under `epoch`.
     ///
     /// A completion of another epoch is ignored ([`Completion::StaleEpoch`]), as are
-    /// duplicates and offsets never delivered; none of them can move the watermark.
+    /// duplicates and offsets never delivered; none of them can move the committable offset.
     #[inline]
     pub fn complete(&mut self, epoch: Epoch, offset: i64) -> Completion {
         if epoch != self.epoch {
@@ -157,13 +157,13 @@ impl PartitionTracker {
         }
         slot.done = true;
         self.in_flight -= 1;
-        if index == self.watermark {
+        if index == self.lowest_incomplete {
             let len = self.slots.len();
             let mut w = index + 1;
             while w < len && self.slots[w].done {
                 w += 1;
             }
-            self.watermark = w;
+            self.lowest_incomplete = w;
         }
         Completion::Completed
     }
@@ -173,7 +173,7 @@ impl PartitionTracker {
     /// first delivery. It is the *next offset to read*, ready for OffsetCommit as is.
     #[inline]
     pub fn committable(&self) -> Option<i64> {
-        let c = match self.slots.get(self.watermark) {
+        let c = match self.slots.get(self.lowest_incomplete) {
             Some(slot) => Some(slot.offset),
             None => self.next_after_delivered,
         };
@@ -186,7 +186,7 @@ impl PartitionTracker {
     /// Records the consumer's position (the next offset it would deliver, after the
     /// highest delivered one): the offsets between the highest delivered offset and
     /// `position` will never be delivered — transaction markers, aborted records
-    /// under `read_committed`, records removed by compaction (invariant 1). When no
+    /// under `read_committed`, records removed by compaction (docs/DESIGN.md, invariant 1). When no
     /// delivered offset is incomplete, the committable offset moves up to
     /// `position`, and the next delivery must be at or above it. Returns true when
     /// it moved.
@@ -197,7 +197,7 @@ impl PartitionTracker {
     /// delivered offset + 1.
     pub fn skip_to_position(&mut self, position: i64) -> bool {
         match self.next_after_delivered {
-            Some(next) if position > next && self.watermark == self.slots.len() => {
+            Some(next) if position > next && self.lowest_incomplete == self.slots.len() => {
                 self.next_after_delivered = Some(position);
                 true
             }
@@ -239,7 +239,7 @@ impl PartitionTracker {
             .is_some_and(|s| s.done && s.offset < offset)
         {
             self.slots.pop_front();
-            self.watermark -= 1;
+            self.lowest_incomplete -= 1;
             released += 1;
         }
         released
@@ -275,12 +275,12 @@ impl PartitionTracker {
         self.next_after_delivered.map(|n| n - 1)
     }
 
-    /// The offsets above the watermark that are already complete, ascending. This is
+    /// The offsets above the committable offset that are already complete, ascending. This is
     /// the set a new owner could skip (the "offset map" a future commit-metadata codec
     /// encodes).
-    pub fn completed_above_watermark(&self) -> impl Iterator<Item = i64> + '_ {
+    pub fn completed_above_committable(&self) -> impl Iterator<Item = i64> + '_ {
         self.slots
-            .range(self.watermark..)
+            .range(self.lowest_incomplete..)
             .filter(|s| s.done)
             .map(|s| s.offset)
     }
@@ -291,7 +291,7 @@ impl PartitionTracker {
     /// offset ≥ `position`. Returns how many delivered offsets were forgotten.
     ///
     /// Offsets below `position` stay tracked, and the committable offset never goes
-    /// below where it was: records below the old watermark are complete whatever is
+    /// below where it was: records below the old committable offset are complete whatever is
     /// re-delivered (a late completion of a forgotten offset is ignored until it is
     /// delivered again, and then counts: that record was processed).
     pub fn rewind(&mut self, position: i64) -> usize {
@@ -305,7 +305,7 @@ impl PartitionTracker {
         let incomplete = self.slots.range(keep..).filter(|s| !s.done).count();
         self.slots.truncate(keep);
         self.in_flight -= incomplete;
-        self.watermark = self.watermark.min(keep);
+        self.lowest_incomplete = self.lowest_incomplete.min(keep);
         self.next_after_delivered = Some(position);
         forgotten
     }
@@ -325,7 +325,7 @@ mod tests {
     }
 
     #[test]
-    fn watermark_waits_for_lowest_incomplete() {
+    fn committable_offset_waits_for_lowest_incomplete() {
         let mut t = PartitionTracker::new(E);
         for o in 10..15 {
             t.deliver(o).unwrap();
@@ -394,7 +394,7 @@ mod tests {
         t.deliver(5).unwrap();
         t.complete(E, 4);
         assert_eq!(t.committable(), Some(5));
-        // A rewind below the watermark never moves the committable offset back.
+        // A rewind below the committable offset never moves the committable offset back.
         t.complete(E, 5);
         assert_eq!(t.committable(), Some(6));
         t.rewind(2);

@@ -9,9 +9,11 @@ use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::ClientContext;
 
-use crate::engine::worker::Ack;
+use super::completion::Ack;
+use super::consumer::to_list;
+use crate::commit::PartitionOffset;
 use crate::error::Error;
 use crate::record::{OutputRecord, Record};
 
@@ -37,12 +39,12 @@ impl ProducerContext for SinkContext {
 pub(crate) struct Sink {
     producer: ThreadedProducer<SinkContext>,
     topic: String,
-    /// Exactly-once: bumped by every abort. A batch dispatched before an abort
-    /// carries the older value and sends nothing more, so no output of an aborted
+    /// Exactly-once: transactions aborted so far. A task dispatched before an abort
+    /// carries the older count and sends nothing more, so no output of an aborted
     /// transaction's records can slip into the next transaction.
-    generation: AtomicU64,
+    aborts: AtomicU64,
     /// Held (shared) around each send and (exclusive) around an abort, so a send
-    /// either completes before the abort or sees the new generation.
+    /// either completes before the abort or sees the new count.
     gate: RwLock<()>,
 }
 
@@ -55,24 +57,24 @@ impl Sink {
         Ok(Sink {
             producer,
             topic: topic.to_string(),
-            generation: AtomicU64::new(0),
+            aborts: AtomicU64::new(0),
             gate: RwLock::new(()),
         })
     }
 
-    /// The current transaction generation (see [`Sink::send`]).
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+    /// Transactions aborted so far (see [`Sink::send`]).
+    pub(crate) fn aborts(&self) -> u64 {
+        self.aborts.load(Ordering::Acquire)
     }
 
     /// Queues `output` of `input`; `ack` is resolved by the delivery report (or at once
     /// when the producer refuses the record). Blocks while librdkafka's queue is full.
-    /// A batch of an earlier `generation` (its transaction was aborted since) sends
-    /// nothing: the ack resolves at once, and the record, whose completion belongs to
-    /// an old epoch, is processed again after the rewind.
-    pub(crate) fn send(&self, input: &Record, output: OutputRecord, ack: Ack, generation: u64) {
+    /// A task dispatched before an abort (`aborts` lower than now) sends nothing: the
+    /// ack resolves at once, and the record, whose completion belongs to an old
+    /// epoch, is processed again after the rewind.
+    pub(crate) fn send(&self, input: &Record, output: OutputRecord, ack: Ack, aborts: u64) {
         let _gate = self.gate.read();
-        if generation != self.generation() {
+        if aborts != self.aborts() {
             ack.resolve(Ok(()));
             return;
         }
@@ -128,12 +130,12 @@ impl Sink {
     /// below `offsets` is in this or an earlier transaction, and none above.
     pub(crate) fn commit_transaction(
         &self,
-        offsets: &TopicPartitionList,
+        offsets: &[PartitionOffset],
         group: &ConsumerGroupMetadata,
         timeout: Duration,
     ) -> KafkaResult<()> {
         self.producer
-            .send_offsets_to_transaction(offsets, group, timeout)?;
+            .send_offsets_to_transaction(&to_list(offsets), group, timeout)?;
         self.producer.commit_transaction(timeout)?;
         self.producer.begin_transaction()
     }
@@ -142,7 +144,7 @@ impl Sink {
     /// `read_committed` readers) and opens the next one.
     pub(crate) fn abort_transaction(&self, timeout: Duration) -> KafkaResult<()> {
         let _gate = self.gate.write();
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.aborts.fetch_add(1, Ordering::AcqRel);
         self.producer.abort_transaction(timeout)?;
         self.producer.begin_transaction()
     }

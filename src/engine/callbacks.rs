@@ -1,0 +1,136 @@
+//! librdkafka's callbacks into the engine: logs, rebalances (assign / revoke /
+//! lost) and commit results. Rebalance and commit callbacks run inside `poll`, on the
+//! poll thread, and hand over to the driver's own operations
+//! (`Engine::on_assign`, `Engine::on_revoke`, `Engine::record_commit`).
+
+use std::sync::Arc;
+
+use rdkafka::bindings as rdsys;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::{IsError, KafkaResult};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, TopicPartitionList};
+
+use super::consumer::offsets_of;
+use super::driver::Engine;
+use super::start::start_offsets;
+use crate::commit::CommitError;
+use crate::shutdown::Progress;
+
+/// The pipeline consumer's `ConsumerContext`.
+pub(crate) struct PipelineContext {
+    pub engine: Arc<Engine>,
+}
+
+impl ClientContext for PipelineContext {
+    /// Forwards librdkafka's logs to `tracing` (target `librdkafka`) like rdkafka's
+    /// default, and counts MAXPOLL reports (`max.poll.interval.ms` exceeded).
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if fac == "MAXPOLL" {
+            Progress::add(&self.engine.progress.max_poll_exceeded, 1);
+        }
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "{fac} {message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac} {message}"),
+        }
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl ConsumerContext for PipelineContext {
+    /// rdkafka's default rebalance handling (eager or incremental (un)assign), with
+    /// the driver's revoke before the unassign, explicit start offsets set on the
+    /// list before the assign (`start::start_offsets`), and the driver's assign after.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let assign = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => true,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => false,
+            _ => {
+                tracing::error!(error = ?err, "rebalance error");
+                // SAFETY: as below; rdkafka's default drops the assignment here.
+                unsafe { rdsys::rd_kafka_assign(consumer.client().native_ptr(), std::ptr::null()) };
+                return;
+            }
+        };
+        let partitions = partitions_of(tpl);
+        if assign {
+            for (topic, partition, offset) in
+                start_offsets(consumer, self.engine.start_position, &partitions)
+            {
+                let _ = tpl.set_partition_offset(&topic, partition, offset);
+            }
+        } else {
+            let mut st = self.engine.state.lock();
+            self.engine.on_revoke(consumer, &mut st, &partitions);
+        }
+        let client = consumer.client().native_ptr();
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        // SAFETY: the client and the list outlive the calls; this is rdkafka's own
+        // default `rebalance`, which cannot be called from an override.
+        let error = unsafe {
+            match (assign, cooperative) {
+                (true, true) => take_error(rdsys::rd_kafka_incremental_assign(client, tpl.ptr())),
+                (true, false) => rdsys::rd_kafka_assign(client, tpl.ptr()).is_error(),
+                (false, true) => {
+                    take_error(rdsys::rd_kafka_incremental_unassign(client, tpl.ptr()))
+                }
+                (false, false) => rdsys::rd_kafka_assign(client, std::ptr::null()).is_error(),
+            }
+        };
+        if error {
+            tracing::error!(assign, cooperative, "librdkafka refused the (un)assignment");
+        }
+        if assign {
+            let mut st = self.engine.state.lock();
+            self.engine.on_assign(&mut st, &partitions);
+        }
+    }
+
+    /// An async commit's result (tidemark's own, or librdkafka's auto-commit).
+    fn commit_callback(&self, result: KafkaResult<()>, tpl: &TopicPartitionList) {
+        let offsets = offsets_of(tpl);
+        let mut st = self.engine.state.lock();
+        // librdkafka's own auto-commits were not sent by tidemark: no latency then.
+        let latency = st.commits.sent.pop_front().map(|t| t.elapsed());
+        if offsets.is_empty() {
+            return;
+        }
+        self.engine
+            .record_commit(&mut st, offsets, result.map_err(CommitError::from), latency);
+    }
+}
+
+/// True when librdkafka returned an error object (which is freed here).
+///
+/// # Safety
+/// `error` is null or an error object returned by librdkafka and not freed yet.
+unsafe fn take_error(error: *mut rdsys::rd_kafka_error_t) -> bool {
+    if error.is_null() {
+        false
+    } else {
+        rdsys::rd_kafka_error_destroy(error);
+        true
+    }
+}

@@ -1,0 +1,83 @@
+//! When the poll loop commits: the commit policy, plus the commits that
+//! back-pressure forces (only a confirmed commit frees room under
+//! `max_in_flight_records`).
+
+use std::time::{Duration, Instant};
+
+use super::state::RunState;
+use crate::commit::CommitPolicy;
+
+/// After a failed commit, commits forced by back-pressure wait this long.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Why a commit is due now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// The policy's interval, record count or task completion.
+    Policy,
+    /// The in-flight records passed half the bound (or reached it) and no commit is
+    /// on its way.
+    Forced,
+}
+
+/// The commit policy's clock and counters.
+pub(crate) struct CommitSchedule {
+    policy: CommitPolicy,
+    /// Half of `max_in_flight_records`: past it a commit goes out whatever the
+    /// policy, so confirmed commits release room before the bound pauses fetching.
+    early_commit_at: usize,
+    last_commit: Instant,
+    completed_at_last: u64,
+    tasks_at_last: u64,
+}
+
+impl CommitSchedule {
+    pub(crate) fn new(policy: CommitPolicy, max_in_flight_records: usize) -> Self {
+        CommitSchedule {
+            policy,
+            early_commit_at: (max_in_flight_records / 2).max(1),
+            last_commit: Instant::now(),
+            completed_at_last: 0,
+            tasks_at_last: 0,
+        }
+    }
+
+    /// True when the policy commits every completed record itself, one commit each.
+    pub(crate) fn per_record(&self) -> bool {
+        self.policy == CommitPolicy::EveryRecord
+    }
+
+    /// Whether a commit is due at `now`; `pressed`: the in-flight bound is reached.
+    /// Past half the bound a commit goes out too (one at a time), so that in a
+    /// steady flow the bound is rarely reached: pausing costs librdkafka its
+    /// prefetched records, and resuming a fetch round trip. Resets the policy's
+    /// clock and counters when it answers `Some`.
+    pub(crate) fn due(&mut self, now: Instant, pressed: bool, state: &RunState) -> Option<Due> {
+        let completed = state.stats.completed;
+        let policy = match self.policy {
+            CommitPolicy::EveryMs(ms) => {
+                now.duration_since(self.last_commit) >= Duration::from_millis(ms)
+            }
+            CommitPolicy::EveryRecords(n) => completed - self.completed_at_last >= n,
+            CommitPolicy::EveryBatch => state.stats.tasks_done > self.tasks_at_last,
+            // Stored at once; librdkafka's timer decides when they are committed.
+            CommitPolicy::Auto(_) => true,
+            CommitPolicy::EveryRecord | CommitPolicy::AtEnd => false,
+        };
+        let backing_off = state
+            .commits
+            .last_failure
+            .is_some_and(|t| now.duration_since(t) < RETRY_BACKOFF);
+        let filling = pressed || state.partitions.records_in_flight() >= self.early_commit_at;
+        let forced = filling && state.commits.sent.is_empty() && !backing_off;
+        let due = match (policy, forced) {
+            (_, true) => Due::Forced,
+            (true, false) => Due::Policy,
+            (false, false) => return None,
+        };
+        self.last_commit = now;
+        self.completed_at_last = completed;
+        self.tasks_at_last = state.stats.tasks_done;
+        Some(due)
+    }
+}

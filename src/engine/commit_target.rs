@@ -1,0 +1,99 @@
+//! Where commits go, as one type: the group coordinator (async or sync),
+//! librdkafka's auto-commit, a free consumer's offset store, or the exactly-once
+//! producer transaction. A target performs the I/O for a list of offsets and
+//! returns the result; the driver applies it to the run state.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use super::consumer::KafkaConsumer;
+use super::sink::Sink;
+use crate::commit::{CommitError, CommitMode, PartitionOffset};
+use crate::offset_store::OffsetStore;
+
+/// Bound on each transactional call (commit, abort, send offsets) and seek.
+pub(crate) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a pipeline's commits go.
+pub(crate) enum CommitTarget {
+    /// OffsetCommit to the group coordinator; policy commits in this mode (revoke
+    /// and stop always wait for the answer).
+    Group(CommitMode),
+    /// librdkafka's auto-commit: the committable offsets are stored in librdkafka and
+    /// its timer commits them; revoke and stop commit explicitly and synchronously.
+    LibrdkafkaAuto,
+    /// A free consumer's offset store (synchronous).
+    Store(Arc<dyn OffsetStore>),
+    /// The sink producer's transaction, with the group's metadata (exactly-once):
+    /// every record in flight drains first.
+    Transaction(Arc<Sink>),
+}
+
+/// What sending a commit gave.
+pub(crate) enum Sent {
+    /// An async commit is on its way; its result comes through the commit callback.
+    Pending,
+    /// The answer, and how long it took.
+    Done(Result<(), CommitError>, Duration),
+}
+
+impl CommitTarget {
+    /// A short name for logs.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            CommitTarget::Group(CommitMode::Async) => "async",
+            CommitTarget::Group(CommitMode::Sync) => "sync",
+            CommitTarget::LibrdkafkaAuto => "librdkafka-auto",
+            CommitTarget::Store(_) => "store",
+            CommitTarget::Transaction(_) => "transaction",
+        }
+    }
+
+    /// The exactly-once sink, when this is a transaction target.
+    pub(crate) fn transaction(&self) -> Option<&Arc<Sink>> {
+        match self {
+            CommitTarget::Transaction(sink) => Some(sink),
+            _ => None,
+        }
+    }
+
+    /// Commits `offsets` (next offsets to read). `wait`: answer now even where the
+    /// target would commit asynchronously (revoke, stop). With a transaction, the
+    /// caller has drained every record in flight.
+    pub(crate) fn send(
+        &self,
+        consumer: &impl KafkaConsumer,
+        offsets: &[PartitionOffset],
+        wait: bool,
+    ) -> Sent {
+        let _span = tracing::debug_span!("commit", kind = self.kind(), partitions = offsets.len())
+            .entered();
+        let sent = Instant::now();
+        let result = match self {
+            CommitTarget::Group(CommitMode::Async) if !wait => {
+                return match consumer.commit_async(Some(offsets)) {
+                    Ok(()) => Sent::Pending,
+                    Err(e) => Sent::Done(Err(e.into()), sent.elapsed()),
+                };
+            }
+            CommitTarget::Group(_) | CommitTarget::LibrdkafkaAuto => {
+                consumer.commit_sync(offsets).map_err(CommitError::from)
+            }
+            CommitTarget::Store(store) => store
+                .save(offsets)
+                .map_err(|e| CommitError::OffsetStore(Arc::new(e))),
+            CommitTarget::Transaction(sink) => match consumer.group_metadata() {
+                Some(group) => sink
+                    .commit_transaction(offsets, &group, TRANSACTION_TIMEOUT)
+                    .map_err(CommitError::from),
+                // Only a consumer that has not joined the group yet has none.
+                None => Err(CommitError::Kafka(KafkaError::ConsumerCommit(
+                    RDKafkaErrorCode::State,
+                ))),
+            },
+        };
+        Sent::Done(result, sent.elapsed())
+    }
+}

@@ -1,0 +1,231 @@
+//! The seam between the engine and Kafka: every call the engine makes on its
+//! consumer, as a trait. rdkafka's `BaseConsumer` implements it for real runs; the
+//! engine's unit tests implement it with a scripted fake (`engine::fake`).
+//!
+//! It speaks in plain values (`PartitionOffset`, `(topic, partition)`), so the rest of
+//! the engine never builds a `TopicPartitionList`.
+
+use std::time::Duration;
+
+use rdkafka::bindings as rdsys;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata,
+};
+use rdkafka::error::{IsError, KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::commit::PartitionOffset;
+
+/// A partition named by topic and number.
+pub(crate) type TopicPartition<'a> = (&'a str, i32);
+
+/// The consumer calls of the engine. Methods that take a timeout block up to it;
+/// the others return at once.
+pub(crate) trait KafkaConsumer {
+    /// A polled record, borrowed from the consumer until dropped.
+    type Message<'a>: Message
+    where
+        Self: 'a;
+
+    /// Waits up to `timeout` for the next record (or a consumer error). With the
+    /// real consumer, rebalance and commit callbacks run inside this call.
+    fn poll(&self, timeout: Duration) -> Option<KafkaResult<Self::Message<'_>>>;
+
+    /// OffsetCommit of `offsets` (the next offsets to read), waiting for the answer.
+    fn commit_sync(&self, offsets: &[PartitionOffset]) -> KafkaResult<()>;
+
+    /// OffsetCommit of `offsets` (`None`: the offsets stored with
+    /// [`store_offsets`](Self::store_offsets)) without waiting; its result comes
+    /// back through the commit callback on a later poll.
+    fn commit_async(&self, offsets: Option<&[PartitionOffset]>) -> KafkaResult<()>;
+
+    /// Stores `offsets` for librdkafka's auto-commit (`rd_kafka_offsets_store`, which
+    /// takes them as given: the next offsets to read).
+    fn store_offsets(&self, offsets: &[PartitionOffset]) -> KafkaResult<()>;
+
+    /// Moves the fetch position of one partition to `offset`; with a zero `timeout`
+    /// the seek is started and not waited for.
+    fn seek(&self, topic: &str, partition: i32, offset: i64, timeout: Duration) -> KafkaResult<()>;
+
+    /// Stops fetching `partitions` (their prefetched records are discarded).
+    fn pause(&self, partitions: &[TopicPartition<'_>]) -> KafkaResult<()>;
+
+    /// Fetches `partitions` again from their positions.
+    fn resume(&self, partitions: &[TopicPartition<'_>]) -> KafkaResult<()>;
+
+    /// The fetch position of every assigned partition that has one: the offset after
+    /// the last record returned by `poll`, moved past offsets it skipped (control
+    /// records, aborted records under `read_committed`).
+    fn positions(&self) -> KafkaResult<Vec<PartitionOffset>>;
+
+    /// The group's committed offsets of `partitions` (OffsetFetch): `None` where the
+    /// group has none.
+    fn committed_offsets(
+        &self,
+        partitions: &[TopicPartition<'_>],
+        timeout: Duration,
+    ) -> KafkaResult<Vec<(String, i32, Option<i64>)>>;
+
+    /// The first offset at or after each timestamp (ms) of `partitions` (ListOffsets
+    /// by time, KIP-79): `None` where no record is that recent.
+    fn offsets_for_times(
+        &self,
+        partitions: &[(&str, i32, i64)],
+        timeout: Duration,
+    ) -> KafkaResult<Vec<(String, i32, Option<i64>)>>;
+
+    /// The consumer's group metadata for `send_offsets_to_transaction` (KIP-447);
+    /// `None` before it has joined.
+    fn group_metadata(&self) -> Option<ConsumerGroupMetadata>;
+
+    /// True while a revoke is in fact a lost assignment (session timeout, fenced).
+    fn assignment_lost(&self) -> bool;
+}
+
+/// A `TopicPartitionList` of absolute offsets.
+pub(crate) fn to_list(offsets: &[PartitionOffset]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+    for po in offsets {
+        tpl.add_partition_offset(&po.topic, po.partition, Offset::Offset(po.offset))
+            .expect("an absolute offset is valid");
+    }
+    tpl
+}
+
+fn partition_list(partitions: &[TopicPartition<'_>]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+    for (topic, partition) in partitions {
+        tpl.add_partition(topic, *partition);
+    }
+    tpl
+}
+
+/// The entries of `tpl` that carry an absolute offset.
+pub(crate) fn offsets_of(tpl: &TopicPartitionList) -> Vec<PartitionOffset> {
+    tpl.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(offset) => Some(PartitionOffset {
+                topic: e.topic().to_string(),
+                partition: e.partition(),
+                offset,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+impl<C: ConsumerContext> KafkaConsumer for BaseConsumer<C> {
+    type Message<'a>
+        = BorrowedMessage<'a>
+    where
+        Self: 'a;
+
+    fn poll(&self, timeout: Duration) -> Option<KafkaResult<BorrowedMessage<'_>>> {
+        BaseConsumer::poll(self, timeout)
+    }
+
+    fn commit_sync(&self, offsets: &[PartitionOffset]) -> KafkaResult<()> {
+        self.commit(&to_list(offsets), CommitMode::Sync)
+    }
+
+    /// rdkafka's `commit(.., CommitMode::Async)` cannot be used: with the event API
+    /// that `BaseConsumer` uses, librdkafka turns only auto-commit results into
+    /// OFFSET_COMMIT events, so a manual async commit's result would be lost. Asking
+    /// for the reply on the main queue (`rd_kafka_commit_queue`), which `BaseConsumer`
+    /// polls, brings it back as an OFFSET_COMMIT event (the commit callback).
+    fn commit_async(&self, offsets: Option<&[PartitionOffset]>) -> KafkaResult<()> {
+        let tpl = offsets.map(to_list);
+        // SAFETY: the client and list outlive the call; librdkafka copies the list and
+        // takes its own reference on the queue before we release ours.
+        let err = unsafe {
+            let rk = self.client().native_ptr();
+            let queue = rdsys::rd_kafka_queue_get_main(rk);
+            let err = rdsys::rd_kafka_commit_queue(
+                rk,
+                tpl.as_ref().map_or(std::ptr::null(), |t| t.ptr()),
+                queue,
+                None,
+                std::ptr::null_mut(),
+            );
+            rdsys::rd_kafka_queue_destroy(queue);
+            err
+        };
+        if err.is_error() {
+            Err(KafkaError::ConsumerCommit(err.into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn store_offsets(&self, offsets: &[PartitionOffset]) -> KafkaResult<()> {
+        Consumer::store_offsets(self, &to_list(offsets))
+    }
+
+    fn seek(&self, topic: &str, partition: i32, offset: i64, timeout: Duration) -> KafkaResult<()> {
+        Consumer::seek(self, topic, partition, Offset::Offset(offset), timeout)
+    }
+
+    fn pause(&self, partitions: &[TopicPartition<'_>]) -> KafkaResult<()> {
+        Consumer::pause(self, &partition_list(partitions))
+    }
+
+    fn resume(&self, partitions: &[TopicPartition<'_>]) -> KafkaResult<()> {
+        Consumer::resume(self, &partition_list(partitions))
+    }
+
+    fn positions(&self) -> KafkaResult<Vec<PartitionOffset>> {
+        Consumer::position(self).map(|tpl| offsets_of(&tpl))
+    }
+
+    fn committed_offsets(
+        &self,
+        partitions: &[TopicPartition<'_>],
+        timeout: Duration,
+    ) -> KafkaResult<Vec<(String, i32, Option<i64>)>> {
+        let got = Consumer::committed_offsets(self, partition_list(partitions), timeout)?;
+        Ok(got
+            .elements()
+            .iter()
+            .map(|e| {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                };
+                (e.topic().to_string(), e.partition(), offset)
+            })
+            .collect())
+    }
+
+    fn offsets_for_times(
+        &self,
+        partitions: &[(&str, i32, i64)],
+        timeout: Duration,
+    ) -> KafkaResult<Vec<(String, i32, Option<i64>)>> {
+        let mut tpl = TopicPartitionList::with_capacity(partitions.len());
+        for (topic, partition, ts) in partitions {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*ts))?;
+        }
+        let found = Consumer::offsets_for_times(self, tpl, timeout)?;
+        Ok(found
+            .elements()
+            .iter()
+            .map(|e| {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                };
+                (e.topic().to_string(), e.partition(), offset)
+            })
+            .collect())
+    }
+
+    fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        Consumer::group_metadata(self)
+    }
+
+    fn assignment_lost(&self) -> bool {
+        Consumer::assignment_lost(self)
+    }
+}

@@ -1,0 +1,602 @@
+//! The driver: the poll loop and everything it does to the run state. It is the only
+//! writer of run state ([`RunState`]); the components it calls return decisions as
+//! values (the scheduler's tasks, the failure policy's decision, the commit
+//! schedule's `Due`, back-pressure's pause/resume lists, a commit target's result)
+//! and the driver applies them.
+//!
+//! [`Engine`] is the part librdkafka's callbacks reach too (they run inside `poll`,
+//! on the poll thread): the run state and the settings, with the operations that
+//! commit, drain and rewind. [`Driver`] is the loop itself, with what only the loop
+//! touches: the pool, the scheduler, the commit schedule.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use super::commit_schedule::{CommitSchedule, Due};
+use super::commit_target::{CommitTarget, Sent, TRANSACTION_TIMEOUT};
+use super::completion::TaskDone;
+use super::consumer::KafkaConsumer;
+use super::failure::{FailureDecision, RecordFailure};
+use super::flow::{self, Limits};
+use super::scheduler::Scheduler;
+use super::sink::Sink;
+use super::state::RunState;
+use super::worker::run_task;
+use crate::commit::{CommitCallback, CommitError, CommitEvent, CommitRequest, PartitionOffset};
+use crate::config::{Config, Delivery, StartPosition};
+use crate::error::Error;
+use crate::processor::Processor;
+use crate::shutdown::{Progress, ShutdownHandle};
+
+/// Poll timeout while every partition is paused for back-pressure: progress then
+/// comes from completions, which do not wake `poll`.
+const PRESSED_POLL_TIMEOUT: Duration = Duration::from_millis(5);
+
+/// The run state and settings shared by the poll loop and librdkafka's callbacks.
+pub(crate) struct Engine {
+    pub state: Mutex<RunState>,
+    /// Task outcomes from the workers and the sink.
+    pub completions: Receiver<TaskDone>,
+    /// Also reachable without the lock: librdkafka's log callback runs on its own
+    /// threads and must never wait for the poll thread.
+    pub progress: Arc<Progress>,
+    pub on_commit: Option<CommitCallback>,
+    pub delivery: Delivery,
+    /// Longest a revoke or a stop waits for in-flight records.
+    pub drain_timeout: Duration,
+    /// Where partitions without a committed offset start.
+    pub start_position: Option<StartPosition>,
+    pub target: CommitTarget,
+}
+
+impl Engine {
+    /// Applies one task outcome: completions to the tracker, failures to the failure
+    /// policy (only those of the partition's current epoch). Returns the records it
+    /// completed.
+    pub(crate) fn apply(&self, st: &mut RunState, done: TaskDone) -> u64 {
+        let TaskDone {
+            topic,
+            partition,
+            epoch,
+            bytes,
+            completed,
+            mut failed,
+        } = done;
+        let current = st
+            .partitions
+            .get(&topic, partition)
+            .is_some_and(|s| s.tracker.epoch() == epoch);
+        let n = st
+            .partitions
+            .apply(&topic, partition, epoch, bytes, &completed, failed.len());
+        st.stats.tasks_done += 1;
+        if self.delivery == Delivery::AtMostOnce {
+            st.partitions.release_committed(&topic, partition);
+        }
+        if n > 0 {
+            st.stats.completed += n;
+            st.stats.last_completion = Some(Instant::now());
+            Progress::add(&self.progress.completed, n);
+        }
+        if current {
+            failed.sort_by_key(|(offset, _)| *offset);
+            for (offset, cause) in failed {
+                let failure = RecordFailure {
+                    topic: topic.to_string(),
+                    partition,
+                    offset,
+                    cause,
+                };
+                match st.failures.on_failure(failure) {
+                    FailureDecision::Stop => {}
+                }
+            }
+        }
+        n
+    }
+
+    /// Applies every task outcome already waiting, without blocking.
+    pub(crate) fn apply_ready(&self, st: &mut RunState) {
+        while let Ok(done) = self.completions.try_recv() {
+            self.apply(st, done);
+        }
+    }
+
+    /// Waits for task outcomes until nothing `filter` accepts is in flight or
+    /// `timeout` passes; returns the records still in flight then.
+    pub(crate) fn drain(
+        &self,
+        st: &mut RunState,
+        timeout: Duration,
+        filter: impl Fn(&str, i32) -> bool,
+    ) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.apply_ready(st);
+            let left = st.partitions.in_flight(&filter);
+            if left == 0 {
+                return 0;
+            }
+            match self
+                .completions
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(done) => {
+                    self.apply(st, done);
+                }
+                Err(RecvTimeoutError::Timeout) => return st.partitions.in_flight(&filter),
+                Err(RecvTimeoutError::Disconnected) => return left,
+            }
+        }
+    }
+
+    /// Commits `offsets` to the target. `wait`: answer now even with async group
+    /// commits (revoke, stop, a transaction). The result is applied here (sync) or
+    /// when the commit callback brings it (async). A failed transaction is aborted
+    /// and every partition rewound.
+    pub(crate) fn commit(
+        &self,
+        consumer: &impl KafkaConsumer,
+        st: &mut RunState,
+        offsets: Vec<PartitionOffset>,
+        wait: bool,
+    ) -> Result<(), CommitError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        match self.target.send(consumer, &offsets, wait) {
+            Sent::Pending => {
+                st.commits.sent.push_back(Instant::now());
+                Ok(())
+            }
+            Sent::Done(result, latency) => {
+                self.record_commit(st, offsets, result.clone(), Some(latency));
+                if let (Some(sink), Err(CommitError::Kafka(cause))) =
+                    (self.target.transaction(), &result)
+                {
+                    self.abort_and_rewind(consumer, st, sink, cause);
+                }
+                result
+            }
+        }
+    }
+
+    /// Applies the answer to a commit: confirmed offsets release their records,
+    /// failed ones leave their partitions dirty for the next commit; then the user's
+    /// callback.
+    pub(crate) fn record_commit(
+        &self,
+        st: &mut RunState,
+        offsets: Vec<PartitionOffset>,
+        result: Result<(), CommitError>,
+        latency: Option<Duration>,
+    ) {
+        let ok = result.is_ok();
+        st.partitions.commit_result(&offsets, ok);
+        st.commits.record(&offsets, ok);
+        match &result {
+            Ok(()) => {
+                Progress::add(&self.progress.commits, 1);
+                tracing::debug!(?offsets, "committed");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ?offsets, "commit failed; its partitions stay dirty")
+            }
+        }
+        if let Some(cb) = &self.on_commit {
+            cb(&CommitEvent {
+                offsets,
+                result,
+                latency,
+            });
+        }
+    }
+
+    /// Commits the dirty partitions `filter` accepts now (a policy commit or a
+    /// commit handle request). With a transaction, every record in flight drains
+    /// first and every dirty partition is in it (one transaction covers them all).
+    pub(crate) fn commit_dirty(
+        &self,
+        consumer: &impl KafkaConsumer,
+        st: &mut RunState,
+        filter: impl Fn(&str, i32) -> bool,
+    ) {
+        if self.target.transaction().is_some() {
+            let left = self.drain(st, self.drain_timeout, |_, _| true);
+            if left > 0 {
+                tracing::debug!(
+                    in_flight = left,
+                    "transaction commit postponed: records in flight"
+                );
+                return;
+            }
+            let offsets = st.partitions.take_dirty(|_, _| true, false);
+            let _ = self.commit(consumer, st, offsets, true);
+        } else {
+            let offsets = st.partitions.take_dirty(filter, false);
+            let _ = self.commit(consumer, st, offsets, false);
+        }
+    }
+
+    /// The commit the schedule says is due: with librdkafka's auto-commit the
+    /// committable offsets are stored (and, when forced by back-pressure, what is
+    /// stored is committed now); otherwise the dirty partitions are committed.
+    pub(crate) fn commit_due(&self, consumer: &impl KafkaConsumer, st: &mut RunState, due: Due) {
+        self.skip_undelivered(consumer, st);
+        if let CommitTarget::LibrdkafkaAuto = self.target {
+            self.store_committable(consumer, st);
+            if due == Due::Forced {
+                match consumer.commit_async(None) {
+                    Ok(()) => st.commits.sent.push_back(Instant::now()),
+                    Err(e) => tracing::warn!(error = %e, "commit of the stored offsets not sent"),
+                }
+            }
+        } else {
+            self.commit_dirty(consumer, st, |_, _| true);
+        }
+    }
+
+    /// The synchronous commit of revoke and stop: every dirty partition `filter`
+    /// accepts, after moving idle ones past offsets never delivered and storing
+    /// them for librdkafka's own auto-commit on revoke/close.
+    pub(crate) fn commit_final(
+        &self,
+        consumer: &impl KafkaConsumer,
+        st: &mut RunState,
+        filter: impl Fn(&str, i32) -> bool,
+    ) -> Result<(), CommitError> {
+        self.skip_undelivered(consumer, st);
+        self.store_committable(consumer, st);
+        let offsets = st.partitions.take_dirty(filter, false);
+        self.commit(consumer, st, offsets, true)
+    }
+
+    /// With librdkafka's auto-commit: stores the committable offsets that moved, so
+    /// what it commits by itself (on its timer, on revoke and on close) is never
+    /// older than what tidemark commits explicitly.
+    pub(crate) fn store_committable(&self, consumer: &impl KafkaConsumer, st: &mut RunState) {
+        if !matches!(self.target, CommitTarget::LibrdkafkaAuto) {
+            return;
+        }
+        let moved = st.partitions.take_unstored();
+        if !moved.is_empty() {
+            if let Err(e) = consumer.store_offsets(&moved) {
+                tracing::debug!(error = %e, "storing offsets failed");
+            }
+        }
+    }
+
+    /// Moves idle partitions' committable offsets past the offsets their consumer
+    /// position skipped without delivering them (the commit marker that ends a
+    /// transaction, aborted records under `read_committed`, compacted records), so
+    /// the committed offset can reach the high watermark (docs/DESIGN.md, invariant 1). librdkafka
+    /// (≥ 1.4) advances the position past control records. One position call, made
+    /// only when some partition is idle.
+    pub(crate) fn skip_undelivered(&self, consumer: &impl KafkaConsumer, st: &mut RunState) {
+        if !st.partitions.any_idle() {
+            return;
+        }
+        let Ok(positions) = consumer.positions() else {
+            return;
+        };
+        for po in positions {
+            st.partitions
+                .skip_to_position(&po.topic, po.partition, po.offset);
+        }
+    }
+
+    /// Exactly-once: aborts the open transaction and seeks every assigned partition
+    /// back to the first offset its last committed transaction does not cover, under
+    /// a new epoch, so those records are processed again into the next transaction.
+    /// A transaction that cannot even be aborted (the producer is fenced or in a
+    /// fatal state) stops the run with [`Error::Transaction`].
+    pub(crate) fn abort_and_rewind(
+        &self,
+        consumer: &impl KafkaConsumer,
+        st: &mut RunState,
+        sink: &Sink,
+        cause: &KafkaError,
+    ) {
+        tracing::warn!(error = %cause, "aborting the transaction; rewinding to the last committed offsets");
+        if let Err(e) = sink.abort_transaction(TRANSACTION_TIMEOUT) {
+            tracing::error!(error = %e, "transaction abort failed");
+            st.fatal.get_or_insert(Error::Transaction(e));
+            return;
+        }
+        Progress::add(&self.progress.aborts, 1);
+        let restarts = st.partitions.restart_points();
+        st.partitions.discard_staged();
+        let mut resume = Vec::new();
+        for (topic, partition, restart, paused) in &restarts {
+            let Some(offset) = *restart else { continue };
+            if let Err(e) = consumer.seek(topic, *partition, offset, TRANSACTION_TIMEOUT) {
+                tracing::error!(error = %e, %topic, partition, offset, "seek after abort failed");
+                st.fatal.get_or_insert(Error::Kafka {
+                    context: "seeking back after an aborted transaction",
+                    source: e,
+                });
+                return;
+            }
+            if *paused {
+                resume.push((&**topic, *partition));
+            }
+            st.partitions.assign(topic, *partition);
+            tracing::info!(%topic, partition, offset, "rewound after abort");
+        }
+        if !resume.is_empty() {
+            if let Err(e) = consumer.resume(&resume) {
+                tracing::warn!(error = %e, "resume after abort failed");
+            }
+        }
+    }
+
+    /// At-most-once: commits the offsets after the staged records synchronously,
+    /// before they are dispatched. If the commit fails they are dropped unprocessed
+    /// (a later owner reads them from the older commit), so no record is ever
+    /// processed twice.
+    fn commit_before_processing(&self, consumer: &impl KafkaConsumer, st: &mut RunState) {
+        let ends = st.partitions.take_staged_ends();
+        if self.commit(consumer, st, ends, true).is_err() {
+            tracing::warn!(
+                "at-most-once: commit before processing failed; dropping the polled records"
+            );
+            st.partitions.discard_staged();
+        }
+    }
+}
+
+/// Whether the loop goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Turn {
+    Continue,
+    Stop,
+}
+
+/// The poll loop and what only it touches.
+pub(crate) struct Driver {
+    pub engine: Arc<Engine>,
+    pub pool: rayon::ThreadPool,
+    pub processor: Arc<dyn Processor>,
+    pub sink: Option<Arc<Sink>>,
+    pub scheduler: Scheduler,
+    pub schedule: CommitSchedule,
+    pub limits: Limits,
+    pub done_tx: Sender<TaskDone>,
+    pub requests: Receiver<CommitRequest>,
+    pub shutdown: ShutdownHandle,
+    pub poll_timeout: Duration,
+    pub max_batch_records: usize,
+    pub idle_limit: Option<Duration>,
+    /// Back-pressure paused every partition in the last round.
+    pressed: bool,
+    pub first_dispatch: Option<Instant>,
+    last_record: Instant,
+}
+
+impl Driver {
+    /// A driver for `config`, with `engine` shared with the consumer's callbacks.
+    pub(crate) fn new(
+        config: &Config,
+        engine: Arc<Engine>,
+        pool: rayon::ThreadPool,
+        processor: Arc<dyn Processor>,
+        sink: Option<Arc<Sink>>,
+        done_tx: Sender<TaskDone>,
+        requests: Receiver<CommitRequest>,
+        shutdown: ShutdownHandle,
+    ) -> Self {
+        Driver {
+            engine,
+            pool,
+            processor,
+            sink,
+            scheduler: Scheduler,
+            schedule: CommitSchedule::new(config.commit, config.max_in_flight_records),
+            limits: Limits::from_config(config),
+            done_tx,
+            requests,
+            shutdown,
+            poll_timeout: Duration::from_millis(config.poll_timeout_ms),
+            max_batch_records: config.max_batch_records,
+            idle_limit: config.exit_when_idle_ms.map(Duration::from_millis),
+            pressed: false,
+            first_dispatch: None,
+            last_record: Instant::now(),
+        }
+    }
+
+    /// Turns until shut down, idle for `exit_when_idle_ms`, a record failure the
+    /// policy stops on, or a fatal error.
+    pub(crate) fn run(&mut self, consumer: &impl KafkaConsumer) {
+        while self.turn(consumer) == Turn::Continue {}
+    }
+
+    /// One round: poll, dispatch, apply outcomes, regulate, commit.
+    pub(crate) fn turn(&mut self, consumer: &impl KafkaConsumer) -> Turn {
+        if self.shutdown.is_requested() {
+            tracing::info!("shutdown requested");
+            return Turn::Stop;
+        }
+        let timeout = if self.pressed {
+            PRESSED_POLL_TIMEOUT
+        } else {
+            self.poll_timeout
+        };
+        let polled = self.poll_round(consumer, timeout);
+        let now = Instant::now();
+        if polled > 0 {
+            self.last_record = now;
+        }
+        let engine = self.engine.clone();
+        let mut st = engine.state.lock();
+        if polled > 0 {
+            if engine.delivery == Delivery::AtMostOnce {
+                engine.commit_before_processing(consumer, &mut st);
+            }
+            self.dispatch(&mut st, now);
+        }
+        if self.schedule.per_record() {
+            while let Ok(done) = engine.completions.try_recv() {
+                let (topic, partition) = (done.topic.clone(), done.partition);
+                for _ in 0..engine.apply(&mut st, done) {
+                    let offsets = st
+                        .partitions
+                        .take_dirty(|t, p| *t == *topic && p == partition, true);
+                    let _ = engine.commit(consumer, &mut st, offsets, false);
+                }
+            }
+        } else {
+            engine.apply_ready(&mut st);
+        }
+        if st.must_stop() {
+            return Turn::Stop;
+        }
+        self.pressed = self.regulate(consumer, &mut st);
+        if engine.delivery != Delivery::AtMostOnce {
+            if let Some(due) = self.schedule.due(now, self.pressed, &st) {
+                engine.commit_due(consumer, &mut st, due);
+            }
+            while let Ok(request) = self.requests.try_recv() {
+                match request {
+                    CommitRequest::All => engine.commit_dirty(consumer, &mut st, |_, _| true),
+                    CommitRequest::Partition(topic, partition) => {
+                        engine.commit_dirty(consumer, &mut st, |t, p| t == topic && p == partition)
+                    }
+                }
+            }
+        }
+        if st.fatal.is_some() {
+            return Turn::Stop;
+        }
+        if let Some(limit) = self.idle_limit {
+            let active = st
+                .stats
+                .last_assigned
+                .map_or(self.last_record, |a| a.max(self.last_record));
+            if now.duration_since(active) >= limit && st.partitions.in_flight(|_, _| true) == 0 {
+                tracing::info!(idle_ms = limit.as_millis() as u64, "idle: stopping");
+                return Turn::Stop;
+            }
+        }
+        Turn::Continue
+    }
+
+    /// Polls one round: waits up to `timeout` for the first record, then takes what
+    /// is ready, up to `max_batch_records` or an in-flight bound, staging each record
+    /// in its partition. Rebalance and commit callbacks run inside these polls.
+    /// Returns the number of records polled.
+    fn poll_round(&self, consumer: &impl KafkaConsumer, mut timeout: Duration) -> usize {
+        let mut polled = 0;
+        while polled < self.max_batch_records {
+            let Some(result) = consumer.poll(timeout) else {
+                break;
+            };
+            timeout = Duration::ZERO;
+            match result {
+                Ok(msg) => {
+                    polled += 1;
+                    let mut st = self.engine.state.lock();
+                    if let Some(n) = st.partitions.stage(&msg) {
+                        if self.limits.reached(&st.partitions, n) {
+                            break;
+                        }
+                    }
+                }
+                Err(e @ KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)) => {
+                    self.engine
+                        .state
+                        .lock()
+                        .fatal
+                        .get_or_insert(Error::OffsetReset(e));
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "consumer error"),
+            }
+        }
+        polled
+    }
+
+    /// Delivers the staged records and hands the scheduler's tasks to the pool.
+    fn dispatch(&mut self, st: &mut RunState, now: Instant) {
+        self.first_dispatch.get_or_insert(now);
+        let delivered = st.partitions.deliver_staged();
+        let aborts = self.sink.as_ref().map_or(0, |s| s.aborts());
+        let _span = tracing::trace_span!("dispatch", partitions = delivered.len()).entered();
+        for task in self.scheduler.tasks(delivered, aborts) {
+            Progress::add(&self.engine.progress.dispatched, task.records.len() as u64);
+            let processor = self.processor.clone();
+            let sink = self.sink.clone();
+            let done = self.done_tx.clone();
+            self.pool
+                .spawn(move || run_task(&*processor, sink.as_deref(), task, done));
+        }
+    }
+
+    /// Applies back-pressure's decision; returns true while every partition is
+    /// paused for the global bounds.
+    fn regulate(&self, consumer: &impl KafkaConsumer, st: &mut RunState) -> bool {
+        let change = flow::regulate(st, self.limits, &self.engine.progress);
+        if !change.pause.is_empty() {
+            let list: Vec<_> = change.pause.iter().map(|(t, p)| (&**t, *p)).collect();
+            if let Err(e) = consumer.pause(&list) {
+                tracing::warn!(error = %e, "pause failed");
+            }
+        }
+        if !change.resume.is_empty() {
+            let list: Vec<_> = change.resume.iter().map(|(t, p)| (&**t, *p)).collect();
+            if let Err(e) = consumer.resume(&list) {
+                tracing::warn!(error = %e, "resume failed");
+            }
+            kick_fetcher(consumer, &list);
+        }
+        st.paused_all
+    }
+
+    /// The graceful stop: nothing new is dispatched; what is in flight drains (up to
+    /// `drain_timeout_ms`); the committable offsets are committed synchronously
+    /// (not with exactly-once when the producer failed or records are still in
+    /// flight: the open transaction is then aborted by closing the producer).
+    /// Returns the final commit's result. The caller then closes the consumer.
+    pub(crate) fn finish(&self, consumer: &impl KafkaConsumer) -> Result<(), CommitError> {
+        let engine = &self.engine;
+        let mut st = engine.state.lock();
+        st.partitions.discard_staged();
+        let left = engine.drain(&mut st, engine.drain_timeout, |_, _| true);
+        if left > 0 {
+            tracing::warn!(
+                in_flight = left,
+                "drain timeout on shutdown: those records will be processed again"
+            );
+        }
+        let transaction = engine.target.transaction().is_some();
+        if engine.delivery == Delivery::AtMostOnce
+            || (transaction && (st.fatal.is_some() || left > 0))
+        {
+            return Ok(());
+        }
+        engine.commit_final(consumer, &mut st, |_, _| true)
+    }
+}
+
+/// After `resume`, librdkafka (2.12, on the mock cluster and on real brokers alike)
+/// sends the partitions' next Fetch only about a second later; measured in
+/// BENCHMARKS.md, it capped CPU-bound pipelines at one in-flight window per second.
+/// A seek to the position resume itself would use (the offset after the last record
+/// polled) starts the fetcher at once; it neither skips nor repeats a record.
+/// Partitions with no record polled yet in this assignment keep their pending start.
+fn kick_fetcher(consumer: &impl KafkaConsumer, resumed: &[(&str, i32)]) {
+    let Ok(positions) = consumer.positions() else {
+        return;
+    };
+    for po in positions {
+        if resumed.contains(&(po.topic.as_str(), po.partition)) {
+            if let Err(e) = consumer.seek(&po.topic, po.partition, po.offset, Duration::ZERO) {
+                tracing::debug!(error = %e, "seek after resume failed; the fetcher starts late");
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! A scripted consumer for the engine's unit tests: records to poll, commit results
+//! to give, and a log of every call the engine made.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{OwnedMessage, Timestamp};
+
+use super::consumer::{KafkaConsumer, TopicPartition};
+use crate::commit::PartitionOffset;
+
+/// What the engine asked of the consumer, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Call {
+    CommitSync(Vec<PartitionOffset>),
+    CommitAsync(Option<Vec<PartitionOffset>>),
+    Store(Vec<PartitionOffset>),
+    Seek(String, i32, i64),
+    Pause(Vec<(String, i32)>),
+    Resume(Vec<(String, i32)>),
+}
+
+#[derive(Default)]
+struct Script {
+    /// Records to return from `poll`, per partition in offset order.
+    queued: BTreeMap<(String, i32), VecDeque<OwnedMessage>>,
+    paused: BTreeSet<(String, i32)>,
+    /// Next offset after the last record polled, per partition.
+    positions: BTreeMap<(String, i32), i64>,
+    committed: BTreeMap<(String, i32), i64>,
+    /// Commits (sync or async) that fail before one succeeds again.
+    failing_commits: usize,
+    lost: bool,
+    calls: Vec<Call>,
+}
+
+/// See the module documentation. Single-threaded, like the poll thread.
+#[derive(Default)]
+pub(crate) struct FakeConsumer {
+    script: RefCell<Script>,
+}
+
+fn key(topic: &str, partition: i32) -> (String, i32) {
+    (topic.to_string(), partition)
+}
+
+impl FakeConsumer {
+    /// Queues records at `offsets` of `topic`/`partition`, payload `p{offset}`.
+    pub(crate) fn queue(
+        &self,
+        topic: &str,
+        partition: i32,
+        offsets: impl IntoIterator<Item = i64>,
+    ) {
+        let mut s = self.script.borrow_mut();
+        let q = s.queued.entry(key(topic, partition)).or_default();
+        for offset in offsets {
+            q.push_back(OwnedMessage::new(
+                Some(format!("p{offset}").into_bytes()),
+                None,
+                topic.to_string(),
+                Timestamp::NotAvailable,
+                partition,
+                offset,
+                None,
+            ));
+        }
+    }
+
+    /// The next `n` commits fail (sync: an error; async: refused when sent).
+    pub(crate) fn fail_commits(&self, n: usize) {
+        self.script.borrow_mut().failing_commits = n;
+    }
+
+    /// Makes the next revoke a lost assignment.
+    pub(crate) fn lose_assignment(&self) {
+        self.script.borrow_mut().lost = true;
+    }
+
+    /// Moves the position of a partition, as librdkafka does past control records.
+    pub(crate) fn set_position(&self, topic: &str, partition: i32, offset: i64) {
+        self.script
+            .borrow_mut()
+            .positions
+            .insert(key(topic, partition), offset);
+    }
+
+    /// Every call so far, in order.
+    pub(crate) fn calls(&self) -> Vec<Call> {
+        self.script.borrow().calls.clone()
+    }
+
+    /// The offsets the group holds, as successful commits left them.
+    pub(crate) fn committed(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.script
+            .borrow()
+            .committed
+            .get(&key(topic, partition))
+            .copied()
+    }
+
+    /// True while `topic`/`partition` is paused.
+    pub(crate) fn is_paused(&self, topic: &str, partition: i32) -> bool {
+        self.script.borrow().paused.contains(&key(topic, partition))
+    }
+
+    fn commit(&self, offsets: &[PartitionOffset]) -> KafkaResult<()> {
+        let mut s = self.script.borrow_mut();
+        if s.failing_commits > 0 {
+            s.failing_commits -= 1;
+            return Err(KafkaError::ConsumerCommit(
+                RDKafkaErrorCode::RequestTimedOut,
+            ));
+        }
+        for po in offsets {
+            s.committed.insert(key(&po.topic, po.partition), po.offset);
+        }
+        Ok(())
+    }
+}
+
+impl KafkaConsumer for FakeConsumer {
+    type Message<'a> = OwnedMessage;
+
+    fn poll(&self, _timeout: Duration) -> Option<KafkaResult<OwnedMessage>> {
+        let mut s = self.script.borrow_mut();
+        let paused = s.paused.clone();
+        let (k, q) = s
+            .queued
+            .iter_mut()
+            .find(|(k, q)| !q.is_empty() && !paused.contains(*k))?;
+        let k = k.clone();
+        let msg = q.pop_front()?;
+        s.positions.insert(k, rdkafka::Message::offset(&msg) + 1);
+        Some(Ok(msg))
+    }
+
+    fn commit_sync(&self, offsets: &[PartitionOffset]) -> KafkaResult<()> {
+        self.script
+            .borrow_mut()
+            .calls
+            .push(Call::CommitSync(offsets.to_vec()));
+        self.commit(offsets)
+    }
+
+    /// Sent, never answered by itself: a test applies the result it wants through
+    /// `Engine::record_commit`, as the commit callback would.
+    fn commit_async(&self, offsets: Option<&[PartitionOffset]>) -> KafkaResult<()> {
+        let mut s = self.script.borrow_mut();
+        s.calls.push(Call::CommitAsync(offsets.map(<[_]>::to_vec)));
+        if s.failing_commits > 0 {
+            s.failing_commits -= 1;
+            return Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::State));
+        }
+        Ok(())
+    }
+
+    fn store_offsets(&self, offsets: &[PartitionOffset]) -> KafkaResult<()> {
+        self.script
+            .borrow_mut()
+            .calls
+            .push(Call::Store(offsets.to_vec()));
+        Ok(())
+    }
+
+    fn seek(&self, topic: &str, partition: i32, offset: i64, _: Duration) -> KafkaResult<()> {
+        let mut s = self.script.borrow_mut();
+        s.calls
+            .push(Call::Seek(topic.to_string(), partition, offset));
+        s.positions.insert(key(topic, partition), offset);
+        Ok(())
+    }
+
+    fn pause(&self, partitions: &[TopicPartition<'_>]) -> KafkaResult<()> {
+        let mut s = self.script.borrow_mut();
+        let list: Vec<_> = partitions.iter().map(|(t, p)| key(t, *p)).collect();
+        s.paused.extend(list.iter().cloned());
+        s.calls.push(Call::Pause(list));
+        Ok(())
+    }
+
+    fn resume(&self, partitions: &[TopicPartition<'_>]) -> KafkaResult<()> {
+        let mut s = self.script.borrow_mut();
+        let list: Vec<_> = partitions.iter().map(|(t, p)| key(t, *p)).collect();
+        for k in &list {
+            s.paused.remove(k);
+        }
+        s.calls.push(Call::Resume(list));
+        Ok(())
+    }
+
+    fn positions(&self) -> KafkaResult<Vec<PartitionOffset>> {
+        Ok(self
+            .script
+            .borrow()
+            .positions
+            .iter()
+            .map(|((topic, partition), offset)| PartitionOffset {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *offset,
+            })
+            .collect())
+    }
+
+    fn committed_offsets(
+        &self,
+        partitions: &[TopicPartition<'_>],
+        _: Duration,
+    ) -> KafkaResult<Vec<(String, i32, Option<i64>)>> {
+        let s = self.script.borrow();
+        Ok(partitions
+            .iter()
+            .map(|(t, p)| (t.to_string(), *p, s.committed.get(&key(t, *p)).copied()))
+            .collect())
+    }
+
+    fn offsets_for_times(
+        &self,
+        partitions: &[(&str, i32, i64)],
+        _: Duration,
+    ) -> KafkaResult<Vec<(String, i32, Option<i64>)>> {
+        Ok(partitions
+            .iter()
+            .map(|(t, p, _)| (t.to_string(), *p, None))
+            .collect())
+    }
+
+    fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        None
+    }
+
+    fn assignment_lost(&self) -> bool {
+        std::mem::take(&mut self.script.borrow_mut().lost)
+    }
+}

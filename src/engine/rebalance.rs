@@ -1,0 +1,92 @@
+//! Rebalances, as the driver handles them: partitions assigned (a fresh epoch each),
+//! revoked (drain, commit synchronously, drop; docs/DESIGN.md invariant 6) or lost (drop without
+//! commit). librdkafka calls these from inside `poll` through the consumer's
+//! callbacks (`engine::callbacks`); tests call them directly.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use super::consumer::KafkaConsumer;
+use super::driver::Engine;
+use super::state::RunState;
+use crate::config::Delivery;
+use crate::shutdown::Progress;
+
+impl Engine {
+    /// Starts tracking newly assigned partitions, each under a fresh epoch.
+    pub(crate) fn on_assign(&self, st: &mut RunState, assigned: &[(String, i32)]) {
+        st.stats.last_assigned = Some(Instant::now());
+        for (topic, partition) in assigned {
+            let epoch = st.partitions.assign(topic, *partition);
+            Progress::add(&self.progress.assigned, 1);
+            tracing::info!(%topic, partition, epoch = epoch.0, "assigned");
+        }
+    }
+
+    /// Partitions leave this member. Revoked: records staged for them are dropped,
+    /// their in-flight records drain (up to `drain_timeout_ms`), their committable
+    /// offsets are committed synchronously, their state is dropped. Lost (the
+    /// consumer says the assignment was lost): their state is dropped and nothing
+    /// is committed, since another member may own them already. With exactly-once
+    /// the open transaction holds outputs of every partition: everything drains
+    /// first and the transaction commits (or aborts and rewinds).
+    pub(crate) fn on_revoke(
+        &self,
+        consumer: &impl KafkaConsumer,
+        st: &mut RunState,
+        revoked: &[(String, i32)],
+    ) {
+        let set: HashSet<(&str, i32)> = revoked.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+        let is_revoked = |t: &str, p: i32| set.contains(&(t, p));
+        let transaction = self.target.transaction().cloned();
+        let scope = |t: &str, p: i32| transaction.is_some() || is_revoked(t, p);
+        let mut abort = None;
+        if consumer.assignment_lost() {
+            tracing::warn!(
+                partitions = revoked.len(),
+                "assignment lost: dropping state without commit"
+            );
+            Progress::add(&self.progress.lost, revoked.len() as u64);
+            if transaction.is_some() {
+                self.drain(st, self.drain_timeout, scope);
+                abort = Some(KafkaError::Rebalance(RDKafkaErrorCode::AssignmentLost));
+            }
+        } else {
+            let _span = tracing::info_span!("revoke", partitions = revoked.len()).entered();
+            let left = self.drain(st, self.drain_timeout, scope);
+            if left > 0 {
+                tracing::warn!(in_flight = left, "drain timeout on revoke: those records will be processed again by the next owner");
+            }
+            if transaction.is_some() && left > 0 {
+                // Outputs of records still in flight may be in the transaction:
+                // committing it would publish them without their offsets.
+                abort = Some(KafkaError::Rebalance(RDKafkaErrorCode::OperationTimedOut));
+            } else if self.delivery != Delivery::AtMostOnce {
+                // With an eager protocol the group is already rebalancing, and a
+                // commit may be refused (REBALANCE_IN_PROGRESS): those records are
+                // then processed again by the next owner (at-least-once).
+                let _ = self.commit_final(consumer, st, scope);
+            }
+            Progress::add(&self.progress.revoked, revoked.len() as u64);
+        }
+        // librdkafka keeps a partition's pause flag and saved position across
+        // assignments: resume what back-pressure paused, so a later assignment of the
+        // same partition starts clean.
+        let mut paused = Vec::new();
+        for (t, p) in revoked {
+            if st.partitions.remove(t, *p).is_some_and(|s| s.paused) {
+                paused.push((t.as_str(), *p));
+            }
+        }
+        if !paused.is_empty() {
+            if let Err(e) = consumer.resume(&paused) {
+                tracing::warn!(error = %e, "resuming revoked partitions failed");
+            }
+        }
+        if let (Some(sink), Some(cause)) = (transaction, abort) {
+            self.abort_and_rewind(consumer, st, &sink, &cause);
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The run state: everything a pipeline's poll thread knows while it runs, grouped by
+//! what it is about. The driver (the poll loop and the librdkafka callbacks it runs
+//! inside `poll`, all on the poll thread) is its only writer.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use super::failure::FailurePolicy;
+use super::partitions::Partitions;
+use crate::commit::PartitionOffset;
+use crate::error::Error;
+
+/// The poll thread's state, behind the engine's mutex (never contended: only the
+/// poll thread locks it; the mutex exists because librdkafka's callbacks reach it
+/// through a `Sync` context).
+#[derive(Default)]
+pub(crate) struct RunState {
+    /// Offset state of the assigned partitions.
+    pub partitions: Partitions,
+    /// Commits in flight and their history.
+    pub commits: CommitBook,
+    /// What happens to failed records.
+    pub failures: FailurePolicy,
+    /// Back-pressure has paused every partition.
+    pub paused_all: bool,
+    /// A consumer or producer error that stops the run (not tied to a record).
+    pub fatal: Option<Error>,
+    /// Counters and times of the run.
+    pub stats: RunStats,
+}
+
+impl RunState {
+    /// True when the run must stop: a record failure the policy stops on, or a fatal
+    /// error.
+    pub(crate) fn must_stop(&self) -> bool {
+        self.fatal.is_some() || self.failures.stopped()
+    }
+}
+
+/// The commit bookkeeping: what was sent and not answered, what was accepted.
+#[derive(Default)]
+pub(crate) struct CommitBook {
+    /// When each async commit whose result has not arrived was sent, oldest first
+    /// (librdkafka answers commits in order).
+    pub sent: VecDeque<Instant>,
+    /// When a commit last failed (commits forced by back-pressure wait a little
+    /// after it instead of retrying at once).
+    pub last_failure: Option<Instant>,
+    /// The last offset the coordinator (or store, or transaction) accepted, per
+    /// partition, across assignments.
+    pub accepted: BTreeMap<(String, i32), i64>,
+}
+
+impl CommitBook {
+    /// Records the answer to a commit of `offsets`.
+    pub(crate) fn record(&mut self, offsets: &[PartitionOffset], ok: bool) {
+        if ok {
+            for po in offsets {
+                let entry = self
+                    .accepted
+                    .entry((po.topic.clone(), po.partition))
+                    .or_insert(po.offset);
+                *entry = (*entry).max(po.offset);
+            }
+        } else {
+            self.last_failure = Some(Instant::now());
+        }
+    }
+}
+
+/// Counters and times of the run.
+#[derive(Default)]
+pub(crate) struct RunStats {
+    /// Task completions applied so far (one per dispatched task).
+    pub tasks_done: u64,
+    /// Records completed so far.
+    pub completed: u64,
+    /// When a partition was last assigned (the idle clock starts no earlier).
+    pub last_assigned: Option<Instant>,
+    /// When the last record completed.
+    pub last_completion: Option<Instant>,
+}

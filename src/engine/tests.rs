@@ -1,0 +1,445 @@
+//! The engine's unit tests: the driver and its components against a scripted
+//! consumer ([`FakeConsumer`]), with a real worker pool and no broker.
+
+use std::sync::{Arc, Condvar, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::commit_target::CommitTarget;
+use super::driver::{Driver, Engine};
+use super::fake::{Call, FakeConsumer};
+use super::state::RunState;
+use crate::commit::{CommitError, CommitMode, CommitPolicy, PartitionOffset};
+use crate::config::Config;
+use crate::error::Error;
+use crate::processor::{ProcessResult, Processor};
+use crate::record::{Outputs, Record};
+use crate::shutdown::{Progress, ShutdownHandle};
+
+const T: &str = "t";
+
+/// Completes every record at once, except those at `blocked` offsets, which wait
+/// until the gate opens; panics on `panic_at`.
+#[derive(Default)]
+struct Gated {
+    blocked: Vec<i64>,
+    panic_at: Option<i64>,
+    gate: Arc<(StdMutex<bool>, Condvar)>,
+}
+
+impl Gated {
+    fn blocking(offsets: impl IntoIterator<Item = i64>) -> Self {
+        Gated {
+            blocked: offsets.into_iter().collect(),
+            ..Gated::default()
+        }
+    }
+
+    fn opener(&self) -> impl Fn() + Send + Sync + 'static {
+        let gate = self.gate.clone();
+        move || {
+            *gate.0.lock().unwrap() = true;
+            gate.1.notify_all();
+        }
+    }
+}
+
+impl Processor for Gated {
+    fn process(&self, record: &Record) -> ProcessResult {
+        if self.panic_at == Some(record.offset) {
+            panic!("boom at {}", record.offset);
+        }
+        if self.blocked.contains(&record.offset) {
+            let mut open = self.gate.0.lock().unwrap();
+            while !*open {
+                open = self.gate.1.wait(open).unwrap();
+            }
+        }
+        Ok(Outputs::none())
+    }
+}
+
+fn config(edit: impl FnOnce(&mut Config)) -> Config {
+    let mut c = Config::new("fake:9092", "g", [T]);
+    c.workers = 2;
+    c.drain_timeout_ms = 2_000;
+    c.commit = CommitPolicy::AtEnd;
+    edit(&mut c);
+    c
+}
+
+fn driver(config: &Config, target: CommitTarget, processor: impl Processor) -> Driver {
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    let (_, requests) = crossbeam_channel::unbounded();
+    let engine = Arc::new(Engine {
+        state: Mutex::new(RunState::default()),
+        completions: done_rx,
+        progress: Arc::new(Progress::default()),
+        on_commit: None,
+        delivery: config.delivery,
+        drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+        start_position: None,
+        target,
+    });
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(config.workers)
+        .build()
+        .unwrap();
+    Driver::new(
+        config,
+        engine,
+        pool,
+        Arc::new(processor),
+        None,
+        done_tx,
+        requests,
+        ShutdownHandle::default(),
+    )
+}
+
+fn assign(d: &Driver, partitions: &[i32]) {
+    let list: Vec<(String, i32)> = partitions.iter().map(|p| (T.to_string(), *p)).collect();
+    d.engine.on_assign(&mut d.engine.state.lock(), &list);
+}
+
+fn at(partition: i32, offset: i64) -> PartitionOffset {
+    PartitionOffset {
+        topic: T.into(),
+        partition,
+        offset,
+    }
+}
+
+fn drain_all(d: &Driver) -> usize {
+    let mut st = d.engine.state.lock();
+    d.engine
+        .drain(&mut st, Duration::from_secs(10), |_, _| true)
+}
+
+fn committable(d: &Driver, partition: i32) -> Option<i64> {
+    d.engine
+        .state
+        .lock()
+        .partitions
+        .get(T, partition)
+        .and_then(|s| s.tracker.committable())
+}
+
+fn commits(fake: &FakeConsumer) -> Vec<Vec<PartitionOffset>> {
+    fake.calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::CommitSync(o) | Call::CommitAsync(Some(o)) => Some(o),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn revoke_drains_and_commits_only_the_revoked_partitions() {
+    let processor = Gated::blocking([7]);
+    let open = processor.opener();
+    let mut d = driver(
+        &config(|_| {}),
+        CommitTarget::Group(CommitMode::Async),
+        processor,
+    );
+    let fake = FakeConsumer::default();
+    assign(&d, &[0, 1]);
+    fake.queue(T, 0, 0..10);
+    fake.queue(T, 1, 0..10);
+    d.turn(&fake);
+    // Offset 7 of both partitions is still running when the revoke starts.
+    let opener = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        open();
+    });
+    let started = Instant::now();
+    d.engine
+        .on_revoke(&fake, &mut d.engine.state.lock(), &[(T.to_string(), 0)]);
+    opener.join().unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "the revoke did not wait"
+    );
+    assert_eq!(
+        commits(&fake),
+        vec![vec![at(0, 10)]],
+        "only partition 0, to its end"
+    );
+    assert_eq!(fake.committed(T, 0), Some(10));
+    let st = d.engine.state.lock();
+    assert!(st.partitions.get(T, 0).is_none(), "revoked state dropped");
+    assert!(
+        st.partitions.get(T, 1).is_some(),
+        "the other partition stays"
+    );
+}
+
+#[test]
+fn a_lost_assignment_commits_nothing() {
+    let mut d = driver(
+        &config(|_| {}),
+        CommitTarget::Group(CommitMode::Sync),
+        Gated::default(),
+    );
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..10);
+    d.turn(&fake);
+    drain_all(&d);
+    fake.lose_assignment();
+    d.engine
+        .on_revoke(&fake, &mut d.engine.state.lock(), &[(T.to_string(), 0)]);
+    assert!(commits(&fake).is_empty(), "a lost partition was committed");
+    assert!(d.engine.state.lock().partitions.get(T, 0).is_none());
+    assert_eq!(Progress::get(&d.engine.progress.lost), 1);
+}
+
+#[test]
+fn a_failed_async_commit_is_retried_and_commits_never_go_back() {
+    let mut d = driver(
+        &config(|_| {}),
+        CommitTarget::Group(CommitMode::Async),
+        Gated::default(),
+    );
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    let commit_all = |d: &Driver| {
+        d.engine
+            .commit_dirty(&fake, &mut d.engine.state.lock(), |_, _| true)
+    };
+    let answer = |d: &Driver, offset: i64, ok: bool| {
+        let result = if ok {
+            Ok(())
+        } else {
+            Err(CommitError::Kafka(
+                rdkafka::error::KafkaError::ConsumerCommit(
+                    rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
+                ),
+            ))
+        };
+        d.engine.record_commit(
+            &mut d.engine.state.lock(),
+            vec![at(0, offset)],
+            result,
+            None,
+        );
+    };
+
+    fake.queue(T, 0, 0..10);
+    d.turn(&fake);
+    drain_all(&d);
+    fake.fail_commits(1);
+    commit_all(&d); // 10, refused when sent: partition 0 is dirty again
+    commit_all(&d); // sends 10
+    answer(&d, 10, false); // fails: dirty again
+    commit_all(&d); // retried: 10 again
+    fake.queue(T, 0, 10..20);
+    d.turn(&fake);
+    drain_all(&d);
+    commit_all(&d); // sends 20 while the retried 10 is still unanswered
+    answer(&d, 10, false); // the retry of 10 fails late: 20 stays marked
+    commit_all(&d); // nothing dirty: no commit of 10 after 20
+    answer(&d, 20, true);
+
+    let sent: Vec<i64> = commits(&fake).iter().map(|c| c[0].offset).collect();
+    assert_eq!(sent, vec![10, 10, 10, 20]);
+    assert!(
+        sent.windows(2).all(|w| w[0] <= w[1]),
+        "a commit went back: {sent:?}"
+    );
+    let st = d.engine.state.lock();
+    assert_eq!(st.commits.accepted.get(&(T.to_string(), 0)), Some(&20));
+    assert_eq!(
+        st.partitions.records_in_flight(),
+        0,
+        "confirmed records released"
+    );
+}
+
+#[test]
+fn back_pressure_pauses_at_the_bound_and_resumes_below_half() {
+    let processor = Gated::blocking(0..10);
+    let open = processor.opener();
+    let c = config(|c| c.max_in_flight_records = 10);
+    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..50);
+    d.turn(&fake);
+    assert!(fake.is_paused(T, 0), "not paused at the bound");
+    assert_eq!(d.engine.state.lock().partitions.records_in_flight(), 10);
+    // Polling goes on while paused, and takes nothing from the paused partition.
+    d.turn(&fake);
+    assert_eq!(Progress::get(&d.engine.progress.dispatched), 10);
+
+    open();
+    drain_all(&d);
+    d.turn(&fake); // the forced commit confirms 10 and releases the records
+    d.turn(&fake); // below half the bound: resumed
+    assert!(!fake.is_paused(T, 0), "not resumed below half the bound");
+    assert!(fake
+        .calls()
+        .contains(&Call::Resume(vec![(T.to_string(), 0)])));
+    assert!(fake.committed(T, 0) >= Some(10));
+}
+
+#[test]
+fn drain_timeout_on_revoke_commits_up_to_the_stuck_record() {
+    let processor = Gated::blocking([3]);
+    let open = processor.opener();
+    let c = config(|c| c.drain_timeout_ms = 50);
+    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    // Two tasks: 0..3 completes, 3..6 is stuck on offset 3.
+    fake.queue(T, 0, 0..3);
+    d.turn(&fake);
+    drain_all(&d);
+    fake.queue(T, 0, 3..6);
+    d.turn(&fake);
+    let started = Instant::now();
+    d.engine
+        .on_revoke(&fake, &mut d.engine.state.lock(), &[(T.to_string(), 0)]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the drain did not time out"
+    );
+    assert_eq!(
+        commits(&fake),
+        vec![vec![at(0, 3)]],
+        "never past the stuck record"
+    );
+    open();
+}
+
+#[test]
+fn drain_timeout_on_stop_commits_up_to_the_stuck_record() {
+    let processor = Gated::blocking([4]);
+    let open = processor.opener();
+    let c = config(|c| c.drain_timeout_ms = 50);
+    let mut d = driver(&c, CommitTarget::Group(CommitMode::Async), processor);
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    // Two tasks: 0..4 completes, 4..8 is stuck on offset 4.
+    fake.queue(T, 0, 0..4);
+    d.turn(&fake);
+    drain_all(&d);
+    fake.queue(T, 0, 4..8);
+    d.turn(&fake);
+    let started = Instant::now();
+    d.finish(&fake).expect("the final commit");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the drain did not time out"
+    );
+    assert_eq!(fake.committed(T, 0), Some(4));
+    assert!(
+        matches!(fake.calls().last(), Some(Call::CommitSync(_))),
+        "the final commit waits for its answer"
+    );
+    open();
+}
+
+#[test]
+fn completions_of_an_earlier_epoch_are_ignored() {
+    let processor = Gated::blocking(0..5);
+    let open = processor.opener();
+    let mut d = driver(
+        &config(|_| {}),
+        CommitTarget::Group(CommitMode::Sync),
+        processor,
+    );
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..5);
+    d.turn(&fake);
+    // The partition is assigned again (a new epoch) while the old tasks run.
+    assign(&d, &[0]);
+    open();
+    std::thread::sleep(Duration::from_millis(100));
+    d.turn(&fake);
+    assert_eq!(
+        committable(&d, 0),
+        None,
+        "a stale completion moved the new epoch"
+    );
+    assert_eq!(Progress::get(&d.engine.progress.completed), 0);
+    fake.queue(T, 0, 0..5);
+    d.turn(&fake);
+    drain_all(&d);
+    assert_eq!(committable(&d, 0), Some(5));
+}
+
+#[test]
+fn a_panicking_record_stops_the_run_at_its_offset() {
+    let processor = Gated {
+        panic_at: Some(2),
+        ..Gated::default()
+    };
+    let mut d = driver(
+        &config(|_| {}),
+        CommitTarget::Group(CommitMode::Sync),
+        processor,
+    );
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..5);
+    d.turn(&fake);
+    drain_all(&d);
+    assert!(d.engine.state.lock().must_stop());
+    d.finish(&fake).unwrap();
+    assert_eq!(
+        fake.committed(T, 0),
+        Some(2),
+        "committed past the failed record"
+    );
+    let error = d.engine.state.lock().failures.take_error();
+    match error {
+        Some(Error::Processor { offset, source, .. }) => {
+            assert_eq!(offset, 2);
+            assert!(source.message.contains("boom at 2"), "{}", source.message);
+        }
+        other => panic!("expected a processor error, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_idle_partition_commits_past_offsets_never_delivered() {
+    let mut d = driver(
+        &config(|_| {}),
+        CommitTarget::Group(CommitMode::Sync),
+        Gated::default(),
+    );
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..10);
+    d.turn(&fake);
+    drain_all(&d);
+    // librdkafka moved the position past a commit marker at offset 10.
+    fake.set_position(T, 0, 11);
+    d.finish(&fake).unwrap();
+    assert_eq!(fake.committed(T, 0), Some(11));
+}
+
+#[test]
+fn librdkafka_auto_commit_stores_the_committable_offsets() {
+    let c = config(|c| c.commit = CommitPolicy::Auto(100));
+    let mut d = driver(&c, CommitTarget::LibrdkafkaAuto, Gated::default());
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..10);
+    d.turn(&fake);
+    drain_all(&d);
+    d.turn(&fake);
+    assert!(fake.calls().contains(&Call::Store(vec![at(0, 10)])));
+    assert!(
+        !fake
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::CommitSync(_))),
+        "librdkafka's timer commits, not the loop"
+    );
+}
