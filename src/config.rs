@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::commit::{CommitMode, CommitPolicy};
 use crate::error::Error;
+use crate::failures::{DeadLetterConfig, RetryPolicy};
+use crate::ordering::ProcessingOrder;
 
 /// librdkafka properties tidemark sets itself, whatever the user passes: offsets are
 /// committed only by tidemark's commits of committable offsets, never by librdkafka's background
@@ -237,6 +239,17 @@ pub struct Config {
     /// Where outputs go. Default: dropped.
     #[serde(default = "default_sink")]
     pub sink: SinkConfig,
+    /// Which records may be processed at the same time. Default: one at a time per
+    /// key ([`ProcessingOrder::Key`]).
+    #[serde(default)]
+    pub ordering: ProcessingOrder,
+    /// Retries of retriable failures. Default: 3 attempts, 100 ms doubling up to 10 s.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// Where records that cannot be processed go. Default: none (such a record
+    /// stops the pipeline at its committable offset).
+    #[serde(default)]
+    pub dead_letter: Option<DeadLetterConfig>,
     /// Extra librdkafka consumer properties, passed through unchanged except for
     /// [`FORCED_CONSUMER_PROPERTIES`]. See librdkafka's CONFIGURATION.md.
     #[serde(default)]
@@ -306,6 +319,9 @@ impl Config {
             max_in_flight_bytes: default_max_in_flight_bytes(),
             max_in_flight_records_per_partition: None,
             sink: SinkConfig::None,
+            ordering: ProcessingOrder::default(),
+            retry: RetryPolicy::default(),
+            dead_letter: None,
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),
         }
@@ -435,6 +451,29 @@ impl Config {
                  that drains would get this member kicked out of the group",
             );
         }
+        if self.retry.max_attempts == 0 {
+            return bad("retry.max_attempts", "must be at least 1 (1: no retries)");
+        }
+        if self.retry.initial_backoff_ms > self.retry.max_backoff_ms
+            || self.retry.multiplier.is_nan()
+            || self.retry.multiplier < 1.0
+        {
+            return bad(
+                "retry",
+                "initial_backoff_ms must not exceed max_backoff_ms, and multiplier must be at least 1",
+            );
+        }
+        if let Some(dl) = &self.dead_letter {
+            if dl.topic.trim().is_empty() || self.input_topics().contains(&dl.topic) {
+                return bad(
+                    "dead_letter.topic",
+                    "must be set and differ from the input topics",
+                );
+            }
+            if dl.max_consecutive == 0 {
+                return bad("dead_letter.max_consecutive", "must be at least 1");
+            }
+        }
         if self.uses_consumer_group_protocol() {
             for key in CLASSIC_ONLY_PROPERTIES {
                 if self.consumer_properties.contains_key(key) {
@@ -546,8 +585,11 @@ impl Config {
     /// properties; with exactly-once, `transactional.id` (which implies idempotence).
     pub fn producer_client_config(&self) -> ClientConfig {
         let mut cc = ClientConfig::new();
+        // Idempotence keeps each output partition in send order through retries, which
+        // per-key processing order relies on (and acks=all, KIP-98).
         cc.set("bootstrap.servers", &self.brokers)
             .set("acks", "all")
+            .set("enable.idempotence", "true")
             .set("linger.ms", "5");
         for (k, v) in &self.producer_properties {
             cc.set(k, v);

@@ -70,6 +70,36 @@ pub enum Error {
         source: KafkaError,
     },
 
+    /// A failed record could not be produced to the dead-letter topic. Offsets were
+    /// committed up to (never past) that record.
+    #[error("dead-letter produce failed for input {topic}/{partition}@{offset}")]
+    DeadLetter {
+        /// Topic of the input record.
+        topic: String,
+        /// Partition of the input record.
+        partition: i32,
+        /// Offset of the input record.
+        offset: i64,
+        /// The producer's error.
+        source: KafkaError,
+    },
+
+    /// The dead-letter guard tripped: `count` records in a row were dead-lettered
+    /// with none completing in between (`DeadLetterConfig::max_consecutive`), which
+    /// looks like a broken deploy rather than bad input. The pipeline stopped at the
+    /// committable offset; the last record counted is named.
+    #[error("{count} records in a row dead-lettered, the last {topic}/{partition}@{offset}: stopping (dead_letter.max_consecutive)")]
+    DeadLetterLimit {
+        /// Dead letters in a row.
+        count: u64,
+        /// Topic of the last one.
+        topic: String,
+        /// Partition of the last one.
+        partition: i32,
+        /// Offset of the last one.
+        offset: i64,
+    },
+
     /// A partition has no valid position to start from and `auto.offset.reset` is
     /// `error` (librdkafka's `ERR__AUTO_OFFSET_RESET`): no committed offset for the
     /// group, or the committed one is out of range. Nothing was processed from it.

@@ -50,7 +50,7 @@ pub fn consumer_lag(
     timeout: Duration,
 ) -> Result<Vec<PartitionLag>, Error> {
     let consumer = client(brokers, group)?;
-    let partitions = partitions_of(&consumer, brokers, topic, timeout)?;
+    let partitions = partitions_of(brokers, topic, timeout)?;
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
         tpl.add_partition(topic, *p);
@@ -94,7 +94,7 @@ pub fn high_watermarks(
 ) -> Result<BTreeMap<i32, i64>, Error> {
     let consumer = client(brokers, "tidemark-watermarks")?;
     let mut ends = BTreeMap::new();
-    for p in partitions_of(&consumer, brokers, topic, timeout)? {
+    for p in partitions_of(brokers, topic, timeout)? {
         let (_, high) = consumer
             .fetch_watermarks(topic, p, timeout)
             .map_err(Error::kafka("fetching watermarks"))?;
@@ -114,27 +114,12 @@ fn client(brokers: &str, group: &str) -> Result<BaseConsumer, Error> {
         .map_err(Error::kafka("creating the lag client"))
 }
 
-/// The partition ids of `topic`.
-fn partitions_of(
-    consumer: &BaseConsumer,
-    brokers: &str,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Vec<i32>, Error> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|source| Error::BrokerUnreachable {
-            brokers: brokers.to_string(),
-            timeout_ms: timeout.as_millis() as u64,
-            source,
-        })?;
-    metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
-        .filter(|p: &Vec<i32>| !p.is_empty())
-        .ok_or_else(|| Error::UnknownTopic(topic.to_string()))
+/// The partition ids of `topic` (Kafka numbers them `0..count`).
+fn partitions_of(brokers: &str, topic: &str, timeout: Duration) -> Result<Vec<i32>, Error> {
+    match crate::topics::topic_partitions(brokers, topic, timeout)? {
+        Some(n) => Ok((0..n).collect()),
+        None => Err(Error::UnknownTopic(topic.to_string())),
+    }
 }
 
 /// The group's committed offsets (OffsetFetch), retried within `timeout` while the

@@ -29,8 +29,10 @@ pub mod commit;
 pub mod config;
 mod engine;
 pub mod error;
+pub mod failures;
 pub mod lag;
 pub mod offset_store;
+pub mod ordering;
 pub mod processor;
 pub mod record;
 pub mod shutdown;
@@ -46,8 +48,12 @@ pub use config::{
 pub use engine::sink::{HEADER_SRC_OFFSET, HEADER_SRC_PARTITION};
 pub use engine::{Pipeline, RunSummary};
 pub use error::Error;
+pub use failures::{
+    DeadLetterConfig, RetryPolicy, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_SRC_TOPIC,
+};
 pub use lag::{consumer_lag, high_watermarks, PartitionLag};
 pub use offset_store::{FileOffsetStore, OffsetStore};
+pub use ordering::ProcessingOrder;
 pub use processor::{FailureKind, ProcessError, ProcessResult, Processor};
 pub use record::{Header, OutputRecord, Outputs, Record};
 pub use shutdown::{Progress, ShutdownHandle};

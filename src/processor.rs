@@ -8,21 +8,28 @@ use crate::record::{Outputs, Record};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// A transient failure (a timeout, an unavailable dependency): trying again may
-    /// succeed. Until retries exist, tidemark stops at the committable offset as for `Permanent`.
+    /// succeed. Retried per `Config::retry`; once the attempts are exhausted it is
+    /// dead-lettered, or the pipeline stops at the committable offset.
     Retriable,
-    /// The record can never be processed (malformed input, a bug): retrying is
-    /// pointless; it stops the consumer at the committable offset (later: dead-lettering).
+    /// The record can never be processed (malformed input, a bug): it is
+    /// dead-lettered at once (`Config::dead_letter`), or the pipeline stops at the
+    /// committable offset.
     Permanent,
 }
 
 /// A processor's failure for one record.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{kind:?} failure: {message}")]
+#[non_exhaustive]
 pub struct ProcessError {
     /// Retriable or permanent.
     pub kind: FailureKind,
-    /// Human-readable reason, reported with the record's coordinates.
+    /// Human-readable reason, reported with the record's coordinates (and in the
+    /// dead letter's `tidemark-error` header).
     pub message: String,
+    /// A retriable failure's own wait before the next attempt (e.g. a rate limit's
+    /// `Retry-After`), instead of the retry policy's backoff.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ProcessError {
@@ -31,6 +38,7 @@ impl ProcessError {
         ProcessError {
             kind: FailureKind::Retriable,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -39,7 +47,15 @@ impl ProcessError {
         ProcessError {
             kind: FailureKind::Permanent,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// This (retriable) failure asks to be retried after `wait`, not after the
+    /// retry policy's backoff.
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 }
 

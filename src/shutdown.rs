@@ -30,6 +30,8 @@ pub struct Progress {
     pub dispatched: AtomicU64,
     /// Records complete (processed and, with a sink, acknowledged).
     pub completed: AtomicU64,
+    /// Records produced to the dead-letter topic (and acknowledged).
+    pub dead_lettered: AtomicU64,
     /// Commits accepted by the group coordinator.
     pub commits: AtomicU64,
     /// Gauge: records polled and not yet covered by a confirmed commit (the quantity

@@ -1,7 +1,8 @@
 //! How a task's outcome travels back to the poll thread: one [`TaskDone`] per task,
-//! sent when every record is processed and every output acknowledged (docs/DESIGN.md, invariant 3).
-//! The worker and the sink's delivery reports both resolve it; neither ever waits
-//! for the poll thread (the channel is unbounded; docs/DESIGN.md invariant 9).
+//! sent when every record is processed and every output acknowledged (docs/DESIGN.md,
+//! invariant 3). The worker and the sink's delivery reports both resolve it; neither
+//! ever waits for the poll thread (the channel is unbounded; docs/DESIGN.md
+//! invariant 9).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,19 +12,40 @@ use parking_lot::Mutex;
 use tidemark_offsets::Epoch;
 
 use super::failure::FailureCause;
+use crate::record::Record;
 
-/// The outcome of one task, per record: the offsets that completed and those that
-/// failed, with why.
+/// A record that failed in a task.
+#[derive(Debug)]
+pub(crate) struct FailedRecord {
+    pub offset: i64,
+    pub cause: FailureCause,
+    /// The record itself when the processor failed it (to retry or dead-letter);
+    /// `None` for a failed output, which stops the run.
+    pub record: Option<Record>,
+}
+
+/// The outcome of one task, per record.
 #[derive(Debug)]
 pub(crate) struct TaskDone {
+    /// The scheduler's task id.
+    pub task: u64,
     pub topic: Arc<str>,
     pub partition: i32,
     pub epoch: Epoch,
     /// Key + payload bytes of the task, free again.
     pub bytes: usize,
     pub completed: Vec<i64>,
-    /// Offsets that failed (each once), with the first cause seen for each.
-    pub failed: Vec<(i64, FailureCause)>,
+    /// Each failed offset once, with the first cause seen for it.
+    pub failed: Vec<FailedRecord>,
+    /// Records not run because an earlier record of their lane failed in this task.
+    pub skipped: Vec<Record>,
+}
+
+#[derive(Default)]
+struct Outcome {
+    completed: Vec<i64>,
+    failed: Vec<FailedRecord>,
+    skipped: Vec<Record>,
 }
 
 /// A task whose outcome is not complete yet: the worker is still running it or
@@ -31,7 +53,8 @@ pub(crate) struct TaskDone {
 pub(crate) struct PendingTask {
     /// Outputs not yet acknowledged, + 1 while the worker is still sending.
     outstanding: AtomicUsize,
-    outcome: Mutex<(Vec<i64>, Vec<(i64, FailureCause)>)>,
+    outcome: Mutex<Outcome>,
+    task: u64,
     topic: Arc<str>,
     partition: i32,
     epoch: Epoch,
@@ -41,16 +64,17 @@ pub(crate) struct PendingTask {
 
 impl PendingTask {
     pub(crate) fn new(
+        task: u64,
         topic: Arc<str>,
         partition: i32,
         epoch: Epoch,
         bytes: usize,
-        records: usize,
         done: Sender<TaskDone>,
     ) -> Arc<Self> {
         Arc::new(PendingTask {
             outstanding: AtomicUsize::new(1),
-            outcome: Mutex::new((Vec::with_capacity(records), Vec::new())),
+            outcome: Mutex::new(Outcome::default()),
+            task,
             topic,
             partition,
             epoch,
@@ -59,55 +83,76 @@ impl PendingTask {
         })
     }
 
-    /// Records the processor's results: completed offsets, failed ones.
-    pub(crate) fn processed(&self, completed: Vec<i64>, failed: Vec<(i64, FailureCause)>) {
+    /// Records processed records' results (before their outputs are sent).
+    pub(crate) fn processed(
+        &self,
+        completed: impl IntoIterator<Item = i64>,
+        failed: impl IntoIterator<Item = FailedRecord>,
+        skipped: impl IntoIterator<Item = Record>,
+    ) {
         let mut outcome = self.outcome.lock();
-        outcome.0 = completed;
-        outcome.1 = failed;
+        outcome.completed.extend(completed);
+        outcome.failed.extend(failed);
+        outcome.skipped.extend(skipped);
     }
 
-    /// One more output to wait for; resolve it with the returned [`Ack`].
-    pub(crate) fn expect_ack(self: &Arc<Self>, input_offset: i64) -> Ack {
+    /// One more output to wait for; resolve it with the returned [`Ack`]. A failed
+    /// dead letter (`dead_letter`) is a [`FailureCause::DeadLetter`], a failed
+    /// output a [`FailureCause::Sink`].
+    pub(crate) fn expect_ack(self: &Arc<Self>, input_offset: i64, dead_letter: bool) -> Ack {
         self.outstanding.fetch_add(1, Ordering::AcqRel);
         Ack {
             task: self.clone(),
             input_offset,
+            dead_letter,
         }
     }
 
     /// The worker is done sending; the outcome goes out once every ack is in.
     pub(crate) fn release(&self) {
         if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let mut outcome = self.outcome.lock();
+            let outcome = std::mem::take(&mut *self.outcome.lock());
             // The receiver is gone only when the pipeline has stopped: nothing to do.
             let _ = self.done.send(TaskDone {
+                task: self.task,
                 topic: self.topic.clone(),
                 partition: self.partition,
                 epoch: self.epoch,
                 bytes: self.bytes,
-                completed: std::mem::take(&mut outcome.0),
-                failed: std::mem::take(&mut outcome.1),
+                completed: outcome.completed,
+                failed: outcome.failed,
+                skipped: outcome.skipped,
             });
         }
     }
 }
 
-/// The acknowledgement owed for one output record of one input record.
+/// The acknowledgement owed for one output (or dead letter) of one input record.
 pub(crate) struct Ack {
     task: Arc<PendingTask>,
     input_offset: i64,
+    dead_letter: bool,
 }
 
 impl Ack {
-    /// The sink acknowledged (`Ok`) or finally failed (`Err`) this output. A record
-    /// with a failed output is not complete (docs/DESIGN.md, invariant 3).
+    /// The producer acknowledged (`Ok`) or finally failed (`Err`) this output. A
+    /// record with a failed output is not complete (docs/DESIGN.md, invariant 3).
     pub(crate) fn resolve(self, result: Result<(), rdkafka::error::KafkaError>) {
         if let Err(error) = result {
             let offset = self.input_offset;
             let mut outcome = self.task.outcome.lock();
-            outcome.0.retain(|o| *o != offset);
-            if !outcome.1.iter().any(|(o, _)| *o == offset) {
-                outcome.1.push((offset, FailureCause::Sink(error)));
+            outcome.completed.retain(|o| *o != offset);
+            if !outcome.failed.iter().any(|f| f.offset == offset) {
+                let cause = if self.dead_letter {
+                    FailureCause::DeadLetter(error)
+                } else {
+                    FailureCause::Sink(error)
+                };
+                outcome.failed.push(FailedRecord {
+                    offset,
+                    cause,
+                    record: None,
+                });
             }
         }
         self.task.release();

@@ -101,6 +101,20 @@ fn partition_list(partitions: &[TopicPartition<'_>]) -> TopicPartitionList {
     tpl
 }
 
+/// Every entry of `tpl`, its offset `None` unless absolute.
+fn entries_of(tpl: &TopicPartitionList) -> Vec<(String, i32, Option<i64>)> {
+    tpl.elements()
+        .iter()
+        .map(|e| {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            (e.topic().to_string(), e.partition(), offset)
+        })
+        .collect()
+}
+
 /// The entries of `tpl` that carry an absolute offset.
 pub(crate) fn offsets_of(tpl: &TopicPartitionList) -> Vec<PartitionOffset> {
     tpl.elements()
@@ -185,17 +199,7 @@ impl<C: ConsumerContext> KafkaConsumer for BaseConsumer<C> {
         timeout: Duration,
     ) -> KafkaResult<Vec<(String, i32, Option<i64>)>> {
         let got = Consumer::committed_offsets(self, partition_list(partitions), timeout)?;
-        Ok(got
-            .elements()
-            .iter()
-            .map(|e| {
-                let offset = match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                };
-                (e.topic().to_string(), e.partition(), offset)
-            })
-            .collect())
+        Ok(entries_of(&got))
     }
 
     fn offsets_for_times(
@@ -208,17 +212,7 @@ impl<C: ConsumerContext> KafkaConsumer for BaseConsumer<C> {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*ts))?;
         }
         let found = Consumer::offsets_for_times(self, tpl, timeout)?;
-        Ok(found
-            .elements()
-            .iter()
-            .map(|e| {
-                let offset = match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                };
-                (e.topic().to_string(), e.partition(), offset)
-            })
-            .collect())
+        Ok(entries_of(&found))
     }
 
     fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {

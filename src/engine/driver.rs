@@ -18,11 +18,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use super::commit_schedule::{CommitSchedule, Due};
 use super::commit_target::{CommitTarget, Sent, TRANSACTION_TIMEOUT};
-use super::completion::TaskDone;
+use super::completion::{PendingTask, TaskDone};
 use super::consumer::KafkaConsumer;
-use super::failure::{FailureDecision, RecordFailure};
+use super::failure::{FailureCause, FailureDecision, RecordFailure};
 use super::flow::{self, Limits};
-use super::scheduler::Scheduler;
 use super::sink::Sink;
 use super::state::RunState;
 use super::worker::run_task;
@@ -30,6 +29,7 @@ use crate::commit::{CommitCallback, CommitError, CommitEvent, CommitRequest, Par
 use crate::config::{Config, Delivery, StartPosition};
 use crate::error::Error;
 use crate::processor::Processor;
+use crate::record::Record;
 use crate::shutdown::{Progress, ShutdownHandle};
 
 /// Poll timeout while every partition is paused for back-pressure: progress then
@@ -51,20 +51,27 @@ pub(crate) struct Engine {
     /// Where partitions without a committed offset start.
     pub start_position: Option<StartPosition>,
     pub target: CommitTarget,
+    /// The producer of outputs and dead letters, if any.
+    pub sink: Option<Arc<Sink>>,
+    /// Where task outcomes are sent (dead letters resolve through it too).
+    pub done_tx: Sender<TaskDone>,
 }
 
 impl Engine {
-    /// Applies one task outcome: completions to the tracker, failures to the failure
-    /// policy (only those of the partition's current epoch). Returns the records it
-    /// completed.
+    /// Applies one task outcome: completions to the tracker, each failure to the
+    /// failure policy and its decision (retry, dead letter, stop), skipped records
+    /// back to the scheduler, the task's lanes freed. Outcomes of an earlier epoch
+    /// change nothing but the byte count. Returns the records it completed.
     pub(crate) fn apply(&self, st: &mut RunState, done: TaskDone) -> u64 {
         let TaskDone {
+            task,
             topic,
             partition,
             epoch,
             bytes,
             completed,
             mut failed,
+            skipped,
         } = done;
         let current = st
             .partitions
@@ -72,31 +79,96 @@ impl Engine {
             .is_some_and(|s| s.tracker.epoch() == epoch);
         let n = st
             .partitions
-            .apply(&topic, partition, epoch, bytes, &completed, failed.len());
+            .apply(&topic, partition, epoch, bytes, &completed);
         st.stats.tasks_done += 1;
+        let dead_letter = st.scheduler.take_dead_letter(task);
         if self.delivery == Delivery::AtMostOnce {
             st.partitions.release_committed(&topic, partition);
         }
         if n > 0 {
             st.stats.completed += n;
             st.stats.last_completion = Some(Instant::now());
-            Progress::add(&self.progress.completed, n);
-        }
-        if current {
-            failed.sort_by_key(|(offset, _)| *offset);
-            for (offset, cause) in failed {
-                let failure = RecordFailure {
-                    topic: topic.to_string(),
-                    partition,
-                    offset,
-                    cause,
-                };
-                match st.failures.on_failure(failure) {
-                    FailureDecision::Stop => {}
-                }
+            if dead_letter {
+                Progress::add(&self.progress.dead_lettered, n);
+            } else {
+                Progress::add(&self.progress.completed, n);
+                st.failures.completed();
             }
         }
+        if !current {
+            st.scheduler.finish(task, &[]);
+            return n;
+        }
+        st.scheduler.done(&topic, partition, &completed);
+        failed.sort_by_key(|f| f.offset);
+        let mut keep_busy = Vec::new();
+        for f in failed {
+            let attempts = f.record.as_ref().map_or(1, |r| st.scheduler.attempts(r));
+            let decision = st.failures.on_failure(RecordFailure {
+                topic: &topic,
+                partition,
+                offset: f.offset,
+                cause: &f.cause,
+                attempts,
+            });
+            match (decision, f.record) {
+                (FailureDecision::Retry(wait), Some(record)) => {
+                    st.partitions.hold_bytes(record.size_bytes());
+                    keep_busy.push(record.clone());
+                    st.scheduler
+                        .retry(record, epoch, attempts, Instant::now() + wait);
+                }
+                (FailureDecision::DeadLetter, Some(record)) => {
+                    keep_busy.push(record.clone());
+                    self.dead_letter(st, record, epoch, &f.cause, attempts);
+                }
+                _ => st.partitions.mark_stopped(&topic, partition, 1),
+            }
+        }
+        if !skipped.is_empty() {
+            st.partitions
+                .hold_bytes(skipped.iter().map(Record::size_bytes).sum());
+            st.scheduler.requeue(epoch, skipped);
+        }
+        let kept: Vec<&Record> = keep_busy.iter().collect();
+        st.scheduler.finish(task, &kept);
         n
+    }
+
+    /// Produces `record` to the dead-letter topic; it completes (under its epoch)
+    /// when the producer acknowledges it, its lane held until then.
+    fn dead_letter(
+        &self,
+        st: &mut RunState,
+        record: Record,
+        epoch: tidemark_offsets::Epoch,
+        cause: &FailureCause,
+        attempts: u32,
+    ) {
+        let sink = self
+            .sink
+            .as_ref()
+            .expect("a dead-letter queue has a producer");
+        let id = st.scheduler.hold_for_dead_letter(&record);
+        let size = record.size_bytes();
+        st.partitions.hold_bytes(size);
+        let pending = PendingTask::new(
+            id,
+            record.topic.clone(),
+            record.partition,
+            epoch,
+            size,
+            self.done_tx.clone(),
+        );
+        pending.processed([record.offset], [], []);
+        sink.dead_letter(
+            &record,
+            &cause.message(),
+            attempts,
+            pending.expect_ack(record.offset, true),
+            sink.aborts(),
+        );
+        pending.release();
     }
 
     /// Applies every task outcome already waiting, without blocking.
@@ -117,7 +189,7 @@ impl Engine {
         let deadline = Instant::now() + timeout;
         loop {
             self.apply_ready(st);
-            let left = st.partitions.in_flight(&filter);
+            let left = st.pending(&filter);
             if left == 0 {
                 return 0;
             }
@@ -128,7 +200,7 @@ impl Engine {
                 Ok(done) => {
                     self.apply(st, done);
                 }
-                Err(RecvTimeoutError::Timeout) => return st.partitions.in_flight(&filter),
+                Err(RecvTimeoutError::Timeout) => return st.pending(&filter),
                 Err(RecvTimeoutError::Disconnected) => return left,
             }
         }
@@ -325,6 +397,7 @@ impl Engine {
                 resume.push((&**topic, *partition));
             }
             st.partitions.assign(topic, *partition);
+            st.scheduler.remove(topic, *partition);
             tracing::info!(%topic, partition, offset, "rewound after abort");
         }
         if !resume.is_empty() {
@@ -361,11 +434,8 @@ pub(crate) struct Driver {
     pub engine: Arc<Engine>,
     pub pool: rayon::ThreadPool,
     pub processor: Arc<dyn Processor>,
-    pub sink: Option<Arc<Sink>>,
-    pub scheduler: Scheduler,
     pub schedule: CommitSchedule,
     pub limits: Limits,
-    pub done_tx: Sender<TaskDone>,
     pub requests: Receiver<CommitRequest>,
     pub shutdown: ShutdownHandle,
     pub poll_timeout: Duration,
@@ -384,8 +454,6 @@ impl Driver {
         engine: Arc<Engine>,
         pool: rayon::ThreadPool,
         processor: Arc<dyn Processor>,
-        sink: Option<Arc<Sink>>,
-        done_tx: Sender<TaskDone>,
         requests: Receiver<CommitRequest>,
         shutdown: ShutdownHandle,
     ) -> Self {
@@ -393,11 +461,8 @@ impl Driver {
             engine,
             pool,
             processor,
-            sink,
-            scheduler: Scheduler,
             schedule: CommitSchedule::new(config.commit, config.max_in_flight_records),
             limits: Limits::from_config(config),
-            done_tx,
             requests,
             shutdown,
             poll_timeout: Duration::from_millis(config.poll_timeout_ms),
@@ -421,11 +486,7 @@ impl Driver {
             tracing::info!("shutdown requested");
             return Turn::Stop;
         }
-        let timeout = if self.pressed {
-            PRESSED_POLL_TIMEOUT
-        } else {
-            self.poll_timeout
-        };
+        let timeout = self.poll_timeout_now();
         let polled = self.poll_round(consumer, timeout);
         let now = Instant::now();
         if polled > 0 {
@@ -433,10 +494,10 @@ impl Driver {
         }
         let engine = self.engine.clone();
         let mut st = engine.state.lock();
-        if polled > 0 {
-            if engine.delivery == Delivery::AtMostOnce {
-                engine.commit_before_processing(consumer, &mut st);
-            }
+        if polled > 0 && engine.delivery == Delivery::AtMostOnce {
+            engine.commit_before_processing(consumer, &mut st);
+        }
+        if polled > 0 || st.scheduler.has_ready(now) {
             self.dispatch(&mut st, now);
         }
         if self.schedule.per_record() {
@@ -454,6 +515,10 @@ impl Driver {
         }
         if st.must_stop() {
             return Turn::Stop;
+        }
+        // Lanes freed by these outcomes run now, not after the next poll.
+        if st.scheduler.has_ready(now) {
+            self.dispatch(&mut st, now);
         }
         self.pressed = self.regulate(consumer, &mut st);
         if engine.delivery != Delivery::AtMostOnce {
@@ -483,6 +548,22 @@ impl Driver {
             }
         }
         Turn::Continue
+    }
+
+    /// How long the next poll may wait: short while back-pressure holds or records
+    /// wait in lanes behind running tasks (their outcomes do not wake `poll`), and
+    /// never past the next retry's due time.
+    fn poll_timeout_now(&self) -> Duration {
+        let st = self.engine.state.lock();
+        let mut timeout = if self.pressed || st.scheduler.has_waiting() {
+            PRESSED_POLL_TIMEOUT
+        } else {
+            self.poll_timeout
+        };
+        if let Some(due) = st.scheduler.next_due() {
+            timeout = timeout.min(due.saturating_duration_since(Instant::now()));
+        }
+        timeout
     }
 
     /// Polls one round: waits up to `timeout` for the first record, then takes what
@@ -524,13 +605,13 @@ impl Driver {
     fn dispatch(&mut self, st: &mut RunState, now: Instant) {
         self.first_dispatch.get_or_insert(now);
         let delivered = st.partitions.deliver_staged();
-        let aborts = self.sink.as_ref().map_or(0, |s| s.aborts());
+        let aborts = self.engine.sink.as_ref().map_or(0, |s| s.aborts());
         let _span = tracing::trace_span!("dispatch", partitions = delivered.len()).entered();
-        for task in self.scheduler.tasks(delivered, aborts) {
+        for task in st.scheduler.tasks(delivered, now, aborts) {
             Progress::add(&self.engine.progress.dispatched, task.records.len() as u64);
             let processor = self.processor.clone();
-            let sink = self.sink.clone();
-            let done = self.done_tx.clone();
+            let sink = self.engine.sink.clone();
+            let done = self.engine.done_tx.clone();
             self.pool
                 .spawn(move || run_task(&*processor, sink.as_deref(), task, done));
         }

@@ -43,10 +43,12 @@ use rdkafka::TopicPartitionList;
 use self::callbacks::PipelineContext;
 use self::commit_target::CommitTarget;
 use self::driver::{Driver, Engine};
+use self::failure::FailurePolicy;
+use self::scheduler::Scheduler;
 use self::sink::Sink;
 use self::state::RunState;
 use crate::commit::{CommitCallback, CommitEvent, CommitHandle, CommitPolicy, CommitRequest};
-use crate::config::{Config, Delivery, SinkConfig};
+use crate::config::{Config, Delivery};
 use crate::error::Error;
 use crate::offset_store::OffsetStore;
 use crate::processor::Processor;
@@ -187,13 +189,10 @@ impl Pipeline {
             })
             .build()
             .map_err(|e| Error::Config(format!("workers: cannot start the pool: {e}")))?;
-        let sink = match &config.sink {
-            SinkConfig::None => None,
-            SinkConfig::Topic { topic } => Some(Arc::new(Sink::new(config, topic)?)),
-        };
+        let sink = Sink::new(config)?.map(Arc::new);
         let target = match (&self.offset_store, &sink) {
             (Some(store), _) => CommitTarget::Store(store.clone()),
-            (None, Some(sink)) if config.delivery == Delivery::ExactlyOnce => {
+            (None, Some(sink)) if config.delivery == Delivery::ExactlyOnce && sink.has_output() => {
                 let timeout = Duration::from_millis(config.startup_timeout_ms);
                 sink.start_transactions(timeout)
                     .map_err(Error::Transaction)?;
@@ -204,8 +203,18 @@ impl Pipeline {
         };
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let engine = Arc::new(Engine {
-            state: Mutex::new(RunState::default()),
+            state: Mutex::new(RunState {
+                scheduler: Scheduler::new(config.ordering),
+                failures: FailurePolicy::new(
+                    config.retry,
+                    config.dead_letter.clone(),
+                    config.delivery != Delivery::AtMostOnce,
+                ),
+                ..RunState::default()
+            }),
             completions: done_rx,
+            sink: sink.clone(),
+            done_tx,
             progress: self.progress.clone(),
             on_commit: self.on_commit.clone(),
             delivery: config.delivery,
@@ -249,8 +258,6 @@ impl Pipeline {
             engine.clone(),
             pool,
             self.processor.clone(),
-            sink.clone(),
-            done_tx,
             self.commit_requests.1.clone(),
             self.shutdown.clone(),
         );

@@ -22,9 +22,9 @@ pub(crate) struct PartitionState {
     /// Records polled since the last dispatch (not yet delivered to the tracker).
     pub staged: Vec<Record>,
     staged_bytes: usize,
-    /// Delivered records that failed: they hold the committable offset but will
-    /// never complete under this epoch, so draining does not wait for them.
-    failed: usize,
+    /// Delivered records the run stopped on: they hold the committable offset but
+    /// will never complete under this epoch, so draining does not wait for them.
+    stopped: usize,
     /// Whether the consumer has this partition paused.
     pub paused: bool,
     /// Over its per-partition bound (cleared below half of it).
@@ -34,9 +34,10 @@ pub(crate) struct PartitionState {
 }
 
 impl PartitionState {
-    /// Records dispatched whose outcome is still unknown.
+    /// Delivered records whose outcome is still unknown (running, waiting in the
+    /// scheduler, or retrying).
     pub fn pending(&self) -> usize {
-        self.tracker.in_flight().saturating_sub(self.failed)
+        self.tracker.in_flight().saturating_sub(self.stopped)
     }
 
     /// Records polled and not yet covered by a confirmed commit.
@@ -86,7 +87,7 @@ impl Partitions {
                 tracker: PartitionTracker::new(epoch),
                 staged: Vec::new(),
                 staged_bytes: 0,
-                failed: 0,
+                stopped: 0,
                 paused: false,
                 held: false,
                 stored: None,
@@ -170,7 +171,7 @@ impl Partitions {
 
     /// Delivers every staged record to its partition's tracker and hands them out,
     /// per partition in offset order, with the epoch they were delivered under and
-    /// their key + payload bytes. The scheduler turns them into tasks.
+    /// The scheduler turns them into tasks.
     ///
     /// An offset at or below one already delivered means the fetch position moved
     /// back (a seek, an offset reset, a re-fetch after pause/resume): the tracker
@@ -184,7 +185,7 @@ impl Partitions {
                 continue;
             }
             let records = std::mem::take(&mut state.staged);
-            let bytes = std::mem::take(&mut state.staged_bytes);
+            state.staged_bytes = 0;
             for r in &records {
                 if let Err(DeliverError::NotIncreasing { offset, highest }) =
                     state.tracker.deliver(r.offset)
@@ -202,7 +203,6 @@ impl Partitions {
             }
             delivered.push(Delivered {
                 epoch: state.tracker.epoch(),
-                bytes,
                 records,
             });
         }
@@ -221,7 +221,6 @@ impl Partitions {
         epoch: Epoch,
         bytes: usize,
         completed: &[i64],
-        failed: usize,
     ) -> u64 {
         self.bytes_in_flight -= bytes;
         let Some(state) = self.get_mut(topic, partition) else {
@@ -247,8 +246,21 @@ impl Partitions {
                 done += 1;
             }
         }
-        state.failed += failed;
         done
+    }
+
+    /// `n` records of `topic`/`partition` failed and the run stops on them.
+    pub(crate) fn mark_stopped(&mut self, topic: &str, partition: i32, n: usize) {
+        if let Some(state) = self.get_mut(topic, partition) {
+            state.stopped += n;
+        }
+    }
+
+    /// Records whose bytes were released with their task went back to the
+    /// scheduler (a retry, a dead letter, skipped records): their memory is held
+    /// again.
+    pub(crate) fn hold_bytes(&mut self, bytes: usize) {
+        self.bytes_in_flight += bytes;
     }
 
     /// At-most-once: releases the records below the offsets committed before
@@ -401,8 +413,6 @@ impl Partitions {
 /// The records of one partition delivered to its tracker in one round.
 pub(crate) struct Delivered {
     pub epoch: Epoch,
-    /// Key + payload bytes of `records`.
-    pub bytes: usize,
     /// In offset order; every record has the same topic and partition.
     pub records: Vec<Record>,
 }

@@ -76,6 +76,7 @@ impl Engine {
         // same partition starts clean.
         let mut paused = Vec::new();
         for (t, p) in revoked {
+            st.scheduler.remove(t, *p);
             if st.partitions.remove(t, *p).is_some_and(|s| s.paused) {
                 paused.push((t.as_str(), *p));
             }

@@ -1,51 +1,542 @@
-//! The scheduler: which delivered records may run together, as pool tasks.
+//! The scheduler: which delivered records may run now, as pool tasks. It decides
+//! what runs together, never what is committed (that is the tracker's).
 //!
-//! Today one policy: a task per partition per poll round (the records of one
-//! partition polled in one round, in offset order), and `process_batch` receives it
-//! whole. Ordering modes (per key, per partition) and retry queues will live here:
-//! they decide what may run now, never what is committed (that is the tracker's).
+//! **Lanes.** With [`ProcessingOrder::Key`] every key of a partition is a lane, with
+//! [`ProcessingOrder::Partition`] the partition is one lane; records without a key
+//! (key order) and every record (unordered) run free. A lane has at most one task
+//! in flight (or one record waiting for a retry, or one dead letter unacknowledged):
+//! records that arrive for a busy lane wait in it, in offset order, and go out
+//! together as one *chain* when it frees.
+//!
+//! **Tasks.** Chains of one partition with the same length form one task, stored
+//! layer by layer: the first record of every chain, then the second of every chain,
+//! and so on. The worker hands each layer to `process_batch` in turn — a layer never
+//! holds two records of one lane, so a batch is "records that may run together",
+//! and per-lane offset order holds — and stops a lane at its first failure (the
+//! rest of the chain comes back *skipped*). Many keys share a task; a hot key's
+//! chain runs as its own task, so it cannot hold the others back.
+//!
+//! **Retries.** A record to retry waits in a queue ordered by due time, its lane kept
+//! busy; when due it runs alone.
+//!
+//! **Parked records** (delivered, not running: waiting in a lane or for a retry)
+//! hold their partition's committable offset like any incomplete record, but
+//! draining does not wait for them.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tidemark_offsets::Epoch;
 
 use super::partitions::Delivered;
+use crate::ordering::ProcessingOrder;
 use crate::record::Record;
 
-/// Records of one partition that may run together, dispatched under one epoch.
+/// Records of one partition that may run now, dispatched under one epoch.
 pub(crate) struct Task {
+    /// Identifies the task's outcome to the scheduler.
+    pub id: u64,
     pub topic: Arc<str>,
     pub partition: i32,
     pub epoch: Epoch,
     /// Key + payload bytes of `records`.
     pub bytes: usize,
-    /// In offset order.
+    /// Layer by layer (see the module documentation); offset order within a lane.
     pub records: Vec<Record>,
+    /// Records per layer: `records[j], records[j + layer], …` are one lane's chain.
+    pub layer: usize,
     /// Exactly-once: the sink's abort count at dispatch (see `Sink::send`).
     pub aborts: u64,
 }
 
-/// Turns delivered records into tasks; see the module documentation.
-#[derive(Debug, Default)]
-pub(crate) struct Scheduler;
+type PartitionKey = (Arc<str>, i32);
+
+/// A lane: a key's 64-bit hash (two keys that collide share a lane, which only
+/// serializes them: order is never lost), or the whole partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum LaneKey {
+    Key(u64),
+    Partition,
+}
+
+fn key_hash(key: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key)
+}
+
+fn lane_of(order: ProcessingOrder, record: &Record) -> Option<LaneKey> {
+    match order {
+        ProcessingOrder::Key => record.key.as_deref().map(|k| LaneKey::Key(key_hash(k))),
+        ProcessingOrder::Partition => Some(LaneKey::Partition),
+        ProcessingOrder::Unordered => None,
+    }
+}
+
+/// Records of one lane (`None`: a free record) to run in offset order.
+type Chain = (Option<LaneKey>, Vec<Record>);
+
+/// The chains of one partition formed in one call of [`Scheduler::tasks`].
+struct Run {
+    epoch: Epoch,
+    /// Each with its lane (`None`: free).
+    chains: Vec<Chain>,
+    /// Where each lane's chain is in `chains`.
+    chain_of: HashMap<LaneKey, usize>,
+}
+
+impl Run {
+    fn new(epoch: Epoch) -> Self {
+        Run {
+            epoch,
+            chains: Vec::new(),
+            chain_of: HashMap::new(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Lane {
+    busy: bool,
+    waiting: VecDeque<Record>,
+}
+
+struct PartitionLanes {
+    epoch: Epoch,
+    lanes: HashMap<LaneKey, Lane>,
+    /// Records waiting in lanes or for a retry.
+    parked: usize,
+}
+
+struct Retry {
+    record: Record,
+    epoch: Epoch,
+}
+
+/// What a task in flight holds: its partition and the lane of each chain.
+struct Holding {
+    partition: PartitionKey,
+    lanes: Vec<LaneKey>,
+}
+
+/// See the module documentation.
+pub(crate) struct Scheduler {
+    order: ProcessingOrder,
+    next_id: u64,
+    partitions: HashMap<PartitionKey, PartitionLanes>,
+    holding: HashMap<u64, Holding>,
+    /// Lanes freed with records waiting, to dispatch next.
+    ready: Vec<(PartitionKey, LaneKey)>,
+    retries: BTreeMap<(Instant, u64), Retry>,
+    /// Attempts so far of records that failed at least once, by coordinates.
+    attempts: HashMap<(Arc<str>, i32, i64), u32>,
+    /// Ids of dead letters on their way.
+    dead_letters: std::collections::HashSet<u64>,
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Scheduler::new(ProcessingOrder::default())
+    }
+}
 
 impl Scheduler {
-    /// The tasks for the records delivered this round. `aborts`: the sink's abort
-    /// count now (0 without exactly-once).
-    pub(crate) fn tasks(&mut self, delivered: Vec<Delivered>, aborts: u64) -> Vec<Task> {
-        delivered
-            .into_iter()
-            .filter_map(|d| {
-                let first = d.records.first()?;
-                Some(Task {
-                    topic: first.topic.clone(),
-                    partition: first.partition,
-                    epoch: d.epoch,
-                    bytes: d.bytes,
-                    records: d.records,
+    pub(crate) fn new(order: ProcessingOrder) -> Self {
+        Scheduler {
+            order,
+            next_id: 0,
+            partitions: HashMap::new(),
+            holding: HashMap::new(),
+            ready: Vec::new(),
+            retries: BTreeMap::new(),
+            attempts: HashMap::new(),
+            dead_letters: std::collections::HashSet::new(),
+        }
+    }
+
+    fn lane_of(&self, record: &Record) -> Option<LaneKey> {
+        lane_of(self.order, record)
+    }
+
+    fn lanes(&mut self, pk: &PartitionKey, epoch: Epoch) -> &mut PartitionLanes {
+        let entry = self
+            .partitions
+            .entry(pk.clone())
+            .or_insert_with(|| PartitionLanes {
+                epoch,
+                lanes: HashMap::new(),
+                parked: 0,
+            });
+        if entry.epoch != epoch {
+            // A new assignment of the partition: nothing of the old one is kept.
+            *entry = PartitionLanes {
+                epoch,
+                lanes: HashMap::new(),
+                parked: 0,
+            };
+        }
+        entry
+    }
+
+    /// The tasks to run now: the records delivered this round (those of a busy lane
+    /// wait in it), lanes freed since the last call, and retries due at `now`.
+    /// `aborts`: the sink's abort count now (0 without exactly-once).
+    pub(crate) fn tasks(
+        &mut self,
+        delivered: Vec<Delivered>,
+        now: Instant,
+        aborts: u64,
+    ) -> Vec<Task> {
+        let order = self.order;
+        let mut runs: HashMap<PartitionKey, Run> = HashMap::new();
+        // Freed lanes first: their waiting records precede anything delivered now.
+        for (pk, lane_key) in std::mem::take(&mut self.ready) {
+            let Some(lanes) = self.partitions.get_mut(&pk) else {
+                continue;
+            };
+            let epoch = lanes.epoch;
+            let Some(lane) = lanes.lanes.get_mut(&lane_key) else {
+                continue;
+            };
+            if lane.busy || lane.waiting.is_empty() {
+                continue;
+            }
+            lane.busy = true;
+            let chain: Vec<Record> = lane.waiting.drain(..).collect();
+            lanes.parked -= chain.len();
+            let run = runs.entry(pk).or_insert_with(|| Run::new(epoch));
+            run.chain_of.insert(lane_key, run.chains.len());
+            run.chains.push((Some(lane_key), chain));
+        }
+        for d in delivered {
+            let Some(first) = d.records.first() else {
+                continue;
+            };
+            let pk: PartitionKey = (first.topic.clone(), first.partition);
+            let run = runs.entry(pk.clone()).or_insert_with(|| Run::new(d.epoch));
+            if order == ProcessingOrder::Unordered {
+                run.chains
+                    .extend(d.records.into_iter().map(|r| (None, vec![r])));
+                continue;
+            }
+            let lanes = self.lanes(&pk, d.epoch);
+            for record in d.records {
+                let Some(lane_key) = lane_of(order, &record) else {
+                    run.chains.push((None, vec![record]));
+                    continue;
+                };
+                if let Some(i) = run.chain_of.get(&lane_key) {
+                    run.chains[*i].1.push(record);
+                    continue;
+                }
+                let lane = lanes.lanes.entry(lane_key).or_default();
+                if lane.busy || !lane.waiting.is_empty() {
+                    lane.waiting.push_back(record);
+                    lanes.parked += 1;
+                } else {
+                    lane.busy = true;
+                    run.chain_of.insert(lane_key, run.chains.len());
+                    run.chains.push((Some(lane_key), vec![record]));
+                }
+            }
+        }
+        while let Some(entry) = self.retries.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let Retry { record, epoch } = entry.remove();
+            let pk: PartitionKey = (record.topic.clone(), record.partition);
+            match self.partitions.get_mut(&pk) {
+                Some(lanes) if lanes.epoch == epoch => lanes.parked -= 1,
+                _ => continue, // the partition went away meanwhile
+            }
+            // Alone: its lane's later records wait until it completes.
+            let lane_key = lane_of(order, &record);
+            runs.entry(pk)
+                .or_insert_with(|| Run::new(epoch))
+                .chains
+                .push((lane_key, vec![record]));
+        }
+
+        let mut tasks = Vec::new();
+        for (pk, Run { epoch, chains, .. }) in runs {
+            let mut by_length: BTreeMap<usize, Vec<Chain>> = BTreeMap::new();
+            for chain in chains {
+                by_length.entry(chain.1.len()).or_default().push(chain);
+            }
+            for (length, chains) in by_length {
+                let id = self.next_id;
+                self.next_id += 1;
+                let layer = chains.len();
+                let mut lanes = Vec::new();
+                let mut iters = Vec::with_capacity(layer);
+                for (lane, chain) in chains {
+                    if let Some(l) = lane {
+                        lanes.push(l);
+                    }
+                    iters.push(chain.into_iter());
+                }
+                let mut records = Vec::with_capacity(layer * length);
+                for _ in 0..length {
+                    records.extend(iters.iter_mut().filter_map(Iterator::next));
+                }
+                if !lanes.is_empty() {
+                    self.holding.insert(
+                        id,
+                        Holding {
+                            partition: pk.clone(),
+                            lanes,
+                        },
+                    );
+                }
+                tasks.push(Task {
+                    id,
+                    topic: pk.0.clone(),
+                    partition: pk.1,
+                    epoch,
+                    bytes: records.iter().map(Record::size_bytes).sum(),
+                    records,
+                    layer,
                     aborts,
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        tasks
+    }
+
+    /// Task `id`'s outcome was applied: its lanes free up, except those of `records`
+    /// it keeps busy (a retry or a dead letter of theirs is pending).
+    pub(crate) fn finish(&mut self, id: u64, keep_busy: &[&Record]) {
+        let Some(Holding { partition, lanes }) = self.holding.remove(&id) else {
+            return;
+        };
+        let kept: Vec<LaneKey> = keep_busy.iter().filter_map(|r| self.lane_of(r)).collect();
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        for lane_key in lanes {
+            if kept.contains(&lane_key) {
+                continue;
+            }
+            let Some(lane) = state.lanes.get_mut(&lane_key) else {
+                continue;
+            };
+            lane.busy = false;
+            if lane.waiting.is_empty() {
+                state.lanes.remove(&lane_key);
+            } else {
+                self.ready.push((partition.clone(), lane_key));
+            }
+        }
+    }
+
+    /// Holds `record`'s lane busy under a new task id for its dead letter, whose
+    /// outcome arrives as that task's.
+    pub(crate) fn hold_for_dead_letter(&mut self, record: &Record) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.dead_letters.insert(id);
+        if let Some(lane) = self.lane_of(record) {
+            self.holding.insert(
+                id,
+                Holding {
+                    partition: (record.topic.clone(), record.partition),
+                    lanes: vec![lane],
+                },
+            );
+        }
+        id
+    }
+
+    /// True (once) when task `id` was a dead letter.
+    pub(crate) fn take_dead_letter(&mut self, id: u64) -> bool {
+        !self.dead_letters.is_empty() && self.dead_letters.remove(&id)
+    }
+
+    /// Puts records a task skipped (its lane failed before them) back at the front of
+    /// their lane, in offset order.
+    pub(crate) fn requeue(&mut self, epoch: Epoch, skipped: Vec<Record>) {
+        for record in skipped.into_iter().rev() {
+            let pk: PartitionKey = (record.topic.clone(), record.partition);
+            let Some(lane_key) = self.lane_of(&record) else {
+                continue;
+            };
+            let lanes = self.lanes(&pk, epoch);
+            lanes.parked += 1;
+            lanes
+                .lanes
+                .entry(lane_key)
+                .or_default()
+                .waiting
+                .push_front(record);
+        }
+    }
+
+    /// Schedules `record` to run again at `due`, as attempt `attempt + 1`.
+    pub(crate) fn retry(&mut self, record: Record, epoch: Epoch, attempt: u32, due: Instant) {
+        let pk: PartitionKey = (record.topic.clone(), record.partition);
+        self.lanes(&pk, epoch).parked += 1;
+        self.attempts.insert(
+            (record.topic.clone(), record.partition, record.offset),
+            attempt,
+        );
+        let seq = self.next_id;
+        self.next_id += 1;
+        self.retries.insert((due, seq), Retry { record, epoch });
+    }
+
+    /// Attempts so far of the record at these coordinates (1 unless it was retried).
+    pub(crate) fn attempts(&self, record: &Record) -> u32 {
+        if self.attempts.is_empty() {
+            return 1;
+        }
+        self.attempts
+            .get(&(record.topic.clone(), record.partition, record.offset))
+            .map_or(1, |a| a + 1)
+    }
+
+    /// Forgets the attempts of records that are done (completed or dead-lettered).
+    pub(crate) fn done(&mut self, topic: &Arc<str>, partition: i32, offsets: &[i64]) {
+        if self.attempts.is_empty() {
+            return;
+        }
+        for o in offsets {
+            self.attempts.remove(&(topic.clone(), partition, *o));
+        }
+    }
+
+    /// Drops everything of `topic`/`partition` (revoked, lost, rewound): its lanes,
+    /// waiting records and retries. Their records are not committed, so they are
+    /// read again.
+    pub(crate) fn remove(&mut self, topic: &str, partition: i32) {
+        self.partitions
+            .retain(|(t, p), _| !(&**t == topic && *p == partition));
+        self.retries
+            .retain(|_, r| !(&*r.record.topic == topic && r.record.partition == partition));
+        self.attempts
+            .retain(|(t, p, _), _| !(&**t == topic && *p == partition));
+        self.holding
+            .retain(|_, h| !(&*h.partition.0 == topic && h.partition.1 == partition));
+        self.ready
+            .retain(|((t, p), _)| !(&**t == topic && *p == partition));
+    }
+
+    /// Records of `topic`/`partition` delivered and not running (see the module
+    /// documentation).
+    pub(crate) fn parked(&self, topic: &str, partition: i32) -> usize {
+        self.partitions
+            .iter()
+            .find(|((t, p), _)| &**t == topic && *p == partition)
+            .map_or(0, |(_, l)| l.parked)
+    }
+
+    /// When the next retry is due.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.retries.keys().next().map(|(due, _)| *due)
+    }
+
+    /// True when lanes freed with records waiting, or a retry is due at `now`.
+    pub(crate) fn has_ready(&self, now: Instant) -> bool {
+        !self.ready.is_empty() || self.next_due().is_some_and(|d| d <= now)
+    }
+
+    /// True while records wait in lanes behind running tasks (their dispatch follows
+    /// the tasks' outcomes, which do not wake `poll`).
+    pub(crate) fn has_waiting(&self) -> bool {
+        self.partitions.values().any(|l| l.parked > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(partition: i32, offset: i64, key: &str) -> Record {
+        Record {
+            topic: Arc::from("t"),
+            partition,
+            offset,
+            timestamp_ms: None,
+            key: Some(key.as_bytes().to_vec()),
+            payload: None,
+            headers: Vec::new(),
+        }
+    }
+
+    fn delivered(records: Vec<Record>) -> Vec<Delivered> {
+        vec![Delivered {
+            epoch: Epoch(1),
+            records,
+        }]
+    }
+
+    fn offsets(task: &Task) -> Vec<i64> {
+        task.records.iter().map(|r| r.offset).collect()
+    }
+
+    #[test]
+    fn key_order_chains_a_key_and_parks_what_arrives_while_it_runs() {
+        let mut s = Scheduler::new(ProcessingOrder::Key);
+        let now = Instant::now();
+        let mut tasks = s.tasks(
+            delivered(vec![
+                rec(0, 0, "a"),
+                rec(0, 1, "b"),
+                rec(0, 2, "a"),
+                rec(0, 3, "c"),
+            ]),
+            now,
+            0,
+        );
+        tasks.sort_by_key(|t| t.records.len());
+        // b and c alone in one task (one layer), a's chain [0, 2] in its own.
+        assert_eq!(tasks.len(), 2);
+        assert_eq!((offsets(&tasks[0]), tasks[0].layer), (vec![1, 3], 2));
+        assert_eq!((offsets(&tasks[1]), tasks[1].layer), (vec![0, 2], 1));
+        // a is busy: its next record waits.
+        assert!(s.tasks(delivered(vec![rec(0, 4, "a")]), now, 0).is_empty());
+        assert_eq!(s.parked("t", 0), 1);
+        s.finish(tasks[1].id, &[]);
+        // The freed lane's waiting record goes before one delivered in the same call.
+        let next = s.tasks(delivered(vec![rec(0, 5, "a")]), now, 0);
+        assert_eq!(next.len(), 1);
+        assert_eq!(offsets(&next[0]), vec![4, 5]);
+        assert_eq!(s.parked("t", 0), 0);
+    }
+
+    #[test]
+    fn a_retry_keeps_its_lane_busy_until_it_runs_and_completes() {
+        let mut s = Scheduler::new(ProcessingOrder::Key);
+        let now = Instant::now();
+        let tasks = s.tasks(delivered(vec![rec(0, 0, "a")]), now, 0);
+        let failed = rec(0, 0, "a");
+        s.retry(
+            failed.clone(),
+            Epoch(1),
+            1,
+            now + std::time::Duration::from_secs(60),
+        );
+        s.finish(tasks[0].id, &[&failed]);
+        assert!(s.tasks(delivered(vec![rec(0, 1, "a")]), now, 0).is_empty());
+        assert_eq!(s.attempts(&failed), 2);
+        let later = now + std::time::Duration::from_secs(61);
+        assert!(s.has_ready(later));
+        let retry = s.tasks(Vec::new(), later, 0);
+        assert_eq!(offsets(&retry[0]), vec![0], "the retry runs alone");
+        s.finish(retry[0].id, &[]);
+        let rest = s.tasks(Vec::new(), later, 0);
+        assert_eq!(offsets(&rest[0]), vec![1]);
+    }
+
+    #[test]
+    fn unordered_puts_every_record_in_one_layer() {
+        let mut s = Scheduler::new(ProcessingOrder::Unordered);
+        let tasks = s.tasks(
+            delivered(vec![rec(0, 0, "a"), rec(0, 1, "a"), rec(0, 2, "a")]),
+            Instant::now(),
+            0,
+        );
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].layer, 3);
     }
 }

@@ -7,7 +7,7 @@ use parking_lot::RwLock;
 
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders, ToBytes};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
@@ -38,7 +38,10 @@ impl ProducerContext for SinkContext {
 /// sending to it never depend on the poll thread.
 pub(crate) struct Sink {
     producer: ThreadedProducer<SinkContext>,
-    topic: String,
+    /// The output topic (`SinkConfig::Topic`), if any.
+    topic: Option<String>,
+    /// The dead-letter topic, if any.
+    dead_letter_topic: Option<String>,
     /// Exactly-once: transactions aborted so far. A task dispatched before an abort
     /// carries the older count and sends nothing more, so no output of an aborted
     /// transaction's records can slip into the next transaction.
@@ -49,17 +52,36 @@ pub(crate) struct Sink {
 }
 
 impl Sink {
-    pub(crate) fn new(config: &crate::Config, topic: &str) -> Result<Self, Error> {
+    /// The producer of `config`'s output topic and dead-letter topic; `None` when it
+    /// has neither.
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] when librdkafka refuses the producer configuration.
+    pub(crate) fn new(config: &crate::Config) -> Result<Option<Self>, Error> {
+        let topic = match &config.sink {
+            crate::SinkConfig::Topic { topic } => Some(topic.clone()),
+            crate::SinkConfig::None => None,
+        };
+        let dead_letter_topic = config.dead_letter.as_ref().map(|d| d.topic.clone());
+        if topic.is_none() && dead_letter_topic.is_none() {
+            return Ok(None);
+        }
         let producer = config
             .producer_client_config()
             .create_with_context(SinkContext)
             .map_err(Error::kafka("creating the sink producer"))?;
-        Ok(Sink {
+        Ok(Some(Sink {
             producer,
-            topic: topic.to_string(),
+            topic,
+            dead_letter_topic,
             aborts: AtomicU64::new(0),
             gate: RwLock::new(()),
-        })
+        }))
+    }
+
+    /// True when outputs have a topic to go to.
+    pub(crate) fn has_output(&self) -> bool {
+        self.topic.is_some()
     }
 
     /// Transactions aborted so far (see [`Sink::send`]).
@@ -96,12 +118,80 @@ impl Sink {
                 key: HEADER_SRC_OFFSET,
                 value: Some(offset.as_bytes()),
             });
-        let mut record = BaseRecord::with_opaque_to(&self.topic, Box::new(ack))
+        let topic = self
+            .topic
+            .as_deref()
+            .expect("outputs are sent only with an output topic");
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(ack))
             .payload(&output.payload)
             .headers(headers);
         if let Some(key) = &output.key {
             record = record.key(key);
         }
+        self.produce(record);
+    }
+
+    /// Queues `input` to the dead-letter topic with its key, value and headers, plus
+    /// `tidemark-src-topic`, `tidemark-src-partition`, `tidemark-src-offset`,
+    /// `tidemark-error` (`error`) and `tidemark-attempts`; `ack` resolves with the
+    /// delivery report. `aborts` as in [`send`](Self::send).
+    pub(crate) fn dead_letter(
+        &self,
+        input: &Record,
+        error: &str,
+        attempts: u32,
+        ack: Ack,
+        aborts: u64,
+    ) {
+        let _gate = self.gate.read();
+        if aborts != self.aborts() {
+            ack.resolve(Ok(()));
+            return;
+        }
+        let topic = self
+            .dead_letter_topic
+            .as_deref()
+            .expect("dead letters are sent only with a dead-letter topic");
+        let mut headers = OwnedHeaders::new_with_capacity(input.headers.len() + 5);
+        for h in &input.headers {
+            headers = headers.insert(Header {
+                key: &h.key,
+                value: h.value.as_deref(),
+            });
+        }
+        let (partition, offset, attempts) = (
+            input.partition.to_string(),
+            input.offset.to_string(),
+            attempts.to_string(),
+        );
+        for (key, value) in [
+            (crate::failures::HEADER_SRC_TOPIC, input.topic.as_bytes()),
+            (HEADER_SRC_PARTITION, partition.as_bytes()),
+            (HEADER_SRC_OFFSET, offset.as_bytes()),
+            (crate::failures::HEADER_ERROR, error.as_bytes()),
+            (crate::failures::HEADER_ATTEMPTS, attempts.as_bytes()),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(ack)).headers(headers);
+        if let Some(key) = &input.key {
+            record = record.key(key);
+        }
+        if let Some(payload) = &input.payload {
+            record = record.payload(payload);
+        }
+        self.produce(record);
+    }
+
+    /// Queues `record`, waiting while librdkafka's queue is full; a record the
+    /// producer refuses resolves its ack with the error at once.
+    fn produce<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
+        &self,
+        mut record: BaseRecord<'_, K, P, Box<Ack>>,
+    ) {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return,

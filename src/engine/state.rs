@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::failure::FailurePolicy;
 use super::partitions::Partitions;
+use super::scheduler::Scheduler;
 use crate::commit::PartitionOffset;
 use crate::error::Error;
 
@@ -17,6 +18,8 @@ use crate::error::Error;
 pub(crate) struct RunState {
     /// Offset state of the assigned partitions.
     pub partitions: Partitions,
+    /// Which delivered records run when: lanes, waiting records, retries.
+    pub scheduler: Scheduler,
     /// Commits in flight and their history.
     pub commits: CommitBook,
     /// What happens to failed records.
@@ -30,6 +33,20 @@ pub(crate) struct RunState {
 }
 
 impl RunState {
+    /// Records of the partitions `filter` accepts that are running (dispatched, or a
+    /// dead letter unacknowledged): what a drain waits for. Records waiting in a lane
+    /// or for a retry, and records the run stopped on, are not.
+    pub(crate) fn pending(&self, filter: impl Fn(&str, i32) -> bool) -> usize {
+        self.partitions
+            .iter()
+            .filter(|s| filter(&s.topic, s.partition))
+            .map(|s| {
+                s.pending()
+                    .saturating_sub(self.scheduler.parked(&s.topic, s.partition))
+            })
+            .sum()
+    }
+
     /// True when the run must stop: a record failure the policy stops on, or a fatal
     /// error.
     pub(crate) fn must_stop(&self) -> bool {

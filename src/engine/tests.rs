@@ -8,7 +8,9 @@ use parking_lot::Mutex;
 
 use super::commit_target::CommitTarget;
 use super::driver::{Driver, Engine};
+use super::failure::FailurePolicy;
 use super::fake::{Call, FakeConsumer};
+use super::scheduler::Scheduler;
 use super::state::RunState;
 use crate::commit::{CommitError, CommitMode, CommitPolicy, PartitionOffset};
 use crate::config::Config;
@@ -73,8 +75,14 @@ fn driver(config: &Config, target: CommitTarget, processor: impl Processor) -> D
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
     let (_, requests) = crossbeam_channel::unbounded();
     let engine = Arc::new(Engine {
-        state: Mutex::new(RunState::default()),
+        state: Mutex::new(RunState {
+            scheduler: Scheduler::new(config.ordering),
+            failures: FailurePolicy::new(config.retry, config.dead_letter.clone(), true),
+            ..RunState::default()
+        }),
         completions: done_rx,
+        sink: None,
+        done_tx,
         progress: Arc::new(Progress::default()),
         on_commit: None,
         delivery: config.delivery,
@@ -91,8 +99,6 @@ fn driver(config: &Config, target: CommitTarget, processor: impl Processor) -> D
         engine,
         pool,
         Arc::new(processor),
-        None,
-        done_tx,
         requests,
         ShutdownHandle::default(),
     )

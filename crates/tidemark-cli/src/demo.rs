@@ -81,7 +81,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     );
 
     let processor = Arc::new(Recording {
-        inner: CliProcessor(Kind::Sha256 { rounds: a.rounds }),
+        inner: CliProcessor::new(Kind::Sha256 { rounds: a.rounds }, None),
         seen: ends
             .values()
             .map(|end| (0..*end).map(|_| AtomicU8::new(0)).collect())

@@ -1,6 +1,8 @@
 //! The processors the CLI offers: `noop`, `sha256:ROUNDS`, `json`.
 
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 use tidemark::{Outputs, ProcessError, ProcessResult, Processor, Record};
@@ -40,12 +42,40 @@ impl FromStr for Kind {
 }
 
 /// The CLI's processor.
-pub struct CliProcessor(pub Kind);
+pub struct CliProcessor {
+    kind: Kind,
+    /// Test-only (`--test-flaky K:N`): records at offsets divisible by K fail
+    /// retriably on their first N attempts in this process.
+    flaky: Option<(u64, u64)>,
+    attempts: Mutex<HashMap<(i32, i64), u64>>,
+}
+
+impl CliProcessor {
+    pub fn new(kind: Kind, flaky: Option<(u64, u64)>) -> Self {
+        CliProcessor {
+            kind,
+            flaky,
+            attempts: Mutex::default(),
+        }
+    }
+}
 
 impl Processor for CliProcessor {
     fn process(&self, record: &Record) -> ProcessResult {
+        if let Some((every, times)) = self.flaky {
+            if every > 0 && record.offset as u64 % every == 0 {
+                let mut attempts = self.attempts.lock().expect("not poisoned");
+                let n = attempts
+                    .entry((record.partition, record.offset))
+                    .or_default();
+                *n += 1;
+                if *n <= times {
+                    return Err(ProcessError::retriable(format!("test-flaky attempt {n}")));
+                }
+            }
+        }
         let payload = record.payload.as_deref().unwrap_or_default();
-        let out = match self.0 {
+        let out = match self.kind {
             Kind::Noop => payload.to_vec(),
             Kind::Sha256 { rounds } => hex::encode(sha256_chain(payload, rounds)).into_bytes(),
             Kind::Json => {
@@ -103,7 +133,7 @@ mod tests {
             payload: Some(p.to_vec()),
             headers: Vec::new(),
         };
-        let p = CliProcessor(Kind::Json);
+        let p = CliProcessor::new(Kind::Json, None);
         assert!(p.process(&rec(b"{\"id\":1}")).is_ok());
         let err = p.process(&rec(b"{nope")).unwrap_err();
         assert_eq!(err.kind, tidemark::FailureKind::Permanent);

@@ -115,9 +115,42 @@ pub struct Args {
     /// Longest a revoke or a graceful stop waits for in-flight records, ms.
     #[arg(long)]
     drain_timeout_ms: Option<u64>,
+    /// Which records may run at the same time: key (records of one key one at a
+    /// time, in offset order; the default), partition (one record at a time per
+    /// partition) or unordered.
+    #[arg(long, default_value = "key")]
+    ordering: tidemark::ProcessingOrder,
+    /// Attempts per record for retriable failures, the first included (1: no
+    /// retries). Default 3.
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// Backoff between attempts, INITIAL:MAX in ms (doubling, with jitter).
+    /// Default 100:10000.
+    #[arg(long, value_parser = parse_backoff)]
+    retry_backoff_ms: Option<(u64, u64)>,
+    /// Dead-letter topic (created when missing): records that fail permanently or
+    /// exhaust their attempts go there with their coordinates and error in headers,
+    /// and processing goes on.
+    #[arg(long)]
+    dead_letter_topic: Option<String>,
+    /// Test-only: records whose offset is a multiple of K fail retriably on their
+    /// first N attempts in this process (K:N).
+    #[arg(long, hide = true, value_parser = parse_backoff)]
+    test_flaky: Option<(u64, u64)>,
     /// Extra librdkafka consumer property, `key=value` (repeatable).
     #[arg(short = 'X', value_parser = parse_property)]
     property: Vec<(String, String)>,
+}
+
+fn parse_backoff(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("expected A:B, got {s:?}"))?;
+    let n = |v: &str| {
+        v.parse::<u64>()
+            .map_err(|_| format!("{s:?}: expected two non-negative integers"))
+    };
+    Ok((n(a)?, n(b)?))
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {
@@ -154,6 +187,15 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if let Some(ms) = a.drain_timeout_ms {
         config.drain_timeout_ms = ms;
     }
+    config.ordering = a.ordering;
+    if let Some(n) = a.max_attempts {
+        config.retry.max_attempts = n;
+    }
+    if let Some((initial, max)) = a.retry_backoff_ms {
+        config.retry.initial_backoff_ms = initial;
+        config.retry.max_backoff_ms = max;
+    }
+    config.dead_letter = a.dead_letter_topic.map(tidemark::DeadLetterConfig::new);
     config.consumer_properties.extend(a.property);
     if let Some(reset) = a.auto_offset_reset {
         config
@@ -168,16 +210,27 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    if let SinkConfig::Topic { topic } = &config.sink {
-        // The sink gets as many partitions as the input (when it must be created).
+    // The sink and dead-letter topics get as many partitions as the input (when they
+    // must be created).
+    let outputs: Vec<String> = match &config.sink {
+        SinkConfig::Topic { topic } => vec![topic.clone()],
+        SinkConfig::None => Vec::new(),
+    }
+    .into_iter()
+    .chain(config.dead_letter.as_ref().map(|d| d.topic.clone()))
+    .collect();
+    if !outputs.is_empty() {
         let input = &config.input_topics()[0];
         let partitions = tidemark::topic_partitions(&a.brokers, input, Duration::from_secs(10))
             .with_context(|| format!("reaching {}", a.brokers))?
             .ok_or_else(|| tidemark::Error::UnknownTopic(input.clone()))?;
-        tidemark::ensure_topic(&a.brokers, topic, partitions, 1)
-            .with_context(|| format!("creating sink topic {topic}"))?;
+        for topic in &outputs {
+            tidemark::ensure_topic(&a.brokers, topic, partitions, 1)
+                .with_context(|| format!("creating topic {topic}"))?;
+        }
     }
-    let summary = execute(config, CliProcessor(a.processor), store, "processing")?;
+    let processor = CliProcessor::new(a.processor, a.test_flaky);
+    let summary = execute(config, processor, store, "processing")?;
     print_summary(&summary);
     Ok(())
 }

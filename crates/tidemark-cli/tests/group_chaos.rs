@@ -23,7 +23,7 @@ fn group_chaos(kills: bool, extra: &[&str]) -> u64 {
     let broker = KafkaBroker::shared();
     let brokers = broker.bootstrap_servers();
     let (input, output, group) = (unique_name("in"), unique_name("out"), unique_name("group"));
-    let records = common::records(100_000);
+    let records = common::records(160_000);
     broker.create_topic(&input, 8).unwrap();
     broker.create_topic(&output, 8).unwrap();
     workload::produce(&brokers, &broker.workload(&input, records, 8), |_| {}).unwrap();

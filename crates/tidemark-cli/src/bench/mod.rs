@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::consumer::CommitMode as RdCommitMode;
-use tidemark::CommitPolicy;
+use tidemark::{CommitPolicy, ProcessingOrder};
 use tidemark_testkit::{workload, Broker, EmbeddedCluster};
 
 use self::scenarios::Measurement;
@@ -56,6 +56,14 @@ pub struct Args {
     /// without it the peer is not measured.
     #[arg(long)]
     peer_arroyo: Option<PathBuf>,
+    /// Also measure the processing orders (key, partition, unordered) over 1, 10,
+    /// 100 and 10,000 keys on 1 and 16 partitions, CPU-bound.
+    #[arg(long)]
+    ordering: bool,
+    /// Records per ordering run. Default: 200,000 with --brokers; 50,000 on the
+    /// embedded cluster.
+    #[arg(long)]
+    ordering_records: Option<u64>,
     /// Where the table, CSV and SVG files go.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -149,6 +157,7 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
                 kind,
                 workers,
                 CommitPolicy::EveryRecord,
+                ProcessingOrder::default(),
                 "every-record (sync)",
                 a.every_record_records,
             )?;
@@ -161,6 +170,7 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
                     kind,
                     workers,
                     policy,
+                    ProcessingOrder::default(),
                     label,
                     records,
                 )?;
@@ -208,6 +218,7 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
                     cpu,
                     w,
                     CommitPolicy::EveryMs(100),
+                    ProcessingOrder::default(),
                     &format!("every-ms:100, {partitions} partitions, {w} workers"),
                     n,
                 )?;
@@ -216,6 +227,43 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
             }
         }
         report::write_scaling(&a.out, &rows)?;
+    }
+    if a.ordering {
+        let n = a
+            .ordering_records
+            .unwrap_or(if a.brokers.is_some() { 200_000 } else { 50_000 });
+        let mut rows = Vec::new();
+        for partitions in [1, 16] {
+            for keys in [1u64, 10, 100, 10_000] {
+                let topic = format!("bench-keys-{partitions}-{keys}");
+                create(&topic, partitions)?;
+                let mut w = workload::Workload::new(&topic, n, partitions);
+                w.payload_bytes = a.payload_bytes;
+                w.keys = keys;
+                eprintln!("pre-filling {topic}: {n} records, {keys} keys");
+                workload::produce(&brokers, &w, |_| {})?;
+                scenarios::check_nothing_dropped(&brokers, &topic, partitions)?;
+                for (order, name) in [
+                    (ProcessingOrder::Key, "key"),
+                    (ProcessingOrder::Partition, "partition"),
+                    (ProcessingOrder::Unordered, "unordered"),
+                ] {
+                    let m = scenarios::tidemark(
+                        &brokers,
+                        &topic,
+                        cpu,
+                        workers,
+                        CommitPolicy::EveryMs(100),
+                        order,
+                        &format!("{name}, {partitions} partitions, {keys} keys"),
+                        n,
+                    )?;
+                    report::progress(&m);
+                    rows.push((partitions, keys, name, m));
+                }
+            }
+        }
+        report::write_ordering(&a.out, &rows)?;
     }
     // Give librdkafka's background threads a moment before the cluster goes.
     std::thread::sleep(Duration::from_millis(100));

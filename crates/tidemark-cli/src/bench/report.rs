@@ -192,6 +192,42 @@ fn draw_legend<'b, X: Ranged<ValueType = f64>>(chart: &mut Chart<'b, 'b, X>) -> 
 }
 
 /// Prints the scaling table and writes `scaling.csv`, `scaling.md`, `scaling.svg`.
+/// The ordering table: records/s per (partitions, keys) and processing order.
+pub fn write_ordering(out: &Path, rows: &[(i32, u64, &str, Measurement)]) -> anyhow::Result<()> {
+    let mut csv = String::from("partitions,keys,ordering,records_per_s\n");
+    let mut md = String::from(
+        "| partitions | keys | key (records/s) | partition (records/s) | unordered (records/s) |\n|---:|---:|---:|---:|---:|\n",
+    );
+    let mut cells: std::collections::BTreeMap<(i32, u64), Vec<(String, f64)>> =
+        std::collections::BTreeMap::new();
+    for (p, k, mode, m) in rows {
+        let _ = writeln!(csv, "{p},{k},{mode},{:.0}", m.records_per_sec());
+        cells
+            .entry((*p, *k))
+            .or_default()
+            .push((mode.to_string(), m.records_per_sec()));
+    }
+    for ((p, k), modes) in &cells {
+        let get = |name: &str| {
+            modes
+                .iter()
+                .find(|(m, _)| m == name)
+                .map_or("-".to_string(), |(_, r)| format!("{r:.0}"))
+        };
+        let _ = writeln!(
+            md,
+            "| {p} | {k} | {} | {} | {} |",
+            get("key"),
+            get("partition"),
+            get("unordered")
+        );
+    }
+    println!("{md}");
+    std::fs::write(out.join("ordering.csv"), csv)?;
+    std::fs::write(out.join("ordering.md"), &md)?;
+    Ok(())
+}
+
 pub fn write_scaling(out: &Path, rows: &[(i32, usize, Measurement)]) -> anyhow::Result<()> {
     let mut csv = String::from("partitions,workers,records_per_s\n");
     let mut md = String::from("| partitions | workers | records/s |\n|---:|---:|---:|\n");

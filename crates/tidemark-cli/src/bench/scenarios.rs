@@ -163,7 +163,7 @@ pub fn in_memory(records: &[Record], kind: Kind, workers: usize) -> anyhow::Resu
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(workers)
         .build()?;
-    let processor = CliProcessor(kind);
+    let processor = CliProcessor::new(kind, None);
     let start = Instant::now();
     pool.install(|| {
         records.par_iter().for_each(|r| {
@@ -181,16 +181,18 @@ pub fn in_memory(records: &[Record], kind: Kind, workers: usize) -> anyhow::Resu
     })
 }
 
-/// tidemark itself under `policy`, in a fresh group, until idle. The in-flight
+/// tidemark itself under `policy` and `ordering`, in a fresh group, until idle. The in-flight
 /// record bound is raised to `records` so that the policy, not the bound, decides
 /// when commits happen (with the default 10,000, a member commits at least every
 /// 5,000 records whatever the policy); the byte bound keeps its default.
+#[allow(clippy::too_many_arguments)]
 pub fn tidemark(
     brokers: &str,
     topic: &str,
     kind: Kind,
     workers: usize,
     policy: CommitPolicy,
+    ordering: tidemark::ProcessingOrder,
     label: &str,
     records: u64,
 ) -> anyhow::Result<Measurement> {
@@ -198,6 +200,7 @@ pub fn tidemark(
     let mut config = Config::new(brokers, format!("bench-{}", rand_suffix()), [topic]);
     config.workers = workers;
     config.commit = policy;
+    config.ordering = ordering;
     config.max_in_flight_records = config.max_in_flight_records.max(records as usize);
     if policy == CommitPolicy::EveryRecord {
         config.commit_mode = tidemark::CommitMode::Sync;
@@ -205,7 +208,7 @@ pub fn tidemark(
     config.exit_when_idle_ms = Some(1_000);
     let events = Arc::new(Mutex::new(Vec::<CommitEvent>::new()));
     let sink = events.clone();
-    let summary = Pipeline::new(config, CliProcessor(kind))
+    let summary = Pipeline::new(config, CliProcessor::new(kind, None))
         .on_commit(move |e: &CommitEvent| {
             if e.result.is_ok() {
                 sink.lock().push(e.clone())
@@ -240,7 +243,7 @@ pub fn sequential(
     let c = consumer(brokers, topic, &format!("bench-seq-{}", rand_suffix()))?;
     assign_all(&c, topic, partitions)?;
     let name: Arc<str> = Arc::from(topic);
-    let processor = CliProcessor(kind);
+    let processor = CliProcessor::new(kind, None);
     let (mut n, mut first, mut commits) = (0u64, None, 0u64);
     let mut latencies = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(1800);
@@ -353,7 +356,7 @@ pub fn calibrate(payload: &[u8], target_us: f64) -> (u32, f64) {
     let rounds = ((target_us / per_round).round() as u32).max(1);
     let start = Instant::now();
     let n = 2_000;
-    let p = CliProcessor(Kind::Sha256 { rounds });
+    let p = CliProcessor::new(Kind::Sha256 { rounds }, None);
     let r = Record {
         topic: Arc::from("calibration"),
         partition: 0,

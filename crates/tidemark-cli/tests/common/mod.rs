@@ -190,3 +190,9 @@ pub use tidemark_testkit::verify::SinkReport;
 pub fn check_sink(brokers: &str, output: &str, ends: &BTreeMap<i32, i64>) -> SinkReport {
     verify::sink_report(brokers, output, ends).unwrap()
 }
+
+/// SIGKILLs a running child and reaps it, keeping the handle.
+pub fn kill_child(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
