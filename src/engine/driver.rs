@@ -36,6 +36,11 @@ use crate::shutdown::{Progress, ShutdownHandle};
 /// comes from completions, which do not wake `poll`.
 const PRESSED_POLL_TIMEOUT: Duration = Duration::from_millis(5);
 
+/// Poll timeout while records wait in lanes behind running tasks: their dispatch
+/// follows the tasks' outcomes, which do not wake `poll` either, and the pool may
+/// idle meanwhile.
+const WAITING_POLL_TIMEOUT: Duration = Duration::from_millis(1);
+
 /// The run state and settings shared by the poll loop and librdkafka's callbacks.
 pub(crate) struct Engine {
     pub state: Mutex<RunState>,
@@ -555,7 +560,9 @@ impl Driver {
     /// never past the next retry's due time.
     fn poll_timeout_now(&self) -> Duration {
         let st = self.engine.state.lock();
-        let mut timeout = if self.pressed || st.scheduler.has_waiting() {
+        let mut timeout = if st.scheduler.has_waiting() {
+            WAITING_POLL_TIMEOUT
+        } else if self.pressed {
             PRESSED_POLL_TIMEOUT
         } else {
             self.poll_timeout

@@ -60,7 +60,10 @@ pub struct Args {
     /// 100 and 10,000 keys on 1 and 16 partitions, CPU-bound.
     #[arg(long)]
     ordering: bool,
-    /// Records per ordering run. Default: 200,000 with --brokers; 50,000 on the
+    /// Only the processing orders.
+    #[arg(long, requires = "ordering")]
+    ordering_only: bool,
+    /// Records per ordering run. Default: 200,000 with --brokers; 30,000 on the
     /// embedded cluster.
     #[arg(long)]
     ordering_records: Option<u64>,
@@ -118,7 +121,7 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
-    if !a.scaling_only {
+    if !a.scaling_only && !a.ordering_only {
         let fill = |topic: &str, records: u64, partitions: i32| -> anyhow::Result<()> {
             create(topic, partitions)?;
             let mut w = workload::Workload::new(topic, records, partitions);
@@ -198,7 +201,7 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
         report::write_main(&a.out, &rows, &kind_label(cpu))?;
     }
 
-    if a.scaling {
+    if a.scaling && !a.ordering_only {
         let mut rows = Vec::new();
         for partitions in [1, 4, 16] {
             let topic = format!("bench-scale-{partitions}");
@@ -231,7 +234,7 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
     if a.ordering {
         let n = a
             .ordering_records
-            .unwrap_or(if a.brokers.is_some() { 200_000 } else { 50_000 });
+            .unwrap_or(if a.brokers.is_some() { 200_000 } else { 30_000 });
         let mut rows = Vec::new();
         for partitions in [1, 16] {
             for keys in [1u64, 10, 100, 10_000] {
