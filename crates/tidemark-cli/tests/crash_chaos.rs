@@ -10,7 +10,6 @@ mod common;
 
 use std::time::Duration;
 
-use rand::Rng;
 use tidemark_testkit::{unique_name, workload, Broker, KafkaBroker};
 
 #[test]
@@ -26,39 +25,16 @@ fn killed_and_restarted_members_lose_nothing() {
     let ends = tidemark::high_watermarks(&brokers, &input, Duration::from_secs(10)).unwrap();
     assert_eq!(ends.values().sum::<i64>() as u64, records);
 
-    let watcher = common::CommitWatcher::start(&brokers, &group, &input);
-    let mut rng = rand::rng();
-    for _ in 0..kills {
-        let child = common::member(&brokers, &input, &output, &group, None);
-        // Long enough for the group to expire the killed member (session timeout 6 s),
-        // rejoin, and process for a while.
-        std::thread::sleep(Duration::from_millis(rng.random_range(8_000..12_000)));
-        common::kill(child);
-    }
-    // The kills must have hit a member at work, not an idle or finished one.
-    let during = common::committed_total(&brokers, &group, &input);
-    assert!(
-        0 < during && during < records as i64,
-        "chaos did not overlap the work: {during} committed"
+    let report = common::kill_and_recover(
+        &brokers,
+        &input,
+        &output,
+        &group,
+        &ends,
+        kills,
+        8_000..12_000,
+        &[],
     );
-    let mut last = common::member(&brokers, &input, &output, &group, Some(8));
-    let status = last.wait().unwrap();
-    assert!(status.success(), "final run exited with {status}");
-    let backwards = watcher.finish();
-    assert!(
-        backwards.is_empty(),
-        "committed offsets went backwards: {backwards:?}"
-    );
-
-    let committed = tidemark_testkit::verify::committed_offsets(&brokers, &group, &input).unwrap();
-    for (p, end) in &ends {
-        assert_eq!(
-            committed[p],
-            Some(*end),
-            "partition {p} not committed to its end"
-        );
-    }
-    let report = common::check_sink(&brokers, &output, &ends);
     report.assert_nothing_lost();
     let bound = (kills * common::MAX_IN_FLIGHT) as u64;
     assert!(

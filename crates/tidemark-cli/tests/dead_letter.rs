@@ -197,15 +197,8 @@ fn poison_records_go_to_the_dead_letter_topic_and_the_rest_goes_on() {
         }
     }
 
-    // Lag 0: committed offsets at the high watermarks.
-    let committed = verify::committed_offsets(&brokers, &group, &input).unwrap();
-    for (p, e) in &ends {
-        assert_eq!(
-            committed[p],
-            Some(*e),
-            "partition {p} not committed to its end"
-        );
-    }
+    // Lag 0.
+    common::assert_committed_to_end(&brokers, &group, &input, &ends);
 }
 
 /// A member SIGKILLed while records wait in their retry backoff: after a restart
@@ -256,12 +249,5 @@ fn a_member_killed_while_records_wait_for_a_retry_loses_nothing() {
     );
     let report = verify::sink_report(&brokers, &output, &ends).unwrap();
     report.assert_nothing_lost();
-    let committed = verify::committed_offsets(&brokers, &group, &input).unwrap();
-    for (p, e) in &ends {
-        assert_eq!(
-            committed[p],
-            Some(*e),
-            "partition {p} not committed to its end"
-        );
-    }
+    common::assert_committed_to_end(&brokers, &group, &input, &ends);
 }

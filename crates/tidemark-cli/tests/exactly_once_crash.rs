@@ -9,7 +9,6 @@ mod common;
 
 use std::time::Duration;
 
-use rand::Rng;
 use tidemark_testkit::{unique_name, workload, Broker, KafkaBroker};
 
 #[test]
@@ -31,38 +30,17 @@ fn killed_exactly_once_members_publish_every_output_once() {
         "--transactional-id",
         &transactional_id,
     ];
-    let watcher = common::CommitWatcher::start(&brokers, &group, &input);
-    let mut rng = rand::rng();
-    for _ in 0..kills {
-        let child = common::member_with(&brokers, &input, &output, &group, None, &eos);
-        // Long enough for the group to expire the killed member (session timeout 6 s)
-        // and for the new one to commit a few transactions.
-        std::thread::sleep(Duration::from_millis(rng.random_range(9_000..13_000)));
-        common::kill(child);
-    }
-    let during = common::committed_total(&brokers, &group, &input);
-    assert!(
-        0 < during && during < records as i64,
-        "chaos did not overlap the work: {during} committed"
+    // Each member lives long enough to commit a few transactions.
+    let report = common::kill_and_recover(
+        &brokers,
+        &input,
+        &output,
+        &group,
+        &ends,
+        kills,
+        9_000..13_000,
+        &eos,
     );
-    let mut last = common::member_with(&brokers, &input, &output, &group, Some(8), &eos);
-    let status = last.wait().unwrap();
-    assert!(status.success(), "final run exited with {status}");
-    let backwards = watcher.finish();
-    assert!(
-        backwards.is_empty(),
-        "committed offsets went backwards: {backwards:?}"
-    );
-
-    let committed = tidemark_testkit::verify::committed_offsets(&brokers, &group, &input).unwrap();
-    for (p, end) in &ends {
-        assert_eq!(
-            committed[p],
-            Some(*end),
-            "partition {p} not committed to its end"
-        );
-    }
-    let report = common::check_sink(&brokers, &output, &ends);
     report.assert_nothing_lost();
     assert_eq!(
         report.duplicates, 0,

@@ -196,3 +196,61 @@ pub fn kill_child(child: &mut Child) {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Asserts that `group`'s committed offsets on `input` equal the high watermarks
+/// `ends`, as an independent client sees them (lag 0).
+pub fn assert_committed_to_end(brokers: &str, group: &str, input: &str, ends: &BTreeMap<i32, i64>) {
+    let committed = verify::committed_offsets(brokers, group, input).unwrap();
+    for (p, end) in ends {
+        assert_eq!(
+            committed[p],
+            Some(*end),
+            "partition {p} not committed to its end"
+        );
+    }
+}
+
+/// The crash chaos both delivery modes share: `kills` members of `group` started
+/// with `extra` arguments and SIGKILLed after a random time in `alive_ms` each, then
+/// one that runs until idle. Asserts the kills hit work in progress, the last member
+/// exits 0, committed offsets never went backwards and end at `ends`; returns what
+/// the sink holds.
+#[allow(clippy::too_many_arguments)]
+pub fn kill_and_recover(
+    brokers: &str,
+    input: &str,
+    output: &str,
+    group: &str,
+    ends: &BTreeMap<i32, i64>,
+    kills: usize,
+    alive_ms: std::ops::Range<u64>,
+    extra: &[&str],
+) -> SinkReport {
+    use rand::Rng;
+    let records: i64 = ends.values().sum();
+    let watcher = CommitWatcher::start(brokers, group, input);
+    let mut rng = rand::rng();
+    for _ in 0..kills {
+        let child = member_with(brokers, input, output, group, None, extra);
+        // Long enough for the group to expire the previous, killed member (session
+        // timeout 6 s), rejoin, and process for a while.
+        std::thread::sleep(Duration::from_millis(rng.random_range(alive_ms.clone())));
+        kill(child);
+    }
+    // The kills must have hit a member at work, not an idle or finished one.
+    let during = committed_total(brokers, group, input);
+    assert!(
+        0 < during && during < records,
+        "chaos did not overlap the work: {during} committed"
+    );
+    let mut last = member_with(brokers, input, output, group, Some(8), extra);
+    let status = last.wait().unwrap();
+    assert!(status.success(), "final run exited with {status}");
+    let backwards = watcher.finish();
+    assert!(
+        backwards.is_empty(),
+        "committed offsets went backwards: {backwards:?}"
+    );
+    assert_committed_to_end(brokers, group, input, ends);
+    check_sink(brokers, output, ends)
+}
