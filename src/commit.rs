@@ -7,7 +7,7 @@ use rdkafka::error::KafkaError;
 use serde::{Deserialize, Serialize};
 
 /// One partition's committed offset: the *next offset to read* (last processed + 1),
-/// exactly as sent in Kafka's OffsetCommit request.
+/// exactly as sent in Kafka's OffsetCommit request, with its metadata.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PartitionOffset {
     /// Topic name.
@@ -16,6 +16,23 @@ pub struct PartitionOffset {
     pub partition: i32,
     /// Committed offset (next offset to read).
     pub offset: i64,
+    /// The commit's metadata string (OffsetCommit's `committed_metadata`, Java's
+    /// `OffsetAndMetadata.metadata()`): tidemark's offset map of the records
+    /// completed above `offset` (`tidemark_offsets::offset_map`), or empty. At most
+    /// [`Config::offset_map_max_bytes`](crate::Config::offset_map_max_bytes) bytes.
+    pub metadata: String,
+}
+
+impl PartitionOffset {
+    /// `topic`/`partition` at `offset`, without metadata.
+    pub fn new(topic: impl Into<String>, partition: i32, offset: i64) -> Self {
+        PartitionOffset {
+            topic: topic.into(),
+            partition,
+            offset,
+            metadata: String::new(),
+        }
+    }
 }
 
 /// The outcome of one commit, handed to the callback set with

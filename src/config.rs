@@ -231,6 +231,17 @@ pub struct Config {
     /// busy partition cannot take the whole budget. Default: none.
     #[serde(default)]
     pub max_in_flight_records_per_partition: Option<usize>,
+    /// Byte budget of the **offset map** each commit carries in its metadata: the
+    /// records completed above the committed offset, so that the partition's next
+    /// owner skips them instead of processing them again (docs/DESIGN.md, "The offset
+    /// map"). When the map does not fit, its longest prefix that fits is kept (the
+    /// rest is processed again by a new owner); the map never stops tidemark from
+    /// taking new records. Default 4096, the broker's default
+    /// `offset.metadata.max.bytes`: lower it if the brokers' is lower (a commit
+    /// with larger metadata fails with OFFSET_METADATA_TOO_LARGE). 0 turns the map
+    /// off (commits carry no metadata, and maps found on assignment are ignored).
+    #[serde(default = "default_offset_map_max_bytes")]
+    pub offset_map_max_bytes: usize,
     /// `transactional.id` of the sink producer with [`Delivery::ExactlyOnce`].
     /// Default: `tidemark-<group>-<random>`, unique per instance (fencing of zombies
     /// comes from the group metadata sent with the offsets, KIP-447).
@@ -282,6 +293,10 @@ fn default_startup_timeout_ms() -> u64 {
 fn default_drain_timeout_ms() -> u64 {
     10_000
 }
+fn default_offset_map_max_bytes() -> usize {
+    tidemark_offsets::offset_map::KAFKA_METADATA_MAX_BYTES
+}
+
 fn default_max_in_flight_records() -> usize {
     10_000
 }
@@ -318,6 +333,7 @@ impl Config {
             max_in_flight_records: default_max_in_flight_records(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
             max_in_flight_records_per_partition: None,
+            offset_map_max_bytes: default_offset_map_max_bytes(),
             sink: SinkConfig::None,
             ordering: ProcessingOrder::default(),
             retry: RetryPolicy::default(),

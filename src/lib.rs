@@ -52,7 +52,7 @@ pub use failures::{
     DeadLetterConfig, RetryPolicy, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_SRC_TOPIC,
 };
 pub use lag::{consumer_lag, high_watermarks, PartitionLag};
-pub use offset_store::{FileOffsetStore, OffsetStore};
+pub use offset_store::{FileOffsetStore, OffsetAndMetadata, OffsetStore};
 pub use ordering::ProcessingOrder;
 pub use processor::{FailureKind, ProcessError, ProcessResult, Processor};
 pub use record::{Header, OutputRecord, Outputs, Record};

@@ -22,17 +22,19 @@ use crate::commit::PartitionOffset;
 /// dispatches each polled batch — always from the poll thread, never concurrently,
 /// and never with an offset lower than one it saved before for that partition.
 pub trait OffsetStore: Send + Sync {
-    /// The saved offset of `topic`/`partition`, or `None` when nothing was ever saved
-    /// for it (the pipeline's start position or `auto.offset.reset` decides then).
+    /// The saved offset of `topic`/`partition` with its metadata, or `None` when
+    /// nothing was ever saved for it (the pipeline's start position or
+    /// `auto.offset.reset` decides then).
     ///
     /// # Errors
     /// Any I/O or format error; the pipeline then does not start
     /// ([`Error::OffsetStore`](crate::Error::OffsetStore)).
-    fn load(&self, topic: &str, partition: i32) -> io::Result<Option<i64>>;
+    fn load(&self, topic: &str, partition: i32) -> io::Result<Option<OffsetAndMetadata>>;
 
     /// Saves `offsets` (one per partition; partitions not listed keep what they
-    /// had). It must be durable when it returns `Ok`: a crash right after must load
-    /// these offsets.
+    /// had), each with its metadata (the offset map, which `load` must return
+    /// unchanged with its offset). It must be durable when it returns `Ok`: a crash
+    /// right after must load these offsets.
     ///
     /// # Errors
     /// Any I/O error; the partitions stay dirty and the save is retried on the next
@@ -41,19 +43,31 @@ pub trait OffsetStore: Send + Sync {
     fn save(&self, offsets: &[PartitionOffset]) -> io::Result<()>;
 }
 
+/// A saved offset and the metadata saved with it, like Kafka's `OffsetAndMetadata`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OffsetAndMetadata {
+    /// The next offset to read.
+    pub offset: i64,
+    /// The metadata saved with it (tidemark's offset map, or empty).
+    pub metadata: String,
+}
+
 /// The first line of a [`FileOffsetStore`] file.
-const FILE_HEADER: &str = "# tidemark offsets v1: topic<TAB>partition<TAB>next offset";
+const FILE_HEADER: &str =
+    "# tidemark offsets v2: topic<TAB>partition<TAB>next offset[<TAB>metadata]";
 
 /// A durable offset store in one text file: each save writes the whole map to
 /// `PATH.tmp`, fsyncs it, renames it over `PATH` and fsyncs the directory, so a crash
 /// at any moment leaves either the old or the new file, never a torn one.
 ///
-/// Format: a header line, then one `topic<TAB>partition<TAB>offset` line per
-/// partition (Kafka topic names cannot contain tabs or newlines).
+/// Format: a header line, then one `topic<TAB>partition<TAB>offset[<TAB>metadata]`
+/// line per partition (Kafka topic names cannot contain tabs or newlines; metadata
+/// with a tab or newline is not saved, so a line always parses back). Files of
+/// version 1 (no metadata column) read as they are.
 #[derive(Debug)]
 pub struct FileOffsetStore {
     path: PathBuf,
-    offsets: Mutex<BTreeMap<(String, i32), i64>>,
+    offsets: Mutex<BTreeMap<(String, i32), OffsetAndMetadata>>,
 }
 
 impl FileOffsetStore {
@@ -78,7 +92,11 @@ impl FileOffsetStore {
 
     /// Every saved offset, by `(topic, partition)`.
     pub fn offsets(&self) -> BTreeMap<(String, i32), i64> {
-        self.offsets.lock().clone()
+        self.offsets
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.offset))
+            .collect()
     }
 
     /// The file this store writes.
@@ -87,7 +105,10 @@ impl FileOffsetStore {
     }
 }
 
-fn parse(path: &Path, reader: impl BufRead) -> io::Result<BTreeMap<(String, i32), i64>> {
+fn parse(
+    path: &Path,
+    reader: impl BufRead,
+) -> io::Result<BTreeMap<(String, i32), OffsetAndMetadata>> {
     let mut offsets = BTreeMap::new();
     for (i, line) in reader.lines().enumerate() {
         let line = line?;
@@ -98,16 +119,20 @@ fn parse(path: &Path, reader: impl BufRead) -> io::Result<BTreeMap<(String, i32)
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "{}:{}: expected topic<TAB>partition<TAB>offset, found {line:?}",
+                    "{}:{}: expected topic<TAB>partition<TAB>offset[<TAB>metadata], found {line:?}",
                     path.display(),
                     i + 1
                 ),
             )
         };
         let mut fields = line.split('\t');
-        let (Some(topic), Some(partition), Some(offset), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
+        let (Some(topic), Some(partition), Some(offset), metadata, None) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
             return Err(bad());
         };
         let partition: i32 = partition.parse().map_err(|_| bad())?;
@@ -115,31 +140,52 @@ fn parse(path: &Path, reader: impl BufRead) -> io::Result<BTreeMap<(String, i32)
         if topic.is_empty() || partition < 0 || offset < 0 {
             return Err(bad());
         }
-        offsets.insert((topic.to_string(), partition), offset);
+        let metadata = metadata.unwrap_or_default().to_string();
+        offsets.insert(
+            (topic.to_string(), partition),
+            OffsetAndMetadata { offset, metadata },
+        );
     }
     Ok(offsets)
 }
 
 impl OffsetStore for FileOffsetStore {
-    fn load(&self, topic: &str, partition: i32) -> io::Result<Option<i64>> {
+    fn load(&self, topic: &str, partition: i32) -> io::Result<Option<OffsetAndMetadata>> {
         Ok(self
             .offsets
             .lock()
             .get(&(topic.to_string(), partition))
-            .copied())
+            .cloned())
     }
 
     fn save(&self, offsets: &[PartitionOffset]) -> io::Result<()> {
         let mut map = self.offsets.lock();
         let mut next = map.clone();
         for o in offsets {
-            next.insert((o.topic.clone(), o.partition), o.offset);
+            let clean = !o.metadata.contains(['\t', '\n', '\r']);
+            let metadata = if clean {
+                o.metadata.clone()
+            } else {
+                String::new()
+            };
+            next.insert(
+                (o.topic.clone(), o.partition),
+                OffsetAndMetadata {
+                    offset: o.offset,
+                    metadata,
+                },
+            );
         }
         let mut text = String::with_capacity(32 * (next.len() + 1));
         text.push_str(FILE_HEADER);
         text.push('\n');
-        for ((topic, partition), offset) in &next {
-            text.push_str(&format!("{topic}\t{partition}\t{offset}\n"));
+        for ((topic, partition), saved) in &next {
+            text.push_str(&format!("{topic}\t{partition}\t{}", saved.offset));
+            if !saved.metadata.is_empty() {
+                text.push('\t');
+                text.push_str(&saved.metadata);
+            }
+            text.push('\n');
         }
         let mut tmp_name = self.path.as_os_str().to_owned();
         tmp_name.push(".tmp");
@@ -170,11 +216,11 @@ mod tests {
     use super::*;
 
     fn at(topic: &str, partition: i32, offset: i64) -> PartitionOffset {
-        PartitionOffset {
-            topic: topic.into(),
-            partition,
-            offset,
-        }
+        PartitionOffset::new(topic, partition, offset)
+    }
+
+    fn offset(o: Option<OffsetAndMetadata>) -> Option<i64> {
+        o.map(|o| o.offset)
     }
 
     #[test]
@@ -186,10 +232,33 @@ mod tests {
         store.save(&[at("t", 0, 10), at("t", 1, 20)]).unwrap();
         store.save(&[at("t", 1, 25)]).unwrap();
         let reopened = FileOffsetStore::open(&path).unwrap();
-        assert_eq!(reopened.load("t", 0).unwrap(), Some(10));
-        assert_eq!(reopened.load("t", 1).unwrap(), Some(25));
+        assert_eq!(offset(reopened.load("t", 0).unwrap()), Some(10));
+        assert_eq!(offset(reopened.load("t", 1).unwrap()), Some(25));
         assert_eq!(reopened.load("u", 0).unwrap(), None);
         assert!(!path.with_file_name("offsets.tmp").exists());
+    }
+
+    #[test]
+    fn metadata_survives_and_version_1_files_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("offsets");
+        fs::write(
+            &path,
+            "# tidemark offsets v1: topic<TAB>partition<TAB>next offset\nt\t0\t5\n",
+        )
+        .unwrap();
+        let store = FileOffsetStore::open(&path).unwrap();
+        assert_eq!(offset(store.load("t", 0).unwrap()), Some(5));
+        let mut with_map = at("t", 1, 9);
+        with_map.metadata = "tdm1:CQQAAgI".into();
+        let mut bad = at("t", 2, 4);
+        bad.metadata = "two\tcolumns".into();
+        store.save(&[with_map, bad]).unwrap();
+        let reopened = FileOffsetStore::open(&path).unwrap();
+        let saved = reopened.load("t", 1).unwrap().unwrap();
+        assert_eq!((saved.offset, saved.metadata.as_str()), (9, "tdm1:CQQAAgI"));
+        assert_eq!(reopened.load("t", 2).unwrap().unwrap().metadata, "");
+        assert_eq!(offset(reopened.load("t", 0).unwrap()), Some(5));
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct Progress {
     pub lost: AtomicU64,
     /// librdkafka reported `max.poll.interval.ms` exceeded (MAXPOLL): should stay 0.
     pub max_poll_exceeded: AtomicU64,
+    /// Records delivered that the previous owner's offset map marked complete:
+    /// completed without processing (docs/DESIGN.md, "The offset map").
+    pub skipped_by_offset_map: AtomicU64,
     /// Exactly-once: transactions aborted (each followed by a rewind to the last
     /// committed offsets).
     pub aborts: AtomicU64,

@@ -72,11 +72,15 @@ impl ConsumerContext for PipelineContext {
             }
         };
         let partitions = partitions_of(tpl);
+        let mut maps = Vec::new();
         if assign {
-            for (topic, partition, offset) in
-                start_offsets(consumer, self.engine.start_position, &partitions)
+            let with_maps = self.engine.state.lock().partitions.map_budget() > 0;
+            for start in start_offsets(consumer, self.engine.start_position, &partitions, with_maps)
             {
-                let _ = tpl.set_partition_offset(&topic, partition, offset);
+                let _ = tpl.set_partition_offset(&start.topic, start.partition, start.offset);
+                if let Some(map) = start.map {
+                    maps.push((start.topic, start.partition, map));
+                }
             }
         } else {
             let mut st = self.engine.state.lock();
@@ -104,7 +108,7 @@ impl ConsumerContext for PipelineContext {
         }
         if assign {
             let mut st = self.engine.state.lock();
-            self.engine.on_assign(&mut st, &partitions);
+            self.engine.on_assign(&mut st, &partitions, maps);
         }
     }
 

@@ -16,6 +16,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::commit::PartitionOffset;
+use crate::offset_store::OffsetAndMetadata;
 
 /// A partition named by topic and number.
 pub(crate) type TopicPartition<'a> = (&'a str, i32);
@@ -59,13 +60,13 @@ pub(crate) trait KafkaConsumer {
     /// records, aborted records under `read_committed`).
     fn positions(&self) -> KafkaResult<Vec<PartitionOffset>>;
 
-    /// The group's committed offsets of `partitions` (OffsetFetch): `None` where the
-    /// group has none.
+    /// The group's committed offsets of `partitions` with their metadata
+    /// (OffsetFetch): `None` where the group has none.
     fn committed_offsets(
         &self,
         partitions: &[TopicPartition<'_>],
         timeout: Duration,
-    ) -> KafkaResult<Vec<(String, i32, Option<i64>)>>;
+    ) -> KafkaResult<Vec<(String, i32, Option<OffsetAndMetadata>)>>;
 
     /// The first offset at or after each timestamp (ms) of `partitions` (ListOffsets
     /// by time, KIP-79): `None` where no record is that recent.
@@ -83,12 +84,18 @@ pub(crate) trait KafkaConsumer {
     fn assignment_lost(&self) -> bool;
 }
 
-/// A `TopicPartitionList` of absolute offsets.
+/// A `TopicPartitionList` of absolute offsets with their metadata (librdkafka
+/// sends it in OffsetCommit and TxnOffsetCommit, and stores it with
+/// `rd_kafka_offsets_store` for its auto-commit: librdkafka PR #4171).
 pub(crate) fn to_list(offsets: &[PartitionOffset]) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::with_capacity(offsets.len());
     for po in offsets {
-        tpl.add_partition_offset(&po.topic, po.partition, Offset::Offset(po.offset))
+        let mut e = tpl.add_partition(&po.topic, po.partition);
+        e.set_offset(Offset::Offset(po.offset))
             .expect("an absolute offset is valid");
+        if !po.metadata.is_empty() {
+            e.set_metadata(&po.metadata);
+        }
     }
     tpl
 }
@@ -115,15 +122,35 @@ fn entries_of(tpl: &TopicPartitionList) -> Vec<(String, i32, Option<i64>)> {
         .collect()
 }
 
+/// The metadata of entry `i` of `tpl`, non-UTF-8 bytes replaced (rdkafka's
+/// `TopicPartitionListElem::metadata` panics on them, and another client may have
+/// written any bytes).
+fn metadata_at(tpl: &TopicPartitionList, i: usize) -> String {
+    // SAFETY: `i` indexes the list's `cnt` elements, whose metadata pointer and size
+    // librdkafka keeps consistent (null with size 0 when there is none).
+    unsafe {
+        let list = &*tpl.ptr();
+        debug_assert!(i < list.cnt as usize);
+        let elem = &*list.elems.add(i);
+        if elem.metadata.is_null() || elem.metadata_size == 0 {
+            return String::new();
+        }
+        let bytes = std::slice::from_raw_parts(elem.metadata as *const u8, elem.metadata_size);
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+}
+
 /// The entries of `tpl` that carry an absolute offset.
 pub(crate) fn offsets_of(tpl: &TopicPartitionList) -> Vec<PartitionOffset> {
     tpl.elements()
         .iter()
-        .filter_map(|e| match e.offset() {
+        .enumerate()
+        .filter_map(|(i, e)| match e.offset() {
             Offset::Offset(offset) => Some(PartitionOffset {
                 topic: e.topic().to_string(),
                 partition: e.partition(),
                 offset,
+                metadata: metadata_at(tpl, i),
             }),
             _ => None,
         })
@@ -197,9 +224,23 @@ impl<C: ConsumerContext> KafkaConsumer for BaseConsumer<C> {
         &self,
         partitions: &[TopicPartition<'_>],
         timeout: Duration,
-    ) -> KafkaResult<Vec<(String, i32, Option<i64>)>> {
+    ) -> KafkaResult<Vec<(String, i32, Option<OffsetAndMetadata>)>> {
         let got = Consumer::committed_offsets(self, partition_list(partitions), timeout)?;
-        Ok(entries_of(&got))
+        Ok(got
+            .elements()
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let committed = match e.offset() {
+                    Offset::Offset(offset) => Some(OffsetAndMetadata {
+                        offset,
+                        metadata: metadata_at(&got, i),
+                    }),
+                    _ => None,
+                };
+                (e.topic().to_string(), e.partition(), committed)
+            })
+            .collect())
     }
 
     fn offsets_for_times(

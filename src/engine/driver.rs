@@ -22,6 +22,8 @@ use super::completion::{PendingTask, TaskDone};
 use super::consumer::KafkaConsumer;
 use super::failure::{FailureCause, FailureDecision, RecordFailure};
 use super::flow::{self, Limits};
+use super::partitions::Partitions;
+use super::scheduler::Task;
 use super::sink::Sink;
 use super::state::RunState;
 use super::worker::run_task;
@@ -427,6 +429,15 @@ impl Engine {
     }
 }
 
+/// True when `task` holds the lowest incomplete record of its partition. That record
+/// starts its lane's chain, so it is in the task's first layer.
+fn holds_committable(partitions: &Partitions, task: &Task) -> bool {
+    let head = partitions
+        .get(&task.topic, task.partition)
+        .and_then(|s| s.tracker.committable());
+    head.is_some_and(|h| task.records[..task.layer].iter().any(|r| r.offset == h))
+}
+
 /// Whether the loop goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Turn {
@@ -611,10 +622,21 @@ impl Driver {
     /// Delivers the staged records and hands the scheduler's tasks to the pool.
     fn dispatch(&mut self, st: &mut RunState, now: Instant) {
         self.first_dispatch.get_or_insert(now);
-        let delivered = st.partitions.deliver_staged();
+        let (delivered, skipped) = st.partitions.deliver_staged();
+        if skipped > 0 {
+            Progress::add(&self.engine.progress.skipped_by_offset_map, skipped);
+            st.stats.completed += skipped;
+        }
         let aborts = self.engine.sink.as_ref().map_or(0, |s| s.aborts());
         let _span = tracing::trace_span!("dispatch", partitions = delivered.len()).entered();
-        for task in st.scheduler.tasks(delivered, now, aborts) {
+        let mut tasks = st.scheduler.tasks(delivered, now, aborts);
+        if tasks.len() > 1 {
+            // The pool takes tasks in order: the one holding its partition's
+            // committable offset goes first, so commits (and the offset map) follow
+            // completions instead of waiting behind the round.
+            tasks.sort_by_cached_key(|t| !holds_committable(&st.partitions, t));
+        }
+        for task in tasks {
             Progress::add(&self.engine.progress.dispatched, task.records.len() as u64);
             let processor = self.processor.clone();
             let sink = self.engine.sink.clone();

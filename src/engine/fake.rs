@@ -11,6 +11,7 @@ use rdkafka::message::{OwnedMessage, Timestamp};
 
 use super::consumer::{KafkaConsumer, TopicPartition};
 use crate::commit::PartitionOffset;
+use crate::offset_store::OffsetAndMetadata;
 
 /// What the engine asked of the consumer, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +31,7 @@ struct Script {
     paused: BTreeSet<(String, i32)>,
     /// Next offset after the last record polled, per partition.
     positions: BTreeMap<(String, i32), i64>,
-    committed: BTreeMap<(String, i32), i64>,
+    committed: BTreeMap<(String, i32), OffsetAndMetadata>,
     /// Commits (sync or async) that fail before one succeeds again.
     failing_commits: usize,
     lost: bool,
@@ -95,11 +96,21 @@ impl FakeConsumer {
 
     /// The offsets the group holds, as successful commits left them.
     pub(crate) fn committed(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.committed_with_metadata(topic, partition)
+            .map(|c| c.offset)
+    }
+
+    /// The offset the group holds with its metadata.
+    pub(crate) fn committed_with_metadata(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Option<OffsetAndMetadata> {
         self.script
             .borrow()
             .committed
             .get(&key(topic, partition))
-            .copied()
+            .cloned()
     }
 
     /// True while `topic`/`partition` is paused.
@@ -116,7 +127,13 @@ impl FakeConsumer {
             ));
         }
         for po in offsets {
-            s.committed.insert(key(&po.topic, po.partition), po.offset);
+            s.committed.insert(
+                key(&po.topic, po.partition),
+                OffsetAndMetadata {
+                    offset: po.offset,
+                    metadata: po.metadata.clone(),
+                },
+            );
         }
         Ok(())
     }
@@ -198,11 +215,7 @@ impl KafkaConsumer for FakeConsumer {
             .borrow()
             .positions
             .iter()
-            .map(|((topic, partition), offset)| PartitionOffset {
-                topic: topic.clone(),
-                partition: *partition,
-                offset: *offset,
-            })
+            .map(|((topic, partition), offset)| PartitionOffset::new(topic, *partition, *offset))
             .collect())
     }
 
@@ -210,11 +223,11 @@ impl KafkaConsumer for FakeConsumer {
         &self,
         partitions: &[TopicPartition<'_>],
         _: Duration,
-    ) -> KafkaResult<Vec<(String, i32, Option<i64>)>> {
+    ) -> KafkaResult<Vec<(String, i32, Option<OffsetAndMetadata>)>> {
         let s = self.script.borrow();
         Ok(partitions
             .iter()
-            .map(|(t, p)| (t.to_string(), *p, s.committed.get(&key(t, *p)).copied()))
+            .map(|(t, p)| (t.to_string(), *p, s.committed.get(&key(t, *p)).cloned()))
             .collect())
     }
 

@@ -43,8 +43,6 @@ use rdkafka::TopicPartitionList;
 use self::callbacks::PipelineContext;
 use self::commit_target::CommitTarget;
 use self::driver::{Driver, Engine};
-use self::failure::FailurePolicy;
-use self::scheduler::Scheduler;
 use self::sink::Sink;
 use self::state::RunState;
 use crate::commit::{CommitCallback, CommitEvent, CommitHandle, CommitPolicy, CommitRequest};
@@ -203,15 +201,7 @@ impl Pipeline {
         };
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let engine = Arc::new(Engine {
-            state: Mutex::new(RunState {
-                scheduler: Scheduler::new(config.ordering),
-                failures: FailurePolicy::new(
-                    config.retry,
-                    config.dead_letter.clone(),
-                    config.delivery != Delivery::AtMostOnce,
-                ),
-                ..RunState::default()
-            }),
+            state: Mutex::new(RunState::new(config)),
             completions: done_rx,
             sink: sink.clone(),
             done_tx,
@@ -231,18 +221,25 @@ impl Pipeline {
         check_topics(&consumer, config)?;
         match &self.offset_store {
             Some(store) => {
-                let starts = start::free_assignment(&consumer, config, &**store)?;
+                let with_maps = engine.state.lock().partitions.map_budget() > 0;
+                let starts = start::free_assignment(&consumer, config, &**store, with_maps)?;
                 let mut tpl = TopicPartitionList::new();
-                for (topic, partition, offset) in &starts {
-                    tpl.add_partition_offset(topic, *partition, *offset)
+                for s in &starts {
+                    tpl.add_partition_offset(&s.topic, s.partition, s.offset)
                         .map_err(Error::kafka("building the assignment"))?;
                 }
                 consumer
                     .assign(&tpl)
                     .map_err(Error::kafka("assigning the partitions"))?;
-                let assigned: Vec<(String, i32)> =
-                    starts.into_iter().map(|(t, p, _)| (t, p)).collect();
-                engine.on_assign(&mut engine.state.lock(), &assigned);
+                let mut assigned = Vec::new();
+                let mut maps = Vec::new();
+                for s in starts {
+                    assigned.push((s.topic.clone(), s.partition));
+                    if let Some(map) = s.map {
+                        maps.push((s.topic, s.partition, map));
+                    }
+                }
+                engine.on_assign(&mut engine.state.lock(), &assigned, maps);
             }
             None => {
                 let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();

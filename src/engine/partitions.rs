@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rdkafka::message::{Headers, Message};
-use tidemark_offsets::{Completion, DeliverError, Epoch, PartitionTracker};
+use tidemark_offsets::{Completion, DeliverError, Epoch, OffsetMap, PartitionTracker};
 
 use crate::commit::PartitionOffset;
 use crate::record::{Header, Record};
@@ -31,6 +31,12 @@ pub(crate) struct PartitionState {
     pub held: bool,
     /// librdkafka auto-commit: the offset last stored with `store_offsets`.
     pub stored: Option<i64>,
+    /// The offset map committed by the partition's previous owner, read on
+    /// assignment: its offsets are skipped when delivered, and those not delivered
+    /// yet stay in this owner's maps. Dropped once delivery passes its end.
+    inherited: Option<OffsetMap>,
+    /// Bytes of the offset map of the last commit (the gauge against the budget).
+    pub map_bytes: usize,
 }
 
 impl PartitionState {
@@ -45,12 +51,44 @@ impl PartitionState {
         self.tracker.uncommitted() + self.staged.len()
     }
 
-    fn offset(&self, offset: i64) -> PartitionOffset {
-        PartitionOffset {
-            topic: self.topic.to_string(),
-            partition: self.partition,
-            offset,
+    /// `offset` for a commit, with the offset map of the records completed above
+    /// it in at most `budget` bytes (none when 0): this owner's completions, then
+    /// the inherited map's offsets not delivered yet.
+    fn commit_offset(&mut self, offset: i64, budget: usize) -> PartitionOffset {
+        let mut po = PartitionOffset::new(&*self.topic, self.partition, offset);
+        if budget == 0 {
+            return po;
         }
+        let above = self.tracker.highest_delivered().map_or(offset, |h| h + 1);
+        let inherited = self
+            .inherited
+            .iter()
+            .flat_map(|m| m.completed())
+            .filter_map(|r| {
+                let start = r.start.max(above);
+                (start < r.end).then_some(start..r.end)
+            });
+        let encoded = OffsetMap::encode(
+            offset,
+            self.tracker.completed_ranges().chain(inherited),
+            budget,
+        );
+        if encoded.dropped > 0 {
+            tracing::debug!(
+                topic = %self.topic, partition = self.partition, offset,
+                map_end = encoded.end, dropped = encoded.dropped,
+                "offset map over budget: completed records past its end would be processed again by a new owner"
+            );
+        }
+        self.map_bytes = encoded.metadata.len();
+        po.metadata = encoded.metadata;
+        po
+    }
+
+    /// True when a commit would change what is committed: the committable offset
+    /// moved, or (with an offset map) a record above it completed.
+    fn is_dirty(&self, budget: usize) -> bool {
+        self.tracker.is_dirty() || (budget > 0 && self.tracker.completed_above_since_commit())
     }
 }
 
@@ -58,6 +96,8 @@ impl PartitionState {
 #[derive(Default)]
 pub(crate) struct Partitions {
     by_topic: HashMap<Arc<str>, HashMap<i32, PartitionState>>,
+    /// Byte budget of each commit's offset map (0: no map).
+    map_budget: usize,
     last_epoch: Epoch,
     /// Σ `uncommitted()` over the partitions, kept incrementally.
     records_in_flight: usize,
@@ -67,6 +107,29 @@ pub(crate) struct Partitions {
 }
 
 impl Partitions {
+    /// No partition yet; commits carry offset maps of up to `map_budget` bytes
+    /// (0: none).
+    pub(crate) fn new(map_budget: usize) -> Self {
+        Partitions {
+            map_budget,
+            ..Partitions::default()
+        }
+    }
+
+    /// The byte budget of each commit's offset map (0: maps are off).
+    pub(crate) fn map_budget(&self) -> usize {
+        self.map_budget
+    }
+
+    /// Takes the offset map the previous owner of `topic`/`partition` committed
+    /// with the offset this assignment starts from: offsets it marks complete are
+    /// skipped as they are delivered.
+    pub(crate) fn inherit(&mut self, topic: &str, partition: i32, map: OffsetMap) {
+        if let Some(state) = self.get_mut(topic, partition) {
+            state.inherited = Some(map);
+        }
+    }
+
     /// Starts tracking `topic`/`partition` under a fresh epoch, replacing any state of
     /// an earlier assignment (whose late completions are then ignored; docs/DESIGN.md invariant 5).
     /// Also used after a seek back (an aborted transaction): the records are
@@ -91,6 +154,8 @@ impl Partitions {
                 paused: false,
                 held: false,
                 stored: None,
+                inherited: None,
+                map_bytes: 0,
             },
         );
         epoch
@@ -170,21 +235,24 @@ impl Partitions {
     }
 
     /// Delivers every staged record to its partition's tracker and hands them out,
-    /// per partition in offset order, with the epoch they were delivered under and
-    /// The scheduler turns them into tasks.
+    /// per partition in offset order, with the epoch they were delivered under; the
+    /// scheduler turns them into tasks. Records the inherited offset map marks
+    /// complete are completed at once instead (their count is returned), so a new
+    /// owner never processes them again.
     ///
     /// An offset at or below one already delivered means the fetch position moved
     /// back (a seek, an offset reset, a re-fetch after pause/resume): the tracker
     /// forgets what it had delivered from there on and takes it again, without ever
     /// moving the committable offset back (docs/DESIGN.md, invariant 7).
-    pub(crate) fn deliver_staged(&mut self) -> Vec<Delivered> {
+    pub(crate) fn deliver_staged(&mut self) -> (Vec<Delivered>, u64) {
         let mut delivered = Vec::new();
         let mut forgotten = 0;
+        let mut skipped = (0u64, 0usize);
         for state in self.iter_mut() {
             if state.staged.is_empty() {
                 continue;
             }
-            let records = std::mem::take(&mut state.staged);
+            let mut records = std::mem::take(&mut state.staged);
             state.staged_bytes = 0;
             for r in &records {
                 if let Err(DeliverError::NotIncreasing { offset, highest }) =
@@ -201,13 +269,31 @@ impl Partitions {
                         .expect("a rewound tracker accepts its new position");
                 }
             }
-            delivered.push(Delivered {
-                epoch: state.tracker.epoch(),
-                records,
-            });
+            if let Some(map) = &state.inherited {
+                let epoch = state.tracker.epoch();
+                records.retain(|r| {
+                    if !map.contains(r.offset) {
+                        return true;
+                    }
+                    state.tracker.complete(epoch, r.offset);
+                    skipped.0 += 1;
+                    skipped.1 += r.size_bytes();
+                    false
+                });
+                if state.tracker.highest_delivered() >= Some(map.end() - 1) {
+                    state.inherited = None;
+                }
+            }
+            if !records.is_empty() {
+                delivered.push(Delivered {
+                    epoch: state.tracker.epoch(),
+                    records,
+                });
+            }
         }
         self.records_in_flight -= forgotten;
-        delivered
+        self.bytes_in_flight -= skipped.1;
+        (delivered, skipped.0)
     }
 
     /// Applies one task's outcome to its tracker and returns the records it
@@ -333,7 +419,7 @@ impl Partitions {
             if let Some(last) = state.staged.last() {
                 let next = last.offset + 1;
                 state.tracker.mark_committed(next);
-                ends.push(state.offset(next));
+                ends.push(state.commit_offset(next, 0));
             }
         }
         ends
@@ -342,7 +428,9 @@ impl Partitions {
     /// librdkafka auto-commit: the committable offsets that moved since they were last
     /// stored, marked as stored (not as committed: the final and revoke commits still
     /// commit them explicitly).
+    /// The stored offset carries the offset map of the moment it moved.
     pub(crate) fn take_unstored(&mut self) -> Vec<PartitionOffset> {
+        let budget = self.map_budget;
         let mut moved = Vec::new();
         for state in self.iter_mut() {
             let Some(offset) = state.tracker.committable() else {
@@ -350,30 +438,31 @@ impl Partitions {
             };
             if state.stored != Some(offset) {
                 state.stored = Some(offset);
-                moved.push(state.offset(offset));
+                moved.push(state.commit_offset(offset, budget));
             }
         }
         moved
     }
 
-    /// The committable offsets of the dirty partitions `filter` accepts, marked as
-    /// committed. With `force`, every partition `filter` accepts that has a
-    /// committable offset, dirty or not (the per-record policy).
+    /// The committable offsets of the dirty partitions `filter` accepts, with their
+    /// offset maps, marked as committed. With `force`, every partition `filter`
+    /// accepts that has a committable offset, dirty or not (the per-record policy).
     pub(crate) fn take_dirty(
         &mut self,
         filter: impl Fn(&str, i32) -> bool,
         force: bool,
     ) -> Vec<PartitionOffset> {
+        let budget = self.map_budget;
         let mut dirty = Vec::new();
         for state in self.iter_mut() {
-            if !filter(&state.topic, state.partition) || !(force || state.tracker.is_dirty()) {
+            if !filter(&state.topic, state.partition) || !(force || state.is_dirty(budget)) {
                 continue;
             }
             let Some(offset) = state.tracker.committable() else {
                 continue;
             };
             state.tracker.mark_committed(offset);
-            dirty.push(state.offset(offset));
+            dirty.push(state.commit_offset(offset, budget));
         }
         dirty
     }

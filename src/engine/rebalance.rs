@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use tidemark_offsets::OffsetMap;
 
 use super::consumer::KafkaConsumer;
 use super::driver::Engine;
@@ -15,13 +16,22 @@ use crate::config::Delivery;
 use crate::shutdown::Progress;
 
 impl Engine {
-    /// Starts tracking newly assigned partitions, each under a fresh epoch.
-    pub(crate) fn on_assign(&self, st: &mut RunState, assigned: &[(String, i32)]) {
+    /// Starts tracking newly assigned partitions, each under a fresh epoch, with the
+    /// offset maps their previous owners committed (`maps`: by partition).
+    pub(crate) fn on_assign(
+        &self,
+        st: &mut RunState,
+        assigned: &[(String, i32)],
+        maps: Vec<(String, i32, OffsetMap)>,
+    ) {
         st.stats.last_assigned = Some(Instant::now());
         for (topic, partition) in assigned {
             let epoch = st.partitions.assign(topic, *partition);
             Progress::add(&self.progress.assigned, 1);
             tracing::info!(%topic, partition, epoch = epoch.0, "assigned");
+        }
+        for (topic, partition, map) in maps {
+            st.partitions.inherit(&topic, partition, map);
         }
     }
 

@@ -6,16 +6,91 @@ use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::Offset;
+use tidemark_offsets::{MapError, OffsetMap};
 
 use super::consumer::KafkaConsumer;
 use crate::config::{Config, StartPosition};
 use crate::error::Error;
-use crate::offset_store::OffsetStore;
+use crate::offset_store::{OffsetAndMetadata, OffsetStore};
+
+/// Where one partition starts.
+#[derive(Debug)]
+pub(crate) struct Start {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: Offset,
+    /// The offset map committed with `offset` (when maps are on and it decodes).
+    pub map: Option<OffsetMap>,
+}
+
+impl Start {
+    fn at(topic: String, partition: i32, offset: Offset) -> Self {
+        Start {
+            topic,
+            partition,
+            offset,
+            map: None,
+        }
+    }
+
+    /// Starting at a committed offset, with the offset map its metadata holds.
+    fn committed(topic: String, partition: i32, c: &OffsetAndMetadata, maps: bool) -> Self {
+        let map = if maps {
+            offset_map(&topic, partition, c)
+        } else {
+            None
+        };
+        Start {
+            map,
+            ..Start::at(topic, partition, Offset::Offset(c.offset))
+        }
+    }
+}
+
+/// The offset map in a committed offset's metadata. Empty metadata is no map;
+/// metadata another tool wrote, a damaged map, or a map of another offset (a
+/// commit by a tool that kept the metadata but moved the offset) is ignored with a
+/// warning: the records above the committed offset are then processed again,
+/// which at-least-once allows.
+pub(crate) fn offset_map(topic: &str, partition: i32, c: &OffsetAndMetadata) -> Option<OffsetMap> {
+    if c.metadata.is_empty() {
+        return None;
+    }
+    match OffsetMap::decode(&c.metadata) {
+        Ok(map) if map.base() == c.offset => {
+            tracing::info!(topic, partition, offset = c.offset, %map, "offset map of the previous owner: skipping what it completed");
+            Some(map)
+        }
+        Ok(map) => {
+            tracing::warn!(
+                topic,
+                partition,
+                offset = c.offset,
+                map_base = map.base(),
+                "offset map belongs to another committed offset: ignored"
+            );
+            None
+        }
+        Err(MapError::Foreign) => {
+            tracing::warn!(
+                topic,
+                partition,
+                offset = c.offset,
+                "commit metadata is not a tidemark offset map: ignored"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(topic, partition, offset = c.offset, error = %e, "commit metadata ignored");
+            None
+        }
+    }
+}
 
 /// The start offset of every newly assigned partition that has one: its committed
-/// offset when the group has one, else the configured [`StartPosition`] (by
-/// timestamp through ListOffsets, KIP-79). The others are left out
-/// (`auto.offset.reset` decides).
+/// offset (with the offset map committed with it, when `maps`) when the group has
+/// one, else the configured [`StartPosition`] (by timestamp through ListOffsets,
+/// KIP-79). The others are left out (`auto.offset.reset` decides).
 ///
 /// Like the Java consumer (which fetches committed offsets before it fetches
 /// records), tidemark does not leave the look-up to librdkafka: a partition
@@ -27,7 +102,8 @@ pub(crate) fn start_offsets(
     consumer: &impl KafkaConsumer,
     start_position: Option<StartPosition>,
     assigned: &[(String, i32)],
-) -> Vec<(String, i32, Offset)> {
+    maps: bool,
+) -> Vec<Start> {
     let timeout = Duration::from_secs(10);
     let list: Vec<(&str, i32)> = assigned.iter().map(|(t, p)| (t.as_str(), *p)).collect();
     let committed = match consumer.committed_offsets(&list, timeout) {
@@ -41,7 +117,7 @@ pub(crate) fn start_offsets(
     let mut by_time = Vec::new();
     for (topic, partition, offset) in committed {
         match (offset, start_position) {
-            (Some(o), _) => starts.push((topic, partition, Offset::Offset(o))),
+            (Some(c), _) => starts.push(Start::committed(topic, partition, &c, maps)),
             (None, Some(StartPosition::Timestamp(ts))) => by_time.push((topic, partition, ts)),
             (None, Some(start)) => {
                 let offset = match start {
@@ -51,7 +127,7 @@ pub(crate) fn start_offsets(
                     StartPosition::Timestamp(_) => unreachable!("handled above"),
                 };
                 tracing::info!(%topic, partition, ?offset, "no committed offset: starting at the configured position");
-                starts.push((topic, partition, offset));
+                starts.push(Start::at(topic, partition, offset));
             }
             (None, None) => {}
         }
@@ -65,7 +141,7 @@ pub(crate) fn start_offsets(
             // No record at or after the timestamp: start at the end.
             Ok(found) => starts.extend(found.into_iter().map(|(t, p, o)| {
                 tracing::info!(topic = %t, partition = p, offset = ?o, "no committed offset: starting at the timestamp");
-                (t, p, o.map_or(Offset::End, Offset::Offset))
+                Start::at(t, p, o.map_or(Offset::End, Offset::Offset))
             })),
             Err(e) => {
                 tracing::warn!(error = %e, "start position: offsets for the timestamp unknown; auto.offset.reset decides")
@@ -76,7 +152,8 @@ pub(crate) fn start_offsets(
 }
 
 /// A free consumer's start: every partition of the assignment at the offset its
-/// store holds, else at the start position, else where `auto.offset.reset` says.
+/// store holds (with its offset map, when `maps`), else at the start position,
+/// else where `auto.offset.reset` says.
 ///
 /// # Errors
 /// [`Error::OffsetStore`] when the store cannot be read; [`Error::OffsetReset`] for
@@ -86,7 +163,8 @@ pub(crate) fn free_assignment(
     consumer: &impl KafkaConsumer,
     config: &Config,
     store: &dyn OffsetStore,
-) -> Result<Vec<(String, i32, Offset)>, Error> {
+    maps: bool,
+) -> Result<Vec<Start>, Error> {
     let mut starts = Vec::new();
     let mut by_time = Vec::new();
     for a in &config.assignment {
@@ -97,7 +175,10 @@ pub(crate) fn free_assignment(
                 source,
             })?;
         let offset = match (stored, config.start_position) {
-            (Some(o), _) => Offset::Offset(o),
+            (Some(c), _) => {
+                starts.push(Start::committed(a.topic.clone(), a.partition, &c, maps));
+                continue;
+            }
             (None, Some(StartPosition::Beginning)) => Offset::Beginning,
             (None, Some(StartPosition::End)) => Offset::End,
             (None, Some(StartPosition::Offset(o))) => Offset::Offset(o),
@@ -120,7 +201,7 @@ pub(crate) fn free_assignment(
                 _ => Offset::Beginning,
             },
         };
-        starts.push((a.topic.clone(), a.partition, offset));
+        starts.push(Start::at(a.topic.clone(), a.partition, offset));
     }
     if !by_time.is_empty() {
         let timeout = Duration::from_millis(config.startup_timeout_ms);
@@ -130,7 +211,7 @@ pub(crate) fn free_assignment(
         starts.extend(
             found
                 .into_iter()
-                .map(|(t, p, o)| (t, p, o.map_or(Offset::End, Offset::Offset))),
+                .map(|(t, p, o)| Start::at(t, p, o.map_or(Offset::End, Offset::Offset))),
         );
     }
     Ok(starts)

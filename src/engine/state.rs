@@ -9,6 +9,7 @@ use super::failure::FailurePolicy;
 use super::partitions::Partitions;
 use super::scheduler::Scheduler;
 use crate::commit::PartitionOffset;
+use crate::config::{Config, Delivery};
 use crate::error::Error;
 
 /// The poll thread's state, behind the engine's mutex (never contended: only the
@@ -33,6 +34,23 @@ pub(crate) struct RunState {
 }
 
 impl RunState {
+    /// The state of a run of `config` before any assignment.
+    pub(crate) fn new(config: &Config) -> Self {
+        let at_least_once = config.delivery != Delivery::AtMostOnce;
+        RunState {
+            // At-most-once commits before processing: nothing completed lies above
+            // a committed offset, so no map.
+            partitions: Partitions::new(if at_least_once {
+                config.offset_map_max_bytes
+            } else {
+                0
+            }),
+            scheduler: Scheduler::new(config.ordering),
+            failures: FailurePolicy::new(config.retry, config.dead_letter.clone(), at_least_once),
+            ..RunState::default()
+        }
+    }
+
     /// Records of the partitions `filter` accepts that are running (dispatched, or a
     /// dead letter unacknowledged): what a drain waits for. Records waiting in a lane
     /// or for a retry, and records the run stopped on, are not.

@@ -8,9 +8,7 @@ use parking_lot::Mutex;
 
 use super::commit_target::CommitTarget;
 use super::driver::{Driver, Engine};
-use super::failure::FailurePolicy;
 use super::fake::{Call, FakeConsumer};
-use super::scheduler::Scheduler;
 use super::state::RunState;
 use crate::commit::{CommitError, CommitMode, CommitPolicy, PartitionOffset};
 use crate::config::Config;
@@ -28,6 +26,8 @@ struct Gated {
     blocked: Vec<i64>,
     panic_at: Option<i64>,
     gate: Arc<(StdMutex<bool>, Condvar)>,
+    /// Offsets processed, in the order they started.
+    seen: Arc<StdMutex<Vec<i64>>>,
 }
 
 impl Gated {
@@ -49,6 +49,7 @@ impl Gated {
 
 impl Processor for Gated {
     fn process(&self, record: &Record) -> ProcessResult {
+        self.seen.lock().unwrap().push(record.offset);
         if self.panic_at == Some(record.offset) {
             panic!("boom at {}", record.offset);
         }
@@ -75,11 +76,7 @@ fn driver(config: &Config, target: CommitTarget, processor: impl Processor) -> D
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
     let (_, requests) = crossbeam_channel::unbounded();
     let engine = Arc::new(Engine {
-        state: Mutex::new(RunState {
-            scheduler: Scheduler::new(config.ordering),
-            failures: FailurePolicy::new(config.retry, config.dead_letter.clone(), true),
-            ..RunState::default()
-        }),
+        state: Mutex::new(RunState::new(config)),
         completions: done_rx,
         sink: None,
         done_tx,
@@ -106,15 +103,12 @@ fn driver(config: &Config, target: CommitTarget, processor: impl Processor) -> D
 
 fn assign(d: &Driver, partitions: &[i32]) {
     let list: Vec<(String, i32)> = partitions.iter().map(|p| (T.to_string(), *p)).collect();
-    d.engine.on_assign(&mut d.engine.state.lock(), &list);
+    d.engine
+        .on_assign(&mut d.engine.state.lock(), &list, Vec::new());
 }
 
 fn at(partition: i32, offset: i64) -> PartitionOffset {
-    PartitionOffset {
-        topic: T.into(),
-        partition,
-        offset,
-    }
+    PartitionOffset::new(T, partition, offset)
 }
 
 fn drain_all(d: &Driver) -> usize {
@@ -448,4 +442,193 @@ fn librdkafka_auto_commit_stores_the_committable_offsets() {
             .any(|c| matches!(c, Call::CommitSync(_))),
         "librdkafka's timer commits, not the loop"
     );
+}
+
+#[test]
+fn the_offset_map_lets_a_new_owner_skip_what_the_old_one_completed() {
+    use tidemark_offsets::OffsetMap;
+    // The old owner: offset 0 is stuck, 1..6 complete (in a later round).
+    let processor = Gated::blocking([0]);
+    let open = processor.opener();
+    let c = config(|c| c.drain_timeout_ms = 50);
+    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..1);
+    d.turn(&fake);
+    fake.queue(T, 0, 1..6);
+    d.turn(&fake);
+    while committable(&d, 0) == Some(0)
+        && d.engine
+            .state
+            .lock()
+            .partitions
+            .get(T, 0)
+            .unwrap()
+            .tracker
+            .in_flight()
+            > 1
+    {
+        d.engine.apply_ready(&mut d.engine.state.lock());
+    }
+    d.engine
+        .on_revoke(&fake, &mut d.engine.state.lock(), &[(T.to_string(), 0)]);
+    open();
+    let committed = fake.committed_with_metadata(T, 0).unwrap();
+    assert_eq!(committed.offset, 0, "never past the stuck record");
+    let map = OffsetMap::decode(&committed.metadata).expect("the commit carries a map");
+    assert_eq!(map.completed().to_vec(), vec![1..6]);
+
+    // The new owner reads the map and processes only offset 0.
+    let processor = Gated::default();
+    let seen = processor.seen.clone();
+    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
+    d.engine.on_assign(
+        &mut d.engine.state.lock(),
+        &[(T.to_string(), 0)],
+        vec![(T.to_string(), 0, map)],
+    );
+    let fake = FakeConsumer::default();
+    fake.queue(T, 0, 0..8);
+    d.turn(&fake);
+    drain_all(&d);
+    assert_eq!(*seen.lock().unwrap(), vec![0, 6, 7], "1..6 were skipped");
+    assert_eq!(committable(&d, 0), Some(8));
+    assert_eq!(Progress::get(&d.engine.progress.skipped_by_offset_map), 5);
+}
+
+#[test]
+fn a_completion_above_a_stuck_record_makes_the_partition_dirty() {
+    let processor = Gated::blocking([0]);
+    let open = processor.opener();
+    let c = config(|_| {});
+    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..1);
+    d.turn(&fake);
+    let commit_now = |d: &Driver| {
+        let mut st = d.engine.state.lock();
+        d.engine.commit_dirty(&fake, &mut st, |_, _| true);
+    };
+    commit_now(&d);
+    assert_eq!(fake.committed_with_metadata(T, 0).unwrap().metadata, "");
+    fake.queue(T, 0, 1..3);
+    d.turn(&fake);
+    while d
+        .engine
+        .state
+        .lock()
+        .partitions
+        .get(T, 0)
+        .unwrap()
+        .tracker
+        .in_flight()
+        > 1
+    {
+        d.engine.apply_ready(&mut d.engine.state.lock());
+    }
+    commit_now(&d);
+    let c1 = fake.committed_with_metadata(T, 0).unwrap();
+    assert_eq!(c1.offset, 0);
+    assert!(!c1.metadata.is_empty(), "the map changed: committed again");
+    let before = commits(&fake).len();
+    commit_now(&d);
+    assert_eq!(commits(&fake).len(), before, "nothing changed: no commit");
+    open();
+}
+
+#[test]
+fn a_zero_budget_turns_the_map_off() {
+    let processor = Gated::blocking([0]);
+    let open = processor.opener();
+    let c = config(|c| {
+        c.drain_timeout_ms = 50;
+        c.offset_map_max_bytes = 0;
+    });
+    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..1);
+    d.turn(&fake);
+    fake.queue(T, 0, 1..4);
+    d.turn(&fake);
+    d.engine
+        .on_revoke(&fake, &mut d.engine.state.lock(), &[(T.to_string(), 0)]);
+    open();
+    assert_eq!(fake.committed_with_metadata(T, 0).unwrap().metadata, "");
+}
+
+/// Fails even offsets retriably (they wait for their retries, holding the
+/// committable offset without occupying a worker); completes odd ones.
+struct EvenRetry;
+
+impl Processor for EvenRetry {
+    fn process(&self, record: &Record) -> ProcessResult {
+        if record.offset % 2 == 0 {
+            return Err(crate::processor::ProcessError::retriable("even"));
+        }
+        Ok(Outputs::none())
+    }
+}
+
+#[test]
+fn a_map_over_budget_keeps_a_prefix_and_the_rest_is_redone() {
+    use tidemark_offsets::OffsetMap;
+    // Odd offsets complete, even ones wait for retries: one run per record, far
+    // more than 24 bytes hold.
+    let c = config(|c| {
+        c.offset_map_max_bytes = 24;
+        c.ordering = crate::ordering::ProcessingOrder::Unordered;
+        c.retry.max_attempts = u32::MAX;
+        c.retry.initial_backoff_ms = 60_000;
+        c.retry.max_backoff_ms = 60_000;
+    });
+    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), EvenRetry);
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..200);
+    d.turn(&fake);
+    while d
+        .engine
+        .state
+        .lock()
+        .partitions
+        .get(T, 0)
+        .unwrap()
+        .tracker
+        .in_flight()
+        > 100
+        || d.engine.state.lock().pending(|_, _| true) > 0
+    {
+        d.engine.apply_ready(&mut d.engine.state.lock());
+    }
+    d.engine
+        .on_revoke(&fake, &mut d.engine.state.lock(), &[(T.to_string(), 0)]);
+    let committed = fake.committed_with_metadata(T, 0).unwrap();
+    assert_eq!(committed.offset, 0);
+    assert!(committed.metadata.len() <= 24);
+    let map = OffsetMap::decode(&committed.metadata).unwrap();
+    assert!(map.end() > 1 && map.end() < 200, "a prefix: {map}");
+
+    let processor = Gated::default();
+    let seen = processor.seen.clone();
+    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
+    d.engine.on_assign(
+        &mut d.engine.state.lock(),
+        &[(T.to_string(), 0)],
+        vec![(T.to_string(), 0, map.clone())],
+    );
+    let fake = FakeConsumer::default();
+    fake.queue(T, 0, 0..200);
+    d.turn(&fake);
+    drain_all(&d);
+    let mut redone = seen.lock().unwrap().clone();
+    redone.sort();
+    let expected: Vec<i64> = (0..200).filter(|o| o % 2 == 0 || *o >= map.end()).collect();
+    assert_eq!(
+        redone, expected,
+        "stuck records and everything past the prefix"
+    );
+    assert_eq!(committable(&d, 0), Some(200));
 }

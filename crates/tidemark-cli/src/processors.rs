@@ -48,6 +48,9 @@ pub struct CliProcessor {
     /// retriably on their first N attempts in this process.
     flaky: Option<(u64, u64)>,
     attempts: Mutex<HashMap<(i32, i64), u64>>,
+    /// Test-only (`--test-hold P:O`): the record at (partition, offset) fails
+    /// retriably for as long as this process lives.
+    hold: Option<(i32, i64)>,
 }
 
 impl CliProcessor {
@@ -56,12 +59,22 @@ impl CliProcessor {
             kind,
             flaky,
             attempts: Mutex::default(),
+            hold: None,
         }
+    }
+
+    /// Holds the record at `hold` (partition, offset) forever (tests).
+    pub fn with_test_hold(mut self, hold: Option<(i32, i64)>) -> Self {
+        self.hold = hold;
+        self
     }
 }
 
 impl Processor for CliProcessor {
     fn process(&self, record: &Record) -> ProcessResult {
+        if self.hold == Some((record.partition, record.offset)) {
+            return Err(ProcessError::retriable("test-hold"));
+        }
         if let Some((every, times)) = self.flaky {
             if every > 0 && record.offset as u64 % every == 0 {
                 let mut attempts = self.attempts.lock().expect("not poisoned");

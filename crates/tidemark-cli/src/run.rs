@@ -137,6 +137,16 @@ pub struct Args {
     /// first N attempts in this process (K:N).
     #[arg(long, hide = true, value_parser = parse_backoff)]
     test_flaky: Option<(u64, u64)>,
+    /// Test-only: the record at partition P, offset O fails retriably for as long
+    /// as this process lives (P:O).
+    #[arg(long, hide = true, value_parser = parse_backoff)]
+    test_hold: Option<(u64, u64)>,
+    /// Byte budget of the offset map each commit carries in its metadata (the
+    /// records completed above the committed offset, which the partition's next
+    /// owner skips). Default 4096 (the broker's `offset.metadata.max.bytes`); 0
+    /// turns it off.
+    #[arg(long)]
+    offset_map_max_bytes: Option<usize>,
     /// Extra librdkafka consumer property, `key=value` (repeatable).
     #[arg(short = 'X', value_parser = parse_property)]
     property: Vec<(String, String)>,
@@ -196,6 +206,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         config.retry.max_backoff_ms = max;
     }
     config.dead_letter = a.dead_letter_topic.map(tidemark::DeadLetterConfig::new);
+    if let Some(n) = a.offset_map_max_bytes {
+        config.offset_map_max_bytes = n;
+    }
     config.consumer_properties.extend(a.property);
     if let Some(reset) = a.auto_offset_reset {
         config
@@ -229,7 +242,8 @@ pub fn main(a: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("creating topic {topic}"))?;
         }
     }
-    let processor = CliProcessor::new(a.processor, a.test_flaky);
+    let processor = CliProcessor::new(a.processor, a.test_flaky)
+        .with_test_hold(a.test_hold.map(|(p, o)| (p as i32, o as i64)));
     let summary = execute(config, processor, store, "processing")?;
     print_summary(&summary);
     Ok(())

@@ -14,8 +14,12 @@
 //! * every completion carries the [`Epoch`] of the assignment it belongs to, and a
 //!   completion from another epoch is ignored.
 //!
-//! See [`PartitionTracker`].
+//! See [`PartitionTracker`]. The [`offset_map`] module encodes the offsets completed
+//! above the committable one for the commit's metadata, so a partition's next owner
+//! can skip them.
 
+pub mod offset_map;
 mod tracker;
 
+pub use offset_map::{Encoded, MapError, OffsetMap};
 pub use tracker::{Completion, DeliverError, Epoch, PartitionTracker};

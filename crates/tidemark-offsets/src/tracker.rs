@@ -80,6 +80,9 @@ pub struct PartitionTracker {
     committed: Option<i64>,
     /// Lowest committable offset after a [`rewind`](Self::rewind) below the committable offset.
     floor: Option<i64>,
+    /// An offset above the committable one completed since the last
+    /// [`mark_committed`](Self::mark_committed): the offset map changed.
+    completed_above: bool,
 }
 
 impl PartitionTracker {
@@ -94,6 +97,7 @@ impl PartitionTracker {
             next_after_delivered: None,
             committed: None,
             floor: None,
+            completed_above: false,
         }
     }
 
@@ -164,6 +168,8 @@ impl PartitionTracker {
                 w += 1;
             }
             self.lowest_incomplete = w;
+        } else {
+            self.completed_above = true;
         }
         Completion::Completed
     }
@@ -216,6 +222,14 @@ impl PartitionTracker {
     /// longer dirty while the committable offset stays at `offset`.
     pub fn mark_committed(&mut self, offset: i64) {
         self.committed = Some(offset);
+        self.completed_above = false;
+    }
+
+    /// True when an offset above the committable one completed since the last
+    /// [`mark_committed`](Self::mark_committed): a commit now would carry a larger
+    /// offset map even if the committable offset did not move.
+    pub fn completed_above_since_commit(&self) -> bool {
+        self.completed_above
     }
 
     /// Undoes [`mark_committed`](Self::mark_committed) after the commit of `offset`
@@ -275,14 +289,24 @@ impl PartitionTracker {
         self.next_after_delivered.map(|n| n - 1)
     }
 
-    /// The offsets above the committable offset that are already complete, ascending. This is
-    /// the set a new owner could skip (the "offset map" a future commit-metadata codec
-    /// encodes).
-    pub fn completed_above_committable(&self) -> impl Iterator<Item = i64> + '_ {
-        self.slots
-            .range(self.lowest_incomplete..)
-            .filter(|s| s.done)
-            .map(|s| s.offset)
+    /// The offsets above the committable offset that are already complete, as
+    /// ascending ranges for [`OffsetMap::encode`](crate::OffsetMap::encode): the set a
+    /// new owner may skip. Consecutive complete *delivered* offsets form one range
+    /// even across offsets never delivered (compacted records, transaction markers),
+    /// which no consumer will see either. O(records above the committable offset).
+    pub fn completed_ranges(&self) -> impl Iterator<Item = std::ops::Range<i64>> + '_ {
+        let mut slots = self.slots.range(self.lowest_incomplete..).peekable();
+        std::iter::from_fn(move || {
+            while slots.peek().is_some_and(|s| !s.done) {
+                slots.next();
+            }
+            let start = slots.next()?.offset;
+            let mut end = start + 1;
+            while let Some(s) = slots.next_if(|s| s.done) {
+                end = s.offset + 1;
+            }
+            Some(start..end)
+        })
     }
 
     /// The fetch position moved back to `position` (a seek, an offset reset, or a

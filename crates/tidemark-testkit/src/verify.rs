@@ -38,6 +38,22 @@ pub fn committed_offsets(
     group: &str,
     topic: &str,
 ) -> Result<BTreeMap<i32, Option<i64>>, TestkitError> {
+    Ok(committed_with_metadata(brokers, group, topic)?
+        .into_iter()
+        .map(|(p, c)| (p, c.map(|(o, _)| o)))
+        .collect())
+}
+
+/// Committed offset of `group` per partition of `topic` with the commit's metadata
+/// (`None`: nothing committed), as OffsetFetch returns them.
+///
+/// # Errors
+/// [`TestkitError::Kafka`] when the coordinator does not answer within 10 s.
+pub fn committed_with_metadata(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+) -> Result<BTreeMap<i32, Option<(i64, String)>>, TestkitError> {
     let c = client(brokers, Some(group))?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions_of(brokers, topic)? {
@@ -51,7 +67,7 @@ pub fn committed_offsets(
         .iter()
         .map(|e| {
             let off = match e.offset() {
-                Offset::Offset(o) => Some(o),
+                Offset::Offset(o) => Some((o, e.metadata().to_string())),
                 _ => None,
             };
             (e.partition(), off)
