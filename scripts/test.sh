@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (Apache Kafka
-# from Maven Central, and a JDK + Maven with apt-get when missing), starts one Kafka
+# from Maven Central, a JDK + Maven and promtool with apt-get when missing), starts one Kafka
 # broker that the whole run shares (each test uses its own topics and groups; a test
 # that stops its broker starts its own), runs every test of the workspace, and stops
 # the broker. The embedded mock cluster runs in-process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/kafka.sh install
+# promtool (Debian's prometheus package) checks the /metrics exposition in
+# crates/tidemark-cli/tests/metrics.rs.
+if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "installing promtool (prometheus) with apt-get..."
+  { $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; } \
+    || echo "promtool could not be installed: the exposition check will fail" >&2
+fi
 read -r port pid dir < <(KAFKA_WATCH_PID=$$ scripts/kafka.sh start)
 trap 'scripts/kafka.sh stop "$pid"; rm -rf "$dir"' EXIT
 export TIDEMARK_KAFKA_BROKERS="127.0.0.1:$port"

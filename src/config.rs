@@ -242,6 +242,17 @@ pub struct Config {
     /// off (commits carry no metadata, and maps found on assignment are ignored).
     #[serde(default = "default_offset_map_max_bytes")]
     pub offset_map_max_bytes: usize,
+    /// How often the high watermarks behind the lag gauges are refreshed, ms
+    /// (one ListOffsets per assigned partition, from a separate client, so lag
+    /// stays true while a partition is paused). Default 5000; 0 turns it off (no
+    /// high watermark or lag in [`Metrics`](crate::Metrics)).
+    #[serde(default = "default_lag_refresh_ms")]
+    pub lag_refresh_ms: u64,
+    /// A record in flight longer than this is *stuck*: logged once with its
+    /// coordinates and counted (`Metrics::stuck_records`,
+    /// `tidemark_stuck_records_total`), ms. Default 60000.
+    #[serde(default = "default_stuck_threshold_ms")]
+    pub stuck_threshold_ms: u64,
     /// `transactional.id` of the sink producer with [`Delivery::ExactlyOnce`].
     /// Default: `tidemark-<group>-<random>`, unique per instance (fencing of zombies
     /// comes from the group metadata sent with the offsets, KIP-447).
@@ -293,6 +304,14 @@ fn default_startup_timeout_ms() -> u64 {
 fn default_drain_timeout_ms() -> u64 {
     10_000
 }
+fn default_lag_refresh_ms() -> u64 {
+    5_000
+}
+
+fn default_stuck_threshold_ms() -> u64 {
+    60_000
+}
+
 fn default_offset_map_max_bytes() -> usize {
     tidemark_offsets::offset_map::KAFKA_METADATA_MAX_BYTES
 }
@@ -334,6 +353,8 @@ impl Config {
             max_in_flight_bytes: default_max_in_flight_bytes(),
             max_in_flight_records_per_partition: None,
             offset_map_max_bytes: default_offset_map_max_bytes(),
+            lag_refresh_ms: default_lag_refresh_ms(),
+            stuck_threshold_ms: default_stuck_threshold_ms(),
             sink: SinkConfig::None,
             ordering: ProcessingOrder::default(),
             retry: RetryPolicy::default(),
@@ -366,6 +387,18 @@ impl Config {
         } else {
             self.topics.clone()
         }
+    }
+
+    /// `max.poll.interval.ms` of the consumer (librdkafka's default 300000 when not
+    /// set), ms.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the property is not a number.
+    pub fn max_poll_interval_ms(&self) -> Result<u64, Error> {
+        self.consumer_properties
+            .get("max.poll.interval.ms")
+            .map_or(Ok(300_000), |v| v.parse::<u64>())
+            .map_err(|_| Error::Config("max.poll.interval.ms: not a number".into()))
     }
 
     /// Checks the values that librdkafka would not.
@@ -455,11 +488,7 @@ impl Config {
         if self.max_in_flight_records_per_partition == Some(0) {
             return bad("max_in_flight_records_per_partition", "must be at least 1");
         }
-        let max_poll_ms = self
-            .consumer_properties
-            .get("max.poll.interval.ms")
-            .map_or(Ok(300_000), |v| v.parse::<u64>())
-            .map_err(|_| Error::Config("max.poll.interval.ms: not a number".into()))?;
+        let max_poll_ms = self.max_poll_interval_ms()?;
         if self.drain_timeout_ms >= max_poll_ms {
             return bad(
                 "drain_timeout_ms",

@@ -31,6 +31,7 @@ mod engine;
 pub mod error;
 pub mod failures;
 pub mod lag;
+pub mod metrics;
 pub mod offset_store;
 pub mod ordering;
 pub mod processor;
@@ -52,11 +53,12 @@ pub use failures::{
     DeadLetterConfig, RetryPolicy, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_SRC_TOPIC,
 };
 pub use lag::{consumer_lag, high_watermarks, PartitionLag};
+pub use metrics::{Health, Metrics, MetricsHandle, PartitionMetrics};
 pub use offset_store::{FileOffsetStore, OffsetAndMetadata, OffsetStore};
 pub use ordering::ProcessingOrder;
 pub use processor::{FailureKind, ProcessError, ProcessResult, Processor};
 pub use record::{Header, OutputRecord, Outputs, Record};
-pub use shutdown::{Progress, ShutdownHandle};
+pub use shutdown::ShutdownHandle;
 pub use topics::{ensure_topic, topic_partitions};
 
 /// The pure offset tracker, re-exported from `tidemark-offsets`.

@@ -2,11 +2,9 @@
 //! for a whole batch keeps its membership because polling never stops; and the
 //! in-flight counters never exceed their bounds under a large backlog.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tidemark::{Config, Outputs, Pipeline, ProcessResult, Processor, Progress, Record};
+use tidemark::{Config, MetricsHandle, Outputs, Pipeline, ProcessResult, Processor, Record};
 use tidemark_testkit::memory::{peak_rss_kib, reset_peak_rss};
 use tidemark_testkit::{unique_name, verify, workload, Broker, KafkaBroker};
 
@@ -45,7 +43,7 @@ fn slow_processor_keeps_membership() {
         config.consumer_properties.insert(k.into(), v.into());
     }
     let pipeline = Pipeline::new(config, Sleepy(Duration::from_millis(60)));
-    let progress = pipeline.progress();
+    let progress = pipeline.metrics();
     let stop = pipeline.shutdown_handle();
     let stopper = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(22));
@@ -54,23 +52,21 @@ fn slow_processor_keeps_membership() {
     let summary = pipeline.run().expect("clean stop");
     stopper.join().unwrap();
 
-    let get = |c: &std::sync::atomic::AtomicU64| Progress::get(c);
+    let m = progress.snapshot();
     assert_eq!(
-        get(&progress.max_poll_exceeded),
-        0,
+        m.max_poll_exceeded, 0,
         "MAXPOLL: the member missed max.poll.interval.ms"
     );
-    assert_eq!(get(&progress.lost), 0, "assignment lost");
+    assert_eq!(m.lost, 0, "assignment lost");
     assert_eq!(
-        get(&progress.assigned),
-        4,
+        m.assigned, 4,
         "partitions were re-assigned: a rebalance happened"
     );
     assert!(
-        get(&progress.pauses) >= 1 && get(&progress.resumes) >= 1,
+        m.pauses >= 1 && m.resumes >= 1,
         "pause/resume never happened"
     );
-    assert!(get(&progress.peak_in_flight_records) <= 20);
+    assert!(m.peak_in_flight_records <= 20);
     assert!(
         summary.records > 100,
         "only {} records processed",
@@ -121,12 +117,12 @@ fn in_flight_stays_within_bounds() {
     reset_peak_rss();
     // Slower than fetching, so the backlog piles up against the bounds.
     let pipeline = Pipeline::new(config, Sleepy(Duration::from_micros(300)));
-    let progress: Arc<Progress> = pipeline.progress();
+    let progress: MetricsHandle = pipeline.metrics();
     let summary = pipeline.run().expect("clean stop");
     assert_eq!(summary.records, records);
 
-    let peak_bytes = progress.peak_in_flight_bytes.load(Ordering::Relaxed) as usize;
-    let peak_records = progress.peak_in_flight_records.load(Ordering::Relaxed) as usize;
+    let peak_bytes = progress.snapshot().peak_in_flight_bytes as usize;
+    let peak_records = progress.snapshot().peak_in_flight_records as usize;
     assert!(
         peak_records <= MAX_RECORDS,
         "records in flight peaked at {peak_records}"

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tidemark::{
-    CommitEvent, Config, Outputs, Pipeline, ProcessResult, Processor, Progress, Record,
-};
+use tidemark::{CommitEvent, Config, Outputs, Pipeline, ProcessResult, Processor, Record};
 use tidemark_testkit::{verify, workload, Broker, KafkaBroker};
 
 #[derive(Default)]
@@ -50,14 +48,14 @@ fn a_broker_restart_mid_run_loses_nothing() {
             *failures.lock() += 1;
         }
     });
-    let progress = pipeline.progress();
+    let progress = pipeline.metrics();
     let stop = pipeline.shutdown_handle();
     let run = std::thread::spawn(move || pipeline.run());
-    while Progress::get(&progress.completed) < 8_000 {
+    while progress.snapshot().completed < 8_000 {
         std::thread::sleep(Duration::from_millis(20));
     }
     broker.stop();
-    let at_stop = Progress::get(&progress.completed);
+    let at_stop = progress.snapshot().completed;
     std::thread::sleep(Duration::from_secs(4));
     broker.restart().expect("the broker starts again");
     // The member reconnects on its own (librdkafka's reconnect backoff grows to

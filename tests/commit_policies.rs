@@ -10,7 +10,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tidemark::{
     CommitEvent, CommitMode, CommitPolicy, Config, Outputs, Pipeline, ProcessResult, Processor,
-    Progress, Record,
+    Record,
 };
 use tidemark_testkit::{verify, EmbeddedCluster};
 
@@ -146,7 +146,7 @@ fn commit_handle_commits_one_partition_on_demand() {
     let record = events.clone();
     let pipeline =
         Pipeline::new(config, Noop).on_commit(move |e: &CommitEvent| record.lock().push(e.clone()));
-    let progress = pipeline.progress();
+    let progress = pipeline.metrics();
     let commits = pipeline.commit_handle();
     let stop = pipeline.shutdown_handle();
     let b = brokers.clone();
@@ -155,7 +155,7 @@ fn commit_handle_commits_one_partition_on_demand() {
             std::thread::sleep(Duration::from_millis(10));
         }
         commits.commit_partition("in", 2);
-        while Progress::get(&progress.commits) < 1 {
+        while progress.snapshot().commits < 1 {
             std::thread::sleep(Duration::from_millis(10));
         }
         let before_stop = verify::committed_offsets(&b, "on-demand", "in").unwrap();

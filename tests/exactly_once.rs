@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use tidemark::{
     CommitEvent, CommitPolicy, Config, Delivery, Outputs, Pipeline, ProcessResult, Processor,
-    Progress, Record, SinkConfig, HEADER_SRC_OFFSET, HEADER_SRC_PARTITION,
+    Record, SinkConfig, HEADER_SRC_OFFSET, HEADER_SRC_PARTITION,
 };
 use tidemark_testkit::{verify, Broker, EmbeddedCluster};
 
@@ -102,10 +102,10 @@ fn an_aborted_transaction_is_processed_again_and_nothing_else() {
     let record = events.clone();
     let pipeline = Pipeline::new(eos_config(&brokers, "eos-abort"), Echo)
         .on_commit(move |e: &CommitEvent| record.lock().push(e.clone()));
-    let progress = pipeline.progress();
+    let progress = pipeline.metrics();
     let summary = pipeline.run().expect("clean stop");
     assert!(
-        Progress::get(&progress.aborts) >= 1,
+        progress.snapshot().aborts >= 1,
         "the injected error did not abort a transaction"
     );
 

@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tidemark::{Config, Outputs, Pipeline, ProcessResult, Processor, Progress, Record, SinkConfig};
+use tidemark::{
+    Config, MetricsHandle, Outputs, Pipeline, ProcessResult, Processor, Record, SinkConfig,
+};
 use tidemark_testkit::{unique_name, verify, workload, Broker, KafkaBroker};
 
 const PARTITIONS: i32 = 8;
@@ -71,12 +73,12 @@ fn join_and_leave(properties: &[(&str, &str)]) -> Run {
         c
     };
     let first = Pipeline::new(config(Some(6_000)), Slow);
-    let a_progress = first.progress();
+    let a_progress = first.metrics();
     let a = std::thread::spawn(move || first.run());
     wait_for(&a_progress, 10_000);
 
     let second = Pipeline::new(config(None), Slow);
-    let b_progress = second.progress();
+    let b_progress = second.metrics();
     let b_stop = second.shutdown_handle();
     let b = std::thread::spawn(move || second.run());
     wait_for(&b_progress, 5_000);
@@ -98,15 +100,15 @@ fn join_and_leave(properties: &[(&str, &str)]) -> Run {
         ends,
         report,
         assigned: (
-            Progress::get(&a_progress.assigned),
-            Progress::get(&b_progress.assigned),
+            a_progress.snapshot().assigned,
+            b_progress.snapshot().assigned,
         ),
     }
 }
 
-fn wait_for(progress: &Progress, completed: u64) {
+fn wait_for(progress: &MetricsHandle, completed: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while Progress::get(&progress.completed) < completed {
+    while progress.snapshot().completed < completed {
         assert!(
             std::time::Instant::now() < deadline,
             "the member never completed {completed} records"

@@ -137,10 +137,19 @@ fn after_a_graceful_stop_the_next_member_redoes_only_the_held_record() {
     c.exit_when_idle_ms = None;
     let pipeline = Pipeline::new(c, first.clone());
     let stop = pipeline.shutdown_handle();
+    let metrics = pipeline.metrics();
     let run = std::thread::spawn(move || pipeline.run());
     wait_until("every record but the held one completed", || {
         first.done().len() as i64 == end - 1
     });
+    assert_eq!(
+        metrics.health(),
+        tidemark::Health {
+            live: true,
+            ready: true
+        },
+        "running with its partition"
+    );
     // Let the last completions land before the stop (its drain times out on the
     // held record only).
     wait_until("the committed map covers the completed records", || {
@@ -154,6 +163,18 @@ fn after_a_graceful_stop_the_next_member_redoes_only_the_held_record() {
     stop.shutdown();
     run.join().unwrap().expect("the first member stops");
     first.release();
+    assert_eq!(
+        metrics.health(),
+        tidemark::Health {
+            live: false,
+            ready: false
+        },
+        "stopped"
+    );
+    // The typed snapshot agrees with the independent client below.
+    let snapshot = metrics.snapshot();
+    assert_eq!(snapshot.partitions[0].committed_offset, Some(held.1));
+    assert!(snapshot.partitions[0].offset_map_bytes > 0, "the map gauge");
 
     // What an independent client sees: the offset stops at the held record, and the
     // metadata marks everything above it complete.
@@ -165,7 +186,7 @@ fn after_a_graceful_stop_the_next_member_redoes_only_the_held_record() {
 
     let second = Holding::new(&[]);
     let pipeline = Pipeline::new(config(&t.brokers, &t.group, &t.name), second.clone());
-    let progress = pipeline.progress();
+    let progress = pipeline.metrics();
     pipeline.run().expect("the second member finishes");
     assert_eq!(
         second.done(),
@@ -173,7 +194,7 @@ fn after_a_graceful_stop_the_next_member_redoes_only_the_held_record() {
         "processed again: only the held record"
     );
     assert_eq!(
-        tidemark::Progress::get(&progress.skipped_by_offset_map) as i64,
+        progress.snapshot().skipped_by_offset_map as i64,
         end - held.1 - 1
     );
     let committed = verify::committed_offsets(&t.brokers, &t.group, &t.name).unwrap();
@@ -203,7 +224,7 @@ fn a_graceful_rebalance_redoes_only_what_was_in_flight() {
     // to 300 ms — the held records stay in flight — and commits them with maps).
     let b = Holding::new(&[]);
     let pipeline = Pipeline::new(c, b.clone());
-    let b_progress = pipeline.progress();
+    let b_progress = pipeline.metrics();
     let b_stop = pipeline.shutdown_handle();
     let b_run = std::thread::spawn(move || pipeline.run());
     wait_until(
@@ -212,7 +233,7 @@ fn a_graceful_rebalance_redoes_only_what_was_in_flight() {
             let moved: Vec<i32> = b.done().iter().map(|(p, _)| *p).collect();
             let committed = verify::committed_offsets(&t.brokers, &t.group, &t.name).unwrap();
             !moved.is_empty()
-                && tidemark::Progress::get(&b_progress.assigned) == moved.len() as u64
+                && b_progress.snapshot().assigned == moved.len() as u64
                 && moved.iter().all(|p| committed[p] == Some(t.ends[p]))
         },
     );
@@ -235,7 +256,7 @@ fn a_graceful_rebalance_redoes_only_what_was_in_flight() {
         redone, expected,
         "B processed again only the held records of its partitions"
     );
-    assert!(tidemark::Progress::get(&b_progress.skipped_by_offset_map) > 0);
+    assert!(b_progress.snapshot().skipped_by_offset_map > 0);
     // Across both members every record completed exactly once, except the held
     // records of the partitions A kept, which it never completed.
     let all = counts(&[a.done(), b.done()].concat());

@@ -57,10 +57,10 @@ fn latest_reads_only_new_records() {
     let (_cluster, brokers) = setup();
     let count = Arc::new(Count::default());
     let pipeline = Pipeline::new(config(&brokers, "latest"), count.clone());
-    let progress = pipeline.progress();
+    let progress = pipeline.metrics();
     let running = std::thread::spawn(move || pipeline.run());
     // Once assigned (positions resolved to the end), append 300 more records.
-    while tidemark::Progress::get(&progress.assigned) < 2 {
+    while progress.snapshot().assigned < 2 {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(500));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tidemark::{Config, Outputs, Pipeline, ProcessResult, Processor, Progress, Record};
+use tidemark::{Config, Outputs, Pipeline, ProcessResult, Processor, Record};
 use tidemark_testkit::{verify, workload, Broker, EmbeddedCluster};
 
 #[derive(Default)]
@@ -58,23 +58,23 @@ fn second_member_joins(strategy: &str) -> (u64, u64) {
         c
     };
     let first = Pipeline::new(config(), processor.clone());
-    let first_progress = first.progress();
+    let first_progress = first.metrics();
     let a = std::thread::spawn(move || first.run());
     // Let the first member work alone for a while, then add the second.
-    while Progress::get(&first_progress.completed) < 5_000 {
+    while first_progress.snapshot().completed < 5_000 {
         std::thread::sleep(Duration::from_millis(20));
     }
     let second = Pipeline::new(config(), processor.clone());
-    let second_progress = second.progress();
+    let second_progress = second.metrics();
     let b = std::thread::spawn(move || second.run());
     a.join().unwrap().expect("first member stops cleanly");
     b.join().unwrap().expect("second member stops cleanly");
     assert!(
-        Progress::get(&second_progress.assigned) > 0,
+        second_progress.snapshot().assigned > 0,
         "the second member never got a partition"
     );
     assert!(
-        Progress::get(&first_progress.revoked) > 0,
+        first_progress.snapshot().revoked > 0,
         "the first member never gave a partition up"
     );
 

@@ -16,7 +16,7 @@ use super::consumer::offsets_of;
 use super::driver::Engine;
 use super::start::start_offsets;
 use crate::commit::CommitError;
-use crate::shutdown::Progress;
+use crate::metrics::Counters;
 
 /// The pipeline consumer's `ConsumerContext`.
 pub(crate) struct PipelineContext {
@@ -28,7 +28,7 @@ impl ClientContext for PipelineContext {
     /// default, and counts MAXPOLL reports (`max.poll.interval.ms` exceeded).
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         if fac == "MAXPOLL" {
-            Progress::add(&self.engine.progress.max_poll_exceeded, 1);
+            Counters::add(&self.engine.metrics.counters.max_poll_exceeded, 1);
         }
         match level {
             RDKafkaLogLevel::Emerg

@@ -39,6 +39,8 @@ pub(crate) struct TaskDone {
     pub failed: Vec<FailedRecord>,
     /// Records not run because an earlier record of their lane failed in this task.
     pub skipped: Vec<Record>,
+    /// Worker time spent in the processor for this task.
+    pub processing: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -46,6 +48,7 @@ struct Outcome {
     completed: Vec<i64>,
     failed: Vec<FailedRecord>,
     skipped: Vec<Record>,
+    processing: std::time::Duration,
 }
 
 /// A task whose outcome is not complete yet: the worker is still running it or
@@ -89,8 +92,10 @@ impl PendingTask {
         completed: impl IntoIterator<Item = i64>,
         failed: impl IntoIterator<Item = FailedRecord>,
         skipped: impl IntoIterator<Item = Record>,
+        processing: std::time::Duration,
     ) {
         let mut outcome = self.outcome.lock();
+        outcome.processing += processing;
         outcome.completed.extend(completed);
         outcome.failed.extend(failed);
         outcome.skipped.extend(skipped);
@@ -122,6 +127,7 @@ impl PendingTask {
                 completed: outcome.completed,
                 failed: outcome.failed,
                 skipped: outcome.skipped,
+                processing: outcome.processing,
             });
         }
     }

@@ -23,6 +23,7 @@ use super::consumer::KafkaConsumer;
 use super::failure::{FailureCause, FailureDecision, RecordFailure};
 use super::flow::{self, Limits};
 use super::partitions::Partitions;
+use super::publish::{HighWatermarks, Publisher};
 use super::scheduler::Task;
 use super::sink::Sink;
 use super::state::RunState;
@@ -30,9 +31,10 @@ use super::worker::run_task;
 use crate::commit::{CommitCallback, CommitError, CommitEvent, CommitRequest, PartitionOffset};
 use crate::config::{Config, Delivery, StartPosition};
 use crate::error::Error;
+use crate::metrics::{names, Counters, Shared};
 use crate::processor::Processor;
 use crate::record::Record;
-use crate::shutdown::{Progress, ShutdownHandle};
+use crate::shutdown::ShutdownHandle;
 
 /// Poll timeout while every partition is paused for back-pressure: progress then
 /// comes from completions, which do not wake `poll`.
@@ -50,7 +52,9 @@ pub(crate) struct Engine {
     pub completions: Receiver<TaskDone>,
     /// Also reachable without the lock: librdkafka's log callback runs on its own
     /// threads and must never wait for the poll thread.
-    pub progress: Arc<Progress>,
+    pub metrics: Arc<Shared>,
+    /// The facade's processing-time histogram, registered once (recorded per task).
+    pub record_processing: metrics::Histogram,
     pub on_commit: Option<CommitCallback>,
     pub delivery: Delivery,
     /// Longest a revoke or a stop waits for in-flight records.
@@ -79,7 +83,16 @@ impl Engine {
             completed,
             mut failed,
             skipped,
+            processing,
         } = done;
+        let records = completed.len() + failed.len();
+        if records > 0 && !processing.is_zero() {
+            let counters = &self.metrics.counters;
+            Counters::add(&counters.processing_us, processing.as_micros() as u64);
+            Counters::add(&counters.failed, failed.len() as u64);
+            self.record_processing
+                .record(processing.as_secs_f64() / records as f64);
+        }
         let current = st
             .partitions
             .get(&topic, partition)
@@ -96,9 +109,9 @@ impl Engine {
             st.stats.completed += n;
             st.stats.last_completion = Some(Instant::now());
             if dead_letter {
-                Progress::add(&self.progress.dead_lettered, n);
+                Counters::add(&self.metrics.counters.dead_lettered, n);
             } else {
-                Progress::add(&self.progress.completed, n);
+                Counters::add(&self.metrics.counters.completed, n);
                 st.failures.completed();
             }
         }
@@ -167,7 +180,7 @@ impl Engine {
             size,
             self.done_tx.clone(),
         );
-        pending.processed([record.offset], [], []);
+        pending.processed([record.offset], [], [], Duration::ZERO);
         sink.dead_letter(
             &record,
             &cause.message(),
@@ -259,12 +272,16 @@ impl Engine {
         st.commits.record(&offsets, ok);
         match &result {
             Ok(()) => {
-                Progress::add(&self.progress.commits, 1);
+                Counters::add(&self.metrics.counters.commits, 1);
                 tracing::debug!(?offsets, "committed");
             }
             Err(e) => {
+                Counters::add(&self.metrics.counters.commits_failed, 1);
                 tracing::warn!(error = %e, ?offsets, "commit failed; its partitions stay dirty")
             }
+        }
+        if let Some(latency) = latency {
+            metrics::histogram!(names::COMMIT_LATENCY).record(latency.as_secs_f64());
         }
         if let Some(cb) = &self.on_commit {
             cb(&CommitEvent {
@@ -386,7 +403,7 @@ impl Engine {
             st.fatal.get_or_insert(Error::Transaction(e));
             return;
         }
-        Progress::add(&self.progress.aborts, 1);
+        Counters::add(&self.metrics.counters.aborts, 1);
         let restarts = st.partitions.restart_points();
         st.partitions.discard_staged();
         let mut resume = Vec::new();
@@ -461,6 +478,7 @@ pub(crate) struct Driver {
     pressed: bool,
     pub first_dispatch: Option<Instant>,
     last_record: Instant,
+    publisher: Publisher,
 }
 
 impl Driver {
@@ -473,6 +491,7 @@ impl Driver {
         requests: Receiver<CommitRequest>,
         shutdown: ShutdownHandle,
     ) -> Self {
+        let engine_metrics = engine.metrics.clone();
         Driver {
             engine,
             pool,
@@ -487,7 +506,26 @@ impl Driver {
             pressed: false,
             first_dispatch: None,
             last_record: Instant::now(),
+            publisher: Publisher::new(
+                engine_metrics,
+                Duration::from_millis(config.stuck_threshold_ms),
+                config.offset_map_max_bytes,
+                None,
+            ),
         }
+    }
+
+    /// Takes high watermarks sampled off the poll thread (`lag_sampler`), for the lag
+    /// gauges.
+    pub(crate) fn take_high_watermarks(&mut self, sampled: Receiver<HighWatermarks>) {
+        self.publisher.set_sampled(sampled);
+    }
+
+    /// Publishes the gauges now (at the end of a run).
+    pub(crate) fn publish(&mut self) {
+        let engine = self.engine.clone();
+        let mut st = engine.state.lock();
+        self.publisher.publish(&mut st, Instant::now());
     }
 
     /// Turns until shut down, idle for `exit_when_idle_ms`, a record failure the
@@ -553,6 +591,8 @@ impl Driver {
         if st.fatal.is_some() {
             return Turn::Stop;
         }
+        engine.metrics.turned(now);
+        self.publisher.maybe_publish(&mut st, now);
         if let Some(limit) = self.idle_limit {
             let active = st
                 .stats
@@ -598,6 +638,7 @@ impl Driver {
             match result {
                 Ok(msg) => {
                     polled += 1;
+                    Counters::add(&self.engine.metrics.counters.polled, 1);
                     let mut st = self.engine.state.lock();
                     if let Some(n) = st.partitions.stage(&msg) {
                         if self.limits.reached(&st.partitions, n) {
@@ -624,7 +665,7 @@ impl Driver {
         self.first_dispatch.get_or_insert(now);
         let (delivered, skipped) = st.partitions.deliver_staged();
         if skipped > 0 {
-            Progress::add(&self.engine.progress.skipped_by_offset_map, skipped);
+            Counters::add(&self.engine.metrics.counters.skipped_by_offset_map, skipped);
             st.stats.completed += skipped;
         }
         let aborts = self.engine.sink.as_ref().map_or(0, |s| s.aborts());
@@ -637,7 +678,10 @@ impl Driver {
             tasks.sort_by_cached_key(|t| !holds_committable(&st.partitions, t));
         }
         for task in tasks {
-            Progress::add(&self.engine.progress.dispatched, task.records.len() as u64);
+            Counters::add(
+                &self.engine.metrics.counters.dispatched,
+                task.records.len() as u64,
+            );
             let processor = self.processor.clone();
             let sink = self.engine.sink.clone();
             let done = self.engine.done_tx.clone();
@@ -649,7 +693,7 @@ impl Driver {
     /// Applies back-pressure's decision; returns true while every partition is
     /// paused for the global bounds.
     fn regulate(&self, consumer: &impl KafkaConsumer, st: &mut RunState) -> bool {
-        let change = flow::regulate(st, self.limits, &self.engine.progress);
+        let change = flow::regulate(st, self.limits, &self.engine.metrics.counters);
         if !change.pause.is_empty() {
             let list: Vec<_> = change.pause.iter().map(|(t, p)| (&**t, *p)).collect();
             if let Err(e) = consumer.pause(&list) {

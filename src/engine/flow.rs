@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::partitions::Partitions;
 use super::state::RunState;
 use crate::config::Config;
-use crate::shutdown::Progress;
+use crate::metrics::Counters;
 
 /// The bounds, from [`Config`].
 #[derive(Debug, Clone, Copy)]
@@ -53,18 +53,18 @@ pub(crate) struct FlowChange {
 /// true afterwards while every partition is paused for the global bounds (the
 /// driver then commits at once, since only a confirmed commit lowers the record
 /// count).
-pub(crate) fn regulate(st: &mut RunState, limits: Limits, progress: &Progress) -> FlowChange {
+pub(crate) fn regulate(st: &mut RunState, limits: Limits, counters: &Counters) -> FlowChange {
     let records = st.partitions.records_in_flight();
     let bytes = st.partitions.bytes_in_flight();
-    progress.set_in_flight(records as u64, bytes as u64);
+    counters.set_in_flight(records as u64, bytes as u64);
 
     if !st.paused_all && (records >= limits.records || bytes >= limits.bytes) {
         st.paused_all = true;
-        Progress::add(&progress.pauses, 1);
+        Counters::add(&counters.pauses, 1);
         tracing::debug!(records, bytes, "in-flight bound reached: pausing");
     } else if st.paused_all && records <= limits.records / 2 && bytes <= limits.bytes / 2 {
         st.paused_all = false;
-        Progress::add(&progress.resumes, 1);
+        Counters::add(&counters.resumes, 1);
         tracing::debug!(records, bytes, "below half the bounds: resuming");
     }
 

@@ -22,7 +22,9 @@ mod failure;
 #[cfg(test)]
 mod fake;
 mod flow;
+mod lag_sampler;
 mod partitions;
+mod publish;
 mod rebalance;
 mod scheduler;
 pub(crate) mod sink;
@@ -33,6 +35,7 @@ mod tests;
 mod worker;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,14 +46,16 @@ use rdkafka::TopicPartitionList;
 use self::callbacks::PipelineContext;
 use self::commit_target::CommitTarget;
 use self::driver::{Driver, Engine};
+use self::lag_sampler::LagSampler;
 use self::sink::Sink;
 use self::state::RunState;
 use crate::commit::{CommitCallback, CommitEvent, CommitHandle, CommitPolicy, CommitRequest};
 use crate::config::{Config, Delivery};
 use crate::error::Error;
+use crate::metrics::MetricsHandle;
 use crate::offset_store::OffsetStore;
 use crate::processor::Processor;
-use crate::shutdown::{Progress, ShutdownHandle};
+use crate::shutdown::ShutdownHandle;
 
 /// What a finished run did.
 #[derive(Debug, Clone)]
@@ -86,7 +91,7 @@ pub struct Pipeline {
     on_commit: Option<CommitCallback>,
     offset_store: Option<Arc<dyn OffsetStore>>,
     shutdown: ShutdownHandle,
-    progress: Arc<Progress>,
+    metrics: MetricsHandle,
     commit_requests: (
         crossbeam_channel::Sender<CommitRequest>,
         crossbeam_channel::Receiver<CommitRequest>,
@@ -102,7 +107,7 @@ impl Pipeline {
             on_commit: None,
             offset_store: None,
             shutdown: ShutdownHandle::default(),
-            progress: Arc::default(),
+            metrics: MetricsHandle::default(),
             commit_requests: crossbeam_channel::unbounded(),
         }
     }
@@ -134,9 +139,10 @@ impl Pipeline {
         self.shutdown.clone()
     }
 
-    /// Live counters of this pipeline (records dispatched and completed, commits).
-    pub fn progress(&self) -> Arc<Progress> {
-        self.progress.clone()
+    /// A handle to this pipeline's [`Metrics`](crate::Metrics) and
+    /// [`Health`](crate::Health), readable from any thread during and after `run`.
+    pub fn metrics(&self) -> MetricsHandle {
+        self.metrics.clone()
     }
 
     /// Runs until shut down, idle for `exit_when_idle_ms`, or a record fails. On every
@@ -205,7 +211,8 @@ impl Pipeline {
             completions: done_rx,
             sink: sink.clone(),
             done_tx,
-            progress: self.progress.clone(),
+            metrics: self.metrics.0.clone(),
+            record_processing: metrics::histogram!(crate::metrics::names::RECORD_PROCESSING),
             on_commit: self.on_commit.clone(),
             delivery: config.delivery,
             drain_timeout: Duration::from_millis(config.drain_timeout_ms),
@@ -258,18 +265,40 @@ impl Pipeline {
             self.commit_requests.1.clone(),
             self.shutdown.clone(),
         );
+        let shared = &self.metrics.0;
+        let _sampler = match config.lag_refresh_ms {
+            0 => None,
+            ms => LagSampler::start(
+                &config.consumer_client_config(),
+                shared.clone(),
+                Duration::from_millis(ms),
+            )
+            .map(|(sampler, sampled)| {
+                driver.take_high_watermarks(sampled);
+                sampler
+            }),
+        };
+        shared
+            .max_poll_interval_ms
+            .store(config.max_poll_interval_ms()?, Ordering::Relaxed);
+        crate::metrics::names::describe();
+        shared.turned(Instant::now());
+        shared.running.store(true, Ordering::Release);
         driver.run(&consumer);
         let final_commit = driver.finish(&consumer);
+        // The last figures, with the partitions as the final commit left them.
+        driver.publish();
         // Closing the consumer leaves the group: a revoke with nothing left to
         // commit, and the pending commit callbacks are served.
         drop(consumer);
         if let Some(sink) = &sink {
             sink.flush(engine.drain_timeout);
         }
+        shared.running.store(false, Ordering::Release);
 
         let mut st = engine.state.lock();
         let summary = RunSummary {
-            records: self.progress.completed(),
+            records: self.metrics.completed(),
             elapsed: started.elapsed(),
             busy: match (driver.first_dispatch, st.stats.last_completion) {
                 (Some(first), Some(last)) => last.saturating_duration_since(first),

@@ -5,8 +5,9 @@
 //!
 //! Only the driver changes it (docs/DESIGN.md, "Threads, and who owns what").
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rdkafka::message::{Headers, Message};
 use tidemark_offsets::{Completion, DeliverError, Epoch, OffsetMap, PartitionTracker};
@@ -37,6 +38,10 @@ pub(crate) struct PartitionState {
     inherited: Option<OffsetMap>,
     /// Bytes of the offset map of the last commit (the gauge against the budget).
     pub map_bytes: usize,
+    /// When each round's records were delivered: (first offset, time), ascending.
+    delivered_at: VecDeque<(i64, Instant)>,
+    /// The in-flight record last reported stuck.
+    pub stuck_reported: Option<i64>,
 }
 
 impl PartitionState {
@@ -83,6 +88,21 @@ impl PartitionState {
         self.map_bytes = encoded.metadata.len();
         po.metadata = encoded.metadata;
         po
+    }
+
+    /// The oldest in-flight record (the lowest incomplete one) and how long ago it
+    /// was delivered; forgets delivery times it no longer needs.
+    pub fn oldest_in_flight_age(&mut self, now: Instant) -> Option<(i64, Duration)> {
+        if self.tracker.in_flight() == 0 {
+            self.delivered_at.clear();
+            return None;
+        }
+        let head = self.tracker.committable()?;
+        while self.delivered_at.get(1).is_some_and(|(o, _)| *o <= head) {
+            self.delivered_at.pop_front();
+        }
+        let (first, at) = self.delivered_at.front()?;
+        (*first <= head).then(|| (head, now.saturating_duration_since(*at)))
     }
 
     /// True when a commit would change what is committed: the committable offset
@@ -156,6 +176,8 @@ impl Partitions {
                 stored: None,
                 inherited: None,
                 map_bytes: 0,
+                delivered_at: VecDeque::new(),
+                stuck_reported: None,
             },
         );
         epoch
@@ -248,11 +270,13 @@ impl Partitions {
         let mut delivered = Vec::new();
         let mut forgotten = 0;
         let mut skipped = (0u64, 0usize);
+        let now = Instant::now();
         for state in self.iter_mut() {
             if state.staged.is_empty() {
                 continue;
             }
             let mut records = std::mem::take(&mut state.staged);
+            state.delivered_at.push_back((records[0].offset, now));
             state.staged_bytes = 0;
             for r in &records {
                 if let Err(DeliverError::NotIncreasing { offset, highest }) =

@@ -13,7 +13,7 @@ use super::consumer::KafkaConsumer;
 use super::driver::Engine;
 use super::state::RunState;
 use crate::config::Delivery;
-use crate::shutdown::Progress;
+use crate::metrics::Counters;
 
 impl Engine {
     /// Starts tracking newly assigned partitions, each under a fresh epoch, with the
@@ -27,7 +27,7 @@ impl Engine {
         st.stats.last_assigned = Some(Instant::now());
         for (topic, partition) in assigned {
             let epoch = st.partitions.assign(topic, *partition);
-            Progress::add(&self.progress.assigned, 1);
+            Counters::add(&self.metrics.counters.assigned, 1);
             tracing::info!(%topic, partition, epoch = epoch.0, "assigned");
         }
         for (topic, partition, map) in maps {
@@ -58,14 +58,17 @@ impl Engine {
                 partitions = revoked.len(),
                 "assignment lost: dropping state without commit"
             );
-            Progress::add(&self.progress.lost, revoked.len() as u64);
+            Counters::add(&self.metrics.counters.lost, revoked.len() as u64);
             if transaction.is_some() {
                 self.drain(st, self.drain_timeout, scope);
                 abort = Some(KafkaError::Rebalance(RDKafkaErrorCode::AssignmentLost));
             }
         } else {
             let _span = tracing::info_span!("revoke", partitions = revoked.len()).entered();
+            let started = Instant::now();
             let left = self.drain(st, self.drain_timeout, scope);
+            metrics::histogram!(crate::metrics::names::DRAIN)
+                .record(started.elapsed().as_secs_f64());
             if left > 0 {
                 tracing::warn!(in_flight = left, "drain timeout on revoke: those records will be processed again by the next owner");
             }
@@ -79,7 +82,7 @@ impl Engine {
                 // then processed again by the next owner (at-least-once).
                 let _ = self.commit_final(consumer, st, scope);
             }
-            Progress::add(&self.progress.revoked, revoked.len() as u64);
+            Counters::add(&self.metrics.counters.revoked, revoked.len() as u64);
         }
         // librdkafka keeps a partition's pause flag and saved position across
         // assignments: resume what back-pressure paused, so a later assignment of the

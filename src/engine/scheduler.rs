@@ -431,6 +431,11 @@ impl Scheduler {
     }
 
     /// When the next retry is due.
+    /// Records waiting for a retry.
+    pub(crate) fn retries_waiting(&self) -> usize {
+        self.retries.len()
+    }
+
     pub(crate) fn next_due(&self) -> Option<Instant> {
         self.retries.keys().next().map(|(due, _)| *due)
     }

@@ -13,9 +13,10 @@ use super::state::RunState;
 use crate::commit::{CommitError, CommitMode, CommitPolicy, PartitionOffset};
 use crate::config::Config;
 use crate::error::Error;
+use crate::metrics::Counters;
 use crate::processor::{ProcessResult, Processor};
 use crate::record::{Outputs, Record};
-use crate::shutdown::{Progress, ShutdownHandle};
+use crate::shutdown::ShutdownHandle;
 
 const T: &str = "t";
 
@@ -80,7 +81,8 @@ fn driver(config: &Config, target: CommitTarget, processor: impl Processor) -> D
         completions: done_rx,
         sink: None,
         done_tx,
-        progress: Arc::new(Progress::default()),
+        metrics: Arc::default(),
+        record_processing: metrics::Histogram::noop(),
         on_commit: None,
         delivery: config.delivery,
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
@@ -194,7 +196,7 @@ fn a_lost_assignment_commits_nothing() {
         .on_revoke(&fake, &mut d.engine.state.lock(), &[(T.to_string(), 0)]);
     assert!(commits(&fake).is_empty(), "a lost partition was committed");
     assert!(d.engine.state.lock().partitions.get(T, 0).is_none());
-    assert_eq!(Progress::get(&d.engine.progress.lost), 1);
+    assert_eq!(Counters::get(&d.engine.metrics.counters.lost), 1);
 }
 
 #[test]
@@ -273,7 +275,7 @@ fn back_pressure_pauses_at_the_bound_and_resumes_below_half() {
     assert_eq!(d.engine.state.lock().partitions.records_in_flight(), 10);
     // Polling goes on while paused, and takes nothing from the paused partition.
     d.turn(&fake);
-    assert_eq!(Progress::get(&d.engine.progress.dispatched), 10);
+    assert_eq!(Counters::get(&d.engine.metrics.counters.dispatched), 10);
 
     open();
     drain_all(&d);
@@ -366,7 +368,7 @@ fn completions_of_an_earlier_epoch_are_ignored() {
         None,
         "a stale completion moved the new epoch"
     );
-    assert_eq!(Progress::get(&d.engine.progress.completed), 0);
+    assert_eq!(Counters::get(&d.engine.metrics.counters.completed), 0);
     fake.queue(T, 0, 0..5);
     d.turn(&fake);
     drain_all(&d);
@@ -494,7 +496,10 @@ fn the_offset_map_lets_a_new_owner_skip_what_the_old_one_completed() {
     drain_all(&d);
     assert_eq!(*seen.lock().unwrap(), vec![0, 6, 7], "1..6 were skipped");
     assert_eq!(committable(&d, 0), Some(8));
-    assert_eq!(Progress::get(&d.engine.progress.skipped_by_offset_map), 5);
+    assert_eq!(
+        Counters::get(&d.engine.metrics.counters.skipped_by_offset_map),
+        5
+    );
 }
 
 #[test]

@@ -43,6 +43,7 @@ pub(crate) fn run_task(
     for chunk in task.records.chunks(layer) {
         let (live, skipped): (Vec<Positioned<'_>>, Vec<Positioned<'_>>) =
             chunk.iter().enumerate().partition(|(j, _)| !stopped[*j]);
+        let started = std::time::Instant::now();
         let results = if !any_stopped {
             run_batch(processor, chunk, &task)
         } else {
@@ -69,6 +70,7 @@ pub(crate) fn run_task(
             completed,
             failed,
             skipped.into_iter().map(|(_, r)| r.clone()),
+            started.elapsed(),
         );
         for ((_, record), result) in live.into_iter().zip(results) {
             let Ok(outputs) = result else { continue };

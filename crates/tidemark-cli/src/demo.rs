@@ -98,7 +98,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         .consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());
     let workers = config.workers;
-    let summary = crate::run::execute(config, processor.clone(), None, "processing")?;
+    let summary = crate::run::execute(config, processor.clone(), None, "processing", None)?;
     println!(
         "processed {} records with sha256:{} on {} workers: {:.0} records/s ({:.2} s busy, {:.2} s in all with group join and idle wait)",
         summary.records,

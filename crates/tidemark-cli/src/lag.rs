@@ -14,12 +14,63 @@ pub struct Args {
     /// Topic.
     #[arg(long)]
     topic: String,
+    /// Refresh every SECS seconds until interrupted (the table is redrawn in place
+    /// on a terminal; with `--output json`, one JSON document per line).
+    #[arg(long, value_name = "SECS")]
+    watch: Option<f64>,
+    /// `table` (like `kafka-consumer-groups.sh --describe`) or `json`.
+    #[arg(long, value_enum, default_value = "table")]
+    output: Output,
+}
+
+/// How `tidemark lag` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
-    let rows = tidemark::consumer_lag(&a.brokers, &a.group, &a.topic, Duration::from_secs(10))?;
-    print!("{}", format_lag(&a.group, &rows));
-    Ok(())
+    use std::io::IsTerminal;
+    let redraw = a.output == Output::Table && std::io::stdout().is_terminal();
+    loop {
+        let rows = tidemark::consumer_lag(&a.brokers, &a.group, &a.topic, Duration::from_secs(10))?;
+        let text = match a.output {
+            Output::Table => format_lag(&a.group, &rows),
+            Output::Json => format!("{}\n", json_lag(&a.group, &rows)),
+        };
+        if redraw && a.watch.is_some() {
+            // Clear the screen and home the cursor (ANSI), then draw.
+            print!("\x1b[2J\x1b[H");
+        }
+        print!("{text}");
+        let Some(secs) = a.watch else {
+            return Ok(());
+        };
+        std::thread::sleep(Duration::from_secs_f64(secs.max(0.1)));
+    }
+}
+
+/// One JSON document: the group, each partition's offsets and lag, and the total.
+pub fn json_lag(group: &str, rows: &[tidemark::PartitionLag]) -> serde_json::Value {
+    let partitions: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "topic": r.topic,
+                "partition": r.partition,
+                "committed_offset": r.committed,
+                "high_watermark": r.high_watermark,
+                "low_watermark": r.low_watermark,
+                "lag": r.lag(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "group": group,
+        "partitions": partitions,
+        "total_lag": rows.iter().map(|r| r.lag()).sum::<i64>(),
+    })
 }
 
 /// The table `kafka-consumer-groups --describe` shows, plus a total line.

@@ -7,6 +7,7 @@ mod lag;
 mod processors;
 mod produce;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 

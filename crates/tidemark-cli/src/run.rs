@@ -147,6 +147,18 @@ pub struct Args {
     /// turns it off.
     #[arg(long)]
     offset_map_max_bytes: Option<usize>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics and health probes at
+    /// /health/live and /health/ready (200 yes, 503 no).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// A record in flight longer than this many ms is logged once and counted as
+    /// stuck (shown in the progress line). Default 60000.
+    #[arg(long)]
+    stuck_threshold_ms: Option<u64>,
+    /// How often the high watermarks behind the lag metrics are refreshed, ms
+    /// (default 5000; 0: no lag metrics).
+    #[arg(long)]
+    lag_refresh_ms: Option<u64>,
     /// Extra librdkafka consumer property, `key=value` (repeatable).
     #[arg(short = 'X', value_parser = parse_property)]
     property: Vec<(String, String)>,
@@ -209,6 +221,12 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if let Some(n) = a.offset_map_max_bytes {
         config.offset_map_max_bytes = n;
     }
+    if let Some(ms) = a.stuck_threshold_ms {
+        config.stuck_threshold_ms = ms;
+    }
+    if let Some(ms) = a.lag_refresh_ms {
+        config.lag_refresh_ms = ms;
+    }
     config.consumer_properties.extend(a.property);
     if let Some(reset) = a.auto_offset_reset {
         config
@@ -244,7 +262,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     }
     let processor = CliProcessor::new(a.processor, a.test_flaky)
         .with_test_hold(a.test_hold.map(|(p, o)| (p as i32, o as i64)));
-    let summary = execute(config, processor, store, "processing")?;
+    let summary = execute(config, processor, store, "processing", a.metrics_addr)?;
     print_summary(&summary);
     Ok(())
 }
@@ -256,10 +274,14 @@ pub fn execute(
     processor: impl Processor,
     store: Option<FileOffsetStore>,
     label: &str,
+    metrics_addr: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<RunSummary> {
     let mut pipeline = Pipeline::new(config, processor);
     if let Some(store) = store {
         pipeline = pipeline.with_offset_store(store);
+    }
+    if let Some(addr) = metrics_addr {
+        crate::serve::start(addr, pipeline.metrics())?;
     }
     let handle = pipeline.shutdown_handle();
     let presses = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -272,12 +294,19 @@ pub fn execute(
         }
     })
     .context("installing the Ctrl-C handler")?;
-    let progress = pipeline.progress();
+    let progress = pipeline.metrics();
     let bar = crate::spinner(label);
+    let label = label.to_string();
     let ticker_bar = bar.clone();
     let ticker = std::thread::spawn(move || {
+        let mut stuck = 0;
         while !ticker_bar.is_finished() {
             ticker_bar.set_position(progress.completed());
+            let now = progress.snapshot().stuck_records;
+            if now != stuck {
+                stuck = now;
+                ticker_bar.set_message(format!("{label} ({stuck} stuck records, see the log)"));
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     });

@@ -1,0 +1,76 @@
+//! High watermarks for the lag gauges, sampled off the poll thread: every
+//! `lag_refresh_ms` a separate client asks the brokers (ListOffsets, through
+//! librdkafka's `query_watermark_offsets`) for the high watermark of each partition
+//! the last publish listed, and sends them to the driver, which alone writes the
+//! gauges. A paused partition fetches nothing, so watermarks taken from fetch
+//! responses would freeze while the lag grows; these do not.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+
+use super::publish::HighWatermarks;
+use crate::metrics::Shared;
+
+/// A running sampler; dropping it stops the thread at its next tick (not waited
+/// for: a slow ListOffsets must not delay the end of a run).
+pub(crate) struct LagSampler {
+    _stop: Sender<()>,
+}
+
+impl LagSampler {
+    /// Starts sampling every `every` with a client made from `client_config`; the
+    /// watermarks arrive on the returned receiver. `None` when the client cannot be
+    /// created (logged: the lag gauges then stay empty).
+    pub(crate) fn start(
+        client_config: &ClientConfig,
+        shared: Arc<Shared>,
+        every: Duration,
+    ) -> Option<(LagSampler, Receiver<HighWatermarks>)> {
+        let client: BaseConsumer = match client_config.create() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "lag sampler not started: no high watermarks for the lag gauges");
+                return None;
+            }
+        };
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("tidemark-lag".into())
+            .spawn(move || loop {
+                match stop_rx.recv_timeout(every) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                let assigned: Vec<(String, i32)> = shared
+                    .partitions
+                    .lock()
+                    .iter()
+                    .map(|p| (p.topic.clone(), p.partition))
+                    .collect();
+                let mut sampled = Vec::with_capacity(assigned.len());
+                for (topic, partition) in assigned {
+                    match client.fetch_watermarks(
+                        &topic,
+                        partition,
+                        every.max(Duration::from_secs(1)),
+                    ) {
+                        Ok((_, high)) => sampled.push((topic, partition, high)),
+                        Err(e) => {
+                            tracing::debug!(%topic, partition, error = %e, "high watermark unknown")
+                        }
+                    }
+                }
+                if tx.send(sampled).is_err() {
+                    return;
+                }
+            })
+            .ok()?;
+        drop(thread);
+        Some((LagSampler { _stop: stop_tx }, rx))
+    }
+}
