@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The benchmark of BENCHMARKS.md, on a fresh machine: builds the sentry_arroyo peer
-# (its rdkafka needs cmake: installed from Debian when missing) in its own workspace,
-# then runs `tidemark bench` with it. Extra arguments go to `tidemark bench`
-# (default: --scaling --out bench-results).
+# The benchmark of BENCHMARKS.md, on a fresh machine: builds the peers — sentry_arroyo
+# in its own workspace (its rdkafka needs cmake: installed from Debian when missing)
+# and Confluent's Parallel Consumer with Maven (peers/parallel-consumer) — then runs
+# `tidemark bench` on the embedded cluster (--scaling, into bench-results/) and on
+# an Apache Kafka broker it starts itself (into bench-results/kafka/, with both
+# peers). With arguments, runs only `tidemark bench ARGS` (with the arroyo peer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # sentry_arroyo builds librdkafka with cmake, which also wants curl's headers.
@@ -16,6 +18,14 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 cargo build --release --manifest-path peers/arroyo/Cargo.toml
 cargo build --release -p tidemark-cli
-args=("$@")
-[ ${#args[@]} -gt 0 ] || args=(--scaling --out bench-results)
-exec target/release/tidemark bench --peer-arroyo peers/arroyo/target/release/arroyo-peer "${args[@]}"
+arroyo=(--peer-arroyo peers/arroyo/target/release/arroyo-peer)
+if [ $# -gt 0 ]; then
+  exec target/release/tidemark bench "${arroyo[@]}" "$@"
+fi
+scripts/kafka.sh install   # also a JDK and Maven, for the Parallel Consumer peer
+mvn -q -B -f peers/parallel-consumer/pom.xml package -DskipTests
+target/release/tidemark bench "${arroyo[@]}" --scaling --out bench-results
+read -r port pid dir < <(KAFKA_WATCH_PID=$$ scripts/kafka.sh start)
+trap 'scripts/kafka.sh stop "$pid"; rm -rf "$dir"' EXIT
+target/release/tidemark bench --brokers "127.0.0.1:$port" --records 200000 "${arroyo[@]}" \
+  --peer-parallel-consumer peers/parallel-consumer/target/pc-peer.jar --out bench-results/kafka

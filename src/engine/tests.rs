@@ -128,6 +128,48 @@ fn committable(d: &Driver, partition: i32) -> Option<i64> {
         .and_then(|s| s.tracker.committable())
 }
 
+/// Applies task outcomes until at most `n` records of partition 0 are in flight.
+fn apply_until_in_flight(d: &Driver, n: usize) {
+    while d
+        .engine
+        .state
+        .lock()
+        .partitions
+        .get(T, 0)
+        .unwrap()
+        .tracker
+        .in_flight()
+        > n
+    {
+        d.engine.apply_ready(&mut d.engine.state.lock());
+    }
+}
+
+/// A new owner of partition 0 that inherits `map`: processes `0..records` and
+/// returns the offsets it processed, sorted.
+fn redone_by_new_owner(
+    c: &Config,
+    map: tidemark_offsets::OffsetMap,
+    records: i64,
+) -> (Driver, Vec<i64>) {
+    let processor = Gated::default();
+    let seen = processor.seen.clone();
+    let d = driver(c, CommitTarget::Group(CommitMode::Sync), processor);
+    d.engine.on_assign(
+        &mut d.engine.state.lock(),
+        &[(T.to_string(), 0)],
+        vec![(T.to_string(), 0, map)],
+    );
+    let fake = FakeConsumer::default();
+    fake.queue(T, 0, 0..records);
+    let mut d = d;
+    d.turn(&fake);
+    drain_all(&d);
+    let mut redone = seen.lock().unwrap().clone();
+    redone.sort();
+    (d, redone)
+}
+
 fn commits(fake: &FakeConsumer) -> Vec<Vec<PartitionOffset>> {
     fake.calls()
         .into_iter()
@@ -460,19 +502,7 @@ fn the_offset_map_lets_a_new_owner_skip_what_the_old_one_completed() {
     d.turn(&fake);
     fake.queue(T, 0, 1..6);
     d.turn(&fake);
-    while committable(&d, 0) == Some(0)
-        && d.engine
-            .state
-            .lock()
-            .partitions
-            .get(T, 0)
-            .unwrap()
-            .tracker
-            .in_flight()
-            > 1
-    {
-        d.engine.apply_ready(&mut d.engine.state.lock());
-    }
+    apply_until_in_flight(&d, 1);
     d.engine
         .on_revoke(&fake, &mut d.engine.state.lock(), &[(T.to_string(), 0)]);
     open();
@@ -482,19 +512,8 @@ fn the_offset_map_lets_a_new_owner_skip_what_the_old_one_completed() {
     assert_eq!(map.completed().to_vec(), vec![1..6]);
 
     // The new owner reads the map and processes only offset 0.
-    let processor = Gated::default();
-    let seen = processor.seen.clone();
-    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
-    d.engine.on_assign(
-        &mut d.engine.state.lock(),
-        &[(T.to_string(), 0)],
-        vec![(T.to_string(), 0, map)],
-    );
-    let fake = FakeConsumer::default();
-    fake.queue(T, 0, 0..8);
-    d.turn(&fake);
-    drain_all(&d);
-    assert_eq!(*seen.lock().unwrap(), vec![0, 6, 7], "1..6 were skipped");
+    let (d, redone) = redone_by_new_owner(&c, map, 8);
+    assert_eq!(redone, vec![0, 6, 7], "1..6 were skipped");
     assert_eq!(committable(&d, 0), Some(8));
     assert_eq!(
         Counters::get(&d.engine.metrics.counters.skipped_by_offset_map),
@@ -520,19 +539,7 @@ fn a_completion_above_a_stuck_record_makes_the_partition_dirty() {
     assert_eq!(fake.committed_with_metadata(T, 0).unwrap().metadata, "");
     fake.queue(T, 0, 1..3);
     d.turn(&fake);
-    while d
-        .engine
-        .state
-        .lock()
-        .partitions
-        .get(T, 0)
-        .unwrap()
-        .tracker
-        .in_flight()
-        > 1
-    {
-        d.engine.apply_ready(&mut d.engine.state.lock());
-    }
+    apply_until_in_flight(&d, 1);
     commit_now(&d);
     let c1 = fake.committed_with_metadata(T, 0).unwrap();
     assert_eq!(c1.offset, 0);
@@ -616,21 +623,9 @@ fn a_map_over_budget_keeps_a_prefix_and_the_rest_is_redone() {
     let map = OffsetMap::decode(&committed.metadata).unwrap();
     assert!(map.end() > 1 && map.end() < 200, "a prefix: {map}");
 
-    let processor = Gated::default();
-    let seen = processor.seen.clone();
-    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
-    d.engine.on_assign(
-        &mut d.engine.state.lock(),
-        &[(T.to_string(), 0)],
-        vec![(T.to_string(), 0, map.clone())],
-    );
-    let fake = FakeConsumer::default();
-    fake.queue(T, 0, 0..200);
-    d.turn(&fake);
-    drain_all(&d);
-    let mut redone = seen.lock().unwrap().clone();
-    redone.sort();
-    let expected: Vec<i64> = (0..200).filter(|o| o % 2 == 0 || *o >= map.end()).collect();
+    let end = map.end();
+    let (d, redone) = redone_by_new_owner(&c, map, 200);
+    let expected: Vec<i64> = (0..200).filter(|o| o % 2 == 0 || *o >= end).collect();
     assert_eq!(
         redone, expected,
         "stuck records and everything past the prefix"

@@ -56,6 +56,12 @@ pub struct Args {
     /// without it the peer is not measured.
     #[arg(long)]
     peer_arroyo: Option<PathBuf>,
+    /// The Confluent Parallel Consumer peer's jar (built by scripts/bench.sh from
+    /// peers/parallel-consumer; Apache Kafka only, with --brokers): measured
+    /// UNORDERED and KEY at maxConcurrency 2, 8 and 32, beside tidemark's default
+    /// and key-ordered rows.
+    #[arg(long, requires = "brokers")]
+    peer_parallel_consumer: Option<PathBuf>,
     /// Also measure the processing orders (key, partition, unordered) over 1, 10,
     /// 100 and 10,000 keys on 1 and 16 partitions, CPU-bound.
     #[arg(long)]
@@ -67,6 +73,11 @@ pub struct Args {
     /// embedded cluster.
     #[arg(long)]
     ordering_records: Option<u64>,
+    /// The headline only, in under 3 minutes: the two limits and tidemark with the
+    /// default `Config` (nothing tuned) for the no-op and the CPU-bound processor,
+    /// rows named `tidemark default`. 100,000 records unless --records.
+    #[arg(long, conflicts_with_all = ["scaling", "ordering"])]
+    quick: bool,
     /// Where the table, CSV and SVG files go.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -85,7 +96,9 @@ fn policies() -> Vec<(CommitPolicy, &'static str)> {
 }
 
 pub fn main(mut a: Args) -> anyhow::Result<()> {
-    let records = a.records.unwrap_or(if a.brokers.is_some() {
+    let records = a.records.unwrap_or(if a.quick {
+        100_000
+    } else if a.brokers.is_some() {
         1_000_000
     } else {
         400_000
@@ -132,7 +145,9 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
             Ok(())
         };
         fill("bench-main", records, a.partitions)?;
-        fill("bench-small", a.every_record_records, a.partitions)?;
+        if !a.quick {
+            fill("bench-small", a.every_record_records, a.partitions)?;
+        }
         let ends = tidemark::high_watermarks(&brokers, "bench-main", Duration::from_secs(10))?;
         let total: i64 = ends.values().sum();
         eprintln!("bench-main holds {total} records: {ends:?}");
@@ -154,6 +169,14 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
         }
         drop(in_memory);
         for kind in [Kind::Noop, cpu] {
+            let m = scenarios::tidemark_default(&brokers, "bench-main", kind, records)?;
+            report::progress(&m);
+            rows.push(m);
+        }
+        for kind in [Kind::Noop, cpu] {
+            if a.quick {
+                break;
+            }
             let m = scenarios::tidemark(
                 &brokers,
                 "bench-small",
@@ -179,6 +202,24 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
                 )?;
                 report::progress(&m);
                 rows.push(m);
+            }
+            if let Some(jar) = &a.peer_parallel_consumer {
+                for ordering in ["UNORDERED", "KEY"] {
+                    for concurrency in [2, 8, 32] {
+                        let m = scenarios::parallel_consumer(
+                            jar,
+                            &brokers,
+                            "bench-main",
+                            records,
+                            kind,
+                            a.target_us,
+                            ordering,
+                            concurrency,
+                        )?;
+                        report::progress(&m);
+                        rows.push(m);
+                    }
+                }
             }
             if let Some(peer) = &a.peer_arroyo {
                 let m = scenarios::arroyo(peer, &brokers, "bench-main", records, kind, workers)?;

@@ -228,6 +228,38 @@ pub fn tidemark(
     })
 }
 
+/// tidemark as a new user runs it: `Config::new` and nothing else (workers,
+/// commit policy, in-flight bounds and fetch sizes at their defaults), in a fresh
+/// group, until idle (the idle second is not counted: `busy` ends at the last
+/// completion).
+pub fn tidemark_default(
+    brokers: &str,
+    topic: &str,
+    kind: Kind,
+    records: u64,
+) -> anyhow::Result<Measurement> {
+    reset_peak_rss();
+    let mut config = Config::new(brokers, format!("bench-{}", rand_suffix()), [topic]);
+    config.exit_when_idle_ms = Some(1_000);
+    let pipeline = Pipeline::new(config, CliProcessor::new(kind, None));
+    let metrics = pipeline.metrics();
+    let summary = pipeline.run().context("tidemark default")?;
+    anyhow::ensure!(
+        summary.records == records,
+        "tidemark default processed {} of {records} records",
+        summary.records
+    );
+    Ok(Measurement {
+        scenario: "tidemark default".into(),
+        processor: kind_name(kind),
+        records: summary.records,
+        busy: summary.busy,
+        commits: metrics.snapshot().commits,
+        latencies: Vec::new(),
+        peak_rss_kib: peak_rss_kib(),
+    })
+}
+
 /// The classic loop on one thread: poll up to 500 records (Java's
 /// `max.poll.records`), process them one by one, commit their next offsets
 /// (`commitSync()` or `commitAsync()`), repeat.
@@ -319,12 +351,7 @@ pub fn arroyo(
         .stderr(std::process::Stdio::null())
         .output()
         .with_context(|| format!("running {}", peer.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let field = |name: &str| -> anyhow::Result<f64> {
-        text.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-            .with_context(|| format!("arroyo-peer printed no {name}: {text:?} ({})", out.status))
-    };
+    let field = |name: &str| peer_field("arroyo-peer", &out, name);
     Ok(Measurement {
         scenario: "peer: sentry_arroyo RunTaskInThreads".into(),
         processor: kind_name(kind),
@@ -334,6 +361,64 @@ pub fn arroyo(
         latencies: Vec::new(),
         peak_rss_kib: field("peak_rss_kib")? as u64,
     })
+}
+
+/// Confluent's Parallel Consumer (`peers/parallel-consumer`, run as `java -jar`) in
+/// a fresh group: `ordering` (`UNORDERED`, `KEY`), `max_concurrency` threads,
+/// `PERIODIC_CONSUMER_ASYNCHRONOUS` commits, and for the CPU-bound processor the
+/// same SHA-256 chain calibrated in Java to `target_us` µs per record.
+#[allow(clippy::too_many_arguments)]
+pub fn parallel_consumer(
+    jar: &std::path::Path,
+    brokers: &str,
+    topic: &str,
+    records: u64,
+    kind: Kind,
+    target_us: f64,
+    ordering: &str,
+    max_concurrency: usize,
+) -> anyhow::Result<Measurement> {
+    let target = match kind {
+        Kind::Sha256 { .. } => target_us,
+        _ => 0.0,
+    };
+    let out = std::process::Command::new("java")
+        .args(["-Xmx1g", "-jar"])
+        .arg(jar)
+        .args(["--brokers", brokers, "--topic", topic])
+        .args(["--records", &records.to_string()])
+        .args(["--ordering", ordering])
+        .args(["--max-concurrency", &max_concurrency.to_string()])
+        .args(["--target-us", &target.to_string()])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("running java -jar {}", jar.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "pc-peer did not finish: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let field = |name: &str| peer_field("pc-peer", &out, name);
+    Ok(Measurement {
+        scenario: format!(
+            "peer: Parallel Consumer {}, maxConcurrency {max_concurrency}",
+            ordering.to_lowercase()
+        ),
+        processor: kind_name(kind),
+        records: field("records")? as u64,
+        busy: Duration::from_secs_f64(field("busy_s")?),
+        commits: 0,
+        latencies: Vec::new(),
+        peak_rss_kib: field("peak_rss_kib")? as u64,
+    })
+}
+
+/// The number after `name=` in a peer's one-line report on stdout.
+fn peer_field(peer: &str, out: &std::process::Output, name: &str) -> anyhow::Result<f64> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        .with_context(|| format!("{peer} printed no {name}: {text:?} ({})", out.status))
 }
 
 pub fn kind_name(kind: Kind) -> String {
