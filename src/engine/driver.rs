@@ -705,7 +705,7 @@ impl Driver {
             if let Err(e) = consumer.resume(&list) {
                 tracing::warn!(error = %e, "resume failed");
             }
-            kick_fetcher(consumer, &list);
+            kick_fetcher(consumer, &st.partitions, &list);
         }
         st.paused_all
     }
@@ -739,18 +739,24 @@ impl Driver {
 /// After `resume`, librdkafka (2.12, on the mock cluster and on real brokers alike)
 /// sends the partitions' next Fetch only about a second later; measured in
 /// BENCHMARKS.md, it capped CPU-bound pipelines at one in-flight window per second.
-/// A seek to the position resume itself would use (the offset after the last record
-/// polled) starts the fetcher at once; it neither skips nor repeats a record.
-/// Partitions with no record polled yet in this assignment keep their pending start.
-fn kick_fetcher(consumer: &impl KafkaConsumer, resumed: &[(&str, i32)]) {
-    let Ok(positions) = consumer.positions() else {
-        return;
-    };
-    for po in positions {
-        if resumed.contains(&(po.topic.as_str(), po.partition)) {
-            if let Err(e) = consumer.seek(&po.topic, po.partition, po.offset, Duration::ZERO) {
-                tracing::debug!(error = %e, "seek after resume failed; the fetcher starts late");
-            }
+/// A seek to where resume itself would continue starts the fetcher at once. The
+/// offset comes from tidemark's own records — the one after the last record polled
+/// in this assignment — never from `rd_kafka_position`, which can still hold a
+/// position of an earlier assignment of the partition (docs/DESIGN.md, broker
+/// quirks): seeking there could skip records. Partitions with no record polled yet in
+/// this assignment keep their pending start.
+fn kick_fetcher(consumer: &impl KafkaConsumer, partitions: &Partitions, resumed: &[(&str, i32)]) {
+    for (topic, partition) in resumed {
+        let Some(next) = partitions.get(topic, *partition).and_then(|s| {
+            s.staged
+                .last()
+                .map(|r| r.offset + 1)
+                .or_else(|| s.tracker.highest_delivered().map(|h| h + 1))
+        }) else {
+            continue;
+        };
+        if let Err(e) = consumer.seek(topic, *partition, next, Duration::ZERO) {
+            tracing::debug!(error = %e, "seek after resume failed; the fetcher starts late");
         }
     }
 }

@@ -13,7 +13,29 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
 use super::publish::HighWatermarks;
+use crate::config::Config;
 use crate::metrics::Shared;
+
+/// The sampler's client: the pipeline's connection settings (brokers, security),
+/// but a throwaway `group.id` and none of the group membership settings, so it can
+/// never touch the pipeline's group (a shared `group.instance.id` would fence the
+/// member, KIP-345).
+pub(crate) fn client_config(config: &Config) -> ClientConfig {
+    let mut cc = config.consumer_client_config();
+    for key in [
+        "group.instance.id",
+        "group.protocol",
+        "group.remote.assignor",
+        "partition.assignment.strategy",
+    ] {
+        cc.remove(key);
+    }
+    cc.set(
+        "group.id",
+        format!("tidemark-lag-{:016x}", rand::random::<u64>()),
+    );
+    cc
+}
 
 /// A running sampler; dropping it stops the thread at its next tick (not waited
 /// for: a slow ListOffsets must not delay the end of a run).

@@ -269,7 +269,7 @@ impl Pipeline {
         let _sampler = match config.lag_refresh_ms {
             0 => None,
             ms => LagSampler::start(
-                &config.consumer_client_config(),
+                &lag_sampler::client_config(config),
                 shared.clone(),
                 Duration::from_millis(ms),
             )

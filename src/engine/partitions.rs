@@ -42,6 +42,9 @@ pub(crate) struct PartitionState {
     delivered_at: VecDeque<(i64, Instant)>,
     /// The in-flight record last reported stuck.
     pub stuck_reported: Option<i64>,
+    /// Polled records were discarded unprocessed: the consumer position is past
+    /// records that exist, so it must never move the committable offset.
+    position_ahead: bool,
 }
 
 impl PartitionState {
@@ -178,6 +181,7 @@ impl Partitions {
                 map_bytes: 0,
                 delivered_at: VecDeque::new(),
                 stuck_reported: None,
+                position_ahead: false,
             },
         );
         epoch
@@ -411,7 +415,10 @@ impl Partitions {
     /// records; docs/DESIGN.md invariant 1). See `PartitionTracker::skip_to_position`.
     pub(crate) fn skip_to_position(&mut self, topic: &str, partition: i32, position: i64) {
         if let Some(state) = self.get_mut(topic, partition) {
-            if state.staged.is_empty() && state.tracker.skip_to_position(position) {
+            if state.staged.is_empty()
+                && !state.position_ahead
+                && state.tracker.skip_to_position(position)
+            {
                 tracing::trace!(
                     topic,
                     partition,
@@ -429,6 +436,7 @@ impl Partitions {
         for state in self.iter_mut() {
             records += state.staged.len();
             bytes += std::mem::take(&mut state.staged_bytes);
+            state.position_ahead |= !state.staged.is_empty();
             state.staged.clear();
         }
         self.records_in_flight -= records;

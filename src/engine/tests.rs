@@ -632,3 +632,27 @@ fn a_map_over_budget_keeps_a_prefix_and_the_rest_is_redone() {
     );
     assert_eq!(committable(&d, 0), Some(200));
 }
+
+#[test]
+fn records_discarded_at_stop_are_never_skipped_by_the_position() {
+    use super::consumer::KafkaConsumer as _;
+    let c = config(|_| {});
+    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), Gated::default());
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..3);
+    d.turn(&fake);
+    drain_all(&d);
+    // Polled (the position moves to 6) but not dispatched when the stop comes.
+    fake.queue(T, 0, 3..6);
+    for _ in 0..3 {
+        let msg = fake.poll(Duration::ZERO).unwrap().unwrap();
+        d.engine.state.lock().partitions.stage(&msg);
+    }
+    d.finish(&fake).unwrap();
+    assert_eq!(
+        fake.committed(T, 0),
+        Some(3),
+        "the discarded records 3..6 must be read again"
+    );
+}

@@ -109,6 +109,12 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         summary.elapsed.as_secs_f64(),
     );
 
+    let limit = in_memory_limit(a.rounds, w.payload_bytes, workers, a.records.min(50_000))?;
+    println!(
+        "this machine's limit for this work: {limit:.0} records/s (the same processor on {workers} workers over records in memory): tidemark reached {:.0}% of it",
+        100.0 * summary.records_per_sec() / limit
+    );
+
     let committed = verify::committed_offsets(&brokers, GROUP, TOPIC)?;
     println!(
         "{:>9} {:>16} {:>16}",
@@ -151,4 +157,40 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         ends.values().sum::<i64>()
     );
     Ok(())
+}
+
+/// Records/s of the demo's processor over `records` records held in memory, on a
+/// rayon pool of `workers` threads: the most any consumer could reach for this
+/// work on this machine.
+fn in_memory_limit(
+    rounds: u32,
+    payload_bytes: usize,
+    workers: usize,
+    records: u64,
+) -> anyhow::Result<f64> {
+    use rayon::prelude::*;
+    use tidemark::Processor;
+    let processor = CliProcessor::new(Kind::Sha256 { rounds }, None);
+    let topic: Arc<str> = Arc::from(TOPIC);
+    let batch: Vec<tidemark::Record> = (0..records as i64)
+        .map(|offset| tidemark::Record {
+            topic: topic.clone(),
+            partition: 0,
+            offset,
+            timestamp_ms: None,
+            key: None,
+            payload: Some(format!("{offset:08}{}", "x".repeat(payload_bytes)).into_bytes()),
+            headers: Vec::new(),
+        })
+        .collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .build()?;
+    let start = std::time::Instant::now();
+    pool.install(|| {
+        batch.par_iter().for_each(|r| {
+            std::hint::black_box(processor.process(r).ok());
+        })
+    });
+    Ok(records as f64 / start.elapsed().as_secs_f64().max(1e-9))
 }
