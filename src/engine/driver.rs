@@ -638,7 +638,6 @@ impl Driver {
             match result {
                 Ok(msg) => {
                     polled += 1;
-                    Counters::add(&self.engine.metrics.counters.polled, 1);
                     let mut st = self.engine.state.lock();
                     if let Some(n) = st.partitions.stage(&msg) {
                         if self.limits.reached(&st.partitions, n) {
@@ -657,6 +656,8 @@ impl Driver {
                 Err(e) => tracing::warn!(error = %e, "consumer error"),
             }
         }
+        // One atomic add per round, not per record.
+        Counters::add(&self.engine.metrics.counters.polled, polled as u64);
         polled
     }
 
