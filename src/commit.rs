@@ -124,7 +124,7 @@ pub enum CommitPolicy {
     /// the classic `commitSync()`-per-record loop.
     EveryRecord,
     /// Only on revoke and on a graceful stop (a crash re-processes everything since
-    /// the last such commit, within `max_in_flight_records`).
+    /// the last such commit, within `max_uncommitted_records`).
     AtEnd,
     /// librdkafka's own auto-commit (`enable.auto.commit=true`,
     /// `auto.commit.interval.ms` = N): tidemark stores each partition's committable offset with

@@ -212,22 +212,27 @@ pub struct Config {
     /// still in flight then are not committed (the next owner processes them again).
     #[serde(default = "default_drain_timeout_ms")]
     pub drain_timeout_ms: u64,
-    /// Back-pressure bound on records polled and not yet covered by a confirmed
-    /// commit, over all partitions: in flight, completed since the last commit, or
-    /// staged. Past half of it tidemark commits whatever the policy (one commit at a
-    /// time), so a steady flow rarely reaches it; at the bound it pauses its
-    /// partitions (and commits at once) while it keeps polling; it resumes below
-    /// half of it. This also bounds the
-    /// records a crash makes the next owner process again. Default 10000.
+    /// Back-pressure bound on records polled and not yet complete, over all
+    /// partitions: staged, running, waiting in a lane or for a retry. At the bound
+    /// tidemark pauses its partitions while it keeps polling (docs/DESIGN.md,
+    /// invariant 8) and resumes below half of it, so it bounds the memory of held
+    /// records and the records a crash finds unfinished. Completed records do not
+    /// count (they hold no memory; [`max_uncommitted_records`](Self::max_uncommitted_records)
+    /// bounds them). Default 20000.
     #[serde(default = "default_max_in_flight_records")]
     pub max_in_flight_records: usize,
-    /// Back-pressure bound on key + payload bytes polled and not yet processed, over
-    /// all partitions; exceeded by at most the one record that crossed it. Default
-    /// 64 MiB. librdkafka's prefetch (`queued.max.messages.kbytes`, `fetch.max.bytes`)
-    /// is sized from it unless set explicitly.
+    /// Commit-lag bound on records polled and not yet covered by a confirmed commit,
+    /// over all partitions: in flight, or completed above a partition's committed
+    /// offset. Past half of it a commit goes out whatever the policy (one at a time);
+    /// at the bound tidemark pauses, which happens only when commits cannot follow
+    /// completions (a record stuck at a committable offset, a failing coordinator).
+    /// Without an offset map this is the most a crash makes the next owner process
+    /// again. Default 100000; must be at least `max_in_flight_records`.
+    #[serde(default = "default_max_uncommitted_records")]
+    pub max_uncommitted_records: usize,
     #[serde(default = "default_max_in_flight_bytes")]
     pub max_in_flight_bytes: usize,
-    /// Optional per-partition bound on records polled and not yet committed, so one
+    /// Optional per-partition bound on records polled and not yet complete, so one
     /// busy partition cannot take the whole budget. Default: none.
     #[serde(default)]
     pub max_in_flight_records_per_partition: Option<usize>,
@@ -317,7 +322,10 @@ fn default_offset_map_max_bytes() -> usize {
 }
 
 fn default_max_in_flight_records() -> usize {
-    10_000
+    20_000
+}
+fn default_max_uncommitted_records() -> usize {
+    100_000
 }
 fn default_max_in_flight_bytes() -> usize {
     64 << 20
@@ -350,6 +358,7 @@ impl Config {
             startup_timeout_ms: default_startup_timeout_ms(),
             drain_timeout_ms: default_drain_timeout_ms(),
             max_in_flight_records: default_max_in_flight_records(),
+            max_uncommitted_records: default_max_uncommitted_records(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
             max_in_flight_records_per_partition: None,
             offset_map_max_bytes: default_offset_map_max_bytes(),
@@ -485,6 +494,12 @@ impl Config {
                 "must be at least 1",
             );
         }
+        if self.max_uncommitted_records < self.max_in_flight_records {
+            return bad(
+                "max_uncommitted_records",
+                "must be at least max_in_flight_records (records in flight are uncommitted too)",
+            );
+        }
         if self.max_in_flight_records_per_partition == Some(0) {
             return bad("max_in_flight_records_per_partition", "must be at least 1");
         }
@@ -586,6 +601,14 @@ impl Config {
         // tidemark holds back for back-pressure: with the default (1000 ms) every
         // resume stalls for up to a second. Measured in BENCHMARKS.md.
         cc.set("fetch.queue.backoff.ms", "10");
+        // A pause cannot cancel a Fetch already sent, and librdkafka keeps one Fetch
+        // in flight per broker: when back-pressure resumes while a long-poll Fetch
+        // for partitions at their end waits on the broker, the resumed partitions
+        // wait for it, up to fetch.wait.max.ms (librdkafka's default 500 ms, its
+        // default was 100 before). With 500 ms a CPU-bound pipeline idled for most of
+        // each such wait (BENCHMARKS.md, "Headline at the default Config"); 100 ms
+        // costs a consumer with nothing to read 10 empty Fetches per second per broker.
+        cc.set("fetch.wait.max.ms", "100");
         // Prefetch sized from the byte budget, so paused partitions cannot make
         // librdkafka hold much more than tidemark does (librdkafka defaults: 64 MiB
         // queued, 50 MiB per fetch).

@@ -1,6 +1,6 @@
 //! When the poll loop commits: the commit policy, plus the commits that
-//! back-pressure forces (only a confirmed commit frees room under
-//! `max_in_flight_records`).
+//! the commit-lag bound forces (only a confirmed commit frees room under
+//! `max_uncommitted_records`).
 
 use std::time::{Duration, Instant};
 
@@ -15,15 +15,15 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) enum Due {
     /// The policy's interval, record count or task completion.
     Policy,
-    /// The in-flight records passed half the bound (or reached it) and no commit is
-    /// on its way.
+    /// The uncommitted records passed half of `max_uncommitted_records` and no
+    /// commit is on its way.
     Forced,
 }
 
 /// The commit policy's clock and counters.
 pub(crate) struct CommitSchedule {
     policy: CommitPolicy,
-    /// Half of `max_in_flight_records`: past it a commit goes out whatever the
+    /// Half of `max_uncommitted_records`: past it a commit goes out whatever the
     /// policy, so confirmed commits release room before the bound pauses fetching.
     early_commit_at: usize,
     last_commit: Instant,
@@ -32,10 +32,10 @@ pub(crate) struct CommitSchedule {
 }
 
 impl CommitSchedule {
-    pub(crate) fn new(policy: CommitPolicy, max_in_flight_records: usize) -> Self {
+    pub(crate) fn new(policy: CommitPolicy, max_uncommitted_records: usize) -> Self {
         CommitSchedule {
             policy,
-            early_commit_at: (max_in_flight_records / 2).max(1),
+            early_commit_at: (max_uncommitted_records / 2).max(1),
             last_commit: Instant::now(),
             completed_at_last: 0,
             tasks_at_last: 0,
@@ -47,12 +47,12 @@ impl CommitSchedule {
         self.policy == CommitPolicy::EveryRecord
     }
 
-    /// Whether a commit is due at `now`; `pressed`: the in-flight bound is reached.
-    /// Past half the bound a commit goes out too (one at a time), so that in a
-    /// steady flow the bound is rarely reached: pausing costs librdkafka its
-    /// prefetched records, and resuming a fetch round trip. Resets the policy's
-    /// clock and counters when it answers `Some`.
-    pub(crate) fn due(&mut self, now: Instant, pressed: bool, state: &RunState) -> Option<Due> {
+    /// Whether a commit is due at `now`. Past half the commit-lag bound a commit
+    /// goes out too (one at a time), so that in a steady flow the bound is never
+    /// reached: pausing costs librdkafka its prefetched records, and resuming a
+    /// fetch round trip. Resets the policy's clock and counters when it answers
+    /// `Some`.
+    pub(crate) fn due(&mut self, now: Instant, state: &RunState) -> Option<Due> {
         let completed = state.stats.completed;
         let policy = match self.policy {
             CommitPolicy::EveryMs(ms) => {
@@ -68,7 +68,7 @@ impl CommitSchedule {
             .commits
             .last_failure
             .is_some_and(|t| now.duration_since(t) < RETRY_BACKOFF);
-        let filling = pressed || state.partitions.records_in_flight() >= self.early_commit_at;
+        let filling = state.partitions.records_uncommitted() >= self.early_commit_at;
         let forced = filling && state.commits.sent.is_empty() && !backing_off;
         let due = match (policy, forced) {
             (_, true) => Due::Forced,

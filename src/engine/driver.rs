@@ -496,7 +496,7 @@ impl Driver {
             engine,
             pool,
             processor,
-            schedule: CommitSchedule::new(config.commit, config.max_in_flight_records),
+            schedule: CommitSchedule::new(config.commit, config.max_uncommitted_records),
             limits: Limits::from_config(config),
             requests,
             shutdown,
@@ -576,7 +576,7 @@ impl Driver {
         }
         self.pressed = self.regulate(consumer, &mut st);
         if engine.delivery != Delivery::AtMostOnce {
-            if let Some(due) = self.schedule.due(now, self.pressed, &st) {
+            if let Some(due) = self.schedule.due(now, &st) {
                 engine.commit_due(consumer, &mut st, due);
             }
             while let Ok(request) = self.requests.try_recv() {
@@ -625,12 +625,15 @@ impl Driver {
     }
 
     /// Polls one round: waits up to `timeout` for the first record, then takes what
-    /// is ready, up to `max_batch_records` or an in-flight bound, staging each record
-    /// in its partition. Rebalance and commit callbacks run inside these polls.
-    /// Returns the number of records polled.
+    /// is ready, up to `max_batch_records` or a bound, staging each record in its
+    /// partition. Rebalance and commit callbacks run inside these polls. Returns the
+    /// number of records polled.
     fn poll_round(&self, consumer: &impl KafkaConsumer, mut timeout: Duration) -> usize {
+        let room = self.limits.room(&self.engine.state.lock().partitions);
+        // At least one: polling never stops (paused partitions deliver nothing).
+        let most = self.max_batch_records.min(room).max(1);
         let mut polled = 0;
-        while polled < self.max_batch_records {
+        while polled < most {
             let Some(result) = consumer.poll(timeout) else {
                 break;
             };

@@ -1,6 +1,10 @@
-//! Back-pressure: which partitions to pause and resume so the in-flight records and
-//! bytes stay within their bounds — a decision the driver applies; polling never
-//! stops (docs/DESIGN.md, invariant 8).
+//! Back-pressure: which partitions to pause and resume so the records and bytes in
+//! flight (polled, not complete) and the uncommitted records (polled, not covered by
+//! a confirmed commit) stay within their bounds — a decision the driver applies;
+//! polling never stops (docs/DESIGN.md, invariant 8). The two record bounds are
+//! separate on purpose: completions free memory at once, commits only every so
+//! often, so a bound on uncommitted records alone paused a CPU-bound pipeline on
+//! every commit round trip (BENCHMARKS.md, "Headline at the default Config").
 //!
 //! Pausing a partition in librdkafka stops its fetcher and discards what it had
 //! prefetched; resuming fetches again from the position after the last record
@@ -16,8 +20,13 @@ use crate::metrics::Counters;
 /// The bounds, from [`Config`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
+    /// `max_in_flight_records`.
     pub records: usize,
+    /// `max_in_flight_bytes`.
     pub bytes: usize,
+    /// `max_uncommitted_records`.
+    pub uncommitted: usize,
+    /// `max_in_flight_records_per_partition`.
     pub per_partition: Option<usize>,
 }
 
@@ -26,18 +35,28 @@ impl Limits {
         Limits {
             records: c.max_in_flight_records,
             bytes: c.max_in_flight_bytes,
+            uncommitted: c.max_uncommitted_records,
             per_partition: c.max_in_flight_records_per_partition,
         }
     }
 
-    /// True when a poll round must stop taking records: a global bound is reached or
-    /// the partition that just got a record (`partition_uncommitted`) is at its bound.
-    pub(crate) fn reached(&self, partitions: &Partitions, partition_uncommitted: usize) -> bool {
-        partitions.records_in_flight() >= self.records
-            || partitions.bytes_in_flight() >= self.bytes
-            || self
-                .per_partition
-                .is_some_and(|l| partition_uncommitted >= l)
+    /// How many records a poll round may take now before the record bounds are
+    /// reached (computed once per round: counting records in flight walks the
+    /// partitions).
+    pub(crate) fn room(&self, partitions: &Partitions) -> usize {
+        let in_flight = self.records.saturating_sub(partitions.records_in_flight());
+        in_flight.min(
+            self.uncommitted
+                .saturating_sub(partitions.records_uncommitted()),
+        )
+    }
+
+    /// True when a poll round must stop taking records: the byte bound is reached
+    /// or the partition that just got a record (`partition_in_flight`) is at its
+    /// bound. O(1), checked per record.
+    pub(crate) fn reached(&self, partitions: &Partitions, partition_in_flight: usize) -> bool {
+        partitions.bytes_in_flight() >= self.bytes
+            || self.per_partition.is_some_and(|l| partition_in_flight >= l)
     }
 }
 
@@ -48,31 +67,49 @@ pub(crate) struct FlowChange {
     pub resume: Vec<(Arc<str>, i32)>,
 }
 
-/// Decides which partitions to pause (at a bound) and resume (below half of it),
-/// marks them so in `st`, and publishes the in-flight gauges. `st.paused_all` is
-/// true afterwards while every partition is paused for the global bounds (the
-/// driver then commits at once, since only a confirmed commit lowers the record
-/// count).
+/// Decides which partitions to pause (at a bound) and resume (below half of every
+/// bound), marks them so in `st`, and publishes the in-flight gauges. `st.paused_all`
+/// is true afterwards while every partition is paused for the global bounds.
 pub(crate) fn regulate(st: &mut RunState, limits: Limits, counters: &Counters) -> FlowChange {
     let records = st.partitions.records_in_flight();
     let bytes = st.partitions.bytes_in_flight();
-    counters.set_in_flight(records as u64, bytes as u64);
+    let uncommitted = st.partitions.records_uncommitted();
+    counters.set_in_flight(records as u64, bytes as u64, uncommitted as u64);
+    let above: usize = st
+        .partitions
+        .iter()
+        .map(|s| s.tracker.completed_above_committable())
+        .sum();
+    counters
+        .completed_above_committable
+        .store(above as u64, std::sync::atomic::Ordering::Relaxed);
 
-    if !st.paused_all && (records >= limits.records || bytes >= limits.bytes) {
+    if !st.paused_all
+        && (records >= limits.records || bytes >= limits.bytes || uncommitted >= limits.uncommitted)
+    {
         st.paused_all = true;
         Counters::add(&counters.pauses, 1);
-        tracing::debug!(records, bytes, "in-flight bound reached: pausing");
-    } else if st.paused_all && records <= limits.records / 2 && bytes <= limits.bytes / 2 {
+        tracing::debug!(records, bytes, uncommitted, "a bound is reached: pausing");
+    } else if st.paused_all
+        && records <= limits.records / 2
+        && bytes <= limits.bytes / 2
+        && uncommitted <= limits.uncommitted / 2
+    {
         st.paused_all = false;
         Counters::add(&counters.resumes, 1);
-        tracing::debug!(records, bytes, "below half the bounds: resuming");
+        tracing::debug!(
+            records,
+            bytes,
+            uncommitted,
+            "below half the bounds: resuming"
+        );
     }
 
     let paused_all = st.paused_all;
     let mut change = FlowChange::default();
     for state in st.partitions.iter_mut() {
         if let Some(limit) = limits.per_partition {
-            let n = state.uncommitted();
+            let n = state.in_flight();
             if n >= limit {
                 state.held = true;
             } else if n <= limit / 2 {

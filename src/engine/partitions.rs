@@ -54,6 +54,11 @@ impl PartitionState {
         self.tracker.in_flight().saturating_sub(self.stopped)
     }
 
+    /// Records polled and not yet complete: staged, or delivered and pending.
+    pub fn in_flight(&self) -> usize {
+        self.tracker.in_flight() + self.staged.len()
+    }
+
     /// Records polled and not yet covered by a confirmed commit.
     pub fn uncommitted(&self) -> usize {
         self.tracker.uncommitted() + self.staged.len()
@@ -123,7 +128,7 @@ pub(crate) struct Partitions {
     map_budget: usize,
     last_epoch: Epoch,
     /// Σ `uncommitted()` over the partitions, kept incrementally.
-    records_in_flight: usize,
+    records_uncommitted: usize,
     /// Key + payload bytes staged or dispatched and not yet done (including tasks of
     /// partitions revoked since: their memory is held until the worker finishes).
     bytes_in_flight: usize,
@@ -195,7 +200,7 @@ impl Partitions {
         if parts.is_empty() {
             self.by_topic.remove(topic);
         }
-        self.records_in_flight -= state.uncommitted();
+        self.records_uncommitted -= state.uncommitted();
         self.bytes_in_flight -= state.staged_bytes;
         Some(state)
     }
@@ -216,13 +221,20 @@ impl Partitions {
         self.by_topic.values_mut().flat_map(|p| p.values_mut())
     }
 
-    /// Records polled and not yet covered by a confirmed commit, all partitions.
-    pub(crate) fn records_in_flight(&self) -> usize {
+    /// Records polled and not yet covered by a confirmed commit, all partitions
+    /// (what `max_uncommitted_records` bounds). O(1).
+    pub(crate) fn records_uncommitted(&self) -> usize {
         debug_assert_eq!(
-            self.records_in_flight,
+            self.records_uncommitted,
             self.iter().map(PartitionState::uncommitted).sum::<usize>()
         );
-        self.records_in_flight
+        self.records_uncommitted
+    }
+
+    /// Records polled and not yet complete, all partitions (what
+    /// `max_in_flight_records` bounds). O(partitions).
+    pub(crate) fn records_in_flight(&self) -> usize {
+        self.iter().map(PartitionState::in_flight).sum()
     }
 
     /// Key + payload bytes polled and not yet processed.
@@ -232,7 +244,7 @@ impl Partitions {
 
     /// Copies a polled message into the staging buffer of its partition. A message
     /// of a partition that is not assigned (any more) is dropped. Returns the
-    /// partition's uncommitted records when it was staged.
+    /// partition's records in flight when it was staged.
     pub(crate) fn stage(&mut self, msg: &impl Message) -> Option<usize> {
         let state = self.get_mut(msg.topic(), msg.partition())?;
         let record = Record {
@@ -254,10 +266,10 @@ impl Partitions {
         let size = record.size_bytes();
         state.staged.push(record);
         state.staged_bytes += size;
-        let uncommitted = state.uncommitted();
-        self.records_in_flight += 1;
+        let in_flight = state.in_flight();
+        self.records_uncommitted += 1;
         self.bytes_in_flight += size;
-        Some(uncommitted)
+        Some(in_flight)
     }
 
     /// Delivers every staged record to its partition's tracker and hands them out,
@@ -319,7 +331,7 @@ impl Partitions {
                 });
             }
         }
-        self.records_in_flight -= forgotten;
+        self.records_uncommitted -= forgotten;
         self.bytes_in_flight -= skipped.1;
         (delivered, skipped.0)
     }
@@ -387,7 +399,7 @@ impl Partitions {
             Some(c) => state.tracker.confirm_committed(c),
             None => 0,
         };
-        self.records_in_flight -= released;
+        self.records_uncommitted -= released;
     }
 
     /// Records dispatched whose outcome is unknown yet, over the partitions `filter`
@@ -439,7 +451,7 @@ impl Partitions {
             state.position_ahead |= !state.staged.is_empty();
             state.staged.clear();
         }
-        self.records_in_flight -= records;
+        self.records_uncommitted -= records;
         self.bytes_in_flight -= bytes;
     }
 
@@ -513,7 +525,7 @@ impl Partitions {
                 }
             }
         }
-        self.records_in_flight -= released;
+        self.records_uncommitted -= released;
     }
 
     /// Where each partition must restart to redo everything its last confirmed

@@ -142,6 +142,9 @@ impl Publisher {
         metrics::gauge!(OFFSET_MAP_BUDGET).set(self.map_budget as f64);
         metrics::gauge!(IN_FLIGHT_RECORDS).set(get(&c.in_flight_records) as f64);
         metrics::gauge!(IN_FLIGHT_BYTES).set(get(&c.in_flight_bytes) as f64);
+        metrics::gauge!(UNCOMMITTED_RECORDS).set(get(&c.uncommitted_records) as f64);
+        metrics::gauge!(COMPLETED_ABOVE_COMMITTABLE)
+            .set(get(&c.completed_above_committable) as f64);
         metrics::gauge!(PAUSED_PARTITIONS).set(paused as f64);
         metrics::gauge!(RETRIES_WAITING).set(st.scheduler.retries_waiting() as f64);
         metrics::gauge!(STUCK_PARTITIONS).set(stuck as f64);

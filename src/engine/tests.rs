@@ -297,14 +297,14 @@ fn a_failed_async_commit_is_retried_and_commits_never_go_back() {
     let st = d.engine.state.lock();
     assert_eq!(st.commits.accepted.get(&(T.to_string(), 0)), Some(&20));
     assert_eq!(
-        st.partitions.records_in_flight(),
+        st.partitions.records_uncommitted(),
         0,
         "confirmed records released"
     );
 }
 
 #[test]
-fn back_pressure_pauses_at_the_bound_and_resumes_below_half() {
+fn back_pressure_pauses_at_the_in_flight_bound_and_resumes_on_completions() {
     let processor = Gated::blocking(0..10);
     let open = processor.opener();
     let c = config(|c| c.max_in_flight_records = 10);
@@ -321,13 +321,44 @@ fn back_pressure_pauses_at_the_bound_and_resumes_below_half() {
 
     open();
     drain_all(&d);
-    d.turn(&fake); // the forced commit confirms 10 and releases the records
-    d.turn(&fake); // below half the bound: resumed
-    assert!(!fake.is_paused(T, 0), "not resumed below half the bound");
+    d.turn(&fake); // completions free the in-flight bound: resumed, no commit needed
+    assert!(
+        !fake.is_paused(T, 0),
+        "not resumed once the records completed"
+    );
     assert!(fake
         .calls()
         .contains(&Call::Resume(vec![(T.to_string(), 0)])));
-    assert!(fake.committed(T, 0) >= Some(10));
+    assert_eq!(
+        fake.committed(T, 0),
+        None,
+        "the policy (at-end) commits nothing"
+    );
+}
+
+#[test]
+fn back_pressure_pauses_at_the_commit_lag_bound_until_a_commit_confirms() {
+    let c = config(|c| {
+        c.max_in_flight_records = 10;
+        c.max_uncommitted_records = 10;
+    });
+    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), Gated::default());
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..50);
+    d.turn(&fake);
+    assert!(fake.is_paused(T, 0), "not paused at the bound");
+    drain_all(&d);
+    // Completed but uncommitted: past half the commit-lag bound, a commit is forced
+    // whatever the policy (at-end), and its confirmation resumes.
+    d.turn(&fake);
+    d.turn(&fake);
+    assert_eq!(fake.committed(T, 0), Some(10), "the forced commit");
+    assert!(
+        !fake.is_paused(T, 0),
+        "not resumed after the commit confirmed"
+    );
+    assert!(d.engine.state.lock().partitions.records_uncommitted() < 10);
 }
 
 #[test]

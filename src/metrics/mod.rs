@@ -72,9 +72,12 @@ pub struct Metrics {
     pub commits: u64,
     /// Commits refused or failed.
     pub commits_failed: u64,
-    /// Gauge: records polled and not yet covered by a confirmed commit (the
-    /// quantity `max_in_flight_records` bounds).
+    /// Gauge: records polled and not yet complete (the quantity
+    /// `max_in_flight_records` bounds).
     pub in_flight_records: u64,
+    /// Gauge: records polled and not yet covered by a confirmed commit (the quantity
+    /// `max_uncommitted_records` bounds).
+    pub uncommitted_records: u64,
     /// Gauge: key + payload bytes polled and not yet processed (the quantity
     /// `max_in_flight_bytes` bounds).
     pub in_flight_bytes: u64,
@@ -82,6 +85,12 @@ pub struct Metrics {
     pub peak_in_flight_records: u64,
     /// Highest `in_flight_bytes` seen.
     pub peak_in_flight_bytes: u64,
+    /// Highest `uncommitted_records` seen.
+    pub peak_uncommitted_records: u64,
+    /// Gauge: completed records above their partition's committable offset: done,
+    /// but no commit can cover them until the records below them complete (the
+    /// offset map carries them meanwhile).
+    pub completed_above_committable: u64,
     /// Times back-pressure paused fetching.
     pub pauses: u64,
     /// Times fetching resumed after a pause.
@@ -172,6 +181,9 @@ impl MetricsHandle {
             in_flight_bytes: get(&c.in_flight_bytes),
             peak_in_flight_records: get(&c.peak_in_flight_records),
             peak_in_flight_bytes: get(&c.peak_in_flight_bytes),
+            uncommitted_records: get(&c.uncommitted_records),
+            peak_uncommitted_records: get(&c.peak_uncommitted_records),
+            completed_above_committable: get(&c.completed_above_committable),
             pauses: get(&c.pauses),
             resumes: get(&c.resumes),
             assigned: get(&c.assigned),
@@ -223,6 +235,9 @@ pub(crate) struct Counters {
     pub in_flight_bytes: AtomicU64,
     pub peak_in_flight_records: AtomicU64,
     pub peak_in_flight_bytes: AtomicU64,
+    pub uncommitted_records: AtomicU64,
+    pub peak_uncommitted_records: AtomicU64,
+    pub completed_above_committable: AtomicU64,
     pub pauses: AtomicU64,
     pub resumes: AtomicU64,
     pub assigned: AtomicU64,
@@ -244,8 +259,12 @@ impl Counters {
     }
 
     /// Sets the in-flight gauges and raises their peaks.
-    pub(crate) fn set_in_flight(&self, records: u64, bytes: u64) {
+    pub(crate) fn set_in_flight(&self, records: u64, bytes: u64, uncommitted: u64) {
         self.in_flight_records.store(records, Ordering::Relaxed);
+        self.uncommitted_records
+            .store(uncommitted, Ordering::Relaxed);
+        self.peak_uncommitted_records
+            .fetch_max(uncommitted, Ordering::Relaxed);
         self.in_flight_bytes.store(bytes, Ordering::Relaxed);
         self.peak_in_flight_records
             .fetch_max(records, Ordering::Relaxed);

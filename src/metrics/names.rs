@@ -37,8 +37,13 @@ pub const RECORDS_DEAD_LETTERED: &str = "tidemark_records_dead_lettered_total";
 /// Counter: records skipped because the previous owner's offset map marked them
 /// complete.
 pub const RECORDS_SKIPPED: &str = "tidemark_records_skipped_by_offset_map_total";
-/// Gauge: records polled and not yet covered by a confirmed commit.
+/// Gauge: records polled and not yet complete.
 pub const IN_FLIGHT_RECORDS: &str = "tidemark_in_flight_records";
+/// Gauge: records polled and not yet covered by a confirmed commit.
+pub const UNCOMMITTED_RECORDS: &str = "tidemark_uncommitted_records";
+/// Gauge: completed records above their partition's committable offset (waiting for
+/// a record below them before a commit can cover them).
+pub const COMPLETED_ABOVE_COMMITTABLE: &str = "tidemark_completed_above_committable_records";
 /// Gauge: key + payload bytes polled and not yet processed.
 pub const IN_FLIGHT_BYTES: &str = "tidemark_in_flight_bytes";
 /// Gauge: partitions paused by back-pressure.
@@ -104,8 +109,13 @@ pub fn describe() {
         RECORDS_SKIPPED,
         "records skipped because the previous owner's offset map marked them complete."
     );
+    metrics::describe_gauge!(IN_FLIGHT_RECORDS, "records polled and not yet complete.");
     metrics::describe_gauge!(
-        IN_FLIGHT_RECORDS,
+        COMPLETED_ABOVE_COMMITTABLE,
+        "completed records above their partition's committable offset."
+    );
+    metrics::describe_gauge!(
+        UNCOMMITTED_RECORDS,
         "records polled and not yet covered by a confirmed commit."
     );
     metrics::describe_gauge!(

@@ -105,10 +105,14 @@ pub struct Args {
     /// error (stop with an error).
     #[arg(long, value_parser = ["earliest", "latest", "error"])]
     auto_offset_reset: Option<String>,
-    /// Back-pressure: most records polled and not yet committed (also the most a crash
-    /// makes the next owner process again).
+    /// Back-pressure: most records polled and not yet complete (default 20000).
     #[arg(long)]
     max_in_flight_records: Option<usize>,
+    /// Commit-lag bound: most records polled and not yet covered by a confirmed
+    /// commit (default 100000; without an offset map, the most a crash makes the next
+    /// owner process again). Must be at least --max-in-flight-records.
+    #[arg(long)]
+    max_uncommitted_records: Option<usize>,
     /// Back-pressure: most key + payload bytes polled and not yet processed.
     #[arg(long)]
     max_in_flight_bytes: Option<usize>,
@@ -202,6 +206,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     config.sink = a.sink.0;
     if let Some(n) = a.max_in_flight_records {
         config.max_in_flight_records = n;
+    }
+    if let Some(n) = a.max_uncommitted_records {
+        config.max_uncommitted_records = n;
     }
     if let Some(n) = a.max_in_flight_bytes {
         config.max_in_flight_bytes = n;

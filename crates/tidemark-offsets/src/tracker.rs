@@ -269,6 +269,13 @@ impl PartitionTracker {
         self.in_flight
     }
 
+    /// Number of completed records above the committable offset: done, but a commit
+    /// cannot cover them until every record below them completes (the head-of-line
+    /// cost; only the offset map records them). O(1).
+    pub fn completed_above_committable(&self) -> usize {
+        self.slots.len() - self.lowest_incomplete - self.in_flight
+    }
+
     /// Number of delivered records not covered by a confirmed commit: the in-flight
     /// ones plus the completed ones since the last
     /// [`confirm_committed`](Self::confirm_committed). A crash now would process

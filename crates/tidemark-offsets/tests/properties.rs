@@ -93,6 +93,8 @@ proptest! {
             prop_assert_eq!(tracker.in_flight(), delivered.len() - completed.len());
             let uncommitted = delivered.iter().filter(|o| confirmed.is_none_or(|c| **o >= c)).count();
             prop_assert_eq!(tracker.uncommitted(), uncommitted);
+            let above = completed.iter().filter(|o| now.is_some_and(|c| **o >= c)).count();
+            prop_assert_eq!(tracker.completed_above_committable(), above);
             last = now;
         }
     }

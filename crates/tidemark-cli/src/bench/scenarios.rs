@@ -181,10 +181,11 @@ pub fn in_memory(records: &[Record], kind: Kind, workers: usize) -> anyhow::Resu
     })
 }
 
-/// tidemark itself under `policy` and `ordering`, in a fresh group, until idle. The in-flight
-/// record bound is raised to `records` so that the policy, not the bound, decides
-/// when commits happen (with the default 10,000, a member commits at least every
-/// 5,000 records whatever the policy); the byte bound keeps its default.
+/// tidemark itself under `policy` and `ordering`, in a fresh group, until idle. The
+/// commit-lag bound (`max_uncommitted_records`) is raised to `records` so that the
+/// policy, not the bound, decides when commits happen (with the default 100,000, a
+/// member commits at least every 50,000 records whatever the policy); the in-flight
+/// bounds keep their defaults.
 #[allow(clippy::too_many_arguments)]
 pub fn tidemark(
     brokers: &str,
@@ -201,7 +202,7 @@ pub fn tidemark(
     config.workers = workers;
     config.commit = policy;
     config.ordering = ordering;
-    config.max_in_flight_records = config.max_in_flight_records.max(records as usize);
+    config.max_uncommitted_records = config.max_uncommitted_records.max(records as usize);
     if policy == CommitPolicy::EveryRecord {
         config.commit_mode = tidemark::CommitMode::Sync;
     }

@@ -28,7 +28,9 @@ pub fn events(default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The in-flight bound every member runs with (and the duplicate bound per kill).
+/// The in-flight and commit-lag bounds every member runs with
+/// (`--max-in-flight-records`, `--max-uncommitted-records`): the commit-lag one is the
+/// duplicate bound per kill.
 pub const MAX_IN_FLIGHT: usize = 2_000;
 
 /// The group members' processor: slow enough (about 3,000 records/s on 2 cores) that
@@ -80,6 +82,7 @@ pub fn member_with(
     .args(["--sink", &format!("topic:{output}")])
     .args(["--commit", "every-ms:200"])
     .args(["--max-in-flight-records", &MAX_IN_FLIGHT.to_string()])
+    .args(["--max-uncommitted-records", &MAX_IN_FLIGHT.to_string()])
     .args(["--drain-timeout-ms", "5000"])
     .args([
         "-X",
@@ -115,6 +118,7 @@ pub fn free_member(
         .args(["--sink", &format!("topic:{output}")])
         .args(["--commit", "every-ms:200"])
         .args(["--max-in-flight-records", &MAX_IN_FLIGHT.to_string()])
+        .args(["--max-uncommitted-records", &MAX_IN_FLIGHT.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
