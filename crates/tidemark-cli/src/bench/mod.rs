@@ -169,10 +169,31 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
         }
         drop(in_memory);
         for kind in [Kind::Noop, cpu] {
-            let m = scenarios::tidemark_default(&brokers, "bench-main", kind, records)?;
+            let m = scenarios::tidemark_default(&brokers, "bench-main", kind, records, None)?;
             report::progress(&m);
             rows.push(m);
         }
+        // The sink path: one output per input, against a raw consume-produce loop.
+        create("bench-out-raw", a.partitions)?;
+        create("bench-out", a.partitions)?;
+        let raw = scenarios::raw_consume_produce(
+            &brokers,
+            "bench-main",
+            "bench-out-raw",
+            a.partitions,
+            records,
+        )?;
+        report::progress(&raw);
+        rows.push(raw);
+        let m = scenarios::tidemark_default(
+            &brokers,
+            "bench-main",
+            Kind::Noop,
+            records,
+            Some("bench-out"),
+        )?;
+        report::progress(&m);
+        rows.push(m);
         for kind in [Kind::Noop, cpu] {
             if a.quick {
                 break;

@@ -19,13 +19,16 @@ pub fn progress(m: &Measurement) {
     );
 }
 
-/// The records/s a row is compared with: the raw poll loop for `noop`, the rayon
-/// in-memory run of the same processor for CPU-bound work.
+/// The records/s a row is compared with: the raw consume-produce loop for the sink
+/// path, the raw poll loop for `noop`, the rayon in-memory run of the same processor
+/// for CPU-bound work.
 fn limit_of(rows: &[Measurement], m: &Measurement) -> Option<f64> {
     if m.scenario.starts_with("limit") {
         return None;
     }
-    let want = if m.processor == "noop" {
+    let want = if m.scenario.contains("sink") {
+        ("limit: raw consume-produce loop", "-")
+    } else if m.processor == "noop" {
         ("limit: raw poll loop", "-")
     } else {
         ("limit: rayon in memory", m.processor.as_str())
@@ -44,9 +47,9 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
 pub fn write_main(out: &Path, rows: &[Measurement], cpu: &str) -> anyhow::Result<()> {
     let mut md = String::new();
     let mut csv = String::from(
-        "scenario,processor,records,busy_s,records_per_s,ratio_to_limit,commits,commits_per_s,mean_commit_interval_ms,commit_p50_ms,commit_p99_ms,peak_rss_mib\n",
+        "scenario,processor,records,busy_s,records_per_s,ratio_to_limit,commits,commits_per_s,mean_commit_interval_ms,commit_p50_ms,commit_p99_ms,peak_rss_mib,above_committable_mean,above_committable_p99\n",
     );
-    md.push_str("| scenario | processor | records/s | vs limit | commits/s | commit p50 / p99 ms | peak RSS MiB |\n|---|---|---:|---:|---:|---:|---:|\n");
+    md.push_str("| scenario | processor | records/s | vs limit | commits/s | commit p50 / p99 ms | completed above committable mean / p99 | peak RSS MiB |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
     let seq_cpu = rows
         .iter()
         .find(|r| r.scenario.contains("commitSync") && r.processor == cpu)
@@ -56,7 +59,7 @@ pub fn write_main(out: &Path, rows: &[Measurement], cpu: &str) -> anyhow::Result
         let (p50, p99) = (m.latency_ms(0.5), m.latency_ms(0.99));
         let _ = writeln!(
             csv,
-            "\"{}\",{},{},{:.3},{:.0},{},{},{:.1},{},{},{},{:.1}",
+            "\"{}\",{},{},{:.3},{:.0},{},{},{:.1},{},{},{},{:.1},{},{}",
             m.scenario,
             m.processor,
             m.records,
@@ -68,11 +71,13 @@ pub fn write_main(out: &Path, rows: &[Measurement], cpu: &str) -> anyhow::Result
             fmt_opt(m.commit_interval_ms(), 2),
             fmt_opt(p50, 3),
             fmt_opt(p99, 3),
-            m.peak_rss_kib as f64 / 1024.0
+            m.peak_rss_kib as f64 / 1024.0,
+            fmt_opt(m.above_committable_mean(), 0),
+            fmt_opt(m.above_committable_quantile(0.99), 0)
         );
         let _ = writeln!(
             md,
-            "| {} | {} | {:.0} | {} | {:.1} | {} / {} | {:.0} |",
+            "| {} | {} | {:.0} | {} | {:.1} | {} / {} | {} / {} | {:.0} |",
             m.scenario,
             m.processor,
             m.records_per_sec(),
@@ -80,6 +85,8 @@ pub fn write_main(out: &Path, rows: &[Measurement], cpu: &str) -> anyhow::Result
             m.commits_per_sec(),
             fmt_opt(p50, 2),
             fmt_opt(p99, 2),
+            fmt_opt(m.above_committable_mean(), 0),
+            fmt_opt(m.above_committable_quantile(0.99), 0),
             m.peak_rss_kib as f64 / 1024.0
         );
     }

@@ -12,7 +12,8 @@ use rayon::prelude::*;
 use rdkafka::consumer::{BaseConsumer, CommitMode as RdCommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use tidemark::{CommitEvent, CommitPolicy, Config, Pipeline, Processor, Record};
+use std::sync::atomic::{AtomicBool, Ordering};
+use tidemark::{CommitEvent, CommitPolicy, Config, MetricsHandle, Pipeline, Processor, Record};
 
 use tidemark_testkit::memory::{peak_rss_kib, reset_peak_rss};
 
@@ -35,6 +36,10 @@ pub struct Measurement {
     pub latencies: Vec<Duration>,
     /// Peak resident set during the run, KiB (VmHWM after a reset).
     pub peak_rss_kib: u64,
+    /// tidemark only: completed records above their partition's committable offset
+    /// (`Metrics::completed_above_committable`), sampled every 2 ms while records
+    /// were uncommitted — the head-of-line backlog a commit cannot cover yet.
+    pub above_committable: Vec<u64>,
 }
 
 impl Measurement {
@@ -51,6 +56,20 @@ impl Measurement {
         (self.commits > 0).then(|| self.busy.as_secs_f64() * 1e3 / self.commits as f64)
     }
 
+    /// Mean of the completed-above-committable samples (`None` without samples).
+    pub fn above_committable_mean(&self) -> Option<f64> {
+        let n = self.above_committable.len();
+        (n > 0).then(|| self.above_committable.iter().sum::<u64>() as f64 / n as f64)
+    }
+
+    /// The `q` quantile of the completed-above-committable samples.
+    pub fn above_committable_quantile(&self, q: f64) -> Option<f64> {
+        let mut v = self.above_committable.clone();
+        v.sort_unstable();
+        let i = ((v.len().checked_sub(1)?) as f64 * q).round() as usize;
+        Some(v[i] as f64)
+    }
+
     /// The `q` quantile of the commit latencies, ms.
     pub fn latency_ms(&self, q: f64) -> Option<f64> {
         if self.latencies.is_empty() {
@@ -60,6 +79,29 @@ impl Measurement {
         l.sort();
         let i = ((l.len() - 1) as f64 * q).round() as usize;
         Some(l[i].as_secs_f64() * 1e3)
+    }
+}
+
+/// Samples `Metrics::completed_above_committable` every 2 ms on a thread until the
+/// returned stop function is called, which returns the samples taken while records
+/// were uncommitted.
+fn sample_above_committable(metrics: MetricsHandle) -> impl FnOnce() -> Vec<u64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let sampler = std::thread::spawn(move || {
+        let mut samples = Vec::new();
+        while !flag.load(Ordering::Relaxed) {
+            let m = metrics.snapshot();
+            if m.uncommitted_records > 0 {
+                samples.push(m.completed_above_committable);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        samples
+    });
+    move || {
+        stop.store(true, Ordering::Relaxed);
+        sampler.join().unwrap_or_default()
     }
 }
 
@@ -151,9 +193,92 @@ pub fn raw_poll(
             commits: 0,
             latencies: Vec::new(),
             peak_rss_kib: peak_rss_kib(),
+            above_committable: Vec::new(),
         },
         kept,
     ))
+}
+
+/// The sink path's limit: a `BaseConsumer` poll loop producing one output per input
+/// (same key and payload, the two source headers tidemark adds) to `output` with
+/// tidemark's own producer settings, no processing, no commits; `busy` ends when
+/// the producer has flushed every output.
+pub fn raw_consume_produce(
+    brokers: &str,
+    topic: &str,
+    output: &str,
+    partitions: i32,
+    total: u64,
+) -> anyhow::Result<Measurement> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::types::RDKafkaErrorCode;
+    reset_peak_rss();
+    let c = consumer(brokers, topic, &format!("bench-raw-sink-{}", rand_suffix()))?;
+    assign_all(&c, topic, partitions)?;
+    let producer: BaseProducer = Config::new(brokers, "unused", [topic])
+        .producer_client_config()
+        .create()
+        .context("creating the producer")?;
+    let (mut n, mut first, deadline) = (0u64, None, Instant::now() + Duration::from_secs(600));
+    while n < total {
+        if Instant::now() > deadline {
+            bail!("raw consume-produce loop: only {n} of {total} records within 600 s");
+        }
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                first.get_or_insert_with(Instant::now);
+                let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: tidemark::HEADER_SRC_PARTITION,
+                        value: Some(&partition),
+                    })
+                    .insert(Header {
+                        key: tidemark::HEADER_SRC_OFFSET,
+                        value: Some(&offset),
+                    });
+                let mut record = BaseRecord::<[u8], [u8]>::to(output).headers(headers);
+                if let Some(k) = m.key() {
+                    record = record.key(k);
+                }
+                if let Some(p) = m.payload() {
+                    record = record.payload(p);
+                }
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((e, r))
+                            if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                        {
+                            producer.poll(Duration::from_millis(5));
+                            record = r;
+                        }
+                        Err((e, _)) => bail!("raw consume-produce loop: produce failed: {e}"),
+                    }
+                }
+                n += 1;
+                if n % 1000 == 0 {
+                    producer.poll(Duration::ZERO);
+                }
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "raw consume-produce loop: consumer error"),
+            None => {}
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .context("flushing the outputs")?;
+    Ok(Measurement {
+        scenario: "limit: raw consume-produce loop".into(),
+        processor: "-".into(),
+        records: n,
+        busy: first.map_or(Duration::ZERO, |f| f.elapsed()),
+        commits: 0,
+        latencies: Vec::new(),
+        peak_rss_kib: peak_rss_kib(),
+        above_committable: Vec::new(),
+    })
 }
 
 /// The CPU limit: the processor over records already in memory, on a rayon pool of
@@ -178,6 +303,7 @@ pub fn in_memory(records: &[Record], kind: Kind, workers: usize) -> anyhow::Resu
         commits: 0,
         latencies: Vec::new(),
         peak_rss_kib: peak_rss_kib(),
+        above_committable: Vec::new(),
     })
 }
 
@@ -209,14 +335,16 @@ pub fn tidemark(
     config.exit_when_idle_ms = Some(1_000);
     let events = Arc::new(Mutex::new(Vec::<CommitEvent>::new()));
     let sink = events.clone();
-    let summary = Pipeline::new(config, CliProcessor::new(kind, None))
-        .on_commit(move |e: &CommitEvent| {
+    let pipeline =
+        Pipeline::new(config, CliProcessor::new(kind, None)).on_commit(move |e: &CommitEvent| {
             if e.result.is_ok() {
                 sink.lock().push(e.clone())
             }
-        })
-        .run()
-        .with_context(|| format!("tidemark {label}"))?;
+        });
+    let sampled = sample_above_committable(pipeline.metrics());
+    let summary = pipeline.run().with_context(|| format!("tidemark {label}"));
+    let above_committable = sampled();
+    let summary = summary?;
     let events = events.lock();
     Ok(Measurement {
         scenario: format!("tidemark {label}"),
@@ -226,6 +354,7 @@ pub fn tidemark(
         commits: events.len() as u64,
         latencies: events.iter().filter_map(|e| e.latency).collect(),
         peak_rss_kib: peak_rss_kib(),
+        above_committable,
     })
 }
 
@@ -238,26 +367,39 @@ pub fn tidemark_default(
     topic: &str,
     kind: Kind,
     records: u64,
+    sink: Option<&str>,
 ) -> anyhow::Result<Measurement> {
     reset_peak_rss();
     let mut config = Config::new(brokers, format!("bench-{}", rand_suffix()), [topic]);
     config.exit_when_idle_ms = Some(1_000);
+    if let Some(output) = sink {
+        config.sink = tidemark::SinkConfig::Topic {
+            topic: output.to_string(),
+        };
+    }
     let pipeline = Pipeline::new(config, CliProcessor::new(kind, None));
     let metrics = pipeline.metrics();
-    let summary = pipeline.run().context("tidemark default")?;
+    let sampled = sample_above_committable(metrics.clone());
+    let summary = pipeline.run().context("tidemark default");
+    let above_committable = sampled();
+    let summary = summary?;
     anyhow::ensure!(
         summary.records == records,
         "tidemark default processed {} of {records} records",
         summary.records
     );
     Ok(Measurement {
-        scenario: "tidemark default".into(),
+        scenario: match sink {
+            Some(_) => "tidemark default, sink topic".into(),
+            None => "tidemark default".into(),
+        },
         processor: kind_name(kind),
         records: summary.records,
         busy: summary.busy,
         commits: metrics.snapshot().commits,
         latencies: Vec::new(),
         peak_rss_kib: peak_rss_kib(),
+        above_committable,
     })
 }
 
@@ -326,6 +468,7 @@ pub fn sequential(
         commits,
         latencies,
         peak_rss_kib: peak_rss_kib(),
+        above_committable: Vec::new(),
     })
 }
 
@@ -361,6 +504,7 @@ pub fn arroyo(
         commits: 0,
         latencies: Vec::new(),
         peak_rss_kib: field("peak_rss_kib")? as u64,
+        above_committable: Vec::new(),
     })
 }
 
@@ -411,6 +555,7 @@ pub fn parallel_consumer(
         commits: 0,
         latencies: Vec::new(),
         peak_rss_kib: field("peak_rss_kib")? as u64,
+        above_committable: Vec::new(),
     })
 }
 
