@@ -114,7 +114,14 @@ fn member(brokers: &str, topic: &str, group: &str, port: u16, hold: bool) -> Chi
         "--commit",
         "every-ms:100",
     ])
-    .args(["--max-in-flight-records", "50", "--lag-refresh-ms", "200"])
+    // The commit-lag bound pauses the partition behind the held record.
+    .args([
+        "--max-in-flight-records",
+        "50",
+        "--max-uncommitted-records",
+        "50",
+    ])
+    .args(["--lag-refresh-ms", "200"])
     .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
     .args([
         "-X",
@@ -157,7 +164,8 @@ fn metrics_agree_with_an_independent_client_and_health_answers_probes() {
     });
     assert_eq!(get(port, "/health/live").unwrap().0, 200);
 
-    // The held record stops the committed offset; the bound pauses the partition.
+    // The held record stops the committed offset; the commit-lag bound pauses the
+    // partition.
     wait_until("committed at the held record and paused", || {
         let committed = verify::committed_offsets(&brokers, &group, &topic).ok()?;
         let (_, samples) = scrape(port)?;
