@@ -27,7 +27,7 @@ fn batch(n: usize) -> Vec<Record> {
             offset: i as i64,
             timestamp_ms: None,
             key: None,
-            payload: Some(vec![b'x'; 100]),
+            payload: Some(vec![b'x'; 100].into()),
             headers: Vec::new(),
         })
         .collect()

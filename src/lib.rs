@@ -13,7 +13,7 @@
 //! struct CountBytes;
 //! impl Processor for CountBytes {
 //!     fn process(&self, record: &Record) -> ProcessResult {
-//!         let n = record.payload.as_ref().map_or(0, Vec::len);
+//!         let n = record.payload.as_ref().map_or(0, |p| p.len());
 //!         Ok(Outputs::one(None, n.to_string().into_bytes()))
 //!     }
 //! }
@@ -57,7 +57,7 @@ pub use metrics::{Health, Metrics, MetricsHandle, PartitionMetrics};
 pub use offset_store::{FileOffsetStore, OffsetAndMetadata, OffsetStore};
 pub use ordering::ProcessingOrder;
 pub use processor::{FailureKind, ProcessError, ProcessResult, Processor};
-pub use record::{Header, OutputRecord, Outputs, Record};
+pub use record::{Bytes, Header, OutputRecord, Outputs, Record};
 pub use shutdown::ShutdownHandle;
 pub use topics::{ensure_topic, topic_partitions};
 

@@ -2,9 +2,19 @@
 
 use std::sync::Arc;
 
+pub use bytes::Bytes;
+
 /// One Kafka record handed to a [`Processor`](crate::Processor), owned so it can cross
-/// to the worker pool. The poll thread copies key and payload out of librdkafka's
-/// buffer once; the topic name is shared by every record of the partition.
+/// to the worker pool.
+///
+/// The poll thread copies key and payload out of librdkafka's buffer once, back to
+/// back into a chunk of memory per partition (32 KiB, or one record's size when
+/// larger): `key` and `payload` are [`Bytes`] slices of that chunk, with no
+/// allocation per record, and cloning one is a reference-count increment. A chunk
+/// is freed when the last record (or clone) in it is dropped, so a record kept past
+/// its completion keeps its neighbours' bytes alive too: copy what you keep
+/// (`Bytes::copy_from_slice`). The topic name is shared by every record of the
+/// partition.
 #[derive(Debug, Clone)]
 pub struct Record {
     /// Topic the record was read from.
@@ -18,9 +28,9 @@ pub struct Record {
     /// Record timestamp in milliseconds since the Unix epoch, if the broker set one.
     pub timestamp_ms: Option<i64>,
     /// Record key, if any.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
     /// Record value, if any (`None` for a tombstone).
-    pub payload: Option<Vec<u8>>,
+    pub payload: Option<Bytes>,
     /// The record's Kafka headers (KIP-82), owned, in the order they were produced;
     /// a name may occur more than once. Empty (no allocation) when there are none.
     pub headers: Vec<Header>,
@@ -58,7 +68,7 @@ impl Record {
 
     /// Size of key + payload in bytes, the unit of the in-flight byte budget.
     pub fn size_bytes(&self) -> usize {
-        self.key.as_ref().map_or(0, Vec::len) + self.payload.as_ref().map_or(0, Vec::len)
+        self.key.as_ref().map_or(0, Bytes::len) + self.payload.as_ref().map_or(0, Bytes::len)
     }
 }
 
@@ -70,20 +80,21 @@ impl Record {
 /// (docs/DESIGN.md, invariant 3).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutputRecord {
-    /// Key of the output record; `None` lets the producer's partitioner pick.
-    pub key: Option<Vec<u8>>,
-    /// Value of the output record.
-    pub payload: Vec<u8>,
+    /// Key of the output record; `None` lets the producer's partitioner pick. An
+    /// input's `key` passes through without a copy (`record.key.clone()`).
+    pub key: Option<Bytes>,
+    /// Value of the output record (a `Vec<u8>` converts without a copy).
+    pub payload: Bytes,
     /// Headers of the output record, produced in this order before tidemark's own.
     pub headers: Vec<Header>,
 }
 
 impl OutputRecord {
     /// An output with `key` and `payload` and no headers of its own.
-    pub fn new(key: Option<Vec<u8>>, payload: Vec<u8>) -> Self {
+    pub fn new(key: Option<Bytes>, payload: impl Into<Bytes>) -> Self {
         OutputRecord {
             key,
-            payload,
+            payload: payload.into(),
             headers: Vec::new(),
         }
     }
@@ -108,7 +119,7 @@ impl Outputs {
     }
 
     /// Exactly one output record.
-    pub fn one(key: Option<Vec<u8>>, payload: Vec<u8>) -> Self {
+    pub fn one(key: Option<Bytes>, payload: impl Into<Bytes>) -> Self {
         Outputs(vec![OutputRecord::new(key, payload)])
     }
 

@@ -43,7 +43,7 @@ struct Watched {
 impl Processor for Watched {
     fn process(&self, record: &Record) -> ProcessResult {
         let key = if self.by_key {
-            record.key.clone().unwrap_or_default()
+            record.key.as_deref().unwrap_or_default().to_vec()
         } else {
             Vec::new()
         };

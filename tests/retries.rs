@@ -30,7 +30,7 @@ struct Stuck {
 
 impl Processor for Stuck {
     fn process(&self, record: &Record) -> ProcessResult {
-        let key = record.key.clone().unwrap_or_default();
+        let key = record.key.as_deref().unwrap_or_default().to_vec();
         if (record.partition, record.offset) == STUCK && !self.released.load(Ordering::SeqCst) {
             *self.stuck_key.lock() = Some(key);
             return Err(ProcessError::retriable("dependency down"));

@@ -36,6 +36,10 @@ mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+
+/// The engine's hash map on the hot paths (per record: the partition of a polled
+/// message, the lane of a key): foldhash, seeded per process, instead of SipHash.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

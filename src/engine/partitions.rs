@@ -5,13 +5,15 @@
 //!
 //! Only the driver changes it (docs/DESIGN.md, "Threads, and who owns what").
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use rdkafka::message::{Headers, Message};
 use tidemark_offsets::{Completion, DeliverError, Epoch, OffsetMap, PartitionTracker};
 
+use super::FastMap;
 use crate::commit::PartitionOffset;
 use crate::record::{Header, Record};
 
@@ -23,6 +25,9 @@ pub(crate) struct PartitionState {
     /// Records polled since the last dispatch (not yet delivered to the tracker).
     pub staged: Vec<Record>,
     staged_bytes: usize,
+    /// Where the keys and payloads of this partition's records are copied, back
+    /// to back (see [`Record`]).
+    arena: BytesMut,
     /// Delivered records the run stopped on: they hold the committable offset but
     /// will never complete under this epoch, so draining does not wait for them.
     stopped: usize,
@@ -120,10 +125,25 @@ impl PartitionState {
     }
 }
 
+/// Size of each arena chunk the keys and payloads of a partition's records are
+/// copied into (a larger record gets a chunk of its own size).
+const ARENA_CHUNK_BYTES: usize = 32 * 1024;
+
+/// Copies `data` to the end of `arena` and splits it off as a shared slice: no
+/// allocation unless the chunk is full (then a new chunk; the old one is freed when
+/// its last slice is dropped).
+fn copy_into(arena: &mut BytesMut, data: &[u8]) -> Bytes {
+    if arena.capacity() < data.len() {
+        *arena = BytesMut::with_capacity(data.len().max(ARENA_CHUNK_BYTES));
+    }
+    arena.extend_from_slice(data);
+    arena.split().freeze()
+}
+
 /// Every assigned partition.
 #[derive(Default)]
 pub(crate) struct Partitions {
-    by_topic: HashMap<Arc<str>, HashMap<i32, PartitionState>>,
+    by_topic: FastMap<Arc<str>, FastMap<i32, PartitionState>>,
     /// Byte budget of each commit's offset map (0: no map).
     map_budget: usize,
     last_epoch: Epoch,
@@ -178,6 +198,7 @@ impl Partitions {
                 tracker: PartitionTracker::new(epoch),
                 staged: Vec::new(),
                 staged_bytes: 0,
+                arena: BytesMut::new(),
                 stopped: 0,
                 paused: false,
                 held: false,
@@ -242,7 +263,8 @@ impl Partitions {
         self.bytes_in_flight
     }
 
-    /// Copies a polled message into the staging buffer of its partition. A message
+    /// Copies a polled message into the staging buffer of its partition (key and
+    /// payload into the partition's arena, see [`Record`]). A message
     /// of a partition that is not assigned (any more) is dropped. Returns the
     /// partition's records in flight when it was staged.
     pub(crate) fn stage(&mut self, msg: &impl Message) -> Option<usize> {
@@ -252,8 +274,8 @@ impl Partitions {
             partition: state.partition,
             offset: msg.offset(),
             timestamp_ms: msg.timestamp().to_millis(),
-            key: msg.key().map(<[u8]>::to_vec),
-            payload: msg.payload().map(<[u8]>::to_vec),
+            key: msg.key().map(|k| copy_into(&mut state.arena, k)),
+            payload: msg.payload().map(|p| copy_into(&mut state.arena, p)),
             headers: msg.headers().map_or_else(Vec::new, |hs| {
                 hs.iter()
                     .map(|h| Header {

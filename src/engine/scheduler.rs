@@ -30,6 +30,7 @@ use std::time::Instant;
 use tidemark_offsets::Epoch;
 
 use super::partitions::Delivered;
+use super::FastMap;
 use crate::ordering::ProcessingOrder;
 use crate::record::Record;
 
@@ -61,8 +62,11 @@ enum LaneKey {
 }
 
 fn key_hash(key: &[u8]) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault};
-    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key)
+    use std::hash::BuildHasher;
+    // One seed per process: a key's lane never changes within the run, and crafted
+    // keys cannot target one lane across runs.
+    static STATE: std::sync::OnceLock<foldhash::fast::RandomState> = std::sync::OnceLock::new();
+    STATE.get_or_init(Default::default).hash_one(key)
 }
 
 fn lane_of(order: ProcessingOrder, record: &Record) -> Option<LaneKey> {
@@ -79,10 +83,12 @@ type Chain = (Option<LaneKey>, Vec<Record>);
 /// The chains of one partition formed in one call of [`Scheduler::tasks`].
 struct Run {
     epoch: Epoch,
-    /// Each with its lane (`None`: free).
+    /// Each with its lane (`None`: a free record alone).
     chains: Vec<Chain>,
+    /// Free records (no lane), moved in whole: they join the chains of length 1.
+    free: Vec<Record>,
     /// Where each lane's chain is in `chains`.
-    chain_of: HashMap<LaneKey, usize>,
+    chain_of: FastMap<LaneKey, usize>,
 }
 
 impl Run {
@@ -90,7 +96,8 @@ impl Run {
         Run {
             epoch,
             chains: Vec::new(),
-            chain_of: HashMap::new(),
+            free: Vec::new(),
+            chain_of: FastMap::default(),
         }
     }
 }
@@ -103,7 +110,7 @@ struct Lane {
 
 struct PartitionLanes {
     epoch: Epoch,
-    lanes: HashMap<LaneKey, Lane>,
+    lanes: FastMap<LaneKey, Lane>,
     /// Records waiting in lanes or for a retry.
     parked: usize,
 }
@@ -123,7 +130,7 @@ struct Holding {
 pub(crate) struct Scheduler {
     order: ProcessingOrder,
     next_id: u64,
-    partitions: HashMap<PartitionKey, PartitionLanes>,
+    partitions: FastMap<PartitionKey, PartitionLanes>,
     holding: HashMap<u64, Holding>,
     /// Lanes freed with records waiting, to dispatch next.
     ready: Vec<(PartitionKey, LaneKey)>,
@@ -145,7 +152,7 @@ impl Scheduler {
         Scheduler {
             order,
             next_id: 0,
-            partitions: HashMap::new(),
+            partitions: FastMap::default(),
             holding: HashMap::new(),
             ready: Vec::new(),
             retries: BTreeMap::new(),
@@ -164,14 +171,14 @@ impl Scheduler {
             .entry(pk.clone())
             .or_insert_with(|| PartitionLanes {
                 epoch,
-                lanes: HashMap::new(),
+                lanes: FastMap::default(),
                 parked: 0,
             });
         if entry.epoch != epoch {
             // A new assignment of the partition: nothing of the old one is kept.
             *entry = PartitionLanes {
                 epoch,
-                lanes: HashMap::new(),
+                lanes: FastMap::default(),
                 parked: 0,
             };
         }
@@ -188,7 +195,7 @@ impl Scheduler {
         aborts: u64,
     ) -> Vec<Task> {
         let order = self.order;
-        let mut runs: HashMap<PartitionKey, Run> = HashMap::new();
+        let mut runs: FastMap<PartitionKey, Run> = FastMap::default();
         // Freed lanes first: their waiting records precede anything delivered now.
         for (pk, lane_key) in std::mem::take(&mut self.ready) {
             let Some(lanes) = self.partitions.get_mut(&pk) else {
@@ -215,14 +222,17 @@ impl Scheduler {
             let pk: PartitionKey = (first.topic.clone(), first.partition);
             let run = runs.entry(pk.clone()).or_insert_with(|| Run::new(d.epoch));
             if order == ProcessingOrder::Unordered {
-                run.chains
-                    .extend(d.records.into_iter().map(|r| (None, vec![r])));
+                if run.free.is_empty() {
+                    run.free = d.records;
+                } else {
+                    run.free.extend(d.records);
+                }
                 continue;
             }
             let lanes = self.lanes(&pk, d.epoch);
             for record in d.records {
                 let Some(lane_key) = lane_of(order, &record) else {
-                    run.chains.push((None, vec![record]));
+                    run.free.push(record);
                     continue;
                 };
                 if let Some(i) = run.chain_of.get(&lane_key) {
@@ -259,27 +269,50 @@ impl Scheduler {
         }
 
         let mut tasks = Vec::new();
-        for (pk, Run { epoch, chains, .. }) in runs {
+        for (
+            pk,
+            Run {
+                epoch,
+                chains,
+                mut free,
+                ..
+            },
+        ) in runs
+        {
             let mut by_length: BTreeMap<usize, Vec<Chain>> = BTreeMap::new();
             for chain in chains {
                 by_length.entry(chain.1.len()).or_default().push(chain);
             }
+            if !free.is_empty() {
+                by_length.entry(1).or_default();
+            }
             for (length, chains) in by_length {
+                let free = if length == 1 {
+                    std::mem::take(&mut free)
+                } else {
+                    Vec::new()
+                };
                 let id = self.next_id;
                 self.next_id += 1;
-                let layer = chains.len();
+                let layer = chains.len() + free.len();
                 let mut lanes = Vec::new();
-                let mut iters = Vec::with_capacity(layer);
+                let mut iters = Vec::with_capacity(chains.len());
                 for (lane, chain) in chains {
                     if let Some(l) = lane {
                         lanes.push(l);
                     }
                     iters.push(chain.into_iter());
                 }
-                let mut records = Vec::with_capacity(layer * length);
-                for _ in 0..length {
-                    records.extend(iters.iter_mut().filter_map(Iterator::next));
-                }
+                let records = if iters.is_empty() {
+                    free // the whole layer, as delivered: no copy
+                } else {
+                    let mut records = Vec::with_capacity(layer * length);
+                    for _ in 0..length {
+                        records.extend(iters.iter_mut().filter_map(Iterator::next));
+                    }
+                    records.extend(free);
+                    records
+                };
                 if !lanes.is_empty() {
                     self.holding.insert(
                         id,
@@ -455,6 +488,7 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Bytes;
 
     fn rec(partition: i32, offset: i64, key: &str) -> Record {
         Record {
@@ -462,7 +496,7 @@ mod tests {
             partition,
             offset,
             timestamp_ms: None,
-            key: Some(key.as_bytes().to_vec()),
+            key: Some(Bytes::copy_from_slice(key.as_bytes())),
             payload: None,
             headers: Vec::new(),
         }

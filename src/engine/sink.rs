@@ -123,10 +123,10 @@ impl Sink {
             .as_deref()
             .expect("outputs are sent only with an output topic");
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(ack))
-            .payload(&output.payload)
+            .payload(&output.payload[..])
             .headers(headers);
         if let Some(key) = &output.key {
-            record = record.key(key);
+            record = record.key(&key[..]);
         }
         self.produce(record);
     }
@@ -178,10 +178,10 @@ impl Sink {
         }
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(ack)).headers(headers);
         if let Some(key) = &input.key {
-            record = record.key(key);
+            record = record.key(&key[..]);
         }
         if let Some(payload) = &input.payload {
-            record = record.payload(payload);
+            record = record.payload(&payload[..]);
         }
         self.produce(record);
     }

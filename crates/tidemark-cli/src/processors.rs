@@ -143,7 +143,7 @@ mod tests {
             offset: 0,
             timestamp_ms: None,
             key: None,
-            payload: Some(p.to_vec()),
+            payload: Some(tidemark::Bytes::copy_from_slice(p)),
             headers: Vec::new(),
         };
         let p = CliProcessor::new(Kind::Json, None);

@@ -13,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode as RdCommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicBool, Ordering};
-use tidemark::{CommitEvent, CommitPolicy, Config, MetricsHandle, Pipeline, Processor, Record};
+use tidemark::{Bytes, CommitEvent, CommitPolicy, Config, MetricsHandle, Pipeline, Processor, Record};
 
 use tidemark_testkit::memory::{peak_rss_kib, reset_peak_rss};
 
@@ -126,8 +126,8 @@ fn to_record(m: &rdkafka::message::BorrowedMessage<'_>, topic: &Arc<str>) -> Rec
         partition: m.partition(),
         offset: m.offset(),
         timestamp_ms: m.timestamp().to_millis(),
-        key: m.key().map(<[u8]>::to_vec),
-        payload: m.payload().map(<[u8]>::to_vec),
+        key: m.key().map(Bytes::copy_from_slice),
+        payload: m.payload().map(Bytes::copy_from_slice),
         headers: Vec::new(),
     }
 }
@@ -594,7 +594,7 @@ pub fn calibrate(payload: &[u8], target_us: f64) -> (u32, f64) {
         offset: 0,
         timestamp_ms: None,
         key: None,
-        payload: Some(payload.to_vec()),
+        payload: Some(Bytes::copy_from_slice(payload)),
         headers: Vec::new(),
     };
     for _ in 0..n {
