@@ -4,7 +4,7 @@
 # and Confluent's Parallel Consumer with Maven (peers/parallel-consumer) — then runs
 # `tidemark bench` on the embedded cluster (--scaling, into bench-results/) and on
 # an Apache Kafka broker it starts itself (into bench-results/kafka/, with both
-# peers). With arguments, runs only `tidemark bench ARGS` (with the arroyo peer).
+# peers; then the scale and memory runs into bench-results/kafka-scale/). With arguments, runs only `tidemark bench ARGS` (with the arroyo peer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # sentry_arroyo builds librdkafka with cmake, which also wants curl's headers.
@@ -27,5 +27,6 @@ mvn -q -B -f peers/parallel-consumer/pom.xml package -DskipTests
 target/release/tidemark bench "${arroyo[@]}" --scaling --out bench-results
 read -r port pid dir < <(KAFKA_WATCH_PID=$$ scripts/kafka.sh start)
 trap 'scripts/kafka.sh stop "$pid"; rm -rf "$dir"' EXIT
-target/release/tidemark bench --brokers "127.0.0.1:$port" --records 200000 "${arroyo[@]}" \
-  --peer-parallel-consumer peers/parallel-consumer/target/pc-peer.jar --out bench-results/kafka
+target/release/tidemark bench --brokers "127.0.0.1:$port" --records 100000 --every-record-records 2000 \
+  "${arroyo[@]}" --peer-parallel-consumer peers/parallel-consumer/target/pc-peer.jar --out bench-results/kafka
+target/release/tidemark bench --brokers "127.0.0.1:$port" --scale --out bench-results/kafka-scale

@@ -3,7 +3,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use serde::{Deserialize, Serialize};
 
 /// One partition's committed offset: the *next offset to read* (last processed + 1),
@@ -63,6 +63,24 @@ pub enum CommitError {
     /// The free consumer's [`OffsetStore`](crate::OffsetStore) failed to save.
     #[error("offset store")]
     OffsetStore(#[source] Arc<std::io::Error>),
+}
+
+impl CommitError {
+    /// True when the group coordinator rejected the commit because the group moved
+    /// to a new generation (`ILLEGAL_GENERATION`, `UNKNOWN_MEMBER_ID`) or is in the
+    /// middle of a rebalance (`REBALANCE_IN_PROGRESS`): the partitions may belong to
+    /// another member by now, which resumes from their last committed offsets (the
+    /// Kafka protocol's OffsetCommit errors; Java's `CommitFailedException`).
+    pub fn is_rebalance(&self) -> bool {
+        matches!(
+            self,
+            CommitError::Kafka(KafkaError::ConsumerCommit(
+                RDKafkaErrorCode::IllegalGeneration
+                    | RDKafkaErrorCode::UnknownMemberId
+                    | RDKafkaErrorCode::RebalanceInProgress
+            ))
+        )
+    }
 }
 
 /// Asks a running [`Pipeline`](crate::Pipeline) to commit now, outside its
@@ -194,6 +212,18 @@ impl FromStr for CommitMode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_moved_group_generation_is_a_rebalance_rejection() {
+        let commit = |code| CommitError::Kafka(KafkaError::ConsumerCommit(code));
+        assert!(commit(RDKafkaErrorCode::IllegalGeneration).is_rebalance());
+        assert!(commit(RDKafkaErrorCode::RebalanceInProgress).is_rebalance());
+        assert!(commit(RDKafkaErrorCode::UnknownMemberId).is_rebalance());
+        assert!(!commit(RDKafkaErrorCode::CoordinatorNotAvailable).is_rebalance());
+        assert!(!commit(RDKafkaErrorCode::GroupAuthorizationFailed).is_rebalance());
+        let store = std::io::Error::other("disk full");
+        assert!(!CommitError::OffsetStore(Arc::new(store)).is_rebalance());
+    }
 
     #[test]
     fn parses_policies() {

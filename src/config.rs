@@ -224,8 +224,10 @@ pub struct Config {
     /// Commit-lag bound on records polled and not yet covered by a confirmed commit,
     /// over all partitions: in flight, or completed above a partition's committed
     /// offset. Past half of it a commit goes out whatever the policy (one at a time);
-    /// at the bound tidemark pauses, which happens only when commits cannot follow
-    /// completions (a record stuck at a committable offset, a failing coordinator).
+    /// at the bound tidemark pauses the partitions holding at least their share of
+    /// it (the bound divided by the assigned partitions) until they are back under
+    /// half their share, so a record stuck at one partition's committable offset
+    /// (or a failing coordinator) stops that partition, not the others.
     /// Without an offset map this is the most a crash makes the next owner process
     /// again. Default 100000; must be at least `max_in_flight_records`.
     #[serde(default = "default_max_uncommitted_records")]

@@ -66,6 +66,14 @@ impl Record {
             .map(|h| h.value.as_deref())
     }
 
+    /// Gives key and payload buffers of their own (copies), releasing the shared
+    /// arena chunk they were sliced from.
+    pub(crate) fn unshare(&mut self) {
+        for bytes in [&mut self.key, &mut self.payload].into_iter().flatten() {
+            *bytes = Bytes::copy_from_slice(bytes);
+        }
+    }
+
     /// Size of key + payload in bytes, the unit of the in-flight byte budget.
     pub fn size_bytes(&self) -> usize {
         self.key.as_ref().map_or(0, Bytes::len) + self.payload.as_ref().map_or(0, Bytes::len)
@@ -126,5 +134,28 @@ impl Outputs {
     /// True when there is nothing to produce.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unshare_releases_the_arena_chunk() {
+        let chunk = Bytes::from(b"keypayload".to_vec());
+        let mut record = Record {
+            topic: Arc::from("t"),
+            partition: 0,
+            offset: 0,
+            timestamp_ms: None,
+            key: Some(chunk.slice(..3)),
+            payload: Some(chunk.slice(3..)),
+            headers: Vec::new(),
+        };
+        record.unshare();
+        assert_eq!(record.key.as_deref(), Some(&b"key"[..]));
+        assert_eq!(record.payload.as_deref(), Some(&b"payload"[..]));
+        assert!(chunk.is_unique(), "the record still holds the chunk");
     }
 }

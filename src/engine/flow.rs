@@ -1,6 +1,7 @@
 //! Back-pressure: which partitions to pause and resume so the records and bytes in
 //! flight (polled, not complete) and the uncommitted records (polled, not covered by
-//! a confirmed commit) stay within their bounds — a decision the driver applies;
+//! a confirmed commit) stay within their bounds (the memory bounds pause every
+//! partition, the commit-lag bound only those over their share of it) — a decision the driver applies;
 //! polling never stops (docs/DESIGN.md, invariant 8). The two record bounds are
 //! separate on purpose: completions free memory at once, commits only every so
 //! often, so a bound on uncommitted records alone paused a CPU-bound pipeline on
@@ -41,14 +42,21 @@ impl Limits {
     }
 
     /// How many records a poll round may take now before the record bounds are
-    /// reached (computed once per round: counting records in flight walks the
-    /// partitions).
+    /// reached (computed once per round: it walks the partitions). The records of
+    /// partitions paused over their share of the commit-lag bound do not count
+    /// against it: they come no nearer, and counting them would leave the others
+    /// one record per round.
     pub(crate) fn room(&self, partitions: &Partitions) -> usize {
-        let in_flight = self.records.saturating_sub(partitions.records_in_flight());
-        in_flight.min(
-            self.uncommitted
-                .saturating_sub(partitions.records_uncommitted()),
-        )
+        let (mut in_flight, mut uncommitted) = (0, 0);
+        for state in partitions.iter() {
+            in_flight += state.in_flight();
+            if !state.held_uncommitted {
+                uncommitted += state.uncommitted();
+            }
+        }
+        self.records
+            .saturating_sub(in_flight)
+            .min(self.uncommitted.saturating_sub(uncommitted))
     }
 
     /// True when a poll round must stop taking records: the byte bound is reached
@@ -84,27 +92,24 @@ pub(crate) fn regulate(st: &mut RunState, limits: Limits, counters: &Counters) -
         .completed_above_committable
         .store(above as u64, std::sync::atomic::Ordering::Relaxed);
 
-    if !st.paused_all
-        && (records >= limits.records || bytes >= limits.bytes || uncommitted >= limits.uncommitted)
-    {
+    if !st.paused_all && (records >= limits.records || bytes >= limits.bytes) {
         st.paused_all = true;
         Counters::add(&counters.pauses, 1);
-        tracing::debug!(records, bytes, uncommitted, "a bound is reached: pausing");
-    } else if st.paused_all
-        && records <= limits.records / 2
-        && bytes <= limits.bytes / 2
-        && uncommitted <= limits.uncommitted / 2
-    {
+        tracing::debug!(records, bytes, "a bound is reached: pausing");
+    } else if st.paused_all && records <= limits.records / 2 && bytes <= limits.bytes / 2 {
         st.paused_all = false;
         Counters::add(&counters.resumes, 1);
-        tracing::debug!(
-            records,
-            bytes,
-            uncommitted,
-            "below half the bounds: resuming"
-        );
+        tracing::debug!(records, bytes, "below half the bounds: resuming");
     }
 
+    // The commit-lag bound pauses only the partitions over their share of it: a
+    // record stuck at one partition's committable offset must not stop the others,
+    // whose commits follow their completions (pausing all and resuming below half
+    // never resumed when the stuck partition alone held over half the bound). The
+    // sum reaching the bound means some partition holds at least its share.
+    let lag_reached = uncommitted >= limits.uncommitted;
+    let lag_half = uncommitted <= limits.uncommitted / 2;
+    let share = (limits.uncommitted / st.partitions.len().max(1)).max(1);
     let paused_all = st.paused_all;
     let mut change = FlowChange::default();
     for state in st.partitions.iter_mut() {
@@ -116,7 +121,21 @@ pub(crate) fn regulate(st: &mut RunState, limits: Limits, counters: &Counters) -
                 state.held = false;
             }
         }
-        let want = paused_all || state.held;
+        let own = state.uncommitted();
+        if lag_reached && own >= share {
+            if !state.held_uncommitted {
+                tracing::debug!(
+                    topic = &*state.topic,
+                    partition = state.partition,
+                    uncommitted = own,
+                    "over its share of the commit-lag bound: pausing the partition"
+                );
+            }
+            state.held_uncommitted = true;
+        } else if lag_half || own <= share / 2 {
+            state.held_uncommitted = false;
+        }
+        let want = paused_all || state.held || state.held_uncommitted;
         if want != state.paused {
             state.paused = want;
             let list = if want {

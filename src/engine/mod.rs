@@ -162,7 +162,10 @@ impl Pipeline {
     ///   up to, never past, that record;
     /// - [`Error::OffsetReset`]: `auto.offset.reset=error` and a partition has no valid
     ///   offset to start from;
-    /// - [`Error::FinalCommit`]: the final synchronous commit failed;
+    /// - [`Error::FinalCommit`]: the final synchronous commit failed — unless a
+    ///   rebalance rejected it ([`CommitError::is_rebalance`](crate::CommitError::is_rebalance)):
+    ///   that is logged and the run ends `Ok`, the next owner redoing what the commit
+    ///   would have covered;
     /// - [`Error::OffsetStore`]: a free consumer's store could not be read;
     /// - [`Error::Transaction`]: exactly-once: the producer could not start
     ///   transactions, or a transaction could not even be aborted (fenced).
@@ -322,7 +325,17 @@ impl Pipeline {
         if let Some(e) = st.fatal.take() {
             return Err(e);
         }
-        final_commit.map_err(Error::FinalCommit)?;
+        match final_commit {
+            // Not this member's failure: like Java's consumer on close, it is
+            // reported and the stop completes (at-least-once holds).
+            Err(e) if e.is_rebalance() => tracing::warn!(
+                error = %e,
+                "final commit rejected: the group rebalanced while stopping; the \
+                 partitions' next owner resumes from their last committed offsets and \
+                 processes again what this member completed since"
+            ),
+            result => result.map_err(Error::FinalCommit)?,
+        }
         tracing::info!(
             records = summary.records,
             elapsed_ms = summary.elapsed.as_millis() as u64,

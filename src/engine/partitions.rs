@@ -35,6 +35,9 @@ pub(crate) struct PartitionState {
     pub paused: bool,
     /// Over its per-partition bound (cleared below half of it).
     pub held: bool,
+    /// Over its share of the commit-lag bound while the bound is reached (see
+    /// `flow::regulate`).
+    pub held_uncommitted: bool,
     /// librdkafka auto-commit: the offset last stored with `store_offsets`.
     pub stored: Option<i64>,
     /// The offset map committed by the partition's previous owner, read on
@@ -202,6 +205,7 @@ impl Partitions {
                 stopped: 0,
                 paused: false,
                 held: false,
+                held_uncommitted: false,
                 stored: None,
                 inherited: None,
                 map_bytes: 0,
@@ -232,6 +236,11 @@ impl Partitions {
 
     fn get_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PartitionState> {
         self.by_topic.get_mut(topic)?.get_mut(&partition)
+    }
+
+    /// Number of assigned partitions. O(topics).
+    pub(crate) fn len(&self) -> usize {
+        self.by_topic.values().map(|p| p.len()).sum()
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &PartitionState> {

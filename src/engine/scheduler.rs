@@ -405,8 +405,11 @@ impl Scheduler {
         }
     }
 
-    /// Schedules `record` to run again at `due`, as attempt `attempt + 1`.
-    pub(crate) fn retry(&mut self, record: Record, epoch: Epoch, attempt: u32, due: Instant) {
+    /// Schedules `record` to run again at `due`, as attempt `attempt + 1`. Its key
+    /// and payload are copied out of the partition's arena first, so a record
+    /// waiting out a backoff does not keep its neighbours' chunk alive.
+    pub(crate) fn retry(&mut self, mut record: Record, epoch: Epoch, attempt: u32, due: Instant) {
+        record.unshare();
         let pk: PartitionKey = (record.topic.clone(), record.partition);
         self.lanes(&pk, epoch).parked += 1;
         self.attempts.insert(

@@ -362,6 +362,54 @@ fn back_pressure_pauses_at_the_commit_lag_bound_until_a_commit_confirms() {
 }
 
 #[test]
+fn a_stuck_record_pauses_only_its_own_partition_at_the_commit_lag_bound() {
+    // Offset 3 of partition 0 runs until opened; partition 1 starts at 100, so
+    // none of its records is held.
+    let processor = Gated::blocking([3]);
+    let open = processor.opener();
+    let c = config(|c| {
+        c.max_in_flight_records = 100;
+        c.max_uncommitted_records = 20;
+    });
+    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
+    let fake = FakeConsumer::default();
+    assign(&d, &[0, 1]);
+    fake.queue(T, 0, 0..30);
+    fake.queue(T, 1, 100..160);
+    for _ in 0..40 {
+        d.turn(&fake);
+        let mut st = d.engine.state.lock();
+        d.engine
+            .drain(&mut st, Duration::from_millis(20), |_, p| p == 0);
+        d.engine
+            .drain(&mut st, Duration::from_secs(10), |_, p| p == 1);
+    }
+    d.turn(&fake); // commits what the last drain completed
+    d.turn(&fake); // back-pressure sees that commit
+                   // Partition 0 alone holds more than half the bound (its 30 records wait on
+                   // the stuck one): pausing every partition would never have resumed.
+    assert!(fake.committed(T, 0).unwrap_or(0) <= 3);
+    assert!(fake.is_paused(T, 0), "the stuck partition is not paused");
+    assert_eq!(
+        fake.committed(T, 1),
+        Some(160),
+        "the other partition stopped behind the stuck one"
+    );
+    assert!(!fake.is_paused(T, 1));
+
+    open();
+    for _ in 0..5 {
+        drain_all(&d);
+        d.turn(&fake);
+    }
+    assert_eq!(fake.committed(T, 0), Some(30));
+    assert!(
+        !fake.is_paused(T, 0),
+        "not resumed once its commit confirmed"
+    );
+}
+
+#[test]
 fn drain_timeout_on_revoke_commits_up_to_the_stuck_record() {
     let processor = Gated::blocking([3]);
     let open = processor.opener();

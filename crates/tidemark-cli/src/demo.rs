@@ -179,7 +179,11 @@ fn in_memory_limit(
             offset,
             timestamp_ms: None,
             key: None,
-            payload: Some(format!("{offset:08}{}", "x".repeat(payload_bytes)).into_bytes().into()),
+            payload: Some(
+                format!("{offset:08}{}", "x".repeat(payload_bytes))
+                    .into_bytes()
+                    .into(),
+            ),
             headers: Vec::new(),
         })
         .collect();

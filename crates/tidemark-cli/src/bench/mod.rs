@@ -2,6 +2,7 @@
 //! sequential baselines, measured side by side in one run; and worker scaling.
 
 mod report;
+mod scale;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -58,7 +59,7 @@ pub struct Args {
     peer_arroyo: Option<PathBuf>,
     /// The Confluent Parallel Consumer peer's jar (built by scripts/bench.sh from
     /// peers/parallel-consumer; Apache Kafka only, with --brokers): measured
-    /// UNORDERED and KEY at maxConcurrency 2, 8 and 32, beside tidemark's default
+    /// UNORDERED and KEY at maxConcurrency 2, 8, 32 and 128, beside tidemark's default
     /// and key-ordered rows.
     #[arg(long, requires = "brokers")]
     peer_parallel_consumer: Option<PathBuf>,
@@ -78,6 +79,15 @@ pub struct Args {
     /// rows named `tidemark default`. 100,000 records unless --records.
     #[arg(long, conflicts_with_all = ["scaling", "ordering"])]
     quick: bool,
+    /// Only how the default `Config` scales: partitions 16, 64, 256 (--records
+    /// each, default 200,000 with --brokers, 100,000 embedded), members 1, 2, 3
+    /// (`tidemark run` processes in one group, CPU-bound), and peak RSS as the backlog
+    /// grows 10× (100,000 → 1,000,000 records with --brokers; 40,000 → 400,000
+    /// embedded, where the cluster's own log is in the process's RSS too). Writes
+    /// `scale.md` and `scale.csv`. Topics `bench-partitions-P`, `bench-members-M`
+    /// and `bench-backlog-N` must be fresh.
+    #[arg(long, conflicts_with_all = ["scaling", "ordering", "quick"])]
+    scale: bool,
     /// Where the table, CSV and SVG files go.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -96,6 +106,11 @@ fn policies() -> Vec<(CommitPolicy, &'static str)> {
 }
 
 pub fn main(mut a: Args) -> anyhow::Result<()> {
+    let scale_records = a.records.unwrap_or(if a.brokers.is_some() {
+        200_000
+    } else {
+        100_000
+    });
     let records = a.records.unwrap_or(if a.quick {
         100_000
     } else if a.brokers.is_some() {
@@ -133,6 +148,20 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
         "machine: {} CPUs; workers {workers}; sha256 chain calibrated: {rounds} rounds = {per_record_us:.1} µs/record on one core",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+
+    if a.scale {
+        let setup = scale::Setup {
+            brokers: &brokers,
+            create: &create,
+            payload_bytes: a.payload_bytes,
+            records: scale_records,
+            backlog: if a.brokers.is_some() { 100_000 } else { 40_000 },
+            cpu,
+        };
+        scale::run(&setup, &a.out)?;
+        std::thread::sleep(Duration::from_millis(100));
+        return Ok(());
+    }
 
     if !a.scaling_only && !a.ordering_only {
         let fill = |topic: &str, records: u64, partitions: i32| -> anyhow::Result<()> {
@@ -226,7 +255,7 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
             }
             if let Some(jar) = &a.peer_parallel_consumer {
                 for ordering in ["UNORDERED", "KEY"] {
-                    for concurrency in [2, 8, 32] {
+                    for concurrency in [2, 8, 32, 128] {
                         let m = scenarios::parallel_consumer(
                             jar,
                             &brokers,

@@ -13,7 +13,9 @@ use rdkafka::consumer::{BaseConsumer, CommitMode as RdCommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicBool, Ordering};
-use tidemark::{Bytes, CommitEvent, CommitPolicy, Config, MetricsHandle, Pipeline, Processor, Record};
+use tidemark::{
+    Bytes, CommitEvent, CommitPolicy, Config, MetricsHandle, Pipeline, Processor, Record,
+};
 
 use tidemark_testkit::memory::{peak_rss_kib, reset_peak_rss};
 

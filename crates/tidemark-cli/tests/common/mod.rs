@@ -234,12 +234,22 @@ pub fn kill_and_recover(
     let records: i64 = ends.values().sum();
     let watcher = CommitWatcher::start(brokers, group, input);
     let mut rng = rand::rng();
+    // Chaos stops once three quarters are committed, so the final member always
+    // has work left (a fast member could otherwise finish during the kills).
+    let enough = records * 3 / 4;
     for _ in 0..kills {
         let child = member_with(brokers, input, output, group, None, extra);
         // Long enough for the group to expire the previous, killed member (session
         // timeout 6 s), rejoin, and process for a while.
-        std::thread::sleep(Duration::from_millis(rng.random_range(alive_ms.clone())));
+        let alive = Duration::from_millis(rng.random_range(alive_ms.clone()));
+        let started = std::time::Instant::now();
+        while started.elapsed() < alive && committed_total(brokers, group, input) < enough {
+            std::thread::sleep(Duration::from_millis(200));
+        }
         kill(child);
+        if committed_total(brokers, group, input) >= enough {
+            break;
+        }
     }
     // The kills must have hit a member at work, not an idle or finished one.
     let during = committed_total(brokers, group, input);
