@@ -27,6 +27,7 @@ mvn -q -B -f peers/parallel-consumer/pom.xml package -DskipTests
 target/release/tidemark bench "${arroyo[@]}" --scaling --out bench-results
 read -r port pid dir < <(KAFKA_WATCH_PID=$$ scripts/kafka.sh start)
 trap 'scripts/kafka.sh stop "$pid"; rm -rf "$dir"' EXIT
+sleep 20   # the broker's JVM settles before the bench calibrates its CPU work
 target/release/tidemark bench --brokers "127.0.0.1:$port" --records 100000 --every-record-records 2000 \
   "${arroyo[@]}" --peer-parallel-consumer peers/parallel-consumer/target/pc-peer.jar --out bench-results/kafka
 target/release/tidemark bench --brokers "127.0.0.1:$port" --scale --out bench-results/kafka-scale

@@ -81,11 +81,11 @@ pub struct Args {
     quick: bool,
     /// Only how the default `Config` scales: partitions 16, 64, 256 (--records
     /// each, default 200,000 with --brokers, 100,000 embedded), members 1, 2, 3
-    /// (`tidemark run` processes in one group, CPU-bound), and peak RSS as the backlog
-    /// grows 10× (100,000 → 1,000,000 records with --brokers; 40,000 → 400,000
-    /// embedded, where the cluster's own log is in the process's RSS too). Writes
-    /// `scale.md` and `scale.csv`. Topics `bench-partitions-P`, `bench-members-M`
-    /// and `bench-backlog-N` must be fresh.
+    /// (`tidemark run` processes in one group, CPU-bound), and the peak RSS of one
+    /// `tidemark run` process as the backlog grows 10× (300,000 → 3,000,000
+    /// records with --brokers, both more than librdkafka's prefetch holds;
+    /// 40,000 → 400,000 embedded). Writes `scale.md` and `scale.csv`. Topics
+    /// `bench-partitions-P`, `bench-members-M` and `bench-backlog-N` must be fresh.
     #[arg(long, conflicts_with_all = ["scaling", "ordering", "quick"])]
     scale: bool,
     /// Where the table, CSV and SVG files go.
@@ -155,7 +155,7 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
             create: &create,
             payload_bytes: a.payload_bytes,
             records: scale_records,
-            backlog: if a.brokers.is_some() { 100_000 } else { 40_000 },
+            backlog: if a.brokers.is_some() { 300_000 } else { 40_000 },
             cpu,
         };
         scale::run(&setup, &a.out)?;
