@@ -77,13 +77,13 @@ fn lane_of(order: ProcessingOrder, record: &Record) -> Option<LaneKey> {
     }
 }
 
-/// Records of one lane (`None`: a free record) to run in offset order.
-type Chain = (Option<LaneKey>, Vec<Record>);
+/// Records of one lane to run in offset order.
+type Chain = (LaneKey, Vec<Record>);
 
 /// The chains of one partition formed in one call of [`Scheduler::tasks`].
 struct Run {
     epoch: Epoch,
-    /// Each with its lane (`None`: a free record alone).
+    /// Each with its lane.
     chains: Vec<Chain>,
     /// Free records (no lane), moved in whole: they join the chains of length 1.
     free: Vec<Record>,
@@ -213,7 +213,7 @@ impl Scheduler {
             lanes.parked -= chain.len();
             let run = runs.entry(pk).or_insert_with(|| Run::new(epoch));
             run.chain_of.insert(lane_key, run.chains.len());
-            run.chains.push((Some(lane_key), chain));
+            run.chains.push((lane_key, chain));
         }
         for d in delivered {
             let Some(first) = d.records.first() else {
@@ -246,7 +246,7 @@ impl Scheduler {
                 } else {
                     lane.busy = true;
                     run.chain_of.insert(lane_key, run.chains.len());
-                    run.chains.push((Some(lane_key), vec![record]));
+                    run.chains.push((lane_key, vec![record]));
                 }
             }
         }
@@ -261,11 +261,11 @@ impl Scheduler {
                 _ => continue, // the partition went away meanwhile
             }
             // Alone: its lane's later records wait until it completes.
-            let lane_key = lane_of(order, &record);
-            runs.entry(pk)
-                .or_insert_with(|| Run::new(epoch))
-                .chains
-                .push((lane_key, vec![record]));
+            let run = runs.entry(pk).or_insert_with(|| Run::new(epoch));
+            match lane_of(order, &record) {
+                Some(lane_key) => run.chains.push((lane_key, vec![record])),
+                None => run.free.push(record),
+            }
         }
 
         let mut tasks = Vec::new();
@@ -295,12 +295,10 @@ impl Scheduler {
                 let id = self.next_id;
                 self.next_id += 1;
                 let layer = chains.len() + free.len();
-                let mut lanes = Vec::new();
+                let mut lanes = Vec::with_capacity(chains.len());
                 let mut iters = Vec::with_capacity(chains.len());
                 for (lane, chain) in chains {
-                    if let Some(l) = lane {
-                        lanes.push(l);
-                    }
+                    lanes.push(lane);
                     iters.push(chain.into_iter());
                 }
                 let records = if iters.is_empty() {
