@@ -196,10 +196,16 @@ pub struct Config {
     /// Longest a poll waits for the first record of a round, ms. Default 100.
     #[serde(default = "default_poll_timeout_ms")]
     pub poll_timeout_ms: u64,
-    /// Stop gracefully (final sync commit) once no record has arrived for this long
-    /// and nothing is in flight, ms, counting from the latest partition assignment at
-    /// the earliest (a group join is not idleness). `None` (the default) runs until
-    /// shut down.
+    /// Stop gracefully (final sync commit) once caught up, ms: the member has joined
+    /// and received its first assignment (an empty one counts; a group join is not
+    /// idleness), every assigned partition has reached its end (librdkafka's
+    /// partition EOF, `enable.partition.eof`, which tidemark turns on for this: the
+    /// fetch position reached the high watermark, or the last stable offset under
+    /// `read_committed`), no assigned partition is paused, nothing is staged, in
+    /// flight, waiting in a lane or waiting for a retry, and no record has arrived
+    /// for this long (counted from the latest assignment at the earliest). A member
+    /// with an empty assignment (more members than partitions) stops this long after
+    /// its join. `None` (the default) runs until shut down.
     #[serde(default)]
     pub exit_when_idle_ms: Option<u64>,
     /// How long start-up may take to reach the brokers and find every topic, ms.
@@ -611,6 +617,10 @@ impl Config {
         // each such wait (BENCHMARKS.md, "Headline at the default Config"); 100 ms
         // costs a consumer with nothing to read 10 empty Fetches per second per broker.
         cc.set("fetch.wait.max.ms", "100");
+        // The idle stop waits for every partition's end of log (exit_when_idle_ms).
+        if self.exit_when_idle_ms.is_some() {
+            cc.set("enable.partition.eof", "true");
+        }
         // Prefetch sized from the byte budget, so paused partitions cannot make
         // librdkafka hold much more than tidemark does (librdkafka defaults: 64 MiB
         // queued, 50 MiB per fetch).

@@ -594,16 +594,34 @@ impl Driver {
         engine.metrics.turned(now);
         self.publisher.maybe_publish(&mut st, now);
         if let Some(limit) = self.idle_limit {
-            let active = st
-                .stats
-                .last_assigned
-                .map_or(self.last_record, |a| a.max(self.last_record));
-            if now.duration_since(active) >= limit && st.partitions.in_flight(|_, _| true) == 0 {
-                tracing::info!(idle_ms = limit.as_millis() as u64, "idle: stopping");
+            if self.caught_up(&st, now, limit) {
+                tracing::info!(
+                    idle_ms = limit.as_millis() as u64,
+                    "caught up and idle: stopping"
+                );
                 return Turn::Stop;
             }
         }
         Turn::Continue
+    }
+
+    /// The idle stop (`Config::exit_when_idle_ms`): the member has received its first
+    /// assignment (an empty one counts), no record arrived for `limit` since then,
+    /// every assigned partition reached its end of log and is not paused, and
+    /// nothing polled is unfinished, nor a dead letter on its way.
+    fn caught_up(&self, st: &RunState, now: Instant, limit: Duration) -> bool {
+        let Some(joined) = st.stats.joined else {
+            return false;
+        };
+        let since = st
+            .stats
+            .last_assigned
+            .unwrap_or(joined)
+            .max(self.last_record);
+        now.duration_since(since) >= limit
+            && st.partitions.caught_up()
+            && st.scheduler.retries_waiting() == 0
+            && !st.scheduler.has_waiting()
     }
 
     /// How long the next poll may wait: short while back-pressure holds or records
@@ -655,6 +673,9 @@ impl Driver {
                         .fatal
                         .get_or_insert(Error::OffsetReset(e));
                     break;
+                }
+                Err(KafkaError::PartitionEOF(partition)) => {
+                    self.engine.state.lock().partitions.reached_end(partition)
                 }
                 Err(e) => tracing::warn!(error = %e, "consumer error"),
             }

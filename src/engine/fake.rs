@@ -35,6 +35,10 @@ struct Script {
     /// Commits (sync or async) that fail before one succeeds again.
     failing_commits: usize,
     lost: bool,
+    /// Report the end of a partition's queue once it is empty (librdkafka's
+    /// `enable.partition.eof`); the partitions whose end was reported.
+    eof: bool,
+    at_end: BTreeSet<(String, i32)>,
     calls: Vec<Call>,
 }
 
@@ -57,6 +61,7 @@ impl FakeConsumer {
         offsets: impl IntoIterator<Item = i64>,
     ) {
         let mut s = self.script.borrow_mut();
+        s.at_end.remove(&key(topic, partition));
         let q = s.queued.entry(key(topic, partition)).or_default();
         for offset in offsets {
             q.push_back(OwnedMessage::new(
@@ -69,6 +74,12 @@ impl FakeConsumer {
                 None,
             ));
         }
+    }
+
+    /// Reports a partition's end (`KafkaError::PartitionEOF`) once each time its
+    /// queue empties, as librdkafka does with `enable.partition.eof`.
+    pub(crate) fn report_eof(&self) {
+        self.script.borrow_mut().eof = true;
     }
 
     /// The next `n` commits fail (sync: an error; async: refused when sent).
@@ -145,6 +156,17 @@ impl KafkaConsumer for FakeConsumer {
     fn poll(&self, _timeout: Duration) -> Option<KafkaResult<OwnedMessage>> {
         let mut s = self.script.borrow_mut();
         let paused = s.paused.clone();
+        if s.eof {
+            let ended = s
+                .queued
+                .iter()
+                .find(|(k, q)| q.is_empty() && !paused.contains(*k) && !s.at_end.contains(*k))
+                .map(|(k, _)| k.clone());
+            if let Some(k) = ended {
+                s.at_end.insert(k.clone());
+                return Some(Err(KafkaError::PartitionEOF(k.1)));
+            }
+        }
         let (k, q) = s
             .queued
             .iter_mut()

@@ -33,6 +33,9 @@ pub(crate) struct PartitionState {
     stopped: usize,
     /// Whether the consumer has this partition paused.
     pub paused: bool,
+    /// The consumer reported the end of this partition's log (librdkafka's
+    /// partition EOF) and no record of it was polled since: it is caught up.
+    pub at_end: bool,
     /// Over its per-partition bound (cleared below half of it).
     pub held: bool,
     /// Over its share of the commit-lag bound while the bound is reached (see
@@ -204,6 +207,7 @@ impl Partitions {
                 arena: BytesMut::new(),
                 stopped: 0,
                 paused: false,
+                at_end: false,
                 held: false,
                 held_uncommitted: false,
                 stored: None,
@@ -295,6 +299,7 @@ impl Partitions {
             }),
         };
         let size = record.size_bytes();
+        state.at_end = false;
         state.staged.push(record);
         state.staged_bytes += size;
         let in_flight = state.in_flight();
@@ -433,13 +438,26 @@ impl Partitions {
         self.records_uncommitted -= released;
     }
 
-    /// Records dispatched whose outcome is unknown yet, over the partitions `filter`
-    /// accepts.
-    pub(crate) fn in_flight(&self, filter: impl Fn(&str, i32) -> bool) -> usize {
-        self.iter()
-            .filter(|s| filter(&s.topic, s.partition))
-            .map(PartitionState::pending)
-            .sum()
+    /// The consumer reached the end of the log of partition `partition` (librdkafka's
+    /// partition EOF, which names no topic: every assigned topic's partition of that
+    /// number is marked, and the first record polled from one clears its mark again;
+    /// `Driver::caught_up` also waits out the idle time, in which a partition with
+    /// records left would deliver some).
+    pub(crate) fn reached_end(&mut self, partition: i32) {
+        for state in self.iter_mut() {
+            if state.partition == partition {
+                state.at_end = true;
+            }
+        }
+    }
+
+    /// True when every assigned partition has reached its end, none is paused, and
+    /// nothing polled from any of them is unfinished (staged, running, waiting in a
+    /// lane or for a retry): the idle stop's condition besides the idle time.
+    pub(crate) fn caught_up(&self) -> bool {
+        self.iter().all(|s| {
+            s.at_end && !s.paused && s.staged.is_empty() && s.pending() == 0 && s.stopped == 0
+        })
     }
 
     /// True when some partition has delivered records, all of them complete, and

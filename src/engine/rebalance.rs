@@ -24,7 +24,9 @@ impl Engine {
         assigned: &[(String, i32)],
         maps: Vec<(String, i32, OffsetMap)>,
     ) {
-        st.stats.last_assigned = Some(Instant::now());
+        let now = Instant::now();
+        st.stats.last_assigned = Some(now);
+        st.stats.joined.get_or_insert(now);
         for (topic, partition) in assigned {
             let epoch = st.partitions.assign(topic, *partition);
             Counters::add(&self.metrics.counters.assigned, 1);

@@ -112,6 +112,10 @@ pub(crate) struct RunStats {
     pub completed: u64,
     /// When a partition was last assigned (the idle clock starts no earlier).
     pub last_assigned: Option<Instant>,
+    /// When the member received its first assignment, an empty one included (a
+    /// free consumer: when it assigned its partitions). The idle stop never fires
+    /// before it.
+    pub joined: Option<Instant>,
     /// When the last record completed.
     pub last_completion: Option<Instant>,
 }

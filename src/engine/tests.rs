@@ -735,3 +735,99 @@ fn records_discarded_at_stop_are_never_skipped_by_the_position() {
         "the discarded records 3..6 must be read again"
     );
 }
+
+/// Turns `d` until it stops (at most `turns` times), draining what is in flight
+/// between turns; returns the turns it took, or `None` when it never stopped.
+fn turns_until_stop(d: &mut Driver, fake: &FakeConsumer, turns: usize) -> Option<usize> {
+    for i in 0..turns {
+        if d.turn(fake) == super::driver::Turn::Stop {
+            return Some(i);
+        }
+        drain_all(d);
+    }
+    None
+}
+
+#[test]
+fn the_idle_stop_waits_for_paused_partitions_to_reach_their_end() {
+    // Partition 0 pauses at the in-flight bound with its records running; once they
+    // complete nothing is in flight and no record arrived "for the idle time" (0),
+    // but 40 records are still unread: stopping then would leave them behind.
+    let processor = Gated::blocking(0..10);
+    let open = processor.opener();
+    let seen = processor.seen.clone();
+    let c = config(|c| {
+        c.max_in_flight_records = 10;
+        c.exit_when_idle_ms = Some(0);
+    });
+    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
+    let fake = FakeConsumer::default();
+    fake.report_eof();
+    assign(&d, &[0, 1]);
+    fake.queue(T, 0, 0..50);
+    fake.queue(T, 1, 0..0); // an empty partition: at its end at once
+    assert_eq!(d.turn(&fake), super::driver::Turn::Continue);
+    assert!(fake.is_paused(T, 0));
+    open();
+    assert!(
+        turns_until_stop(&mut d, &fake, 1_000).is_some(),
+        "never stopped"
+    );
+    let mut processed = seen.lock().unwrap().clone();
+    processed.sort();
+    assert_eq!(
+        processed,
+        (0..50).collect::<Vec<_>>(),
+        "stopped with records unread"
+    );
+}
+
+#[test]
+fn the_idle_stop_waits_for_the_first_assignment_and_an_empty_one_counts() {
+    let c = config(|c| c.exit_when_idle_ms = Some(0));
+    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), Gated::default());
+    let fake = FakeConsumer::default();
+    fake.report_eof();
+    // Still joining the group (no assignment yet): not idle, however long it takes.
+    for _ in 0..3 {
+        assert_eq!(
+            d.turn(&fake),
+            super::driver::Turn::Continue,
+            "stopped before joining"
+        );
+    }
+    assign(&d, &[]); // more members than partitions: an empty assignment
+    assert_eq!(d.turn(&fake), super::driver::Turn::Stop);
+}
+
+#[test]
+fn the_idle_stop_waits_for_a_record_waiting_for_its_retry() {
+    // A retriable failure with a long backoff: nothing is running, the partition is
+    // at its end, but the record is not done.
+    struct FailOnce(std::sync::atomic::AtomicBool);
+    impl Processor for FailOnce {
+        fn process(&self, _: &Record) -> ProcessResult {
+            if !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Err(crate::processor::ProcessError::retriable("once"));
+            }
+            Ok(Outputs::none())
+        }
+    }
+    let c = config(|c| {
+        c.exit_when_idle_ms = Some(0);
+        c.retry.initial_backoff_ms = 50;
+    });
+    let mut d = driver(
+        &c,
+        CommitTarget::Group(CommitMode::Sync),
+        FailOnce(Default::default()),
+    );
+    let fake = FakeConsumer::default();
+    fake.report_eof();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..1);
+    d.turn(&fake);
+    drain_all(&d);
+    assert!(turns_until_stop(&mut d, &fake, 10_000_000).is_some());
+    assert_eq!(committable(&d, 0), Some(1), "stopped before the retry ran");
+}

@@ -94,7 +94,10 @@ pub struct Args {
     /// Policy-driven commits: async (default) or sync.
     #[arg(long, default_value = "async")]
     commit_mode: tidemark::CommitMode,
-    /// Stop gracefully after this many seconds without new records.
+    /// Stop gracefully once caught up: joined with an assignment (an empty one
+    /// counts), every assigned partition read to its end (high watermark), none
+    /// paused, nothing in flight or waiting for a retry, and no new record for this
+    /// many seconds (see Config::exit_when_idle_ms).
     #[arg(long)]
     exit_when_idle: Option<f64>,
     /// Where partitions without a committed offset start: beginning, end, offset:N or
