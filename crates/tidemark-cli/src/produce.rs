@@ -38,6 +38,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         payload_bytes: a.payload_bytes,
         keys: a.keys,
         first_id: a.first_id,
+        partition_by_id: false,
     };
     let bar = crate::spinner(&format!("producing to {}", a.topic));
     let started = std::time::Instant::now();

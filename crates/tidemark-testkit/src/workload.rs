@@ -60,6 +60,11 @@ pub struct Workload {
     pub keys: u64,
     /// First record id (to append a second workload after a first one).
     pub first_id: u64,
+    /// Record `id` goes to partition `id % partitions` even when it has a key (with
+    /// `keys` a multiple of `partitions`, each key stays in one partition): offsets
+    /// are then known in advance, `id / partitions` on a topic produced from id 0.
+    /// Otherwise keyed records go where the producer's partitioner puts them.
+    pub partition_by_id: bool,
 }
 
 impl Workload {
@@ -72,6 +77,7 @@ impl Workload {
             payload_bytes: 100,
             keys: 0,
             first_id: 0,
+            partition_by_id: false,
         }
     }
 }
@@ -86,60 +92,102 @@ impl Workload {
 pub fn produce(
     brokers: &str,
     workload: &Workload,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<(), TestkitError> {
-    let partitions = ensure_topic(brokers, &workload.topic, workload.partitions)?;
-    let producer: BaseProducer<Acks> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("acks", "all")
-        .set("linger.ms", "10")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "200000")
-        .create_with_context(Acks::default())
-        .map_err(TestkitError::kafka("creating the producer"))?;
-    let filler_len = workload.payload_bytes.saturating_sub(40);
-    let filler: String = "x".repeat(filler_len);
-    for id in workload.first_id..workload.first_id + workload.records {
-        let key = (workload.keys > 0).then(|| format!("k{}", id % workload.keys));
-        let payload = serde_json::to_vec(&WorkloadRecord {
-            id,
-            key: key.clone(),
-            data: filler.clone(),
+    WorkloadProducer::new(brokers, &workload.topic, workload.partitions)?
+        .produce(workload, progress)
+}
+
+/// A producer of workloads to one topic, kept across calls (to produce a workload in
+/// rounds, `first_id` advancing).
+pub struct WorkloadProducer {
+    producer: BaseProducer<Acks>,
+    /// Partitions of the topic.
+    partitions: i32,
+}
+
+impl WorkloadProducer {
+    /// A producer to `topic` (created with `partitions` partitions when missing).
+    ///
+    /// # Errors
+    /// [`TestkitError::Kafka`] when the topic cannot be created or the producer
+    /// cannot be created.
+    pub fn new(brokers: &str, topic: &str, partitions: i32) -> Result<Self, TestkitError> {
+        let partitions = ensure_topic(brokers, topic, partitions)?;
+        let producer: BaseProducer<Acks> = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("acks", "all")
+            .set("linger.ms", "10")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "200000")
+            .create_with_context(Acks::default())
+            .map_err(TestkitError::kafka("creating the producer"))?;
+        Ok(WorkloadProducer {
+            producer,
+            partitions,
         })
-        .expect("a workload record serializes");
-        let mut record = BaseRecord::to(&workload.topic).payload(&payload);
-        match &key {
-            Some(k) => record = record.key(k.as_bytes()),
-            None => record = record.partition((id % partitions as u64) as i32),
-        }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(10));
+    }
+
+    /// Produces `workload` (its topic must be this producer's) and waits until every
+    /// record is acknowledged (`acks=all`); calls `progress` with the number
+    /// acknowledged by this producer so far now and then.
+    ///
+    /// # Errors
+    /// [`TestkitError::Kafka`] on the first record the broker refused;
+    /// [`TestkitError::Timeout`] when the records are not all acknowledged within
+    /// 120 s.
+    pub fn produce(
+        &self,
+        workload: &Workload,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(), TestkitError> {
+        let (producer, partitions) = (&self.producer, self.partitions);
+        let filler_len = workload.payload_bytes.saturating_sub(40);
+        let filler: String = "x".repeat(filler_len);
+        for id in workload.first_id..workload.first_id + workload.records {
+            let key = (workload.keys > 0).then(|| format!("k{}", id % workload.keys));
+            let payload = serde_json::to_vec(&WorkloadRecord {
+                id,
+                key: key.clone(),
+                data: filler.clone(),
+            })
+            .expect("a workload record serializes");
+            let mut record = BaseRecord::to(&workload.topic).payload(&payload);
+            if let Some(k) = &key {
+                record = record.key(k.as_bytes());
+            }
+            if key.is_none() || workload.partition_by_id {
+                record = record.partition((id % partitions as u64) as i32);
+            }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                    Err((e, _)) => return Err(TestkitError::kafka("producing")(e)),
                 }
-                Err((e, _)) => return Err(TestkitError::kafka("producing")(e)),
+            }
+            producer.poll(Duration::ZERO);
+            if id % 10_000 == 0 {
+                progress(producer.context().acked());
+            }
+            producer.context().check()?;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while producer.in_flight_count() > 0 {
+            producer.poll(Duration::from_millis(50));
+            producer.context().check()?;
+            progress(producer.context().acked());
+            if std::time::Instant::now() > deadline {
+                return Err(TestkitError::Timeout("workload not acknowledged".into()));
             }
         }
-        producer.poll(Duration::ZERO);
-        if id % 10_000 == 0 {
-            progress(producer.context().acked());
-        }
-        producer.context().check()?;
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while producer.in_flight_count() > 0 {
-        producer.poll(Duration::from_millis(50));
         producer.context().check()?;
         progress(producer.context().acked());
-        if std::time::Instant::now() > deadline {
-            return Err(TestkitError::Timeout("workload not acknowledged".into()));
-        }
+        Ok(())
     }
-    producer.context().check()?;
-    progress(producer.context().acked());
-    Ok(())
 }
 
 /// Counts delivery reports; remembers the first failure.

@@ -14,6 +14,7 @@ use tidemark::{CommitPolicy, ProcessingOrder};
 use tidemark_testkit::{workload, Broker, EmbeddedCluster};
 
 use self::scenarios::Measurement;
+pub use self::scenarios::{kind_name, raw_poll};
 use crate::processors::Kind;
 
 /// Measure throughput against commit frequency (embedded cluster by default).
