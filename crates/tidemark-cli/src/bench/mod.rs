@@ -75,9 +75,12 @@ pub struct Args {
     /// embedded cluster.
     #[arg(long)]
     ordering_records: Option<u64>,
-    /// The headline only, in under 3 minutes: the two limits and tidemark with the
+    /// The headline only, in about 3 minutes: the two limits and tidemark with the
     /// default `Config` (nothing tuned) for the no-op and the CPU-bound processor,
-    /// rows named `tidemark default`. 100,000 records unless --records.
+    /// rows named `tidemark default`, and the sink path; each row the median of
+    /// three runs of at least 1 s (no-op and sink rows over 2,000,000 records on 64
+    /// partitions unless --records, CPU-bound rows over 200,000 records on 16
+    /// partitions, of topic `bench-cpu`).
     #[arg(long, conflicts_with_all = ["scaling", "ordering"])]
     quick: bool,
     /// Only how the default `Config` scales: partitions 16, 64, 256 (--records
@@ -93,6 +96,20 @@ pub struct Args {
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
 }
+
+/// Records of the quick headline's main topic: about 1.3 s of the raw poll loop on
+/// the embedded cluster on this project's 2-core machines, and 31,250 a partition on
+/// [`QUICK_PARTITIONS`], within the 5 MiB the mock cluster keeps per partition.
+const QUICK_RECORDS: u64 = 2_000_000;
+/// Partitions of the quick headline's main topic.
+const QUICK_PARTITIONS: i32 = 64;
+/// Records of the quick headline's CPU-bound topic: about 2 s at ~20 µs a record on 2
+/// workers.
+const QUICK_CPU_RECORDS: u64 = 200_000;
+/// Runs behind each quick headline row (the median is reported, with the spread).
+const QUICK_RUNS: usize = 3;
+/// Shortest measurement of a quick headline row.
+const QUICK_MIN_BUSY: Duration = Duration::from_secs(1);
 
 /// The commit policies measured, with their labels, most frequent first.
 fn policies() -> Vec<(CommitPolicy, &'static str)> {
@@ -113,7 +130,7 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
         100_000
     });
     let records = a.records.unwrap_or(if a.quick {
-        100_000
+        QUICK_RECORDS
     } else if a.brokers.is_some() {
         1_000_000
     } else {
@@ -174,6 +191,9 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
             workload::produce(&brokers, &w, |_| {})?;
             Ok(())
         };
+        if a.quick {
+            a.partitions = QUICK_PARTITIONS;
+        }
         fill("bench-main", records, a.partitions)?;
         if !a.quick {
             fill("bench-small", a.every_record_records, a.partitions)?;
@@ -187,43 +207,48 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
         );
         scenarios::check_nothing_dropped(&brokers, "bench-main", a.partitions)?;
         let mut rows: Vec<Measurement> = Vec::new();
-        let (raw, _) = scenarios::raw_poll(&brokers, "bench-main", a.partitions, records, false)?;
-        report::progress(&raw);
-        rows.push(raw);
-        let (_, in_memory) =
-            scenarios::raw_poll(&brokers, "bench-main", a.partitions, records, true)?;
-        for kind in [Kind::Noop, cpu] {
-            let m = scenarios::in_memory(&in_memory, kind, workers)?;
+        if a.quick {
+            quick(&a, &brokers, &fill, records, workers, cpu, &mut rows)?;
+        } else {
+            let (raw, _) =
+                scenarios::raw_poll(&brokers, "bench-main", a.partitions, records, false)?;
+            report::progress(&raw);
+            rows.push(raw);
+            let (_, in_memory) =
+                scenarios::raw_poll(&brokers, "bench-main", a.partitions, records, true)?;
+            for kind in [Kind::Noop, cpu] {
+                let m = scenarios::in_memory(&in_memory, kind, workers, Duration::ZERO)?;
+                report::progress(&m);
+                rows.push(m);
+            }
+            drop(in_memory);
+            for kind in [Kind::Noop, cpu] {
+                let m = scenarios::tidemark_default(&brokers, "bench-main", kind, records, None)?;
+                report::progress(&m);
+                rows.push(m);
+            }
+            // The sink path: one output per input, against a raw consume-produce loop.
+            create("bench-out-raw", a.partitions)?;
+            create("bench-out", a.partitions)?;
+            let raw = scenarios::raw_consume_produce(
+                &brokers,
+                "bench-main",
+                "bench-out-raw",
+                a.partitions,
+                records,
+            )?;
+            report::progress(&raw);
+            rows.push(raw);
+            let m = scenarios::tidemark_default(
+                &brokers,
+                "bench-main",
+                Kind::Noop,
+                records,
+                Some("bench-out"),
+            )?;
             report::progress(&m);
             rows.push(m);
         }
-        drop(in_memory);
-        for kind in [Kind::Noop, cpu] {
-            let m = scenarios::tidemark_default(&brokers, "bench-main", kind, records, None)?;
-            report::progress(&m);
-            rows.push(m);
-        }
-        // The sink path: one output per input, against a raw consume-produce loop.
-        create("bench-out-raw", a.partitions)?;
-        create("bench-out", a.partitions)?;
-        let raw = scenarios::raw_consume_produce(
-            &brokers,
-            "bench-main",
-            "bench-out-raw",
-            a.partitions,
-            records,
-        )?;
-        report::progress(&raw);
-        rows.push(raw);
-        let m = scenarios::tidemark_default(
-            &brokers,
-            "bench-main",
-            Kind::Noop,
-            records,
-            Some("bench-out"),
-        )?;
-        report::progress(&m);
-        rows.push(m);
         for kind in [Kind::Noop, cpu] {
             if a.quick {
                 break;
@@ -362,6 +387,58 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
     }
     // Give librdkafka's background threads a moment before the cluster goes.
     std::thread::sleep(Duration::from_millis(100));
+    Ok(())
+}
+
+/// The quick headline's rows, each the median of [`QUICK_RUNS`] runs of at least
+/// [`QUICK_MIN_BUSY`]: the limits and tidemark's default `Config`, no-op (and the sink
+/// path) over `bench-main`, CPU-bound over `bench-cpu`.
+fn quick(
+    a: &Args,
+    brokers: &str,
+    fill: &dyn Fn(&str, u64, i32) -> anyhow::Result<()>,
+    records: u64,
+    workers: usize,
+    cpu: Kind,
+    rows: &mut Vec<Measurement>,
+) -> anyhow::Result<()> {
+    let (main, cpu_topic) = ("bench-main", "bench-cpu");
+    let cpu_partitions = 16;
+    fill(cpu_topic, QUICK_CPU_RECORDS, cpu_partitions)?;
+    scenarios::check_nothing_dropped(brokers, cpu_topic, cpu_partitions)?;
+    let mut push = |m: Measurement| {
+        report::progress(&m);
+        rows.push(m);
+    };
+    push(scenarios::median_of(QUICK_RUNS, || {
+        Ok(scenarios::raw_poll(brokers, main, a.partitions, records, false)?.0)
+    })?);
+    let (_, kept) = scenarios::raw_poll(brokers, main, a.partitions, records, true)?;
+    push(scenarios::median_of(QUICK_RUNS, || {
+        scenarios::in_memory(&kept, Kind::Noop, workers, QUICK_MIN_BUSY)
+    })?);
+    drop(kept);
+    let (_, kept) =
+        scenarios::raw_poll(brokers, cpu_topic, cpu_partitions, QUICK_CPU_RECORDS, true)?;
+    push(scenarios::median_of(QUICK_RUNS, || {
+        scenarios::in_memory(&kept, cpu, workers, QUICK_MIN_BUSY)
+    })?);
+    drop(kept);
+    push(scenarios::median_of(QUICK_RUNS, || {
+        scenarios::tidemark_default(brokers, main, Kind::Noop, records, None)
+    })?);
+    push(scenarios::median_of(QUICK_RUNS, || {
+        scenarios::tidemark_default(brokers, cpu_topic, cpu, QUICK_CPU_RECORDS, None)
+    })?);
+    // The sink path: one output per input, against a raw consume-produce loop.
+    fill("bench-out-raw", 0, a.partitions)?;
+    fill("bench-out", 0, a.partitions)?;
+    push(scenarios::median_of(QUICK_RUNS, || {
+        scenarios::raw_consume_produce(brokers, main, "bench-out-raw", a.partitions, records)
+    })?);
+    push(scenarios::median_of(QUICK_RUNS, || {
+        scenarios::tidemark_default(brokers, main, Kind::Noop, records, Some("bench-out"))
+    })?);
     Ok(())
 }
 

@@ -173,6 +173,7 @@ fn group_of(
         latencies: Vec::new(),
         peak_rss_kib,
         above_committable: Vec::new(),
+        spread: None,
     })
 }
 

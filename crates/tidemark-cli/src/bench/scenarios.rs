@@ -42,6 +42,40 @@ pub struct Measurement {
     /// (`Metrics::completed_above_committable`), sampled every 2 ms while records
     /// were uncommitted — the head-of-line backlog a commit cannot cover yet.
     pub above_committable: Vec<u64>,
+    /// When the row is the median of repeated runs: their number and the slowest
+    /// and fastest rate, records/s.
+    pub spread: Option<Spread>,
+}
+
+/// The runs behind a median row.
+#[derive(Debug, Clone, Copy)]
+pub struct Spread {
+    pub runs: usize,
+    pub min_records_per_s: f64,
+    pub max_records_per_s: f64,
+}
+
+/// Runs `measure` `runs` times and returns the run with the median rate, with the
+/// spread of all of them.
+pub fn median_of(
+    runs: usize,
+    mut measure: impl FnMut() -> anyhow::Result<Measurement>,
+) -> anyhow::Result<Measurement> {
+    let mut all = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let m = measure()?;
+        tracing::info!(scenario = %m.scenario, processor = %m.processor, records_per_s = m.records_per_sec(), "run");
+        all.push(m);
+    }
+    all.sort_by(|a, b| a.records_per_sec().total_cmp(&b.records_per_sec()));
+    let spread = Spread {
+        runs: all.len(),
+        min_records_per_s: all[0].records_per_sec(),
+        max_records_per_s: all[all.len() - 1].records_per_sec(),
+    };
+    let mut median = all.swap_remove(all.len() / 2);
+    median.spread = Some(spread);
+    Ok(median)
 }
 
 impl Measurement {
@@ -196,6 +230,7 @@ pub fn raw_poll(
             latencies: Vec::new(),
             peak_rss_kib: peak_rss_kib(),
             above_committable: Vec::new(),
+            spread: None,
         },
         kept,
     ))
@@ -280,32 +315,44 @@ pub fn raw_consume_produce(
         latencies: Vec::new(),
         peak_rss_kib: peak_rss_kib(),
         above_committable: Vec::new(),
+        spread: None,
     })
 }
 
 /// The CPU limit: the processor over records already in memory, on a rayon pool of
-/// `workers` (no Kafka).
-pub fn in_memory(records: &[Record], kind: Kind, workers: usize) -> anyhow::Result<Measurement> {
+/// `workers` (no Kafka), in whole passes over them until `min_busy` has passed.
+pub fn in_memory(
+    records: &[Record],
+    kind: Kind,
+    workers: usize,
+    min_busy: Duration,
+) -> anyhow::Result<Measurement> {
     reset_peak_rss();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(workers)
         .build()?;
     let processor = CliProcessor::new(kind, None);
     let start = Instant::now();
-    pool.install(|| {
-        records.par_iter().for_each(|r| {
-            std::hint::black_box(processor.process(r).ok());
-        })
-    });
+    let mut passes = 0u64;
+    // Whole passes over the records until `min_busy` has passed.
+    while passes == 0 || start.elapsed() < min_busy {
+        pool.install(|| {
+            records.par_iter().for_each(|r| {
+                std::hint::black_box(processor.process(r).ok());
+            })
+        });
+        passes += 1;
+    }
     Ok(Measurement {
         scenario: "limit: rayon in memory".into(),
         processor: kind_name(kind),
-        records: records.len() as u64,
+        records: passes * records.len() as u64,
         busy: start.elapsed(),
         commits: 0,
         latencies: Vec::new(),
         peak_rss_kib: peak_rss_kib(),
         above_committable: Vec::new(),
+        spread: None,
     })
 }
 
@@ -357,6 +404,7 @@ pub fn tidemark(
         latencies: events.iter().filter_map(|e| e.latency).collect(),
         peak_rss_kib: peak_rss_kib(),
         above_committable,
+        spread: None,
     })
 }
 
@@ -402,6 +450,7 @@ pub fn tidemark_default(
         latencies: Vec::new(),
         peak_rss_kib: peak_rss_kib(),
         above_committable,
+        spread: None,
     })
 }
 
@@ -471,6 +520,7 @@ pub fn sequential(
         latencies,
         peak_rss_kib: peak_rss_kib(),
         above_committable: Vec::new(),
+        spread: None,
     })
 }
 
@@ -507,6 +557,7 @@ pub fn arroyo(
         latencies: Vec::new(),
         peak_rss_kib: field("peak_rss_kib")? as u64,
         above_committable: Vec::new(),
+        spread: None,
     })
 }
 
@@ -558,6 +609,7 @@ pub fn parallel_consumer(
         latencies: Vec::new(),
         peak_rss_kib: field("peak_rss_kib")? as u64,
         above_committable: Vec::new(),
+        spread: None,
     })
 }
 
