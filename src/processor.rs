@@ -89,19 +89,41 @@ pub trait Processor: Send + Sync + 'static {
     /// several records of the same partition at once.
     fn process(&self, record: &Record) -> ProcessResult;
 
-    /// Processes a batch of records of one partition, in offset order, and returns one
-    /// result per record in the same order (the engine checks the length and treats a
-    /// missing result as a permanent failure). Override to amortise per-batch costs
-    /// (one database round trip per batch, say); the default processes the records in
-    /// parallel on the pool.
+    /// Processes a batch of records of one partition that may run together and
+    /// returns one result per record in the same order (the engine checks the length
+    /// and treats a missing result as a permanent failure). A batch is one *layer* of
+    /// a task (see "Ordering" in the README): it never holds two records of one
+    /// lane (key under `ProcessingOrder::Key`, partition under
+    /// `ProcessingOrder::Partition`), its records are in offset order, and the next
+    /// layer starts only when this call has returned. Override it to amortise
+    /// per-batch costs (one database round trip per batch, say).
+    ///
+    /// The default runs [`process`](Processor::process) over the records in
+    /// parallel on the pool, and each record completes (its outputs sent, then
+    /// acknowledged) the moment its own `process` returns `Ok`, so a slow record
+    /// holds back no other one. **An overriding `process_batch` completes its batch
+    /// together**: no record of it is complete, nor any output sent, before the
+    /// call returns, so its slowest record holds back the committed offset and the
+    /// offset map of the others.
     ///
     /// A panic in `process` is caught by the default and fails that record alone
     /// (a permanent [`ProcessError`] carrying the panic message); a panic in an
     /// overriding `process_batch` fails every record of the batch the same way.
     fn process_batch(&self, records: &[Record]) -> Vec<ProcessResult> {
+        let reporter = crate::engine::worker::take_reporter();
+        // One record per split: a record waiting behind a slow one on the same worker
+        // is stolen by an idle one, so the slow record holds back nobody.
         records
             .par_iter()
-            .map(|r| catch_panic("process", || self.process(r)))
+            .with_max_len(1)
+            .enumerate()
+            .map(|(i, r)| {
+                let mut result = catch_panic("process", || self.process(r));
+                if let Some(reporter) = reporter {
+                    reporter.report(i, &mut result);
+                }
+                result
+            })
             .collect()
     }
 }

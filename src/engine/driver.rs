@@ -26,7 +26,7 @@ use super::partitions::Partitions;
 use super::publish::{HighWatermarks, Publisher};
 use super::scheduler::Task;
 use super::sink::Sink;
-use super::state::RunState;
+use super::state::{LiveTask, RunState};
 use super::worker::run_task;
 use crate::commit::{CommitCallback, CommitError, CommitEvent, CommitRequest, PartitionOffset};
 use crate::config::{Config, Delivery, StartPosition};
@@ -69,23 +69,84 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    /// Applies one task outcome: completions to the tracker, each failure to the
-    /// failure policy and its decision (retry, dead letter, stop), skipped records
-    /// back to the scheduler, the task's lanes freed. Outcomes of an earlier epoch
-    /// change nothing but the byte count. Returns the records it completed.
+    /// Applies the completions of `live` not applied yet (its records complete as
+    /// they succeed: `completion`). Returns the records it completed.
+    fn collect_task(&self, st: &mut RunState, live: &mut LiveTask) -> u64 {
+        let RunState {
+            partitions,
+            scheduler,
+            ..
+        } = st;
+        let task = &*live.pending;
+        let applied = &mut live.applied;
+        let forget_attempts = scheduler.has_attempts();
+        let n = partitions.complete(&task.topic, task.partition, task.epoch, |complete| {
+            applied.take_new(task, |offset| {
+                complete(offset);
+                if forget_attempts {
+                    scheduler.done(&task.topic, task.partition, &[offset]);
+                }
+            });
+        });
+        if n > 0 {
+            st.stats.completed += n;
+            st.stats.last_completion = Some(Instant::now());
+            if live.dead_letter {
+                Counters::add(&self.metrics.counters.dead_lettered, n);
+            } else {
+                Counters::add(&self.metrics.counters.completed, n);
+                st.failures.completed();
+            }
+            if self.delivery == Delivery::AtMostOnce {
+                st.partitions.release_committed(&task.topic, task.partition);
+            }
+        }
+        n
+    }
+
+    /// Applies the completions of every task in flight that moved since the last
+    /// call: once per poll round, one atomic load per task, none per record that did
+    /// not complete. `each` is called with every task's partition and its count.
+    pub(crate) fn collect_progress(
+        &self,
+        st: &mut RunState,
+        mut each: impl FnMut(&mut RunState, &Arc<str>, i32, u64),
+    ) {
+        let mut live = std::mem::take(&mut st.live);
+        for task in live.values_mut() {
+            let n = self.collect_task(st, task);
+            if n > 0 {
+                each(st, &task.pending.topic, task.pending.partition, n);
+            }
+        }
+        // Tasks dispatched meanwhile (none: only the poll thread dispatches).
+        debug_assert!(st.live.is_empty());
+        st.live = live;
+    }
+
+    /// Applies the end of a task: its last completions, each failure to the failure
+    /// policy and its decision (retry, dead letter, stop), skipped records back to
+    /// the scheduler, the task's lanes freed. A task of an earlier epoch changes
+    /// nothing but the byte count. Returns the records it completed.
     pub(crate) fn apply(&self, st: &mut RunState, done: TaskDone) -> u64 {
         let TaskDone {
             task,
-            topic,
-            partition,
-            epoch,
             bytes,
-            completed,
             mut failed,
             skipped,
             processing,
         } = done;
-        let records = completed.len() + failed.len();
+        let Some(mut live) = st.live.remove(&task) else {
+            debug_assert!(false, "the end of a task never dispatched");
+            return 0;
+        };
+        let n = self.collect_task(st, &mut live);
+        let (topic, partition, epoch) = (
+            live.pending.topic.clone(),
+            live.pending.partition,
+            live.pending.epoch,
+        );
+        let records = live.applied_count() + failed.len();
         if records > 0 && !processing.is_zero() {
             let counters = &self.metrics.counters;
             Counters::add(&counters.processing_us, processing.as_micros() as u64);
@@ -93,33 +154,19 @@ impl Engine {
             self.record_processing
                 .record(processing.as_secs_f64() / records as f64);
         }
+        st.partitions.release_bytes(bytes);
+        st.stats.tasks_done += 1;
         let current = st
             .partitions
             .get(&topic, partition)
             .is_some_and(|s| s.tracker.epoch() == epoch);
-        let n = st
-            .partitions
-            .apply(&topic, partition, epoch, bytes, &completed);
-        st.stats.tasks_done += 1;
-        let dead_letter = st.scheduler.take_dead_letter(task);
-        if self.delivery == Delivery::AtMostOnce {
-            st.partitions.release_committed(&topic, partition);
-        }
-        if n > 0 {
-            st.stats.completed += n;
-            st.stats.last_completion = Some(Instant::now());
-            if dead_letter {
-                Counters::add(&self.metrics.counters.dead_lettered, n);
-            } else {
-                Counters::add(&self.metrics.counters.completed, n);
-                st.failures.completed();
-            }
+        if live.dead_letter {
+            st.scheduler.take_dead_letter(task);
         }
         if !current {
             st.scheduler.finish(task, &[]);
             return n;
         }
-        st.scheduler.done(&topic, partition, &completed);
         failed.sort_by_key(|f| f.offset);
         let mut keep_busy = Vec::new();
         for f in failed {
@@ -178,21 +225,24 @@ impl Engine {
             record.partition,
             epoch,
             size,
+            Box::new([record.offset]),
             self.done_tx.clone(),
         );
-        pending.processed([record.offset], [], [], Duration::ZERO);
+        st.live.insert(id, LiveTask::new(pending.clone(), true));
         sink.dead_letter(
             &record,
             &cause.message(),
             attempts,
-            pending.expect_ack(record.offset, true),
+            pending.expect_ack(0, true),
             sink.aborts(),
         );
+        pending.succeeded(0);
         pending.release();
     }
 
-    /// Applies every task outcome already waiting, without blocking.
+    /// Applies every completion and task end already there, without blocking.
     pub(crate) fn apply_ready(&self, st: &mut RunState) {
+        self.collect_progress(st, |_, _, _, _| {});
         while let Ok(done) = self.completions.try_recv() {
             self.apply(st, done);
         }
@@ -220,7 +270,10 @@ impl Engine {
                 Ok(done) => {
                     self.apply(st, done);
                 }
-                Err(RecvTimeoutError::Timeout) => return st.pending(&filter),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.apply_ready(st);
+                    return st.pending(&filter);
+                }
                 Err(RecvTimeoutError::Disconnected) => return left,
             }
         }
@@ -555,13 +608,25 @@ impl Driver {
             self.dispatch(&mut st, now);
         }
         if self.schedule.per_record() {
-            while let Ok(done) = engine.completions.try_recv() {
-                let (topic, partition) = (done.topic.clone(), done.partition);
-                for _ in 0..engine.apply(&mut st, done) {
+            // One commit per completed record (of its partition).
+            let per_record = |st: &mut RunState, topic: &Arc<str>, partition: i32, n: u64| {
+                for _ in 0..n {
                     let offsets = st
                         .partitions
-                        .take_dirty(|t, p| *t == *topic && p == partition, true);
-                    let _ = engine.commit(consumer, &mut st, offsets, false);
+                        .take_dirty(|t, p| *t == **topic && p == partition, true);
+                    let _ = engine.commit(consumer, st, offsets, false);
+                }
+            };
+            engine.collect_progress(&mut st, per_record);
+            while let Ok(done) = engine.completions.try_recv() {
+                let (topic, partition) = st
+                    .live
+                    .get(&done.task)
+                    .map(|l| (l.pending.topic.clone(), l.pending.partition))
+                    .unzip();
+                let n = engine.apply(&mut st, done);
+                if let (Some(topic), Some(partition)) = (topic, partition) {
+                    per_record(&mut st, &topic, partition, n);
                 }
             }
         } else {
@@ -702,17 +767,26 @@ impl Driver {
             // completions instead of waiting behind the round.
             tasks.sort_by_cached_key(|t| !holds_committable(&st.partitions, t));
         }
+        let mut dispatched = 0;
         for task in tasks {
-            Counters::add(
-                &self.engine.metrics.counters.dispatched,
-                task.records.len() as u64,
+            dispatched += task.records.len();
+            let pending = PendingTask::new(
+                task.id,
+                task.topic.clone(),
+                task.partition,
+                task.epoch,
+                task.bytes,
+                task.records.iter().map(|r| r.offset).collect(),
+                self.engine.done_tx.clone(),
             );
+            st.live
+                .insert(task.id, LiveTask::new(pending.clone(), false));
             let processor = self.processor.clone();
             let sink = self.engine.sink.clone();
-            let done = self.engine.done_tx.clone();
             self.pool
-                .spawn(move || run_task(&*processor, sink.as_deref(), task, done));
+                .spawn(move || run_task(&*processor, sink.as_deref(), task, pending));
         }
+        Counters::add(&self.engine.metrics.counters.dispatched, dispatched as u64);
     }
 
     /// Applies back-pressure's decision; returns true while every partition is

@@ -32,7 +32,7 @@ mod start;
 mod state;
 #[cfg(test)]
 mod tests;
-mod worker;
+pub(crate) mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;

@@ -372,43 +372,42 @@ impl Partitions {
         (delivered, skipped.0)
     }
 
-    /// Applies one task's outcome to its tracker and returns the records it
-    /// completed. A task of an earlier assignment (stale epoch, docs/DESIGN.md invariant 5) or of a
-    /// partition no longer assigned changes nothing but the byte count (its records'
-    /// memory is free now either way).
-    pub(crate) fn apply(
+    /// Completes records of `topic`/`partition` dispatched under `epoch`: `offsets`
+    /// calls its argument with each. Returns the records it completed. Records of an
+    /// earlier assignment (stale epoch, docs/DESIGN.md invariant 5) or of a
+    /// partition no longer assigned change nothing (`offsets` still runs, so the
+    /// caller's bookkeeping moves on).
+    pub(crate) fn complete(
         &mut self,
         topic: &str,
         partition: i32,
         epoch: Epoch,
-        bytes: usize,
-        completed: &[i64],
+        offsets: impl FnOnce(&mut dyn FnMut(i64)),
     ) -> u64 {
-        self.bytes_in_flight -= bytes;
-        let Some(state) = self.get_mut(topic, partition) else {
-            tracing::debug!(
-                topic,
-                partition,
-                "completion for an unassigned partition dropped"
-            );
-            return 0;
-        };
-        if epoch != state.tracker.epoch() {
-            tracing::debug!(
-                topic,
-                partition,
-                epoch = epoch.0,
-                "stale completion dropped"
-            );
-            return 0;
-        }
         let mut done = 0u64;
-        for offset in completed {
-            if state.tracker.complete(epoch, *offset) == Completion::Completed {
-                done += 1;
+        match self.get_mut(topic, partition) {
+            Some(state) if state.tracker.epoch() == epoch => offsets(&mut |offset| {
+                if state.tracker.complete(epoch, offset) == Completion::Completed {
+                    done += 1;
+                }
+            }),
+            _ => {
+                tracing::trace!(
+                    topic,
+                    partition,
+                    epoch = epoch.0,
+                    "stale completion dropped"
+                );
+                offsets(&mut |_| {});
             }
         }
         done
+    }
+
+    /// A task ended: its records' key and payload bytes are free (its records
+    /// that go back to the scheduler hold theirs again: `hold_bytes`).
+    pub(crate) fn release_bytes(&mut self, bytes: usize) {
+        self.bytes_in_flight -= bytes;
     }
 
     /// `n` records of `topic`/`partition` failed and the run stops on them.

@@ -429,6 +429,11 @@ impl Scheduler {
             .map_or(1, |a| a + 1)
     }
 
+    /// True while some record has failed at least once (its attempts are kept).
+    pub(crate) fn has_attempts(&self) -> bool {
+        !self.attempts.is_empty()
+    }
+
     /// Forgets the attempts of records that are done (completed or dead-lettered).
     pub(crate) fn done(&mut self, topic: &Arc<str>, partition: i32, offsets: &[i64]) {
         if self.attempts.is_empty() {

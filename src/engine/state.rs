@@ -5,9 +5,11 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
+use super::completion::{Applied, PendingTask};
 use super::failure::FailurePolicy;
 use super::partitions::Partitions;
 use super::scheduler::Scheduler;
+use super::FastMap;
 use crate::commit::PartitionOffset;
 use crate::config::{Config, Delivery};
 use crate::error::Error;
@@ -25,6 +27,9 @@ pub(crate) struct RunState {
     pub commits: CommitBook,
     /// What happens to failed records.
     pub failures: FailurePolicy,
+    /// Tasks dispatched (and dead letters sent) whose end has not arrived, by task
+    /// id: their records' completions are read from them every round.
+    pub live: FastMap<u64, LiveTask>,
     /// Back-pressure has paused every partition.
     pub paused_all: bool,
     /// A consumer or producer error that stops the run (not tied to a record).
@@ -69,6 +74,30 @@ impl RunState {
     /// error.
     pub(crate) fn must_stop(&self) -> bool {
         self.fatal.is_some() || self.failures.stopped()
+    }
+}
+
+/// A task in flight as the poll thread sees it: the shared progress and what of it
+/// was applied already.
+pub(crate) struct LiveTask {
+    pub pending: std::sync::Arc<PendingTask>,
+    pub applied: Applied,
+    /// A dead letter: its completion counts as dead-lettered, not completed.
+    pub dead_letter: bool,
+}
+
+impl LiveTask {
+    /// Records of the task completed so far.
+    pub(crate) fn applied_count(&self) -> usize {
+        self.applied.count()
+    }
+
+    pub(crate) fn new(pending: std::sync::Arc<PendingTask>, dead_letter: bool) -> Self {
+        LiveTask {
+            applied: Applied::new(&pending),
+            pending,
+            dead_letter,
+        }
     }
 }
 

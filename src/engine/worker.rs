@@ -1,14 +1,23 @@
 //! What runs on the rayon pool: a task through the processor, layer by layer (see
-//! `scheduler`), its outputs to the sink, and one [`TaskDone`] back to the poll
-//! thread.
+//! `scheduler`), its outputs to the sink, each record's completion as it happens,
+//! and the task's end (failures, skipped records) back to the poll thread.
 //!
-//! Workers never touch the consumer nor the tracker; they only send on the unbounded
-//! completion channel, so they can never block on the poll thread (docs/DESIGN.md,
-//! invariant 9).
+//! **Per-record completion through the default `process_batch`.** The worker
+//! installs a [`Reporter`] for the duration of each `process_batch` call; the
+//! default `process_batch` takes it and, as each record's `process` returns `Ok`,
+//! sends that record's outputs and marks it complete at once — so a slow record
+//! holds back no other record of its layer. An overriding `process_batch` never
+//! takes it: its records complete together when it returns.
+//!
+//! Workers never touch the consumer nor the tracker; they only set bits and send on
+//! the unbounded completion channel, so they can never block on the poll thread
+//! (docs/DESIGN.md, invariant 9).
 
-use crossbeam_channel::Sender;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use super::completion::{FailedRecord, PendingTask, TaskDone};
+use super::completion::{FailedRecord, PendingTask};
 use super::failure::FailureCause;
 use super::scheduler::Task;
 use super::sink::Sink;
@@ -18,95 +27,169 @@ use crate::record::Record;
 /// A record of a layer with its position in it (its lane).
 type Positioned<'a> = (usize, &'a Record);
 
-/// Runs `task` through `processor`; its outcome reaches `done` once every record is
-/// processed and every output acknowledged. Each layer goes to `process_batch`; a
-/// lane stops at its first failure (the rest of its chain comes back skipped).
+/// Handles a record's `Ok` result the moment `process` returns it: sends its
+/// outputs and completes it. Installed by the worker around one `process_batch`
+/// call; see the module documentation.
+pub(crate) struct Reporter<'a> {
+    pending: &'a Arc<PendingTask>,
+    sink: Option<&'a Sink>,
+    aborts: u64,
+    /// The records of the batch and each one's position in the task.
+    records: &'a [Record],
+    positions: &'a [usize],
+    /// Per batch index: completed through this reporter.
+    reported: &'a [AtomicBool],
+}
+
+impl Reporter<'_> {
+    /// `result` is record `index`'s of the batch: an `Ok` one's outputs go to the
+    /// sink now (left empty in `result`) and the record completes.
+    pub(crate) fn report(&self, index: usize, result: &mut ProcessResult) {
+        let Ok(outputs) = result else { return };
+        let outputs = std::mem::take(outputs);
+        send_outputs(
+            self.pending,
+            self.sink,
+            self.aborts,
+            self.positions[index],
+            &self.records[index],
+            outputs,
+        );
+        self.reported[index].store(true, Ordering::Relaxed);
+    }
+}
+
+thread_local! {
+    /// The reporter of the `process_batch` call running on this thread, as a raw
+    /// pointer: it lives on the worker's stack for exactly that call.
+    static REPORTER: Cell<Option<*const Reporter<'static>>> = const { Cell::new(None) };
+}
+
+/// For the default `process_batch`: takes the reporter of the call it runs in, if
+/// the engine installed one. The returned reference is valid until the
+/// `process_batch` call that took it returns (the worker clears and drops the
+/// reporter only after that).
+pub(crate) fn take_reporter<'a>() -> Option<&'a Reporter<'a>> {
+    // SAFETY: the pointer was made from a reference to a Reporter that outlives
+    // the process_batch call (see `run_batch`), and only that call's default body
+    // takes it; it is used only within that body.
+    REPORTER
+        .with(|r| r.take())
+        .map(|p| unsafe { &*(p as *const Reporter<'a>) })
+}
+
+/// Sends `outputs` of the record at task position `position`, then completes it
+/// (now, or with its last acknowledgement).
+fn send_outputs(
+    pending: &Arc<PendingTask>,
+    sink: Option<&Sink>,
+    aborts: u64,
+    position: usize,
+    record: &Record,
+    outputs: crate::record::Outputs,
+) {
+    match sink {
+        Some(sink) if sink.has_output() => {
+            for output in outputs.0 {
+                sink.send(record, output, pending.expect_ack(position, false), aborts);
+            }
+        }
+        _ if !outputs.is_empty() => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "the processor returned outputs but no sink is configured: they are dropped"
+                )
+            });
+        }
+        _ => {}
+    }
+    pending.succeeded(position);
+}
+
+/// Runs `task` through `processor`. Each record completes as it succeeds (its
+/// outputs acknowledged); the task's end reaches the poll thread once every record
+/// is processed and every output acknowledged. Each layer goes to `process_batch`;
+/// a lane stops at its first failure (the rest of its chain comes back skipped).
 pub(crate) fn run_task(
     processor: &dyn Processor,
     sink: Option<&Sink>,
     task: Task,
-    done: Sender<TaskDone>,
+    pending: Arc<PendingTask>,
 ) {
     let _span = tracing::trace_span!("task", topic = %task.topic, partition = task.partition, records = task.records.len()).entered();
-    let pending = PendingTask::new(
-        task.id,
-        task.topic.clone(),
-        task.partition,
-        task.epoch,
-        task.bytes,
-        done,
-    );
     let layer = task.layer.max(1);
     let mut stopped = vec![false; layer];
     let mut any_stopped = false;
-    let mut warned = false;
-    for chunk in task.records.chunks(layer) {
+    let mut positions: Vec<usize> = Vec::with_capacity(layer);
+    let reported: Vec<AtomicBool> = (0..layer).map(|_| AtomicBool::new(false)).collect();
+    for (n, chunk) in task.records.chunks(layer).enumerate() {
+        let base = n * layer;
         let (live, skipped): (Vec<Positioned<'_>>, Vec<Positioned<'_>>) =
             chunk.iter().enumerate().partition(|(j, _)| !stopped[*j]);
+        positions.clear();
+        positions.extend(live.iter().map(|(j, _)| base + j));
         let started = std::time::Instant::now();
-        let results = if !any_stopped {
-            run_batch(processor, chunk, &task)
+        let owned: Vec<Record>;
+        let records: &[Record] = if !any_stopped {
+            chunk
         } else {
-            let records: Vec<Record> = live.iter().map(|(_, r)| (*r).clone()).collect();
-            run_batch(processor, &records, &task)
+            owned = live.iter().map(|(_, r)| (*r).clone()).collect();
+            &owned
         };
-        let mut completed = Vec::with_capacity(live.len());
+        let reporter = Reporter {
+            pending: &pending,
+            sink,
+            aborts: task.aborts,
+            records,
+            positions: &positions,
+            reported: &reported[..records.len()],
+        };
+        let results = run_batch(processor, records, &task, &reporter);
         let mut failed = Vec::new();
-        for ((j, record), result) in live.iter().zip(&results) {
+        for (i, ((j, record), result)) in live.iter().zip(results).enumerate() {
+            if reported[i].swap(false, Ordering::Relaxed) {
+                continue;
+            }
             match result {
-                Ok(_) => completed.push(record.offset),
+                Ok(outputs) => send_outputs(&pending, sink, task.aborts, base + j, record, outputs),
                 Err(e) => {
                     stopped[*j] = true;
                     any_stopped = true;
                     failed.push(FailedRecord {
                         offset: record.offset,
-                        cause: FailureCause::Processor(e.clone()),
+                        cause: FailureCause::Processor(e),
                         record: Some((*record).clone()),
                     });
                 }
             }
         }
         pending.processed(
-            completed,
             failed,
             skipped.into_iter().map(|(_, r)| r.clone()),
             started.elapsed(),
         );
-        for ((_, record), result) in live.into_iter().zip(results) {
-            let Ok(outputs) = result else { continue };
-            match sink {
-                Some(sink) if sink.has_output() => {
-                    for output in outputs.0 {
-                        sink.send(
-                            record,
-                            output,
-                            pending.expect_ack(record.offset, false),
-                            task.aborts,
-                        );
-                    }
-                }
-                _ if !warned && !outputs.is_empty() => {
-                    warned = true;
-                    static WARNED: std::sync::Once = std::sync::Once::new();
-                    WARNED.call_once(|| {
-                        tracing::warn!("the processor returned outputs but no sink is configured: they are dropped")
-                    });
-                }
-                _ => {}
-            }
-        }
     }
     pending.release();
 }
 
-/// `process_batch` over `records`, with its panics caught (a panic in an overriding
-/// `process_batch` fails every record; the default catches each record's own) and
-/// its result count checked.
-fn run_batch(processor: &dyn Processor, records: &[Record], task: &Task) -> Vec<ProcessResult> {
-    let mut results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+/// `process_batch` over `records` with `reporter` installed, its panics caught (a
+/// panic in an overriding `process_batch` fails every record not reported yet; the
+/// default catches each record's own) and its result count checked.
+fn run_batch(
+    processor: &dyn Processor,
+    records: &[Record],
+    task: &Task,
+    reporter: &Reporter<'_>,
+) -> Vec<ProcessResult> {
+    let pointer = reporter as *const Reporter<'_> as *const Reporter<'static>;
+    REPORTER.with(|r| r.set(Some(pointer)));
+    let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         processor.process_batch(records)
-    }))
-    .unwrap_or_else(|panic| {
+    }));
+    // Whether or not the default body took it, it is gone before `reporter` is.
+    REPORTER.with(|r| r.set(None));
+    let mut results = results.unwrap_or_else(|panic| {
         let message = panic_message(&*panic);
         tracing::error!(topic = %task.topic, partition = task.partition, %message, "process_batch panicked: failing its records");
         let error = ProcessError::permanent(format!("process_batch panicked: {message}"));

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 
 /// Parallel batch processing of Kafka records with at-least-once watermark commits.
 #[derive(Parser)]
-#[command(name = "tidemark", version, about)]
+#[command(name = "tidemark", version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -51,6 +51,9 @@ pub struct CliProcessor {
     /// Test-only (`--test-hold P:O`): the record at (partition, offset) fails
     /// retriably for as long as this process lives.
     hold: Option<(i32, i64)>,
+    /// Test-only (`--test-sleep P:O`): processing the record at (partition, offset)
+    /// sleeps for as long as this process lives (a slow call, not a failure).
+    sleep: Option<(i32, i64)>,
 }
 
 impl CliProcessor {
@@ -60,6 +63,7 @@ impl CliProcessor {
             flaky,
             attempts: Mutex::default(),
             hold: None,
+            sleep: None,
         }
     }
 
@@ -70,8 +74,21 @@ impl CliProcessor {
     }
 }
 
+impl CliProcessor {
+    /// Sleeps forever in the record at `sleep` (partition, offset) (tests).
+    pub fn with_test_sleep(mut self, sleep: Option<(i32, i64)>) -> Self {
+        self.sleep = sleep;
+        self
+    }
+}
+
 impl Processor for CliProcessor {
     fn process(&self, record: &Record) -> ProcessResult {
+        if self.sleep == Some((record.partition, record.offset)) {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
         if self.hold == Some((record.partition, record.offset)) {
             return Err(ProcessError::retriable("test-hold"));
         }

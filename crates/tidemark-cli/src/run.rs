@@ -148,6 +148,10 @@ pub struct Args {
     /// as this process lives (P:O).
     #[arg(long, hide = true, value_parser = parse_backoff)]
     test_hold: Option<(u64, u64)>,
+    /// Test-only: processing the record at partition P, offset O sleeps for as long
+    /// as this process lives (P:O).
+    #[arg(long, hide = true, value_parser = parse_backoff)]
+    test_sleep: Option<(u64, u64)>,
     /// Byte budget of the offset map each commit carries in its metadata (the
     /// records completed above the committed offset, which the partition's next
     /// owner skips). Default 4096 (the broker's `offset.metadata.max.bytes`); 0
@@ -271,7 +275,8 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         }
     }
     let processor = CliProcessor::new(a.processor, a.test_flaky)
-        .with_test_hold(a.test_hold.map(|(p, o)| (p as i32, o as i64)));
+        .with_test_hold(a.test_hold.map(|(p, o)| (p as i32, o as i64)))
+        .with_test_sleep(a.test_sleep.map(|(p, o)| (p as i32, o as i64)));
     let summary = execute(config, processor, store, "processing", a.metrics_addr)?;
     print_summary(&summary);
     Ok(())
