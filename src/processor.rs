@@ -1,7 +1,5 @@
 //! The user's side of tidemark: the [`Processor`] trait and its error type.
 
-use rayon::prelude::*;
-
 use crate::record::{Outputs, Record};
 
 /// Whether a failed record may succeed when tried again.
@@ -65,11 +63,13 @@ pub type ProcessResult = Result<Outputs, ProcessError>;
 /// User code that processes records. One instance is shared by every worker of the pool
 /// (`&self`, `Send + Sync`), so keep per-record state local or behind your own sync.
 ///
-/// tidemark calls [`process_batch`](Processor::process_batch) once per polled batch of
-/// one partition on its rayon pool; the default runs [`process`](Processor::process)
-/// for each record of the batch in parallel on that same pool. A record counts complete
-/// only when `process` has returned `Ok` *and* every output it returned has been
-/// acknowledged by the sink; only then can the committed offset pass it.
+/// tidemark calls [`process_batch`](Processor::process_batch) with the records of one
+/// partition that may run together, on its rayon pool; the default runs
+/// [`process`](Processor::process) for each of them in parallel on that same pool. A
+/// record counts complete only when `process` has returned `Ok` *and* every output it
+/// returned has been acknowledged by the sink; only then can the committed offset
+/// pass it. With the default `process_batch` each record completes on its own; with
+/// an overriding one, when the call returns.
 ///
 /// ```
 /// use tidemark::{Outputs, ProcessError, Processor, ProcessResult, Record};
@@ -111,20 +111,13 @@ pub trait Processor: Send + Sync + 'static {
     /// overriding `process_batch` fails every record of the batch the same way.
     fn process_batch(&self, records: &[Record]) -> Vec<ProcessResult> {
         let reporter = crate::engine::worker::take_reporter();
-        // One record per split: a record waiting behind a slow one on the same worker
-        // is stolen by an idle one, so the slow record holds back nobody.
-        records
-            .par_iter()
-            .with_max_len(1)
-            .enumerate()
-            .map(|(i, r)| {
-                let mut result = catch_panic("process", || self.process(r));
-                if let Some(reporter) = reporter {
-                    reporter.report(i, &mut result);
-                }
-                result
-            })
-            .collect()
+        crate::engine::worker::claim_each(records, |i, r| {
+            let mut result = catch_panic("process", || self.process(r));
+            if let Some(reporter) = reporter {
+                reporter.report(i, &mut result);
+            }
+            result
+        })
     }
 }
 

@@ -78,6 +78,44 @@ pub(crate) fn take_reporter<'a>() -> Option<&'a Reporter<'a>> {
         .map(|p| unsafe { &*(p as *const Reporter<'a>) })
 }
 
+/// Runs `f` over `records` on the current rayon pool and returns the results in
+/// order. The workers *claim* records one at a time from a shared counter (one
+/// atomic add per record): a worker held by a slow record holds nothing else, the
+/// others go on claiming. (rayon's `par_iter` runs a worker's share as sequential
+/// leaves — records behind a slow one in its leaf wait for it — and splitting down
+/// to one record costs a join per record: ~2 µs of CPU a record on 2 cores, measured.)
+pub(crate) fn claim_each(
+    records: &[Record],
+    f: impl Fn(usize, &Record) -> ProcessResult + Sync,
+) -> Vec<ProcessResult> {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::OnceLock;
+    let n = records.len();
+    if n <= 1 {
+        return records.iter().enumerate().map(|(i, r)| f(i, r)).collect();
+    }
+    let slots: Vec<OnceLock<ProcessResult>> = (0..n).map(|_| OnceLock::new()).collect();
+    let next = AtomicUsize::new(0);
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= n {
+            break;
+        }
+        let _ = slots[i].set(f(i, &records[i]));
+    };
+    let helpers = rayon::current_num_threads().min(n) - 1;
+    rayon::scope(|s| {
+        for _ in 0..helpers {
+            s.spawn(|_| work());
+        }
+        work();
+    });
+    slots
+        .into_iter()
+        .map(|s| s.into_inner().expect("every record was claimed"))
+        .collect()
+}
+
 /// Sends `outputs` of the record at task position `position`, then completes it
 /// (now, or with its last acknowledgement).
 fn send_outputs(

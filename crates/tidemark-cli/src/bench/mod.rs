@@ -210,42 +210,51 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
         if a.quick {
             quick(&a, &brokers, &fill, records, workers, cpu, &mut rows)?;
         } else {
-            let (raw, _) =
-                scenarios::raw_poll(&brokers, "bench-main", a.partitions, records, false)?;
+            let raw = scenarios::with_cpu(|| {
+                Ok(scenarios::raw_poll(&brokers, "bench-main", a.partitions, records, false)?.0)
+            })?;
             report::progress(&raw);
             rows.push(raw);
             let (_, in_memory) =
                 scenarios::raw_poll(&brokers, "bench-main", a.partitions, records, true)?;
             for kind in [Kind::Noop, cpu] {
-                let m = scenarios::in_memory(&in_memory, kind, workers, Duration::ZERO)?;
+                let m = scenarios::with_cpu(|| {
+                    scenarios::in_memory(&in_memory, kind, workers, Duration::ZERO)
+                })?;
                 report::progress(&m);
                 rows.push(m);
             }
             drop(in_memory);
             for kind in [Kind::Noop, cpu] {
-                let m = scenarios::tidemark_default(&brokers, "bench-main", kind, records, None)?;
+                let m = scenarios::with_cpu(|| {
+                    scenarios::tidemark_default(&brokers, "bench-main", kind, records, None)
+                })?;
                 report::progress(&m);
                 rows.push(m);
             }
             // The sink path: one output per input, against a raw consume-produce loop.
             create("bench-out-raw", a.partitions)?;
             create("bench-out", a.partitions)?;
-            let raw = scenarios::raw_consume_produce(
-                &brokers,
-                "bench-main",
-                "bench-out-raw",
-                a.partitions,
-                records,
-            )?;
+            let raw = scenarios::with_cpu(|| {
+                scenarios::raw_consume_produce(
+                    &brokers,
+                    "bench-main",
+                    "bench-out-raw",
+                    a.partitions,
+                    records,
+                )
+            })?;
             report::progress(&raw);
             rows.push(raw);
-            let m = scenarios::tidemark_default(
-                &brokers,
-                "bench-main",
-                Kind::Noop,
-                records,
-                Some("bench-out"),
-            )?;
+            let m = scenarios::with_cpu(|| {
+                scenarios::tidemark_default(
+                    &brokers,
+                    "bench-main",
+                    Kind::Noop,
+                    records,
+                    Some("bench-out"),
+                )
+            })?;
             report::progress(&m);
             rows.push(m);
         }
@@ -253,64 +262,67 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
             if a.quick {
                 break;
             }
-            let m = scenarios::tidemark(
-                &brokers,
-                "bench-small",
-                kind,
-                workers,
-                CommitPolicy::EveryRecord,
-                ProcessingOrder::default(),
-                "every-record (sync)",
-                a.every_record_records,
-            )?;
+            let m = scenarios::with_cpu(|| {
+                scenarios::tidemark(
+                    &brokers,
+                    "bench-small",
+                    kind,
+                    workers,
+                    CommitPolicy::EveryRecord,
+                    ProcessingOrder::default(),
+                    "every-record (sync)",
+                    a.every_record_records,
+                )
+            })?;
             report::progress(&m);
             rows.push(m);
             for (policy, label) in policies() {
-                let m = scenarios::tidemark(
-                    &brokers,
-                    "bench-main",
-                    kind,
-                    workers,
-                    policy,
-                    ProcessingOrder::default(),
-                    label,
-                    records,
-                )?;
+                let m = scenarios::with_cpu(|| {
+                    scenarios::tidemark(
+                        &brokers,
+                        "bench-main",
+                        kind,
+                        workers,
+                        policy,
+                        ProcessingOrder::default(),
+                        label,
+                        records,
+                    )
+                })?;
                 report::progress(&m);
                 rows.push(m);
             }
             if let Some(jar) = &a.peer_parallel_consumer {
                 for ordering in ["UNORDERED", "KEY"] {
                     for concurrency in [2, 8, 32, 128] {
-                        let m = scenarios::parallel_consumer(
-                            jar,
-                            &brokers,
-                            "bench-main",
-                            records,
-                            kind,
-                            a.target_us,
-                            ordering,
-                            concurrency,
-                        )?;
+                        let m = scenarios::with_cpu(|| {
+                            scenarios::parallel_consumer(
+                                jar,
+                                &brokers,
+                                "bench-main",
+                                records,
+                                kind,
+                                a.target_us,
+                                ordering,
+                                concurrency,
+                            )
+                        })?;
                         report::progress(&m);
                         rows.push(m);
                     }
                 }
             }
             if let Some(peer) = &a.peer_arroyo {
-                let m = scenarios::arroyo(peer, &brokers, "bench-main", records, kind, workers)?;
+                let m = scenarios::with_cpu(|| {
+                    scenarios::arroyo(peer, &brokers, "bench-main", records, kind, workers)
+                })?;
                 report::progress(&m);
                 rows.push(m);
             }
             for mode in [RdCommitMode::Sync, RdCommitMode::Async] {
-                let m = scenarios::sequential(
-                    &brokers,
-                    "bench-main",
-                    a.partitions,
-                    records,
-                    kind,
-                    mode,
-                )?;
+                let m = scenarios::with_cpu(|| {
+                    scenarios::sequential(&brokers, "bench-main", a.partitions, records, kind, mode)
+                })?;
                 report::progress(&m);
                 rows.push(m);
             }
@@ -332,16 +344,18 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
             workload::produce(&brokers, &w, |_| {})?;
             scenarios::check_nothing_dropped(&brokers, &topic, partitions)?;
             for w in 1..=(2 * workers) {
-                let m = scenarios::tidemark(
-                    &brokers,
-                    &topic,
-                    cpu,
-                    w,
-                    CommitPolicy::EveryMs(100),
-                    ProcessingOrder::default(),
-                    &format!("every-ms:100, {partitions} partitions, {w} workers"),
-                    n,
-                )?;
+                let m = scenarios::with_cpu(|| {
+                    scenarios::tidemark(
+                        &brokers,
+                        &topic,
+                        cpu,
+                        w,
+                        CommitPolicy::EveryMs(100),
+                        ProcessingOrder::default(),
+                        &format!("every-ms:100, {partitions} partitions, {w} workers"),
+                        n,
+                    )
+                })?;
                 report::progress(&m);
                 rows.push((partitions, w, m));
             }
@@ -368,16 +382,18 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
                     (ProcessingOrder::Partition, "partition"),
                     (ProcessingOrder::Unordered, "unordered"),
                 ] {
-                    let m = scenarios::tidemark(
-                        &brokers,
-                        &topic,
-                        cpu,
-                        workers,
-                        CommitPolicy::EveryMs(100),
-                        order,
-                        &format!("{name}, {partitions} partitions, {keys} keys"),
-                        n,
-                    )?;
+                    let m = scenarios::with_cpu(|| {
+                        scenarios::tidemark(
+                            &brokers,
+                            &topic,
+                            cpu,
+                            workers,
+                            CommitPolicy::EveryMs(100),
+                            order,
+                            &format!("{name}, {partitions} partitions, {keys} keys"),
+                            n,
+                        )
+                    })?;
                     report::progress(&m);
                     rows.push((partitions, keys, name, m));
                 }

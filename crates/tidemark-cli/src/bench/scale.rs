@@ -174,6 +174,7 @@ fn group_of(
         peak_rss_kib,
         above_committable: Vec::new(),
         spread: None,
+        cpu: Duration::ZERO,
     })
 }
 

@@ -45,6 +45,9 @@ pub struct Measurement {
     /// When the row is the median of repeated runs: their number and the slowest
     /// and fastest rate, records/s.
     pub spread: Option<Spread>,
+    /// Process CPU time (user + system, the process and the children it waited
+    /// for) during the run; zero when not measured.
+    pub cpu: Duration,
 }
 
 /// The runs behind a median row.
@@ -55,6 +58,16 @@ pub struct Spread {
     pub max_records_per_s: f64,
 }
 
+/// Runs `measure` and records the process CPU time it took in the measurement.
+pub fn with_cpu(
+    measure: impl FnOnce() -> anyhow::Result<Measurement>,
+) -> anyhow::Result<Measurement> {
+    let before = tidemark_testkit::memory::cpu_time();
+    let mut m = measure()?;
+    m.cpu = tidemark_testkit::memory::cpu_time().saturating_sub(before);
+    Ok(m)
+}
+
 /// Runs `measure` `runs` times and returns the run with the median rate, with the
 /// spread of all of them.
 pub fn median_of(
@@ -63,7 +76,7 @@ pub fn median_of(
 ) -> anyhow::Result<Measurement> {
     let mut all = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
-        let m = measure()?;
+        let m = with_cpu(&mut measure)?;
         tracing::info!(scenario = %m.scenario, processor = %m.processor, records_per_s = m.records_per_sec(), "run");
         all.push(m);
     }
@@ -79,6 +92,12 @@ pub fn median_of(
 }
 
 impl Measurement {
+    /// CPU time per record, µs (`None` when not measured).
+    pub fn cpu_us_per_record(&self) -> Option<f64> {
+        (!self.cpu.is_zero() && self.records > 0)
+            .then(|| self.cpu.as_secs_f64() * 1e6 / self.records as f64)
+    }
+
     pub fn records_per_sec(&self) -> f64 {
         self.records as f64 / self.busy.as_secs_f64().max(1e-9)
     }
@@ -231,6 +250,7 @@ pub fn raw_poll(
             peak_rss_kib: peak_rss_kib(),
             above_committable: Vec::new(),
             spread: None,
+            cpu: Duration::ZERO,
         },
         kept,
     ))
@@ -316,6 +336,7 @@ pub fn raw_consume_produce(
         peak_rss_kib: peak_rss_kib(),
         above_committable: Vec::new(),
         spread: None,
+        cpu: Duration::ZERO,
     })
 }
 
@@ -353,6 +374,7 @@ pub fn in_memory(
         peak_rss_kib: peak_rss_kib(),
         above_committable: Vec::new(),
         spread: None,
+        cpu: Duration::ZERO,
     })
 }
 
@@ -405,6 +427,7 @@ pub fn tidemark(
         peak_rss_kib: peak_rss_kib(),
         above_committable,
         spread: None,
+        cpu: Duration::ZERO,
     })
 }
 
@@ -451,6 +474,7 @@ pub fn tidemark_default(
         peak_rss_kib: peak_rss_kib(),
         above_committable,
         spread: None,
+        cpu: Duration::ZERO,
     })
 }
 
@@ -521,6 +545,7 @@ pub fn sequential(
         peak_rss_kib: peak_rss_kib(),
         above_committable: Vec::new(),
         spread: None,
+        cpu: Duration::ZERO,
     })
 }
 
@@ -558,6 +583,7 @@ pub fn arroyo(
         peak_rss_kib: field("peak_rss_kib")? as u64,
         above_committable: Vec::new(),
         spread: None,
+        cpu: Duration::ZERO,
     })
 }
 
@@ -610,6 +636,7 @@ pub fn parallel_consumer(
         peak_rss_kib: field("peak_rss_kib")? as u64,
         above_committable: Vec::new(),
         spread: None,
+        cpu: Duration::ZERO,
     })
 }
 
