@@ -4,18 +4,10 @@
 
 use std::time::Duration;
 
-use tidemark::{Config, MetricsHandle, Outputs, Pipeline, ProcessResult, Processor, Record};
+use tidemark::{Config, MetricsHandle, Pipeline};
 use tidemark_testkit::memory::{peak_rss_kib, reset_peak_rss};
+use tidemark_testkit::processors::Sleepy;
 use tidemark_testkit::{unique_name, verify, workload, Broker, KafkaBroker};
-
-struct Sleepy(Duration);
-
-impl Processor for Sleepy {
-    fn process(&self, _: &Record) -> ProcessResult {
-        std::thread::sleep(self.0);
-        Ok(Outputs::none())
-    }
-}
 
 /// 60 ms per record, 2 workers, batches of up to 2,000 records: a whole batch would
 /// take 60 s, ten times `max.poll.interval.ms` (6 s). The member must keep its

@@ -7,18 +7,11 @@
 
 use std::time::Duration;
 
-use tidemark::{Config, Outputs, Pipeline, ProcessResult, ProcessingOrder, Processor, Record};
+use tidemark::{Config, Pipeline, ProcessingOrder};
+use tidemark_testkit::processors::Sleepy;
 use tidemark_testkit::{unique_name, verify, workload, Broker, KafkaBroker};
 
 /// A slow call: sleeps, then succeeds.
-struct Sleepy(Duration);
-
-impl Processor for Sleepy {
-    fn process(&self, _: &Record) -> ProcessResult {
-        std::thread::sleep(self.0);
-        Ok(Outputs::none())
-    }
-}
 
 /// 2 workers, 2 ms a record, at most 2,000 records in flight: a full window takes
 /// about 2 s while the partitions are paused and nothing arrives, twice the idle

@@ -5,11 +5,13 @@
 //! - [`KafkaBroker`]: Apache Kafka 4.x (single node, KRaft) on free loopback ports,
 //!   shared by a test run or owned by one test;
 //! - [`workload`]: topic creation and a JSON workload producer;
-//! - [`verify`]: high watermarks, committed offsets, and reading a topic back.
+//! - [`verify`]: high watermarks, committed offsets, and reading a topic back;
+//! - [`processors`]: processors the tests share.
 
 mod embedded;
 mod kafka;
 pub mod memory;
+pub mod processors;
 pub mod verify;
 pub mod workload;
 
