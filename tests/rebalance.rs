@@ -103,9 +103,15 @@ fn second_member_joins(strategy: &str) -> (u64, u64) {
 fn eager_rebalance_loses_nothing() {
     let (_, duplicates) = second_member_joins("range");
     // The mock cluster refuses commits during an eager rebalance
-    // (REBALANCE_IN_PROGRESS), so the revoked partitions' uncommitted records may be
-    // processed again: within the commit-lag bound of the member that lost them.
-    assert!(duplicates <= 1_000, "{duplicates} duplicates");
+    // (REBALANCE_IN_PROGRESS, for about session.timeout.ms − 1 s while the member
+    // keeps processing), so the revoked partitions' uncommitted records may be
+    // processed again: what the member that lost them held uncommitted. The
+    // commit-lag bound (1,000) pauses only the partitions over their share, so a
+    // member can hold up to twice it, and an eager group rebalances twice here (the
+    // second member joins; the first leaves when idle): at most 4 × 1,000. (At most
+    // 1,000 was asserted before; the old engine also went past it under load, 2,301
+    // seen, and record-granular completion reaches the bound more often.)
+    assert!(duplicates <= 4_000, "{duplicates} duplicates");
 }
 
 #[test]

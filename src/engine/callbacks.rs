@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rdkafka::bindings as rdsys;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::{IsError, KafkaResult};
+use rdkafka::error::{IsError, KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, TopicPartitionList};
 
@@ -40,6 +40,18 @@ impl ClientContext for PipelineContext {
                 tracing::info!(target: "librdkafka", "{fac} {message}")
             }
             RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac} {message}"),
+        }
+    }
+
+    /// librdkafka's global errors, logged like rdkafka's default, except a partition's
+    /// end of log (`enable.partition.eof`, on with the idle stop), which is no error:
+    /// librdkafka sometimes hands it to the main queue instead of the consumer's (seen
+    /// around eager rebalances on the mock cluster).
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::trace!(target: "librdkafka", %reason, "end of partition (not assigned here)");
+        } else {
+            tracing::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
         }
     }
 }
