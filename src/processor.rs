@@ -111,7 +111,7 @@ pub trait Processor: Send + Sync + 'static {
     /// overriding `process_batch` fails every record of the batch the same way.
     fn process_batch(&self, records: &[Record]) -> Vec<ProcessResult> {
         let reporter = crate::engine::worker::take_reporter();
-        crate::engine::worker::claim_each(records, |i, r| {
+        crate::engine::worker::claim_each(records, reporter.map(|r| r.busy), |i, r| {
             let mut result = catch_panic("process", || self.process(r));
             if let Some(reporter) = reporter {
                 reporter.report(i, &mut result);

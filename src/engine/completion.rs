@@ -25,6 +25,7 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use tidemark_offsets::Epoch;
 
+use super::wake::Wake;
 use super::failure::FailureCause;
 use crate::record::Record;
 
@@ -95,15 +96,17 @@ impl Progress {
     }
 
     /// One thing `position` waited for is done; the last one completes it, unless
-    /// an output of it failed.
-    fn resolve(&self, position: usize) {
+    /// an output of it failed. Returns true when the record completed.
+    fn resolve(&self, position: usize) -> bool {
         if self.waiting[position].fetch_sub(1, Ordering::AcqRel) == 1 {
             let (word, bit) = (position / 64, 1u64 << (position % 64));
             if self.failed[word].load(Ordering::Acquire) & bit == 0 {
                 self.done[word].fetch_or(bit, Ordering::Release);
                 self.completed.fetch_add(1, Ordering::Release);
+                return true;
             }
         }
+        false
     }
 
     fn mark_failed(&self, position: usize) {
@@ -173,6 +176,7 @@ pub(crate) struct PendingTask {
     pub epoch: Epoch,
     bytes: usize,
     done: Sender<TaskDone>,
+    wake: Arc<Wake>,
 }
 
 impl PendingTask {
@@ -186,6 +190,7 @@ impl PendingTask {
         bytes: usize,
         offsets: Box<[i64]>,
         done: Sender<TaskDone>,
+        wake: Arc<Wake>,
     ) -> Arc<Self> {
         Arc::new(PendingTask {
             outstanding: AtomicUsize::new(1),
@@ -197,6 +202,7 @@ impl PendingTask {
             epoch,
             bytes,
             done,
+            wake,
         })
     }
 
@@ -204,7 +210,13 @@ impl PendingTask {
     /// an [`Ack`] from [`expect_ack`](Self::expect_ack)) are sent: it completes now,
     /// or with its last acknowledgement.
     pub(crate) fn succeeded(&self, position: usize) {
-        self.progress.resolve(position);
+        self.resolve(position);
+    }
+
+    fn resolve(&self, position: usize) {
+        if self.progress.resolve(position) {
+            self.wake.record_completed();
+        }
     }
 
     /// Records failed records, skipped records and worker time (per layer).
@@ -250,6 +262,7 @@ impl PendingTask {
                 skipped: outcome.skipped,
                 processing: outcome.processing,
             });
+            self.wake.task_ended();
         }
     }
 }
@@ -282,7 +295,7 @@ impl Ack {
                 });
             }
         }
-        self.task.progress.resolve(self.position);
+        self.task.resolve(self.position);
         self.task.release();
     }
 }
@@ -293,7 +306,16 @@ mod tests {
 
     fn task(offsets: &[i64]) -> (Arc<PendingTask>, crossbeam_channel::Receiver<TaskDone>) {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let t = PendingTask::new(1, Arc::from("t"), 0, Epoch(1), 0, offsets.into(), tx);
+        let t = PendingTask::new(
+            1,
+            Arc::from("t"),
+            0,
+            Epoch(1),
+            0,
+            offsets.into(),
+            tx,
+            Arc::default(),
+        );
         (t, rx)
     }
 

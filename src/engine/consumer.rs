@@ -33,6 +33,11 @@ pub(crate) trait KafkaConsumer {
     /// real consumer, rebalance and commit callbacks run inside this call.
     fn poll(&self, timeout: Duration) -> Option<KafkaResult<Self::Message<'_>>>;
 
+    /// True when the queue `poll` reads holds nothing: the poll thread may then park
+    /// until the queue's non-empty callback (or the engine) wakes it. A `poll` that
+    /// served a rebalance or commit event returns `None` with records still queued.
+    fn queue_is_empty(&self) -> bool;
+
     /// OffsetCommit of `offsets` (the next offsets to read), waiting for the answer.
     fn commit_sync(&self, offsets: &[PartitionOffset]) -> KafkaResult<()>;
 
@@ -165,6 +170,28 @@ impl<C: ConsumerContext> KafkaConsumer for BaseConsumer<C> {
 
     fn poll(&self, timeout: Duration) -> Option<KafkaResult<BorrowedMessage<'_>>> {
         BaseConsumer::poll(self, timeout)
+    }
+
+    /// The length of the queue `BaseConsumer::poll` reads: the consumer queue of a
+    /// group member (librdkafka's main queue is forwarded to it), the main queue of
+    /// a consumer without `group.id` (rdkafka 0.39, `BaseConsumer::new`). The handle
+    /// is taken and released within the call, so none outlives the consumer.
+    fn queue_is_empty(&self) -> bool {
+        let rk = self.client().native_ptr();
+        // SAFETY: `rk` is this live consumer's handle; each queue handle taken is
+        // destroyed before returning.
+        unsafe {
+            let mut queue = rdsys::rd_kafka_queue_get_consumer(rk);
+            if queue.is_null() {
+                queue = rdsys::rd_kafka_queue_get_main(rk);
+            }
+            if queue.is_null() {
+                return true;
+            }
+            let length = rdsys::rd_kafka_queue_length(queue);
+            rdsys::rd_kafka_queue_destroy(queue);
+            length == 0
+        }
     }
 
     fn commit_sync(&self, offsets: &[PartitionOffset]) -> KafkaResult<()> {

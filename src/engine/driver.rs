@@ -23,10 +23,12 @@ use super::consumer::KafkaConsumer;
 use super::failure::{FailureCause, FailureDecision, RecordFailure};
 use super::flow::{self, Limits};
 use super::partitions::Partitions;
+use super::pool::Pool;
 use super::publish::{HighWatermarks, Publisher};
 use super::scheduler::Task;
 use super::sink::Sink;
 use super::state::{LiveTask, RunState};
+use super::wake::Wake;
 use super::worker::run_task;
 use crate::commit::{CommitCallback, CommitError, CommitEvent, CommitRequest, PartitionOffset};
 use crate::config::{Config, Delivery, StartPosition};
@@ -35,15 +37,6 @@ use crate::metrics::{names, Counters, Shared};
 use crate::processor::Processor;
 use crate::record::Record;
 use crate::shutdown::ShutdownHandle;
-
-/// Poll timeout while every partition is paused for back-pressure: progress then
-/// comes from completions, which do not wake `poll`.
-const PRESSED_POLL_TIMEOUT: Duration = Duration::from_millis(5);
-
-/// Poll timeout while records wait in lanes behind running tasks: their dispatch
-/// follows the tasks' outcomes, which do not wake `poll` either, and the pool may
-/// idle meanwhile.
-const WAITING_POLL_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// The run state and settings shared by the poll loop and librdkafka's callbacks.
 pub(crate) struct Engine {
@@ -66,6 +59,8 @@ pub(crate) struct Engine {
     pub sink: Option<Arc<Sink>>,
     /// Where task outcomes are sent (dead letters resolve through it too).
     pub done_tx: Sender<TaskDone>,
+    /// Wakes the poll thread parked on an empty consumer queue.
+    pub wake: Arc<Wake>,
 }
 
 impl Engine {
@@ -227,6 +222,7 @@ impl Engine {
             size,
             Box::new([record.offset]),
             self.done_tx.clone(),
+            self.wake.clone(),
         );
         st.live.insert(id, LiveTask::new(pending.clone(), true));
         sink.dead_letter(
@@ -518,7 +514,7 @@ pub(crate) enum Turn {
 /// The poll loop and what only it touches.
 pub(crate) struct Driver {
     pub engine: Arc<Engine>,
-    pub pool: rayon::ThreadPool,
+    pub pool: Pool,
     pub processor: Arc<dyn Processor>,
     pub schedule: CommitSchedule,
     pub limits: Limits,
@@ -539,7 +535,7 @@ impl Driver {
     pub(crate) fn new(
         config: &Config,
         engine: Arc<Engine>,
-        pool: rayon::ThreadPool,
+        pool: Pool,
         processor: Arc<dyn Processor>,
         requests: Receiver<CommitRequest>,
         shutdown: ShutdownHandle,
@@ -593,8 +589,7 @@ impl Driver {
             tracing::info!("shutdown requested");
             return Turn::Stop;
         }
-        let timeout = self.poll_timeout_now();
-        let polled = self.poll_round(consumer, timeout);
+        let polled = self.poll_round(consumer);
         let now = Instant::now();
         if polled > 0 {
             self.last_record = now;
@@ -689,38 +684,56 @@ impl Driver {
             && !st.scheduler.has_waiting()
     }
 
-    /// How long the next poll may wait: short while back-pressure holds or records
-    /// wait in lanes behind running tasks (their outcomes do not wake `poll`), and
-    /// never past the next retry's due time.
-    fn poll_timeout_now(&self) -> Duration {
+    /// How long the next poll may wait (`poll_timeout_ms`, never past the next
+    /// retry's due time), and how many completed records wake it early: while
+    /// back-pressure pauses every partition, as many as bring the records in flight
+    /// to half the bound (the resume); with a commit per record, each one.
+    fn next_wait(&self) -> (Duration, usize) {
         let st = self.engine.state.lock();
-        let mut timeout = if st.scheduler.has_waiting() {
-            WAITING_POLL_TIMEOUT
-        } else if self.pressed {
-            PRESSED_POLL_TIMEOUT
-        } else {
-            self.poll_timeout
-        };
+        let mut timeout = self.poll_timeout;
         if let Some(due) = st.scheduler.next_due() {
             timeout = timeout.min(due.saturating_duration_since(Instant::now()));
         }
-        timeout
+        let records = if self.schedule.per_record() {
+            1
+        } else if self.pressed {
+            let in_flight = st.partitions.records_in_flight();
+            in_flight
+                .saturating_sub(self.limits.records / 2)
+                .max(in_flight / 2)
+                .max(1)
+        } else {
+            0
+        };
+        (timeout, records)
     }
 
-    /// Polls one round: waits up to `timeout` for the first record, then takes what
-    /// is ready, up to `max_batch_records` or a bound, staging each record in its
-    /// partition. Rebalance and commit callbacks run inside these polls. Returns the
-    /// number of records polled.
-    fn poll_round(&self, consumer: &impl KafkaConsumer, mut timeout: Duration) -> usize {
+    /// Polls one round: when the consumer's queue is empty, parks up to the wait of
+    /// [`next_wait`](Self::next_wait) (woken by the queue, a task's end or the
+    /// armed completions: docs/DESIGN.md, "Waking the poll thread"), then takes
+    /// what is ready, up to `max_batch_records` or a bound, staging each record in
+    /// its partition. Rebalance and commit callbacks run inside these polls.
+    /// Returns the number of records polled.
+    fn poll_round(&self, consumer: &impl KafkaConsumer) -> usize {
         let room = self.limits.room(&self.engine.state.lock().partitions);
         // At least one: polling never stops (paused partitions deliver nothing).
         let most = self.max_batch_records.min(room).max(1);
         let mut polled = 0;
+        let mut waited = false;
         while polled < most {
-            let Some(result) = consumer.poll(timeout) else {
-                break;
+            let result = match consumer.poll(Duration::ZERO) {
+                Some(result) => result,
+                // Nothing yet this round: wait once, then take what came.
+                None if polled == 0 && !waited => {
+                    waited = true;
+                    if consumer.queue_is_empty() {
+                        let (timeout, records) = self.next_wait();
+                        self.engine.wake.park(timeout, records);
+                    }
+                    continue;
+                }
+                None => break,
             };
-            timeout = Duration::ZERO;
             match result {
                 Ok(msg) => {
                     polled += 1;
@@ -778,13 +791,17 @@ impl Driver {
                 task.bytes,
                 task.records.iter().map(|r| r.offset).collect(),
                 self.engine.done_tx.clone(),
+                self.engine.wake.clone(),
             );
             st.live
                 .insert(task.id, LiveTask::new(pending.clone(), false));
             let processor = self.processor.clone();
             let sink = self.engine.sink.clone();
-            self.pool
-                .spawn(move || run_task(&*processor, sink.as_deref(), task, pending));
+            let metrics = self.engine.metrics.clone();
+            self.pool.spawn(move || {
+                let busy = &metrics.counters.worker_busy_ns;
+                run_task(&*processor, sink.as_deref(), task, pending, busy)
+            });
         }
         Counters::add(&self.engine.metrics.counters.dispatched, dispatched as u64);
     }

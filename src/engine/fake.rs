@@ -177,6 +177,11 @@ impl KafkaConsumer for FakeConsumer {
         Some(Ok(msg))
     }
 
+    /// Never empty: the fake's `poll` does not wait, so the driver never parks.
+    fn queue_is_empty(&self) -> bool {
+        false
+    }
+
     fn commit_sync(&self, offsets: &[PartitionOffset]) -> KafkaResult<()> {
         self.script
             .borrow_mut()

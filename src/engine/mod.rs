@@ -1,4 +1,4 @@
-//! The engine: one poll thread owning the consumer and all offset state, a rayon pool
+//! The engine: one poll thread owning the consumer and all offset state, a worker pool
 //! running the processor, task outcomes coming back over a channel. See
 //! docs/DESIGN.md for the architecture; in short:
 //!
@@ -8,7 +8,7 @@
 //! - [`partitions`]: offset state; [`scheduler`]: what runs together;
 //!   [`failure`]: what a failed record causes; [`commit_schedule`]: when to commit;
 //!   [`commit_target`]: where commits go; [`flow`]: back-pressure; [`rebalance`],
-//!   [`start`]: assignments;
+//!   [`start`]: assignments; [`wake`]: when the parked poll thread wakes;
 //! - [`worker`], [`completion`], [`sink`]: what runs on the pool and how its
 //!   outcome comes back.
 
@@ -24,6 +24,7 @@ mod fake;
 mod flow;
 mod lag_sampler;
 mod partitions;
+mod pool;
 mod publish;
 mod rebalance;
 mod scheduler;
@@ -32,6 +33,7 @@ mod start;
 mod state;
 #[cfg(test)]
 mod tests;
+mod wake;
 pub(crate) mod worker;
 
 use std::collections::BTreeMap;
@@ -51,6 +53,7 @@ use self::callbacks::PipelineContext;
 use self::commit_target::CommitTarget;
 use self::driver::{Driver, Engine};
 use self::lag_sampler::LagSampler;
+use self::pool::Pool;
 use self::sink::Sink;
 use self::state::RunState;
 use crate::commit::{CommitCallback, CommitEvent, CommitHandle, CommitPolicy, CommitRequest};
@@ -74,12 +77,27 @@ pub struct RunSummary {
     /// The last offset the coordinator accepted per `(topic, partition)` during this
     /// run: the next offset to read.
     pub committed: BTreeMap<(String, i32), i64>,
+    /// Worker threads in the pool (`Config::workers`).
+    pub workers: usize,
+    /// Time the workers spent running records, summed over workers: per worker and
+    /// batch from its first claimed record to its last (the default
+    /// `process_batch`), or the whole call of an overriding `process_batch` on the
+    /// worker that made it.
+    pub workers_busy: Duration,
 }
 
 impl RunSummary {
     /// Completed records per second while records flowed ([`busy`](Self::busy)).
     pub fn records_per_sec(&self) -> f64 {
         self.records as f64 / self.busy.as_secs_f64().max(1e-9)
+    }
+
+    /// The fraction of the time records flowed ([`busy`](Self::busy)) that the
+    /// workers spent running records: [`workers_busy`](Self::workers_busy) /
+    /// (`workers` × `busy`), in 0..=1 (1: no worker ever waited for work).
+    pub fn busy_fraction(&self) -> f64 {
+        let capacity = self.busy.as_secs_f64() * self.workers.max(1) as f64;
+        (self.workers_busy.as_secs_f64() / capacity.max(1e-9)).min(1.0)
     }
 }
 
@@ -186,19 +204,7 @@ impl Pipeline {
             _ => {}
         }
         let started = Instant::now();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(config.workers)
-            .thread_name(|i| format!("tidemark-worker-{i}"))
-            // User panics are caught where they happen (`run_task`); one that
-            // escapes anyway is logged instead of aborting the process (rayon's
-            // default without a handler).
-            .panic_handler(|panic| {
-                tracing::error!(
-                    message = %crate::processor::panic_message(&*panic),
-                    "panic on a worker thread"
-                )
-            })
-            .build()
+        let pool = Pool::new(config.workers)
             .map_err(|e| Error::Config(format!("workers: cannot start the pool: {e}")))?;
         let sink = Sink::new(config)?.map(Arc::new);
         let target = match (&self.offset_store, &sink) {
@@ -218,6 +224,7 @@ impl Pipeline {
             completions: done_rx,
             sink: sink.clone(),
             done_tx,
+            wake: Arc::default(),
             metrics: self.metrics.0.clone(),
             record_processing: metrics::histogram!(crate::metrics::names::RECORD_PROCESSING),
             on_commit: self.on_commit.clone(),
@@ -226,12 +233,15 @@ impl Pipeline {
             start_position: config.start_position,
             target,
         });
-        let consumer: BaseConsumer<PipelineContext> = config
+        let mut consumer: BaseConsumer<PipelineContext> = config
             .consumer_client_config()
             .create_with_context(PipelineContext {
                 engine: engine.clone(),
             })
             .map_err(Error::kafka("creating the consumer"))?;
+        // The parked poll thread wakes when its queue gets a record or an event.
+        let wake = engine.wake.clone();
+        consumer.set_nonempty_callback(move || wake.notify());
         check_topics(&consumer, config)?;
         match &self.offset_store {
             Some(store) => {
@@ -312,6 +322,10 @@ impl Pipeline {
                 _ => Duration::ZERO,
             },
             committed: st.commits.accepted.clone(),
+            workers: config.workers,
+            workers_busy: Duration::from_nanos(
+                shared.counters.worker_busy_ns.load(Ordering::Relaxed),
+            ),
         };
         // A fenced transactional producer fails every output: report the cause.
         if config.delivery == Delivery::ExactlyOnce {

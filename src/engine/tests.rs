@@ -81,6 +81,7 @@ fn driver(config: &Config, target: CommitTarget, processor: impl Processor) -> D
         completions: done_rx,
         sink: None,
         done_tx,
+        wake: Arc::default(),
         metrics: Arc::default(),
         record_processing: metrics::Histogram::noop(),
         on_commit: None,
@@ -89,10 +90,7 @@ fn driver(config: &Config, target: CommitTarget, processor: impl Processor) -> D
         start_position: None,
         target,
     });
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(config.workers)
-        .build()
-        .unwrap();
+    let pool = super::pool::Pool::new(config.workers).unwrap();
     Driver::new(
         config,
         engine,

@@ -1,4 +1,4 @@
-//! What runs on the rayon pool: a task through the processor, layer by layer (see
+//! What runs on the worker pool: a task through the processor, layer by layer (see
 //! `scheduler`), its outputs to the sink, each record's completion as it happens,
 //! and the task's end (failures, skipped records) back to the poll thread.
 //!
@@ -14,11 +14,13 @@
 //! (docs/DESIGN.md, invariant 9).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+use std::sync::{Arc, OnceLock};
 
 use super::completion::{FailedRecord, PendingTask};
 use super::failure::FailureCause;
+use super::pool;
 use super::scheduler::Task;
 use super::sink::Sink;
 use crate::processor::{panic_message, ProcessError, ProcessResult, Processor};
@@ -39,6 +41,8 @@ pub(crate) struct Reporter<'a> {
     positions: &'a [usize],
     /// Per batch index: completed through this reporter.
     reported: &'a [AtomicBool],
+    /// Where workers add the time they spent claiming and running records, ns.
+    pub(crate) busy: &'a AtomicU64,
 }
 
 impl Reporter<'_> {
@@ -78,42 +82,39 @@ pub(crate) fn take_reporter<'a>() -> Option<&'a Reporter<'a>> {
         .map(|p| unsafe { &*(p as *const Reporter<'a>) })
 }
 
-/// Runs `f` over `records` on the current rayon pool and returns the results in
-/// order. The workers *claim* records one at a time from a shared counter (one
-/// atomic add per record): a worker held by a slow record holds nothing else, the
-/// others go on claiming. (rayon's `par_iter` runs a worker's share as sequential
-/// leaves — records behind a slow one in its leaf wait for it — and splitting down
-/// to one record costs a join per record: ~2 µs of CPU a record on 2 cores, measured.)
+/// Runs `f` over `records` on the worker pool and returns the results in order:
+/// the workers *claim* records one at a time from a shared counter
+/// ([`pool::claim_each`]), so a worker held by a slow record holds nothing else and
+/// the others go on claiming. (rayon's `par_iter` ran a worker's share as sequential
+/// leaves — records behind a slow one in its leaf waited for it — and splitting down
+/// to one record cost a join per record: ~2 µs of CPU a record on 2 cores,
+/// measured.) Each worker adds its time from first claim to last to `busy` (ns).
 pub(crate) fn claim_each(
     records: &[Record],
+    busy: Option<&AtomicU64>,
     f: impl Fn(usize, &Record) -> ProcessResult + Sync,
 ) -> Vec<ProcessResult> {
-    use std::sync::atomic::AtomicUsize;
-    use std::sync::OnceLock;
-    let n = records.len();
-    if n <= 1 {
-        return records.iter().enumerate().map(|(i, r)| f(i, r)).collect();
-    }
-    let slots: Vec<OnceLock<ProcessResult>> = (0..n).map(|_| OnceLock::new()).collect();
-    let next = AtomicUsize::new(0);
-    let work = || loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= n {
-            break;
-        }
+    let slots: Vec<OnceLock<ProcessResult>> = records.iter().map(|_| OnceLock::new()).collect();
+    pool::claim_each(records.len(), busy, &|i| {
         let _ = slots[i].set(f(i, &records[i]));
-    };
-    let helpers = rayon::current_num_threads().min(n) - 1;
-    rayon::scope(|s| {
-        for _ in 0..helpers {
-            s.spawn(|_| work());
-        }
-        work();
     });
     slots
         .into_iter()
-        .map(|s| s.into_inner().expect("every record was claimed"))
+        .map(|s| {
+            s.into_inner().unwrap_or_else(|| {
+                Err(ProcessError::permanent(
+                    "the worker running this record panicked",
+                ))
+            })
+        })
         .collect()
+}
+
+/// Adds the time since `started` to the workers' busy time.
+fn add_busy(busy: Option<&AtomicU64>, started: Instant) {
+    if let Some(busy) = busy {
+        busy.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
 }
 
 /// Sends `outputs` of the record at task position `position`, then completes it
@@ -154,6 +155,7 @@ pub(crate) fn run_task(
     sink: Option<&Sink>,
     task: Task,
     pending: Arc<PendingTask>,
+    busy: &AtomicU64,
 ) {
     let _span = tracing::trace_span!("task", topic = %task.topic, partition = task.partition, records = task.records.len()).entered();
     let layer = task.layer.max(1);
@@ -182,6 +184,7 @@ pub(crate) fn run_task(
             records,
             positions: &positions,
             reported: &reported[..records.len()],
+            busy,
         };
         let results = run_batch(processor, records, &task, &reporter);
         let mut failed = Vec::new();
@@ -222,11 +225,15 @@ fn run_batch(
 ) -> Vec<ProcessResult> {
     let pointer = reporter as *const Reporter<'_> as *const Reporter<'static>;
     REPORTER.with(|r| r.set(Some(pointer)));
+    let started = Instant::now();
     let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         processor.process_batch(records)
     }));
     // Whether or not the default body took it, it is gone before `reporter` is.
-    REPORTER.with(|r| r.set(None));
+    if REPORTER.with(|r| r.take()).is_some() {
+        // An overriding process_batch: its calling worker was busy all along.
+        add_busy(Some(reporter.busy), started);
+    }
     let mut results = results.unwrap_or_else(|panic| {
         let message = panic_message(&*panic);
         tracing::error!(topic = %task.topic, partition = task.partition, %message, "process_batch panicked: failing its records");

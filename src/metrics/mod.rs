@@ -247,6 +247,10 @@ pub(crate) struct Counters {
     pub aborts: AtomicU64,
     pub stuck_records: AtomicU64,
     pub processing_us: AtomicU64,
+    /// Time workers spent running records, ns: per worker and batch, from its first
+    /// claim to its last (`worker::claim_each`), or the whole call of an overriding
+    /// `process_batch` on its calling worker.
+    pub worker_busy_ns: AtomicU64,
 }
 
 impl Counters {

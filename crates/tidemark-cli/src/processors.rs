@@ -1,4 +1,4 @@
-//! The processors the CLI offers: `noop`, `sha256:ROUNDS`, `json`.
+//! The processors the CLI offers: `noop`, `sha256:ROUNDS`, `sleep:MICROS`, `json`.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -14,6 +14,9 @@ pub enum Kind {
     Noop,
     /// Chains SHA-256 over the payload ROUNDS times; outputs the hex digest.
     Sha256 { rounds: u32 },
+    /// Blocks its worker thread for MICROS µs (`std::thread::sleep`: blocking IO
+    /// simulated), then passes the payload through like `noop`.
+    Sleep { micros: u64 },
     /// Parses the payload as a JSON object; a malformed one is a permanent failure;
     /// outputs it compacted with `"bytes"` (payload length) added.
     Json,
@@ -26,17 +29,23 @@ impl FromStr for Kind {
         match s {
             "noop" => Ok(Kind::Noop),
             "json" => Ok(Kind::Json),
-            _ => match s.strip_prefix("sha256:") {
-                Some(r) => r
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|r| *r > 0)
-                    .map(|rounds| Kind::Sha256 { rounds })
-                    .ok_or_else(|| format!("sha256:ROUNDS needs a positive integer, got {r:?}")),
-                None => Err(format!(
-                    "unknown processor {s:?}: expected noop, sha256:ROUNDS or json"
-                )),
-            },
+            _ => {
+                if let Some(r) = s.strip_prefix("sha256:") {
+                    r.parse::<u32>()
+                        .ok()
+                        .filter(|r| *r > 0)
+                        .map(|rounds| Kind::Sha256 { rounds })
+                        .ok_or_else(|| format!("sha256:ROUNDS needs a positive integer, got {r:?}"))
+                } else if let Some(m) = s.strip_prefix("sleep:") {
+                    m.parse::<u64>()
+                        .map(|micros| Kind::Sleep { micros })
+                        .map_err(|_| format!("sleep:MICROS needs an integer ≥ 0, got {m:?}"))
+                } else {
+                    Err(format!(
+                        "unknown processor {s:?}: expected noop, sha256:ROUNDS, sleep:MICROS or json"
+                    ))
+                }
+            }
         }
     }
 }
@@ -107,6 +116,10 @@ impl Processor for CliProcessor {
         let payload = record.payload.as_deref().unwrap_or_default();
         let out = match self.kind {
             Kind::Noop => payload.to_vec(),
+            Kind::Sleep { micros } => {
+                std::thread::sleep(std::time::Duration::from_micros(micros));
+                payload.to_vec()
+            }
             Kind::Sha256 { rounds } => hex::encode(sha256_chain(payload, rounds)).into_bytes(),
             Kind::Json => {
                 let mut value: serde_json::Value = serde_json::from_slice(payload)
@@ -140,6 +153,11 @@ mod tests {
         assert_eq!("noop".parse::<Kind>(), Ok(Kind::Noop));
         assert_eq!("sha256:3".parse::<Kind>(), Ok(Kind::Sha256 { rounds: 3 }));
         assert!("sha256:0".parse::<Kind>().is_err());
+        assert_eq!(
+            "sleep:1000".parse::<Kind>(),
+            Ok(Kind::Sleep { micros: 1000 })
+        );
+        assert!("sleep:-1".parse::<Kind>().is_err());
         assert!("md5".parse::<Kind>().is_err());
     }
 

@@ -64,7 +64,7 @@ pub struct Args {
     /// durable file, written atomically).
     #[arg(long, requires = "assign")]
     offset_store: Option<OffsetStoreArg>,
-    /// Processor: noop, sha256:ROUNDS or json.
+    /// Processor: noop, sha256:ROUNDS, sleep:MICROS (blocks the worker MICROS µs per record) or json.
     #[arg(long, default_value = "noop")]
     processor: Kind,
     /// Worker threads (default: number of CPUs).

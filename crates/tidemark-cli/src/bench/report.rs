@@ -47,9 +47,9 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
 pub fn write_main(out: &Path, rows: &[Measurement], cpu: &str) -> anyhow::Result<()> {
     let mut md = String::new();
     let mut csv = String::from(
-        "scenario,processor,records,busy_s,records_per_s,ratio_to_limit,commits,commits_per_s,mean_commit_interval_ms,commit_p50_ms,commit_p99_ms,peak_rss_mib,above_committable_mean,above_committable_p99,runs,records_per_s_min,records_per_s_max,cpu_us_per_record\n",
+        "scenario,processor,records,busy_s,records_per_s,ratio_to_limit,commits,commits_per_s,mean_commit_interval_ms,commit_p50_ms,commit_p99_ms,peak_rss_mib,above_committable_mean,above_committable_p99,runs,records_per_s_min,records_per_s_max,cpu_us_per_record,workers_busy\n",
     );
-    md.push_str("| scenario | processor | records/s (median) | min – max (runs) | CPU µs/record | vs limit | commits/s | commit p50 / p99 ms | completed above committable mean / p99 | peak RSS MiB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| scenario | processor | records/s (median) | min – max (runs) | CPU µs/record | workers busy | vs limit | commits/s | commit p50 / p99 ms | completed above committable mean / p99 | peak RSS MiB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let seq_cpu = rows
         .iter()
         .find(|r| r.scenario.contains("commitSync") && r.processor == cpu)
@@ -59,7 +59,7 @@ pub fn write_main(out: &Path, rows: &[Measurement], cpu: &str) -> anyhow::Result
         let (p50, p99) = (m.latency_ms(0.5), m.latency_ms(0.99));
         let _ = writeln!(
             csv,
-            "\"{}\",{},{},{:.3},{:.0},{},{},{:.1},{},{},{},{:.1},{},{},{},{},{},{}",
+            "\"{}\",{},{},{:.3},{:.0},{},{},{:.1},{},{},{},{:.1},{},{},{},{},{},{},{}",
             m.scenario,
             m.processor,
             m.records,
@@ -77,11 +77,12 @@ pub fn write_main(out: &Path, rows: &[Measurement], cpu: &str) -> anyhow::Result
             m.spread.map_or(1, |s| s.runs),
             fmt_opt(m.spread.map(|s| s.min_records_per_s), 0),
             fmt_opt(m.spread.map(|s| s.max_records_per_s), 0),
-            fmt_opt(m.cpu_us_per_record(), 3)
+            fmt_opt(m.cpu_us_per_record(), 3),
+            fmt_opt(m.workers_busy, 3)
         );
         let _ = writeln!(
             md,
-            "| {} | {} | {:.0} | {} | {} | {} | {:.1} | {} / {} | {} / {} | {:.0} |",
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {:.1} | {} / {} | {} / {} | {:.0} |",
             m.scenario,
             m.processor,
             m.records_per_sec(),
@@ -90,6 +91,8 @@ pub fn write_main(out: &Path, rows: &[Measurement], cpu: &str) -> anyhow::Result
                 s.min_records_per_s, s.max_records_per_s, s.runs
             )),
             fmt_opt(m.cpu_us_per_record(), 2),
+            m.workers_busy
+                .map_or("-".into(), |b| format!("{:.0}%", b * 100.0)),
             ratio.map_or("-".into(), |r| format!("{:.0}%", r * 100.0)),
             m.commits_per_sec(),
             fmt_opt(p50, 2),

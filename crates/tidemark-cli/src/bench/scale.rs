@@ -175,6 +175,7 @@ fn group_of(
         above_committable: Vec::new(),
         spread: None,
         cpu: Duration::ZERO,
+        workers_busy: None,
     })
 }
 

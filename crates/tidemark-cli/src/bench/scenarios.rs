@@ -48,6 +48,9 @@ pub struct Measurement {
     /// Process CPU time (user + system, the process and the children it waited
     /// for) during the run; zero when not measured.
     pub cpu: Duration,
+    /// tidemark only: the fraction of the run the workers spent running records
+    /// (`RunSummary::busy_fraction`).
+    pub workers_busy: Option<f64>,
 }
 
 /// The runs behind a median row.
@@ -251,6 +254,7 @@ pub fn raw_poll(
             above_committable: Vec::new(),
             spread: None,
             cpu: Duration::ZERO,
+            workers_busy: None,
         },
         kept,
     ))
@@ -337,6 +341,7 @@ pub fn raw_consume_produce(
         above_committable: Vec::new(),
         spread: None,
         cpu: Duration::ZERO,
+        workers_busy: None,
     })
 }
 
@@ -375,6 +380,7 @@ pub fn in_memory(
         above_committable: Vec::new(),
         spread: None,
         cpu: Duration::ZERO,
+        workers_busy: None,
     })
 }
 
@@ -428,6 +434,7 @@ pub fn tidemark(
         above_committable,
         spread: None,
         cpu: Duration::ZERO,
+        workers_busy: Some(summary.busy_fraction()),
     })
 }
 
@@ -475,6 +482,7 @@ pub fn tidemark_default(
         above_committable,
         spread: None,
         cpu: Duration::ZERO,
+        workers_busy: Some(summary.busy_fraction()),
     })
 }
 
@@ -546,6 +554,7 @@ pub fn sequential(
         above_committable: Vec::new(),
         spread: None,
         cpu: Duration::ZERO,
+        workers_busy: None,
     })
 }
 
@@ -584,6 +593,7 @@ pub fn arroyo(
         above_committable: Vec::new(),
         spread: None,
         cpu: Duration::ZERO,
+        workers_busy: None,
     })
 }
 
@@ -637,6 +647,7 @@ pub fn parallel_consumer(
         above_committable: Vec::new(),
         spread: None,
         cpu: Duration::ZERO,
+        workers_busy: None,
     })
 }
 
@@ -652,6 +663,7 @@ pub fn kind_name(kind: Kind) -> String {
     match kind {
         Kind::Noop => "noop".into(),
         Kind::Sha256 { rounds } => format!("sha256:{rounds}"),
+        Kind::Sleep { micros } => format!("sleep:{micros}"),
         Kind::Json => "json".into(),
     }
 }

@@ -1,0 +1,243 @@
+//! The worker pool: `Config::workers` OS threads that block on one job queue, and
+//! the *claims* through which the records of a layer spread over them.
+//!
+//! Why not rayon: its idle workers look for work by stealing from every other
+//! worker's deque, and each attempt walks crossbeam-epoch's list of all the pool's
+//! threads — with 1,024 workers on blocking work, 78 % of the CPU went to
+//! `crossbeam_epoch::Global::try_advance` and the rate fell from 134 k records/s
+//! (256 workers) to 9.8 k (BENCHMARKS.md, "Workers on sleeping work"). Here an idle
+//! worker sleeps in the queue's receive (a futex) and costs nothing; a job is one
+//! channel message.
+//!
+//! A layer runs as [`claim_each`]: the worker running the task and up to
+//! `workers − 1` helpers take records one at a time from a shared counter, so a
+//! worker held by a slow record holds nothing else.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::Thread;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+
+/// A unit of work for a worker.
+type Job = Box<dyn FnOnce() + Send>;
+
+enum Message {
+    Run(Job),
+    /// One worker stops (the pool sends one per worker when dropped).
+    Stop,
+}
+
+/// The worker threads. Dropping the pool lets each worker finish the job it runs,
+/// then stop; it does not wait for them.
+pub(crate) struct Pool {
+    jobs: Sender<Message>,
+    size: usize,
+}
+
+/// The pool of the worker thread this runs on: where its helpers go.
+#[derive(Clone)]
+struct Current {
+    jobs: Sender<Message>,
+    size: usize,
+}
+
+thread_local! {
+    static CURRENT: std::cell::RefCell<Option<Current>> = const { std::cell::RefCell::new(None) };
+}
+
+impl Pool {
+    /// Starts `size` (≥ 1) threads named `tidemark-worker-N`. Errors when the OS
+    /// refuses a thread.
+    pub(crate) fn new(size: usize) -> std::io::Result<Pool> {
+        let size = size.max(1);
+        let (jobs, queue) = crossbeam_channel::unbounded::<Message>();
+        for i in 0..size {
+            let current = Current {
+                jobs: jobs.clone(),
+                size,
+            };
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("tidemark-worker-{i}"))
+                .spawn(move || work(current, queue))?;
+        }
+        Ok(Pool { jobs, size })
+    }
+
+    /// Runs `job` on a worker. A panic escaping it is logged; the worker goes on.
+    pub(crate) fn spawn(&self, job: impl FnOnce() + Send + 'static) {
+        // The workers hold the receiver until they are told to stop: never closed.
+        let _ = self.jobs.send(Message::Run(Box::new(job)));
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for _ in 0..self.size {
+            let _ = self.jobs.send(Message::Stop);
+        }
+    }
+}
+
+fn work(current: Current, queue: Receiver<Message>) {
+    CURRENT.with(|c| *c.borrow_mut() = Some(current));
+    while let Ok(Message::Run(job)) = queue.recv() {
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(job)) {
+            // User panics are caught where they happen (`run_task`); one that
+            // escapes anyway is logged and the worker goes on.
+            tracing::error!(
+                message = %crate::processor::panic_message(&*panic),
+                "panic on a worker thread"
+            );
+        }
+    }
+    CURRENT.with(|c| c.borrow_mut().take());
+}
+
+/// A layer's records being claimed: shared with the helpers, which may start after
+/// every record was claimed (they then touch nothing but this).
+struct Claims {
+    next: AtomicUsize,
+    len: usize,
+    /// Records run to their end (by any worker).
+    finished: AtomicUsize,
+    /// The worker that started the layer, waiting for `finished == len`.
+    owner: Thread,
+    /// Runs record `i`. Points into the owner's stack frame, which outlives every
+    /// call: the owner returns only once every claimed record has finished.
+    run: *const (dyn Fn(usize) + Sync),
+    /// Where each worker adds its time from first claim to last, ns (null: not
+    /// measured). Lives as long as `run`.
+    busy: *const AtomicU64,
+}
+
+// SAFETY: `run` is `Sync` and only called while the owner waits (see above).
+unsafe impl Send for Claims {}
+unsafe impl Sync for Claims {}
+
+impl Claims {
+    /// Claims and runs records until none is left; returns how many it ran.
+    fn help(&self) -> usize {
+        let started = Instant::now();
+        let mut ran = 0;
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.len {
+                if ran > 0 && !self.busy.is_null() {
+                    // SAFETY: as `run` (records this worker ran are not finished yet).
+                    let busy = unsafe { &*self.busy };
+                    busy.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                }
+                return ran;
+            }
+            // SAFETY: `i < len` was claimed, so the owner is still waiting for it
+            // and `run` is alive. A panic leaves the record's result empty.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| unsafe { (*self.run)(i) }));
+            ran += 1;
+        }
+    }
+
+    /// `ran` more records finished; the last one wakes the owner. Nothing of the
+    /// owner's frame is touched after this.
+    fn finished(&self, ran: usize) {
+        if ran > 0 && self.finished.fetch_add(ran, Ordering::AcqRel) + ran == self.len {
+            self.owner.unpark();
+        }
+    }
+}
+
+/// Runs `run(i)` for every `i` in `0..len`, on this worker and up to `workers − 1`
+/// helpers of its pool, each taking the next index from a shared counter (one
+/// atomic add per record); returns when every index has run. Outside a pool
+/// (a `process_batch` called directly) it runs them in order on this thread.
+///
+/// Each worker that ran records adds its time from first claim to last to `busy`
+/// (ns): two clock reads per worker and layer, none per record.
+pub(crate) fn claim_each(len: usize, busy: Option<&AtomicU64>, run: &(dyn Fn(usize) + Sync)) {
+    let current = CURRENT.with(|c| c.borrow().clone());
+    let helpers = current.as_ref().map_or(0, |c| c.size.min(len).saturating_sub(1));
+    let Some(current) = current.filter(|_| helpers > 0) else {
+        let started = Instant::now();
+        (0..len).for_each(run);
+        if let Some(busy) = busy {
+            busy.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        return;
+    };
+    // SAFETY (lifetime erased): see `Claims::run`.
+    let run: *const (dyn Fn(usize) + Sync + 'static) = unsafe { std::mem::transmute(run) };
+    let claims = Arc::new(Claims {
+        next: AtomicUsize::new(0),
+        len,
+        finished: AtomicUsize::new(0),
+        owner: std::thread::current(),
+        run,
+        busy: busy.map_or(std::ptr::null(), |b| b as *const AtomicU64),
+    });
+    for _ in 0..helpers {
+        let claims = claims.clone();
+        let _ = current.jobs.send(Message::Run(Box::new(move || {
+            let ran = claims.help();
+            claims.finished(ran);
+        })));
+    }
+    let ran = claims.help();
+    claims.finished(ran);
+    while claims.finished.load(Ordering::Acquire) < len {
+        std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn a_layer_runs_every_record_once_across_workers_while_one_sleeps() {
+        let pool = Pool::new(4).unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        pool.spawn(move || {
+            let seen = Mutex::new(Vec::new());
+            let threads = Mutex::new(std::collections::HashSet::new());
+            claim_each(100, None, &|i| {
+                if i == 0 {
+                    // A slow record: the others go on without it.
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                seen.lock().unwrap().push(i);
+                threads.lock().unwrap().insert(std::thread::current().id());
+            });
+            let mut seen = seen.into_inner().unwrap();
+            seen.sort_unstable();
+            tx.send((seen, threads.into_inner().unwrap().len())).unwrap();
+        });
+        let (seen, threads) = rx.recv().unwrap();
+        assert_eq!(seen, (0..100).collect::<Vec<_>>());
+        assert!(threads > 1, "the layer ran on one worker only");
+    }
+
+    #[test]
+    fn busy_workers_do_not_deadlock_waiting_for_helpers() {
+        // Two workers, each running a layer whose helpers queue behind the other
+        // layer: each owner claims its own records, so both finish.
+        let pool = Pool::new(2).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for _ in 0..2 {
+            let tx = tx.clone();
+            pool.spawn(move || {
+                let count = AtomicUsize::new(0);
+                claim_each(50, None, &|_| {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    count.fetch_add(1, Ordering::Relaxed);
+                });
+                tx.send(count.load(Ordering::Relaxed)).unwrap();
+            });
+        }
+        assert_eq!(rx.recv().unwrap(), 50);
+        assert_eq!(rx.recv().unwrap(), 50);
+    }
+}
