@@ -25,8 +25,8 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use tidemark_offsets::Epoch;
 
-use super::wake::Wake;
 use super::failure::FailureCause;
+use super::wake::Wake;
 use crate::record::Record;
 
 /// A record that failed in a task.

@@ -35,6 +35,9 @@ enum Message {
 pub(crate) struct Pool {
     jobs: Sender<Message>,
     size: usize,
+    /// Workers waiting for a job (read by the tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    idle: Arc<AtomicUsize>,
 }
 
 /// The pool of the worker thread this runs on: where its helpers go.
@@ -42,6 +45,16 @@ pub(crate) struct Pool {
 struct Current {
     jobs: Sender<Message>,
     size: usize,
+}
+
+impl Current {
+    /// Most helpers for `len` records: one per other worker, at most `len − 1`
+    /// (the calling worker takes part). (Sending only as many as workers were idle
+    /// halved the rate at 64 workers on sleeping work, measured: a worker that
+    /// turned idle a moment later had no helper job to join through.)
+    fn helpers(&self, len: usize) -> usize {
+        (self.size - 1).min(len.saturating_sub(1))
+    }
 }
 
 thread_local! {
@@ -54,17 +67,19 @@ impl Pool {
     pub(crate) fn new(size: usize) -> std::io::Result<Pool> {
         let size = size.max(1);
         let (jobs, queue) = crossbeam_channel::unbounded::<Message>();
+        let idle = Arc::new(AtomicUsize::new(0));
         for i in 0..size {
             let current = Current {
                 jobs: jobs.clone(),
                 size,
             };
+            let idle = idle.clone();
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("tidemark-worker-{i}"))
-                .spawn(move || work(current, queue))?;
+                .spawn(move || work(current, queue, idle))?;
         }
-        Ok(Pool { jobs, size })
+        Ok(Pool { jobs, size, idle })
     }
 
     /// Runs `job` on a worker. A panic escaping it is logged; the worker goes on.
@@ -82,9 +97,15 @@ impl Drop for Pool {
     }
 }
 
-fn work(current: Current, queue: Receiver<Message>) {
+fn work(current: Current, queue: Receiver<Message>, idle: Arc<AtomicUsize>) {
     CURRENT.with(|c| *c.borrow_mut() = Some(current));
-    while let Ok(Message::Run(job)) = queue.recv() {
+    loop {
+        idle.fetch_add(1, Ordering::Relaxed);
+        let message = queue.recv();
+        idle.fetch_sub(1, Ordering::Relaxed);
+        let Ok(Message::Run(job)) = message else {
+            break;
+        };
         if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(job)) {
             // User panics are caught where they happen (`run_task`); one that
             // escapes anyway is logged and the worker goes on.
@@ -112,6 +133,9 @@ struct Claims {
     /// Where each worker adds its time from first claim to last, ns (null: not
     /// measured). Lives as long as `run`.
     busy: *const AtomicU64,
+    /// Helper jobs still allowed (`workers − 1` at most).
+    helpers: AtomicUsize,
+    jobs: Sender<Message>,
 }
 
 // SAFETY: `run` is `Sync` and only called while the owner waits (see above).
@@ -119,12 +143,20 @@ unsafe impl Send for Claims {}
 unsafe impl Sync for Claims {}
 
 impl Claims {
-    /// Claims and runs records until none is left; returns how many it ran.
-    fn help(&self) -> usize {
+    /// Claims and runs records until none is left; returns how many it ran. At its
+    /// first claim, while records remain after it, it sends one more helper: the
+    /// layer fans out one worker at a time, as fast as idle workers take the jobs,
+    /// and a worker is woken only when there was a record left to claim (one
+    /// helper per worker of a 1,024-worker pool per layer woke hundreds for
+    /// nothing, measured).
+    fn help(self: &Arc<Self>) -> usize {
         let started = Instant::now();
         let mut ran = 0;
         loop {
             let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if ran == 0 && i + 1 < self.len {
+                self.send_helper();
+            }
             if i >= self.len {
                 if ran > 0 && !self.busy.is_null() {
                     // SAFETY: as `run` (records this worker ran are not finished yet).
@@ -140,6 +172,23 @@ impl Claims {
         }
     }
 
+    fn send_helper(self: &Arc<Self>) {
+        let left = self.helpers.load(Ordering::Relaxed);
+        if left == 0
+            || self
+                .helpers
+                .compare_exchange(left, left - 1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let claims = self.clone();
+        let _ = self.jobs.send(Message::Run(Box::new(move || {
+            let ran = claims.help();
+            claims.finished(ran);
+        })));
+    }
+
     /// `ran` more records finished; the last one wakes the owner. Nothing of the
     /// owner's frame is touched after this.
     fn finished(&self, ran: usize) {
@@ -150,7 +199,7 @@ impl Claims {
 }
 
 /// Runs `run(i)` for every `i` in `0..len`, on this worker and up to `workers − 1`
-/// helpers of its pool, each taking the next index from a shared counter (one
+/// helpers of its pool (sent one at a time: see `Claims::help`), each taking the next index from a shared counter (one
 /// atomic add per record); returns when every index has run. Outside a pool
 /// (a `process_batch` called directly) it runs them in order on this thread.
 ///
@@ -158,7 +207,7 @@ impl Claims {
 /// (ns): two clock reads per worker and layer, none per record.
 pub(crate) fn claim_each(len: usize, busy: Option<&AtomicU64>, run: &(dyn Fn(usize) + Sync)) {
     let current = CURRENT.with(|c| c.borrow().clone());
-    let helpers = current.as_ref().map_or(0, |c| c.size.min(len).saturating_sub(1));
+    let helpers = current.as_ref().map_or(0, |c| c.helpers(len));
     let Some(current) = current.filter(|_| helpers > 0) else {
         let started = Instant::now();
         (0..len).for_each(run);
@@ -176,14 +225,9 @@ pub(crate) fn claim_each(len: usize, busy: Option<&AtomicU64>, run: &(dyn Fn(usi
         owner: std::thread::current(),
         run,
         busy: busy.map_or(std::ptr::null(), |b| b as *const AtomicU64),
+        helpers: AtomicUsize::new(helpers),
+        jobs: current.jobs,
     });
-    for _ in 0..helpers {
-        let claims = claims.clone();
-        let _ = current.jobs.send(Message::Run(Box::new(move || {
-            let ran = claims.help();
-            claims.finished(ran);
-        })));
-    }
     let ran = claims.help();
     claims.finished(ran);
     while claims.finished.load(Ordering::Acquire) < len {
@@ -199,6 +243,9 @@ mod tests {
     #[test]
     fn a_layer_runs_every_record_once_across_workers_while_one_sleeps() {
         let pool = Pool::new(4).unwrap();
+        while pool.idle.load(Ordering::Relaxed) < 4 {
+            std::thread::yield_now();
+        }
         let (tx, rx) = crossbeam_channel::bounded(1);
         pool.spawn(move || {
             let seen = Mutex::new(Vec::new());
@@ -213,7 +260,8 @@ mod tests {
             });
             let mut seen = seen.into_inner().unwrap();
             seen.sort_unstable();
-            tx.send((seen, threads.into_inner().unwrap().len())).unwrap();
+            tx.send((seen, threads.into_inner().unwrap().len()))
+                .unwrap();
         });
         let (seen, threads) = rx.recv().unwrap();
         assert_eq!(seen, (0..100).collect::<Vec<_>>());

@@ -15,8 +15,8 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use super::completion::{FailedRecord, PendingTask};
 use super::failure::FailureCause;

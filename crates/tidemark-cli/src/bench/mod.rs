@@ -4,6 +4,7 @@
 mod report;
 mod scale;
 mod scenarios;
+mod sleep;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -92,6 +93,15 @@ pub struct Args {
     /// `bench-partitions-P`, `bench-members-M` and `bench-backlog-N` must be fresh.
     #[arg(long, conflicts_with_all = ["scaling", "ordering", "quick"])]
     scale: bool,
+    /// Only workers on blocking work: every record sleeps --sleep-us (a blocking
+    /// call simulated), unordered, 8 partitions, workers 2, 64, 256 and 1,024, each
+    /// run about two seconds of its ideal rate (4,000 to 400,000 records). Writes
+    /// `sleep.md` and `sleep.csv` (topics `bench-sleep-W-<random>`, created).
+    #[arg(long, conflicts_with_all = ["scaling", "ordering", "quick", "scale"])]
+    sleep_sweep: bool,
+    /// Sleep per record of --sleep-sweep, µs.
+    #[arg(long, default_value_t = 1_000)]
+    sleep_us: u64,
     /// Where the table, CSV and SVG files go.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -166,6 +176,11 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
         "machine: {} CPUs; workers {workers}; sha256 chain calibrated: {rounds} rounds = {per_record_us:.1} µs/record on one core",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+
+    if a.sleep_sweep {
+        sleep::run(&brokers, &create, a.payload_bytes, a.sleep_us, &a.out)?;
+        return Ok(());
+    }
 
     if a.scale {
         let setup = scale::Setup {
