@@ -172,7 +172,9 @@ pub struct Config {
     /// default) for a group member.
     #[serde(default)]
     pub assignment: Vec<AssignedPartition>,
-    /// Size of the rayon worker pool (threads). Default: the number of CPUs.
+    /// Size of the worker pool: OS threads running `Processor::process_batch`.
+    /// Default: the number of CPUs. Blocking work may use hundreds (BENCHMARKS.md,
+    /// "Workers on sleeping work").
     #[serde(default = "default_workers")]
     pub workers: usize,
     /// Where partitions without a committed offset start. Default: none

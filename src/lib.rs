@@ -2,7 +2,7 @@
 //! commits.
 //!
 //! A poll thread owns the rdkafka consumer and every partition's offset state; each
-//! polled batch goes to a rayon worker pool running your [`Processor`]; completions
+//! polled batch goes to a worker pool running your [`Processor`]; completions
 //! come back over a channel; per partition, tidemark commits only the lowest offset
 //! not yet complete (or the highest delivered + 1), so a crash or rebalance never
 //! skips a record. See docs/DESIGN.md for the architecture and the invariants, README.md for usage.

@@ -64,7 +64,7 @@ pub type ProcessResult = Result<Outputs, ProcessError>;
 /// (`&self`, `Send + Sync`), so keep per-record state local or behind your own sync.
 ///
 /// tidemark calls [`process_batch`](Processor::process_batch) with the records of one
-/// partition that may run together, on its rayon pool; the default runs
+/// partition that may run together, on its worker pool; the default runs
 /// [`process`](Processor::process) for each of them in parallel on that same pool. A
 /// record counts complete only when `process` has returned `Ok` *and* every output it
 /// returned has been acknowledged by the sink; only then can the committed offset
