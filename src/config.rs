@@ -177,6 +177,14 @@ pub struct Config {
     /// "Workers on sleeping work").
     #[serde(default = "default_workers")]
     pub workers: usize,
+    /// Records an async processor ([`Pipeline::new_async`](crate::Pipeline::new_async))
+    /// processes at once: futures running, whatever the runtime's threads. Default
+    /// 1,024: with 1 ms of IO a record that is ~1 M records/s, more than a 2-core
+    /// consumer fetches (BENCHMARKS.md), at a few hundred bytes per waiting future;
+    /// it stays below the default in-flight bound (20,000 records), so back-pressure
+    /// still pauses fetching before memory grows. No effect on a blocking processor.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
     /// Where partitions without a committed offset start. Default: none
     /// (`auto.offset.reset` decides).
     #[serde(default)]
@@ -307,6 +315,9 @@ const CLASSIC_ONLY_PROPERTIES: [&str; 3] = [
     "heartbeat.interval.ms",
 ];
 
+fn default_concurrency() -> usize {
+    1024
+}
 fn default_max_batch_records() -> usize {
     2000
 }
@@ -358,6 +369,7 @@ impl Config {
             assignment: Vec::new(),
             transactional_id: None,
             workers: default_workers(),
+            concurrency: default_concurrency(),
             start_position: None,
             delivery: Delivery::default(),
             commit: CommitPolicy::default(),
@@ -488,6 +500,9 @@ impl Config {
         }
         if self.workers == 0 {
             return bad("workers", "must be at least 1");
+        }
+        if self.concurrency == 0 {
+            return bad("concurrency", "must be at least 1");
         }
         if matches!(
             self.commit,

@@ -17,6 +17,11 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// The thread running the pipeline for [`Pipeline::run_async`](crate::Pipeline::run_async)
+    /// panicked (a bug in tidemark: user panics are caught per record).
+    #[error("the pipeline's thread panicked: {0}")]
+    Panicked(String),
+
     /// No broker answered a metadata request within `startup_timeout_ms`.
     #[error("brokers {brokers} unreachable within {timeout_ms} ms")]
     BrokerUnreachable {

@@ -25,6 +25,7 @@
 //! # Ok::<(), tidemark::Error>(())
 //! ```
 
+pub mod async_processor;
 pub mod commit;
 pub mod config;
 mod engine;
@@ -39,6 +40,7 @@ pub mod record;
 pub mod shutdown;
 pub mod topics;
 
+pub use async_processor::{run_blocking, AsyncProcessor};
 pub use commit::{
     CommitCallback, CommitError, CommitEvent, CommitHandle, CommitMode, CommitPolicy,
     PartitionOffset,

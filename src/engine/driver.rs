@@ -20,21 +20,19 @@ use super::commit_schedule::{CommitSchedule, Due};
 use super::commit_target::{CommitTarget, Sent, TRANSACTION_TIMEOUT};
 use super::completion::{PendingTask, TaskDone};
 use super::consumer::KafkaConsumer;
+use super::execution::Execution;
 use super::failure::{FailureCause, FailureDecision, RecordFailure};
 use super::flow::{self, Limits};
 use super::partitions::Partitions;
-use super::pool::Pool;
 use super::publish::{HighWatermarks, Publisher};
 use super::scheduler::Task;
 use super::sink::Sink;
 use super::state::{LiveTask, RunState};
 use super::wake::Wake;
-use super::worker::run_task;
 use crate::commit::{CommitCallback, CommitError, CommitEvent, CommitRequest, PartitionOffset};
 use crate::config::{Config, Delivery, StartPosition};
 use crate::error::Error;
 use crate::metrics::{names, Counters, Shared};
-use crate::processor::Processor;
 use crate::record::Record;
 use crate::shutdown::ShutdownHandle;
 
@@ -514,8 +512,8 @@ pub(crate) enum Turn {
 /// The poll loop and what only it touches.
 pub(crate) struct Driver {
     pub engine: Arc<Engine>,
-    pub pool: Pool,
-    pub processor: Arc<dyn Processor>,
+    /// Where tasks run: the worker pool or an async runtime.
+    pub execution: Execution,
     pub schedule: CommitSchedule,
     pub limits: Limits,
     pub requests: Receiver<CommitRequest>,
@@ -535,16 +533,14 @@ impl Driver {
     pub(crate) fn new(
         config: &Config,
         engine: Arc<Engine>,
-        pool: Pool,
-        processor: Arc<dyn Processor>,
+        execution: Execution,
         requests: Receiver<CommitRequest>,
         shutdown: ShutdownHandle,
     ) -> Self {
         let engine_metrics = engine.metrics.clone();
         Driver {
             engine,
-            pool,
-            processor,
+            execution,
             schedule: CommitSchedule::new(config.commit, config.max_uncommitted_records),
             limits: Limits::from_config(config),
             requests,
@@ -795,13 +791,12 @@ impl Driver {
             );
             st.live
                 .insert(task.id, LiveTask::new(pending.clone(), false));
-            let processor = self.processor.clone();
-            let sink = self.engine.sink.clone();
-            let metrics = self.engine.metrics.clone();
-            self.pool.spawn(move || {
-                let busy = &metrics.counters.worker_busy_ns;
-                run_task(&*processor, sink.as_deref(), task, pending, busy)
-            });
+            self.execution.run(
+                task,
+                pending,
+                self.engine.sink.clone(),
+                &self.engine.metrics,
+            );
         }
         Counters::add(&self.engine.metrics.counters.dispatched, dispatched as u64);
     }

@@ -18,6 +18,7 @@ mod commit_target;
 mod completion;
 mod consumer;
 mod driver;
+mod execution;
 mod failure;
 #[cfg(test)]
 mod fake;
@@ -52,10 +53,11 @@ use rdkafka::TopicPartitionList;
 use self::callbacks::PipelineContext;
 use self::commit_target::CommitTarget;
 use self::driver::{Driver, Engine};
+use self::execution::{AsyncWork, Execution, Work};
 use self::lag_sampler::LagSampler;
-use self::pool::Pool;
 use self::sink::Sink;
 use self::state::RunState;
+use crate::async_processor::AsyncProcessor;
 use crate::commit::{CommitCallback, CommitEvent, CommitHandle, CommitPolicy, CommitRequest};
 use crate::config::{Config, Delivery};
 use crate::error::Error;
@@ -109,7 +111,9 @@ impl RunSummary {
 /// becomes the poll thread).
 pub struct Pipeline {
     config: Config,
-    processor: Arc<dyn Processor>,
+    work: Work,
+    /// The user's runtime for an async processor (`with_runtime`).
+    runtime: Option<tokio::runtime::Handle>,
     on_commit: Option<CommitCallback>,
     offset_store: Option<Arc<dyn OffsetStore>>,
     shutdown: ShutdownHandle,
@@ -123,9 +127,35 @@ pub struct Pipeline {
 impl Pipeline {
     /// A pipeline running `processor` with `config`. Nothing connects until `run`.
     pub fn new(config: Config, processor: impl Processor) -> Self {
+        Self::with_work(config, Work::Blocking(Arc::new(processor)))
+    }
+
+    /// A pipeline running the async `processor` with `config` (see
+    /// [`AsyncProcessor`](crate::AsyncProcessor)): each record's future is a task of
+    /// a tokio runtime — the pipeline's own, with [`Config::workers`] threads, or
+    /// the one given to [`with_runtime`](Self::with_runtime) — and at most
+    /// [`Config::concurrency`] records are processed at once. Nothing connects until
+    /// `run`.
+    pub fn new_async(config: Config, processor: impl AsyncProcessor) -> Self {
+        Self::with_work(
+            config,
+            Work::Async(Arc::new(AsyncWork(Arc::new(processor)))),
+        )
+    }
+
+    /// Runs an async processor's futures on the runtime behind `handle` (a
+    /// multi-threaded tokio runtime of the application) instead of one of the
+    /// pipeline's own. No effect on a blocking processor.
+    pub fn with_runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
+    fn with_work(config: Config, work: Work) -> Self {
         Pipeline {
             config,
-            processor: Arc::new(processor),
+            work,
+            runtime: None,
             on_commit: None,
             offset_store: None,
             shutdown: ShutdownHandle::default(),
@@ -142,6 +172,40 @@ impl Pipeline {
     pub fn with_offset_store(mut self, store: impl OffsetStore + 'static) -> Self {
         self.offset_store = Some(Arc::new(store));
         self
+    }
+
+    /// [`run`](Self::run) for tokio applications: runs the pipeline on a blocking
+    /// thread of the current runtime (`tokio::task::spawn_blocking`, which becomes
+    /// the poll thread) and resolves with its result. Stop it with the
+    /// [`ShutdownHandle`]; dropping (cancelling) the future also asks for the
+    /// graceful stop, which then completes in the background (drain up to
+    /// `drain_timeout_ms`, final commit) with nobody awaiting it.
+    ///
+    /// # Errors
+    /// Those of [`run`](Self::run); [`Error::Panicked`] if the run's thread panicked.
+    ///
+    /// # Panics
+    /// When not called within a tokio runtime.
+    pub async fn run_async(self) -> Result<RunSummary, Error> {
+        /// Asks for the graceful stop when the future is dropped before the end.
+        struct StopOnDrop(Option<ShutdownHandle>);
+        impl Drop for StopOnDrop {
+            fn drop(&mut self) {
+                if let Some(handle) = self.0.take() {
+                    handle.shutdown();
+                }
+            }
+        }
+        let mut stop = StopOnDrop(Some(self.shutdown.clone()));
+        let result = tokio::task::spawn_blocking(move || self.run()).await;
+        stop.0 = None;
+        result.map_err(|e| {
+            Error::Panicked(if e.is_panic() {
+                crate::processor::panic_message(&*e.into_panic())
+            } else {
+                "cancelled: the runtime is shutting down".into()
+            })
+        })?
     }
 
     /// A handle that asks the running pipeline to commit one partition, or all, now.
@@ -204,8 +268,13 @@ impl Pipeline {
             _ => {}
         }
         let started = Instant::now();
-        let pool = Pool::new(config.workers)
-            .map_err(|e| Error::Config(format!("workers: cannot start the pool: {e}")))?;
+        let execution = Execution::start(
+            &self.work,
+            config.workers,
+            config.concurrency,
+            self.runtime.clone(),
+        )
+        .map_err(|e| Error::Config(format!("workers: cannot start them: {e}")))?;
         let sink = Sink::new(config)?.map(Arc::new);
         let target = match (&self.offset_store, &sink) {
             (Some(store), _) => CommitTarget::Store(store.clone()),
@@ -277,8 +346,7 @@ impl Pipeline {
         let mut driver = Driver::new(
             config,
             engine.clone(),
-            pool,
-            self.processor.clone(),
+            execution,
             self.commit_requests.1.clone(),
             self.shutdown.clone(),
         );

@@ -90,12 +90,17 @@ fn driver(config: &Config, target: CommitTarget, processor: impl Processor) -> D
         start_position: None,
         target,
     });
-    let pool = super::pool::Pool::new(config.workers).unwrap();
+    let execution = super::execution::Execution::start(
+        &super::execution::Work::Blocking(Arc::new(processor)),
+        config.workers,
+        config.concurrency,
+        None,
+    )
+    .unwrap();
     Driver::new(
         config,
         engine,
-        pool,
-        Arc::new(processor),
+        execution,
         requests,
         ShutdownHandle::default(),
     )

@@ -119,7 +119,7 @@ fn add_busy(busy: Option<&AtomicU64>, started: Instant) {
 
 /// Sends `outputs` of the record at task position `position`, then completes it
 /// (now, or with its last acknowledgement).
-fn send_outputs(
+pub(crate) fn send_outputs(
     pending: &Arc<PendingTask>,
     sink: Option<&Sink>,
     aborts: u64,

@@ -206,7 +206,12 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         .consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());
     let workers = config.workers;
-    let result = crate::run::execute(config, processor.clone(), None, "processing", None);
+    let result = crate::run::execute(
+        tidemark::Pipeline::new(config, processor.clone()),
+        None,
+        "processing",
+        None,
+    );
     stop.store(true, Ordering::Relaxed);
     let fed = feeder.join().expect("the producer thread never panics");
     let summary = result?;

@@ -1,4 +1,5 @@
-//! The processors the CLI offers: `noop`, `sha256:ROUNDS`, `sleep:MICROS`, `json`.
+//! The processors the CLI offers: `noop`, `sha256:ROUNDS`, `sleep:MICROS`,
+//! `io:MICROS` (async), `json`.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -17,6 +18,9 @@ pub enum Kind {
     /// Blocks its worker thread for MICROS µs (`std::thread::sleep`: blocking IO
     /// simulated), then passes the payload through like `noop`.
     Sleep { micros: u64 },
+    /// An async processor ([`IoProcessor`]): awaits a timer of MICROS µs (IO
+    /// simulated, no thread blocked), then passes the payload through like `noop`.
+    Io { micros: u64 },
     /// Parses the payload as a JSON object; a malformed one is a permanent failure;
     /// outputs it compacted with `"bytes"` (payload length) added.
     Json,
@@ -40,9 +44,13 @@ impl FromStr for Kind {
                     m.parse::<u64>()
                         .map(|micros| Kind::Sleep { micros })
                         .map_err(|_| format!("sleep:MICROS needs an integer ≥ 0, got {m:?}"))
+                } else if let Some(m) = s.strip_prefix("io:") {
+                    m.parse::<u64>()
+                        .map(|micros| Kind::Io { micros })
+                        .map_err(|_| format!("io:MICROS needs an integer ≥ 0, got {m:?}"))
                 } else {
                     Err(format!(
-                        "unknown processor {s:?}: expected noop, sha256:ROUNDS, sleep:MICROS or json"
+                        "unknown processor {s:?}: expected noop, sha256:ROUNDS, sleep:MICROS, io:MICROS or json"
                     ))
                 }
             }
@@ -115,7 +123,7 @@ impl Processor for CliProcessor {
         }
         let payload = record.payload.as_deref().unwrap_or_default();
         let out = match self.kind {
-            Kind::Noop => payload.to_vec(),
+            Kind::Noop | Kind::Io { .. } => payload.to_vec(),
             Kind::Sleep { micros } => {
                 std::thread::sleep(std::time::Duration::from_micros(micros));
                 payload.to_vec()
@@ -132,6 +140,22 @@ impl Processor for CliProcessor {
             }
         };
         Ok(Outputs::one(record.key.clone(), out))
+    }
+}
+
+/// `io:MICROS`: an async processor that awaits a tokio timer of `micros` µs per
+/// record (simulated IO: no thread waits), then outputs the payload unchanged.
+pub struct IoProcessor {
+    pub micros: u64,
+}
+
+impl tidemark::AsyncProcessor for IoProcessor {
+    async fn process(&self, record: &Record) -> ProcessResult {
+        if self.micros > 0 {
+            tokio::time::sleep(std::time::Duration::from_micros(self.micros)).await;
+        }
+        let payload = record.payload.as_deref().unwrap_or_default().to_vec();
+        Ok(Outputs::one(record.key.clone(), payload))
     }
 }
 
@@ -158,6 +182,8 @@ mod tests {
             Ok(Kind::Sleep { micros: 1000 })
         );
         assert!("sleep:-1".parse::<Kind>().is_err());
+        assert_eq!("io:100".parse::<Kind>(), Ok(Kind::Io { micros: 100 }));
+        assert!("io:x".parse::<Kind>().is_err());
         assert!("md5".parse::<Kind>().is_err());
     }
 

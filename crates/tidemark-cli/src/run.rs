@@ -4,11 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tidemark::{
-    AssignedPartition, Config, FileOffsetStore, Pipeline, Processor, RunSummary, SinkConfig,
-};
+use tidemark::{AssignedPartition, Config, FileOffsetStore, Pipeline, RunSummary, SinkConfig};
 
-use crate::processors::{CliProcessor, Kind};
+use crate::processors::{CliProcessor, IoProcessor, Kind};
 
 /// Where outputs go: `none` or `topic:NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,12 +62,19 @@ pub struct Args {
     /// durable file, written atomically).
     #[arg(long, requires = "assign")]
     offset_store: Option<OffsetStoreArg>,
-    /// Processor: noop, sha256:ROUNDS, sleep:MICROS (blocks the worker MICROS µs per record) or json.
+    /// Processor: noop, sha256:ROUNDS, sleep:MICROS (blocks the worker MICROS µs per
+    /// record), io:MICROS (async: awaits a timer of MICROS µs per record, then like
+    /// noop) or json.
     #[arg(long, default_value = "noop")]
     processor: Kind,
-    /// Worker threads (default: number of CPUs).
+    /// Worker threads (default: number of CPUs); with io:MICROS, the async
+    /// runtime's threads.
     #[arg(long)]
     workers: Option<usize>,
+    /// Records an async processor (io:MICROS) processes at once (Config::concurrency,
+    /// default 1,024).
+    #[arg(long)]
+    concurrency: Option<usize>,
     /// Outputs: none, or topic:NAME (created when missing; one output per input with
     /// headers tidemark-src-partition and tidemark-src-offset).
     #[arg(long, default_value = "none")]
@@ -201,6 +206,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if let Some(w) = a.workers {
         config.workers = w;
     }
+    if let Some(n) = a.concurrency {
+        config.concurrency = n;
+    }
     config.commit = match a.commit_interval_ms {
         Some(ms) => tidemark::CommitPolicy::EveryMs(ms),
         None => a.commit,
@@ -277,7 +285,11 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     let processor = CliProcessor::new(a.processor, a.test_flaky)
         .with_test_hold(a.test_hold.map(|(p, o)| (p as i32, o as i64)))
         .with_test_sleep(a.test_sleep.map(|(p, o)| (p as i32, o as i64)));
-    let summary = execute(config, processor, store, "processing", a.metrics_addr)?;
+    let pipeline = match a.processor {
+        Kind::Io { micros } => Pipeline::new_async(config, IoProcessor { micros }),
+        _ => Pipeline::new(config, processor),
+    };
+    let summary = execute(pipeline, store, "processing", a.metrics_addr)?;
     print_summary(&summary);
     Ok(())
 }
@@ -285,13 +297,11 @@ pub fn main(a: Args) -> anyhow::Result<()> {
 /// Runs a pipeline with Ctrl-C / SIGTERM wired to a graceful stop and a spinner on a
 /// TTY.
 pub fn execute(
-    config: Config,
-    processor: impl Processor,
+    mut pipeline: Pipeline,
     store: Option<FileOffsetStore>,
     label: &str,
     metrics_addr: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<RunSummary> {
-    let mut pipeline = Pipeline::new(config, processor);
     if let Some(store) = store {
         pipeline = pipeline.with_offset_store(store);
     }

@@ -1,6 +1,7 @@
 //! `tidemark bench`: throughput against commit frequency, against the limits and the
 //! sequential baselines, measured side by side in one run; and worker scaling.
 
+mod io;
 mod report;
 mod scale;
 mod scenarios;
@@ -99,6 +100,13 @@ pub struct Args {
     /// `sleep.md` and `sleep.csv` (topics `bench-sleep-W-<random>`, created).
     #[arg(long, conflicts_with_all = ["scaling", "ordering", "quick", "scale"])]
     sleep_sweep: bool,
+    /// Only IO-bound work (async processor `io:MICROS`): 0, 100 and 1,000 µs per
+    /// record, unordered and key-ordered over 10,000 keys, 8 partitions,
+    /// concurrency 256 to 8,192, beside the blocking no-op on the same topic; --records
+    /// each (default 200,000). Writes `io.md` and `io.csv` (topics
+    /// `bench-io-*-<random>`, created).
+    #[arg(long, conflicts_with_all = ["scaling", "ordering", "quick", "scale", "sleep_sweep"])]
+    io: bool,
     /// Sleep per record of --sleep-sweep, µs.
     #[arg(long, default_value_t = 1_000)]
     sleep_us: u64,
@@ -134,6 +142,7 @@ fn policies() -> Vec<(CommitPolicy, &'static str)> {
 }
 
 pub fn main(mut a: Args) -> anyhow::Result<()> {
+    let requested_records = a.records;
     let scale_records = a.records.unwrap_or(if a.brokers.is_some() {
         200_000
     } else {
@@ -177,6 +186,16 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
+    if a.io {
+        io::run(
+            &brokers,
+            &create,
+            a.payload_bytes,
+            requested_records.unwrap_or(200_000),
+            &a.out,
+        )?;
+        return Ok(());
+    }
     if a.sleep_sweep {
         sleep::run(&brokers, &create, a.payload_bytes, a.sleep_us, &a.out)?;
         return Ok(());

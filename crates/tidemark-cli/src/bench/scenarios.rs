@@ -664,6 +664,7 @@ pub fn kind_name(kind: Kind) -> String {
         Kind::Noop => "noop".into(),
         Kind::Sha256 { rounds } => format!("sha256:{rounds}"),
         Kind::Sleep { micros } => format!("sleep:{micros}"),
+        Kind::Io { micros } => format!("io:{micros}"),
         Kind::Json => "json".into(),
     }
 }

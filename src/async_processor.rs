@@ -1,0 +1,73 @@
+//! Async processors: IO-bound work (an HTTP call, a database write, a cache) with
+//! thousands of records in flight on a tokio runtime, instead of one blocked OS
+//! thread per record.
+//!
+//! Implement [`AsyncProcessor`] and build the pipeline with
+//! [`Pipeline::new_async`](crate::Pipeline::new_async). Each record's `process`
+//! future runs as a tokio task; at most [`Config::concurrency`](crate::Config::concurrency)
+//! of them run at once, whatever the number of runtime threads. Everything else is
+//! the engine's, as for a blocking [`Processor`](crate::Processor): ordering (a
+//! layer's records run together, the next layer after them), retries with backoff
+//! (the poll thread's timers: no thread waits), the dead-letter queue, the offset
+//! map, the sink and exactly-once, back-pressure, drains, metrics. A future that
+//! panics fails its record alone (a permanent [`ProcessError`] carrying the panic
+//! message); one cancelled by a runtime shutting down fails it retriably.
+//!
+//! CPU-heavy steps inside an async processor must not block the runtime's threads:
+//! hand them to a blocking pool with [`run_blocking`] (or
+//! `tokio::task::spawn_blocking` yourself) and await the result.
+//!
+//! ```no_run
+//! use tidemark::{AsyncProcessor, Outputs, ProcessError, ProcessResult, Record};
+//!
+//! struct Enrich;
+//!
+//! impl AsyncProcessor for Enrich {
+//!     async fn process(&self, record: &Record) -> ProcessResult {
+//!         // An IO call would go here, e.g. an HTTP request.
+//!         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+//!         let payload = record.payload.clone().unwrap_or_default();
+//!         // A CPU-heavy step off the runtime's threads.
+//!         let digest = tidemark::run_blocking(move || payload.len()).await?;
+//!         Ok(Outputs::one(record.key.clone(), digest.to_string().into_bytes()))
+//!     }
+//! }
+//! ```
+
+use std::future::Future;
+
+use crate::processor::{panic_message, ProcessError, ProcessResult};
+use crate::record::Record;
+
+/// User code that processes records asynchronously. One instance is shared by every
+/// record's task (`&self`, `Send + Sync`).
+///
+/// A record counts complete when its future resolves to `Ok` *and* every output it
+/// returned is acknowledged by the sink, as for [`Processor`](crate::Processor).
+pub trait AsyncProcessor: Send + Sync + 'static {
+    /// Processes one record: its outputs for the sink, or why it failed
+    /// (retriable errors are retried with backoff per [`Config::retry`](crate::Config::retry),
+    /// permanent ones go to the dead-letter topic or stop the pipeline). The future
+    /// must be `Send`: it runs as a task of a multi-threaded tokio runtime.
+    fn process(&self, record: &Record) -> impl Future<Output = ProcessResult> + Send;
+}
+
+/// Runs the CPU-heavy `f` on tokio's blocking pool (`tokio::task::spawn_blocking`)
+/// and awaits it, so the runtime's threads go on driving other records' IO. A panic
+/// in `f` becomes a permanent [`ProcessError`] carrying its message.
+///
+/// Must be awaited inside a tokio runtime (as an [`AsyncProcessor`]'s future is).
+pub async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ProcessError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        if e.is_panic() {
+            ProcessError::permanent(format!(
+                "run_blocking panicked: {}",
+                panic_message(&*e.into_panic())
+            ))
+        } else {
+            ProcessError::retriable("run_blocking was cancelled: the runtime is shutting down")
+        }
+    })
+}
