@@ -172,7 +172,8 @@ pub struct Config {
     /// default) for a group member.
     #[serde(default)]
     pub assignment: Vec<AssignedPartition>,
-    /// Size of the worker pool: OS threads running `Processor::process_batch`.
+    /// Size of the worker pool: OS threads running `Processor::process_batch` (for
+    /// an async processor, the worker threads of the pipeline's own tokio runtime).
     /// Default: the number of CPUs. Blocking work may use hundreds (BENCHMARKS.md,
     /// "Workers on sleeping work").
     #[serde(default = "default_workers")]

@@ -84,7 +84,7 @@ pub struct RunSummary {
     /// Time the workers spent running records, summed over workers: per worker and
     /// batch from its first claimed record to its last (the default
     /// `process_batch`), or the whole call of an overriding `process_batch` on the
-    /// worker that made it.
+    /// worker that made it. Zero for an async processor (its time is awaiting).
     pub workers_busy: Duration,
 }
 
