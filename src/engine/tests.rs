@@ -74,6 +74,14 @@ fn config(edit: impl FnOnce(&mut Config)) -> Config {
 }
 
 fn driver(config: &Config, target: CommitTarget, processor: impl Processor) -> Driver {
+    driver_with(
+        config,
+        target,
+        super::execution::Work::Blocking(Arc::new(processor)),
+    )
+}
+
+fn driver_with(config: &Config, target: CommitTarget, work: super::execution::Work) -> Driver {
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
     let (_, requests) = crossbeam_channel::unbounded();
     let engine = Arc::new(Engine {
@@ -90,13 +98,9 @@ fn driver(config: &Config, target: CommitTarget, processor: impl Processor) -> D
         start_position: None,
         target,
     });
-    let execution = super::execution::Execution::start(
-        &super::execution::Work::Blocking(Arc::new(processor)),
-        config.workers,
-        config.concurrency,
-        None,
-    )
-    .unwrap();
+    let execution =
+        super::execution::Execution::start(&work, config.workers, config.concurrency, None)
+            .unwrap();
     Driver::new(
         config,
         engine,
@@ -900,4 +904,44 @@ fn back_pressure_resumes_at_half_the_bound_while_a_stuck_record_runs() {
     );
     open();
     drain_all(&d);
+}
+
+/// An async processor whose record at `stuck` awaits (without blocking a thread)
+/// until opened.
+struct AsyncGated {
+    stuck: i64,
+    open: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl crate::AsyncProcessor for AsyncGated {
+    async fn process(&self, record: &crate::Record) -> ProcessResult {
+        while record.offset == self.stuck && !self.open.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(crate::Outputs::none())
+    }
+}
+
+#[test]
+fn an_async_record_completes_on_its_own_while_one_dispatched_with_it_awaits() {
+    // The same as the blocking case above, through the async execution: the
+    // completions come back the same way.
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let processor = AsyncGated {
+        stuck: 2,
+        open: open.clone(),
+    };
+    let c = config(|c| c.ordering = crate::ordering::ProcessingOrder::Unordered);
+    let work =
+        super::execution::Work::Async(Arc::new(super::execution::AsyncWork(Arc::new(processor))));
+    let mut d = driver_with(&c, CommitTarget::Group(CommitMode::Sync), work);
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..6);
+    d.turn(&fake);
+    apply_until_in_flight(&d, 1);
+    assert_eq!(committable(&d, 0), Some(2));
+    open.store(true, std::sync::atomic::Ordering::Relaxed);
+    drain_all(&d);
+    assert_eq!(committable(&d, 0), Some(6));
 }

@@ -47,3 +47,43 @@ fn killed_and_restarted_members_lose_nothing() {
         report.duplicates
     );
 }
+
+/// The same chaos with an async processor: `io:500` (each record awaits a 500 µs
+/// timer) with up to 2,000 records processed at once — futures in flight when a
+/// member is SIGKILLed are lost with it, and their records are processed again by
+/// the next owner, never skipped.
+#[test]
+fn killed_and_restarted_async_members_lose_nothing() {
+    let broker = KafkaBroker::shared();
+    let brokers = broker.bootstrap_servers();
+    let (input, output, group) = (unique_name("in"), unique_name("out"), unique_name("chaos"));
+    let records = common::records(50_000);
+    let kills = common::events(4);
+    broker.create_topic(&input, 8).unwrap();
+    broker.create_topic(&output, 8).unwrap();
+    workload::produce(&brokers, &broker.workload(&input, records, 8), |_| {}).unwrap();
+    let ends = tidemark::high_watermarks(&brokers, &input, Duration::from_secs(10)).unwrap();
+    assert_eq!(ends.values().sum::<i64>() as u64, records);
+
+    let report = common::kill_and_recover(
+        &brokers,
+        &input,
+        &output,
+        &group,
+        &ends,
+        kills,
+        8_000..12_000,
+        &["--processor", "io:500", "--concurrency", "2000"],
+    );
+    report.assert_nothing_lost();
+    let bound = (kills * common::MAX_IN_FLIGHT) as u64;
+    assert!(
+        report.duplicates <= bound,
+        "{} duplicates over {kills} kills (bound {bound})",
+        report.duplicates
+    );
+    eprintln!(
+        "async crash chaos: {records} records, {kills} kills, {} duplicates",
+        report.duplicates
+    );
+}
