@@ -197,3 +197,52 @@ fn a_panicking_future_fails_its_record_alone_and_the_pipeline_goes_on() {
         "error header: {error:?}"
     );
 }
+
+/// Awaits 5 ms per record.
+struct Io5ms;
+
+impl AsyncProcessor for Io5ms {
+    async fn process(&self, _: &Record) -> ProcessResult {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        Ok(Outputs::none())
+    }
+}
+
+#[test]
+fn thousands_in_flight_keep_the_member_in_its_group_and_pause_at_the_bound() {
+    let broker = KafkaBroker::shared();
+    let brokers = broker.bootstrap_servers();
+    let (input, group) = (unique_name("in"), unique_name("group"));
+    broker.create_topic(&input, 4).unwrap();
+    workload::produce(&brokers, &broker.workload(&input, 40_000, 4), |_| {}).unwrap();
+
+    let mut config = Config::new(&brokers, &group, [&input]);
+    config.ordering = ProcessingOrder::Unordered;
+    config.concurrency = 2_000;
+    config.max_in_flight_records = 4_000;
+    config.exit_when_idle_ms = Some(1_000);
+    config.drain_timeout_ms = 3_000;
+    // The poll thread must keep polling while thousands of futures wait.
+    config
+        .consumer_properties
+        .insert("max.poll.interval.ms".into(), "6000".into());
+    config
+        .consumer_properties
+        .insert("session.timeout.ms".into(), "6000".into());
+    let pipeline = Pipeline::new_async(config, Io5ms);
+    let metrics = pipeline.metrics();
+    pipeline.run().expect("clean run");
+
+    let m = metrics.snapshot();
+    assert!(
+        m.peak_in_flight_records >= 2_000,
+        "never thousands in flight: peak {}",
+        m.peak_in_flight_records
+    );
+    assert!(m.pauses > 0, "fetching never paused at the in-flight bound");
+    assert_eq!(m.max_poll_exceeded, 0, "max.poll.interval.ms breached");
+    let ends = verify::high_watermarks(&brokers, &input).unwrap();
+    let committed = verify::committed_offsets(&brokers, &group, &input).unwrap();
+    let expected: BTreeMap<i32, Option<i64>> = ends.iter().map(|(p, e)| (*p, Some(*e))).collect();
+    assert_eq!(committed, expected);
+}
