@@ -16,7 +16,6 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::Thread;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -44,6 +43,8 @@ pub(crate) struct Pool {
 #[derive(Clone)]
 struct Current {
     jobs: Sender<Message>,
+    /// The queue, so a worker waiting for its layer runs other jobs meanwhile.
+    queue: Receiver<Message>,
     size: usize,
 }
 
@@ -71,6 +72,7 @@ impl Pool {
         for i in 0..size {
             let current = Current {
                 jobs: jobs.clone(),
+                queue: queue.clone(),
                 size,
             };
             let idle = idle.clone();
@@ -125,8 +127,8 @@ struct Claims {
     len: usize,
     /// Records run to their end (by any worker).
     finished: AtomicUsize,
-    /// The worker that started the layer, waiting for `finished == len`.
-    owner: Thread,
+    /// Told once `finished == len` (the owner waits on it and on the job queue).
+    done: Sender<()>,
     /// Runs record `i`. Points into the owner's stack frame, which outlives every
     /// call: the owner returns only once every claimed record has finished.
     run: *const (dyn Fn(usize) + Sync),
@@ -193,7 +195,7 @@ impl Claims {
     /// owner's frame is touched after this.
     fn finished(&self, ran: usize) {
         if ran > 0 && self.finished.fetch_add(ran, Ordering::AcqRel) + ran == self.len {
-            self.owner.unpark();
+            let _ = self.done.try_send(());
         }
     }
 }
@@ -218,20 +220,38 @@ pub(crate) fn claim_each(len: usize, busy: Option<&AtomicU64>, run: &(dyn Fn(usi
     };
     // SAFETY (lifetime erased): see `Claims::run`.
     let run: *const (dyn Fn(usize) + Sync + 'static) = unsafe { std::mem::transmute(run) };
+    let (done, finished) = crossbeam_channel::bounded(1);
     let claims = Arc::new(Claims {
         next: AtomicUsize::new(0),
         len,
         finished: AtomicUsize::new(0),
-        owner: std::thread::current(),
+        done,
         run,
         busy: busy.map_or(std::ptr::null(), |b| b as *const AtomicU64),
         helpers: AtomicUsize::new(helpers),
-        jobs: current.jobs,
+        jobs: current.jobs.clone(),
     });
     let ran = claims.help();
     claims.finished(ran);
+    // Records of this layer still run on helpers: run other jobs meanwhile, as a
+    // free worker would. Waiting idle deadlocked a pool whose other workers were
+    // all held — e.g. 2 workers, a helper in a record that sleeps, the owner
+    // waiting for it: nothing left to run the other partitions' tasks.
     while claims.finished.load(Ordering::Acquire) < len {
-        std::thread::park();
+        crossbeam_channel::select! {
+            recv(finished) -> _ => break,
+            recv(current.queue) -> message => match message {
+                Ok(Message::Run(job)) => {
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+                }
+                // Not this worker's to take while it waits: put it back.
+                Ok(Message::Stop) | Err(_) => {
+                    let _ = current.jobs.send(Message::Stop);
+                    let _ = finished.recv();
+                    break;
+                }
+            },
+        }
     }
 }
 
@@ -287,5 +307,46 @@ mod tests {
         }
         assert_eq!(rx.recv().unwrap(), 50);
         assert_eq!(rx.recv().unwrap(), 50);
+    }
+
+    #[test]
+    fn a_worker_waiting_for_its_layer_runs_other_jobs_meanwhile() {
+        // Two workers: the owner's helper holds record 1 until job B runs; the
+        // owner, done with record 0, must run B itself (the other worker is held).
+        use std::sync::atomic::AtomicBool;
+        let pool = Pool::new(2).unwrap();
+        let (helper_took_1, released) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (took, rel, done_a) = (helper_took_1.clone(), released.clone(), tx.clone());
+        pool.spawn(move || {
+            claim_each(2, None, &|i| {
+                if i == 0 {
+                    while !took.load(Ordering::Acquire) {
+                        std::thread::yield_now();
+                    }
+                } else {
+                    took.store(true, Ordering::Release);
+                    while !rel.load(Ordering::Acquire) {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                }
+            });
+            done_a.send("a").unwrap();
+        });
+        pool.spawn(move || {
+            released.store(true, Ordering::Release);
+            tx.send("b").unwrap();
+        });
+        let mut got: Vec<&str> = (0..2)
+            .map(|_| {
+                rx.recv_timeout(std::time::Duration::from_secs(60))
+                    .expect("deadlocked: the waiting owner ran nothing")
+            })
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, ["a", "b"]);
     }
 }
