@@ -12,12 +12,14 @@ use std::time::Duration;
 
 use tidemark_testkit::{unique_name, workload, Broker, KafkaBroker};
 
-#[test]
-fn killed_and_restarted_members_lose_nothing() {
+/// Kills and restarts `tidemark run` (with `extra` arguments) over `records` inputs
+/// on 8 partitions, then asserts every input reached the output at least once and
+/// duplicates stay within the in-flight bound per kill.
+fn kill_and_check(records: u64, extra: &[&str], label: &str) {
     let broker = KafkaBroker::shared();
     let brokers = broker.bootstrap_servers();
     let (input, output, group) = (unique_name("in"), unique_name("out"), unique_name("chaos"));
-    let records = common::records(100_000);
+    let records = common::records(records);
     let kills = common::events(4);
     broker.create_topic(&input, 8).unwrap();
     broker.create_topic(&output, 8).unwrap();
@@ -33,7 +35,7 @@ fn killed_and_restarted_members_lose_nothing() {
         &ends,
         kills,
         8_000..12_000,
-        &[],
+        extra,
     );
     report.assert_nothing_lost();
     let bound = (kills * common::MAX_IN_FLIGHT) as u64;
@@ -43,9 +45,14 @@ fn killed_and_restarted_members_lose_nothing() {
         report.duplicates
     );
     eprintln!(
-        "crash chaos: {records} records, {kills} kills, {} duplicates",
+        "{label}: {records} records, {kills} kills, {} duplicates",
         report.duplicates
     );
+}
+
+#[test]
+fn killed_and_restarted_members_lose_nothing() {
+    kill_and_check(100_000, &[], "crash chaos");
 }
 
 /// The same chaos with an async processor: `io:500` (each record awaits a 500 µs
@@ -54,36 +61,9 @@ fn killed_and_restarted_members_lose_nothing() {
 /// the next owner, never skipped.
 #[test]
 fn killed_and_restarted_async_members_lose_nothing() {
-    let broker = KafkaBroker::shared();
-    let brokers = broker.bootstrap_servers();
-    let (input, output, group) = (unique_name("in"), unique_name("out"), unique_name("chaos"));
-    let records = common::records(50_000);
-    let kills = common::events(4);
-    broker.create_topic(&input, 8).unwrap();
-    broker.create_topic(&output, 8).unwrap();
-    workload::produce(&brokers, &broker.workload(&input, records, 8), |_| {}).unwrap();
-    let ends = tidemark::high_watermarks(&brokers, &input, Duration::from_secs(10)).unwrap();
-    assert_eq!(ends.values().sum::<i64>() as u64, records);
-
-    let report = common::kill_and_recover(
-        &brokers,
-        &input,
-        &output,
-        &group,
-        &ends,
-        kills,
-        8_000..12_000,
+    kill_and_check(
+        50_000,
         &["--processor", "io:500", "--concurrency", "2000"],
-    );
-    report.assert_nothing_lost();
-    let bound = (kills * common::MAX_IN_FLIGHT) as u64;
-    assert!(
-        report.duplicates <= bound,
-        "{} duplicates over {kills} kills (bound {bound})",
-        report.duplicates
-    );
-    eprintln!(
-        "async crash chaos: {records} records, {kills} kills, {} duplicates",
-        report.duplicates
+        "async crash chaos",
     );
 }
