@@ -210,7 +210,7 @@ pub struct Config {
     /// Stop gracefully (final sync commit) once caught up, ms: the member has joined
     /// and received its first assignment (an empty one counts; a group join is not
     /// idleness), every assigned partition has reached its end (librdkafka's
-    /// partition EOF, `enable.partition.eof`, which tidemark turns on for this: the
+    /// partition EOF, `enable.partition.eof`, which the pipeline's consumer turns on: the
     /// fetch position reached the high watermark, or the last stable offset under
     /// `read_committed`), no assigned partition is paused, nothing is staged, in
     /// flight, waiting in a lane or waiting for a retry, and no record has arrived
@@ -635,10 +635,6 @@ impl Config {
         // each such wait (BENCHMARKS.md, "Headline at the default Config"); 100 ms
         // costs a consumer with nothing to read 10 empty Fetches per second per broker.
         cc.set("fetch.wait.max.ms", "100");
-        // The idle stop waits for every partition's end of log (exit_when_idle_ms).
-        if self.exit_when_idle_ms.is_some() {
-            cc.set("enable.partition.eof", "true");
-        }
         // Prefetch sized from the byte budget, so paused partitions cannot make
         // librdkafka hold much more than tidemark does (librdkafka defaults: 64 MiB
         // queued, 50 MiB per fetch).

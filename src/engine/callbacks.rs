@@ -21,6 +21,9 @@ use crate::metrics::Counters;
 /// The pipeline consumer's `ConsumerContext`.
 pub(crate) struct PipelineContext {
     pub engine: Arc<Engine>,
+    /// The consumer's client configuration, for a look-up of committed offsets by
+    /// a client of its own when the member's fails (`start::start_offsets`).
+    pub client_config: rdkafka::ClientConfig,
 }
 
 impl ClientContext for PipelineContext {
@@ -44,7 +47,7 @@ impl ClientContext for PipelineContext {
     }
 
     /// librdkafka's global errors, logged like rdkafka's default, except a partition's
-    /// end of log (`enable.partition.eof`, on with the idle stop), which is no error:
+    /// end of log (`enable.partition.eof`, always on), which is no error:
     /// librdkafka sometimes hands it to the main queue instead of the consumer's (seen
     /// around eager rebalances on the mock cluster).
     fn error(&self, error: KafkaError, reason: &str) {
@@ -87,8 +90,13 @@ impl ConsumerContext for PipelineContext {
         let mut maps = Vec::new();
         if assign {
             let with_maps = self.engine.state.lock().partitions.map_budget() > 0;
-            for start in start_offsets(consumer, self.engine.start_position, &partitions, with_maps)
-            {
+            for start in start_offsets(
+                consumer,
+                Some(&self.client_config),
+                self.engine.start_position,
+                &partitions,
+                with_maps,
+            ) {
                 let _ = tpl.set_partition_offset(&start.topic, start.partition, start.offset);
                 if let Some(map) = start.map {
                     maps.push((start.topic, start.partition, map));

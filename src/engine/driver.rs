@@ -417,8 +417,10 @@ impl Engine {
     /// position skipped without delivering them (the commit marker that ends a
     /// transaction, aborted records under `read_committed`, compacted records), so
     /// the committed offset can reach the high watermark (docs/DESIGN.md, invariant 1). librdkafka
-    /// (≥ 1.4) advances the position past control records. One position call, made
-    /// only when some partition is idle.
+    /// (≥ 1.4) advances the position past control records. Idle means every record
+    /// polled is complete and the end of the log was reported after the last one:
+    /// the position alone is not trusted (see `Partitions::skip_to_position`). One
+    /// position call, made only when some partition is idle.
     pub(crate) fn skip_undelivered(&self, consumer: &impl KafkaConsumer, st: &mut RunState) {
         if !st.partitions.any_idle() {
             return;

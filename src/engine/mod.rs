@@ -302,10 +302,15 @@ impl Pipeline {
             start_position: config.start_position,
             target,
         });
-        let mut consumer: BaseConsumer<PipelineContext> = config
-            .consumer_client_config()
+        let mut client_config = config.consumer_client_config();
+        // The end of each partition's log is reported: the idle stop waits for it,
+        // and only there is the consumer position trusted to move the committable
+        // offset past offsets never delivered (`Driver::skip_undelivered`).
+        client_config.set("enable.partition.eof", "true");
+        let mut consumer: BaseConsumer<PipelineContext> = client_config
             .create_with_context(PipelineContext {
                 engine: engine.clone(),
+                client_config: client_config.clone(),
             })
             .map_err(Error::kafka("creating the consumer"))?;
         // The parked poll thread wakes when its queue gets a record or an event.

@@ -459,29 +459,38 @@ impl Partitions {
         })
     }
 
-    /// True when some partition has delivered records, all of them complete, and
-    /// nothing staged: its consumer position may be past offsets never delivered.
+    /// True when some partition has delivered records, all of them complete,
+    /// nothing staged, and its end of log was reported after its last record: its
+    /// consumer position may be past offsets never delivered.
     pub(crate) fn any_idle(&self) -> bool {
         self.iter().any(|s| {
-            s.staged.is_empty()
+            s.at_end
+                && s.staged.is_empty()
                 && s.tracker.in_flight() == 0
                 && s.tracker.highest_delivered().is_some()
         })
     }
 
     /// Moves the committable offset of `topic`/`partition` up to the consumer's
-    /// `position` when every record polled from it is complete: the offsets in
-    /// between were never delivered (transaction markers, aborted or compacted
-    /// records; docs/DESIGN.md invariant 1). See `PartitionTracker::skip_to_position`.
+    /// `position` when every record polled from it is complete and the end of its
+    /// log was reported after the last one: the offsets in between were never
+    /// delivered (transaction markers, aborted or compacted records; docs/DESIGN.md
+    /// invariant 1). Without the end of log the position is not trusted: on Apache
+    /// Kafka, under group chaos, librdkafka reported a position thousands of offsets
+    /// past the last record a member had polled, and committing it lost them. See
+    /// `PartitionTracker::skip_to_position`.
     pub(crate) fn skip_to_position(&mut self, topic: &str, partition: i32, position: i64) {
         if let Some(state) = self.get_mut(topic, partition) {
-            if state.staged.is_empty()
+            let from = state.tracker.highest_delivered().map(|h| h + 1);
+            if state.at_end
+                && state.staged.is_empty()
                 && !state.position_ahead
                 && state.tracker.skip_to_position(position)
             {
-                tracing::trace!(
+                tracing::debug!(
                     topic,
                     partition,
+                    ?from,
                     position,
                     "skipped offsets never delivered"
                 );

@@ -87,6 +87,17 @@ pub(crate) fn offset_map(topic: &str, partition: i32, c: &OffsetAndMetadata) -> 
     }
 }
 
+/// The committed offsets of `partitions` asked by a client created from `config`
+/// for this one look-up.
+fn committed_by_own_client(
+    config: &rdkafka::ClientConfig,
+    partitions: &[(&str, i32)],
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<Vec<(String, i32, Option<OffsetAndMetadata>)>> {
+    let client: rdkafka::consumer::BaseConsumer = config.create()?;
+    client.committed_offsets(partitions, timeout)
+}
+
 /// The start offset of every newly assigned partition that has one: its committed
 /// offset (with the offset map committed with it, when `maps`) when the group has
 /// one, else the configured [`StartPosition`] (by timestamp through ListOffsets,
@@ -98,19 +109,39 @@ pub(crate) fn offset_map(topic: &str, partition: i32, c: &OffsetAndMetadata) -> 
 /// otherwise resume from that member's stale position instead of the committed
 /// offset (librdkafka issues #1802, #4686), which commits offsets backwards. A failed
 /// look-up returns nothing, with a warning.
+///
+/// The member's own look-up (OffsetFetch through its group coordinator, from inside
+/// the assign callback) sometimes times out on Apache Kafka while members come and
+/// go (seen in group chaos: three attempts in a row, 3 s each, all timed out).
+/// Then, with `own_lookup` (the member's client configuration), a short-lived
+/// client of its own asks the same group's committed offsets (an OffsetFetch needs
+/// no membership): without them the offset maps are lost (their records are
+/// processed again) and librdkafka picks the start itself. 5 s per attempt, so
+/// both stay well inside `max.poll.interval.ms`.
 pub(crate) fn start_offsets(
     consumer: &impl KafkaConsumer,
+    own_lookup: Option<&rdkafka::ClientConfig>,
     start_position: Option<StartPosition>,
     assigned: &[(String, i32)],
     maps: bool,
 ) -> Vec<Start> {
-    let timeout = Duration::from_secs(10);
+    let timeout = Duration::from_secs(5);
     let list: Vec<(&str, i32)> = assigned.iter().map(|(t, p)| (t.as_str(), *p)).collect();
     let committed = match consumer.committed_offsets(&list, timeout) {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(error = %e, "committed offsets unknown; librdkafka looks them up");
-            return Vec::new();
+            let Some(own) = own_lookup else {
+                tracing::warn!(error = %e, "committed offsets unknown; librdkafka looks them up");
+                return Vec::new();
+            };
+            tracing::info!(error = %e, "the member's committed offsets look-up failed; asking with a client of its own");
+            match committed_by_own_client(own, &list, timeout) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "committed offsets unknown; librdkafka looks them up");
+                    return Vec::new();
+                }
+            }
         }
     };
     let mut starts = Vec::new();

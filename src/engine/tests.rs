@@ -552,14 +552,43 @@ fn an_idle_partition_commits_past_offsets_never_delivered() {
         Gated::default(),
     );
     let fake = FakeConsumer::default();
+    fake.report_eof();
     assign(&d, &[0]);
     fake.queue(T, 0, 0..10);
     d.turn(&fake);
     drain_all(&d);
-    // librdkafka moved the position past a commit marker at offset 10.
+    // librdkafka moved the position past a commit marker at offset 10, and
+    // reported the end of the log there.
     fake.set_position(T, 0, 11);
+    d.turn(&fake);
     d.finish(&fake).unwrap();
     assert_eq!(fake.committed(T, 0), Some(11));
+}
+
+#[test]
+fn a_position_ahead_of_the_records_is_not_trusted_before_the_end_of_the_log() {
+    // Apache Kafka, group chaos (CI): a member whose records of a partition were
+    // all complete up to 323 read librdkafka's position as 5,248 and committed it;
+    // 324..5247 were never processed. Only a reported end of log makes the
+    // position a fact about offsets never delivered.
+    let mut d = driver(
+        &config(|_| {}),
+        CommitTarget::Group(CommitMode::Sync),
+        Gated::default(),
+    );
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..324);
+    d.turn(&fake);
+    drain_all(&d);
+    fake.set_position(T, 0, 5_248);
+    d.turn(&fake);
+    d.finish(&fake).unwrap();
+    assert_eq!(
+        fake.committed(T, 0),
+        Some(324),
+        "nothing above the last record polled was seen"
+    );
 }
 
 #[test]
