@@ -49,7 +49,10 @@ pub struct ServiceStats {
 /// `GET /customers/{id}`: `{"id":ID,"tier":"gold"|"silver"}`, 404 for multiples of
 /// 97, 503 for the first request of an id ending in 3, 400 for an id that is not a
 /// number.
-async fn customer(State(stats): State<Arc<ServiceStats>>, Path(id): Path<String>) -> (StatusCode, String) {
+async fn customer(
+    State(stats): State<Arc<ServiceStats>>,
+    Path(id): Path<String>,
+) -> (StatusCode, String) {
     stats.requests.fetch_add(1, Ordering::Relaxed);
     let Ok(id) = id.parse::<u64>() else {
         return (StatusCode::BAD_REQUEST, "not a customer id".into());

@@ -21,7 +21,14 @@ const PARTITIONS: i32 = 4;
 
 fn read(brokers: &str, topic: &str) -> Vec<ReadRecord> {
     let ends = verify::high_watermarks(brokers, topic).unwrap();
-    verify::read_topic(brokers, topic, &ends, "read_committed", Duration::from_secs(60)).unwrap()
+    verify::read_topic(
+        brokers,
+        topic,
+        &ends,
+        "read_committed",
+        Duration::from_secs(60),
+    )
+    .unwrap()
 }
 
 /// (source partition, source offset) of each output or dead letter.
@@ -29,7 +36,9 @@ fn sources(records: &[ReadRecord]) -> Vec<(i32, i64)> {
     records
         .iter()
         .map(|r| {
-            let p = r.header(HEADER_SRC_PARTITION).expect("source partition header");
+            let p = r
+                .header(HEADER_SRC_PARTITION)
+                .expect("source partition header");
             let o = r.header(HEADER_SRC_OFFSET).expect("source offset header");
             (p.parse().unwrap(), o.parse().unwrap())
         })
@@ -49,7 +58,12 @@ fn known_customers_are_enriched_once_and_unknown_ones_dead_lettered() {
     for topic in [&input, &output, &dlq] {
         broker.create_topic(topic, PARTITIONS).unwrap();
     }
-    workload::produce(&brokers, &broker.workload(&input, RECORDS, PARTITIONS), |_| {}).unwrap();
+    workload::produce(
+        &brokers,
+        &broker.workload(&input, RECORDS, PARTITIONS),
+        |_| {},
+    )
+    .unwrap();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (summary, stats) = runtime.block_on(async {
@@ -81,14 +95,25 @@ fn known_customers_are_enriched_once_and_unknown_ones_dead_lettered() {
         .filter(|c| !unknown.contains(c))
         .collect();
 
-    assert_eq!(summary.records as usize, known.len(), "records completed by the run");
+    assert_eq!(
+        summary.records as usize,
+        known.len(),
+        "records completed by the run"
+    );
 
     let outputs = sources(&read(&brokers, &output));
-    assert_eq!(outputs.len(), known.len(), "one output per known customer, no duplicate");
+    assert_eq!(
+        outputs.len(),
+        known.len(),
+        "one output per known customer, no duplicate"
+    );
     assert_eq!(outputs.into_iter().collect::<BTreeSet<_>>(), known);
 
     let letters = read(&brokers, &dlq);
-    assert_eq!(sources(&letters).into_iter().collect::<BTreeSet<_>>(), unknown);
+    assert_eq!(
+        sources(&letters).into_iter().collect::<BTreeSet<_>>(),
+        unknown
+    );
     assert_eq!(letters.len(), unknown.len());
     for letter in &letters {
         let error = letter.header(HEADER_ERROR).unwrap_or_default();

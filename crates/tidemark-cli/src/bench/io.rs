@@ -3,8 +3,10 @@
 //! unordered and key-ordered (10,000 keys), 8 partitions, at concurrency 256, 1,024,
 //! 4,096 and 8,192; beside it tidemark's blocking no-op on the same topic (the
 //! reference of the targets: 1,000 µs unordered ≥ 70 % of it, key-ordered ≥ 50 %).
-//! The thread-pool rows on the same work are `--sleep-sweep`; the Parallel
-//! Consumer's rows are not measured here yet.
+//! The thread-pool rows on the same work are `--sleep-sweep`. With
+//! `--peer-parallel-consumer JAR`, Confluent's Parallel Consumer runs the same matrix
+//! (its function waiting the same time on its thread) at `maxConcurrency` 100,
+//! 1,000 and 4,096.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -22,6 +24,8 @@ use crate::processors::{CliProcessor, IoProcessor, Kind};
 const PARTITIONS: i32 = 8;
 const MICROS: [u64; 3] = [0, 100, 1_000];
 const CONCURRENCY: [usize; 4] = [256, 1_024, 4_096, 8_192];
+/// The Parallel Consumer's `maxConcurrency` (threads) rows.
+const PC_CONCURRENCY: [usize; 3] = [100, 1_000, 4_096];
 
 /// One run: `kind` (`io:MICROS` async at `concurrency`, or the blocking no-op) over
 /// every record of `topic`, in a fresh group, until idle.
@@ -68,12 +72,14 @@ fn run_once(
 }
 
 /// Runs the matrix on `brokers` over `records` a topic and writes `io.md` and
-/// `io.csv` under `out` (topics `bench-io-*-<random>`, created here).
+/// `io.csv` under `out` (topics `bench-io-*-<random>`, created here); with
+/// `parallel_consumer` (the peer's jar) its rows too.
 pub fn run(
     brokers: &str,
     create: &dyn Fn(&str, i32) -> anyhow::Result<()>,
     payload_bytes: usize,
     records: u64,
+    parallel_consumer: Option<&Path>,
     out: &Path,
 ) -> anyhow::Result<()> {
     let mut md = String::from(
@@ -105,6 +111,32 @@ pub fn run(
                     run_once(brokers, &topic, records, kind, ordering, concurrency)
                 })
                 .with_context(|| format!("io:{micros} at {concurrency}"))?;
+                report::progress(&m);
+                rows.push((concurrency, m));
+            }
+            let Some(jar) = parallel_consumer else {
+                continue;
+            };
+            let pc_ordering = match ordering {
+                ProcessingOrder::Key => "KEY",
+                _ => "UNORDERED",
+            };
+            for concurrency in PC_CONCURRENCY {
+                let kind = Kind::Io { micros };
+                let mut m = scenarios::with_cpu(|| {
+                    scenarios::parallel_consumer(
+                        jar,
+                        brokers,
+                        &topic,
+                        records,
+                        kind,
+                        0.0,
+                        pc_ordering,
+                        concurrency,
+                    )
+                })
+                .with_context(|| format!("Parallel Consumer, {micros} µs at {concurrency}"))?;
+                m.processor = format!("Parallel Consumer, wait {micros} µs");
                 report::progress(&m);
                 rows.push((concurrency, m));
             }

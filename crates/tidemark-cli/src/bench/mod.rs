@@ -192,6 +192,7 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
             &create,
             a.payload_bytes,
             requested_records.unwrap_or(200_000),
+            a.peer_parallel_consumer.as_deref(),
             &a.out,
         )?;
         return Ok(());

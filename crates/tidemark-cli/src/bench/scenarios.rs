@@ -600,7 +600,9 @@ pub fn arroyo(
 /// Confluent's Parallel Consumer (`peers/parallel-consumer`, run as `java -jar`) in
 /// a fresh group: `ordering` (`UNORDERED`, `KEY`), `max_concurrency` threads,
 /// `PERIODIC_CONSUMER_ASYNCHRONOUS` commits, and for the CPU-bound processor the
-/// same SHA-256 chain calibrated in Java to `target_us` µs per record.
+/// same SHA-256 chain calibrated in Java to `target_us` µs per record; for
+/// `sleep:MICROS` and `io:MICROS` a wait of MICROS µs per record on its thread
+/// (`LockSupport.parkNanos`: Parallel Consumer runs user functions on threads).
 #[allow(clippy::too_many_arguments)]
 pub fn parallel_consumer(
     jar: &std::path::Path,
@@ -616,6 +618,10 @@ pub fn parallel_consumer(
         Kind::Sha256 { .. } => target_us,
         _ => 0.0,
     };
+    let sleep_us = match kind {
+        Kind::Sleep { micros } | Kind::Io { micros } => micros,
+        _ => 0,
+    };
     let out = std::process::Command::new("java")
         .args(["-Xmx1g", "-jar"])
         .arg(jar)
@@ -624,6 +630,7 @@ pub fn parallel_consumer(
         .args(["--ordering", ordering])
         .args(["--max-concurrency", &max_concurrency.to_string()])
         .args(["--target-us", &target.to_string()])
+        .args(["--sleep-us", &sleep_us.to_string()])
         .stderr(std::process::Stdio::null())
         .output()
         .with_context(|| format!("running java -jar {}", jar.display()))?;

@@ -19,6 +19,7 @@ import java.util.UUID;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.locks.LockSupport;
 
 /**
  * The Confluent Parallel Consumer peer of {@code tidemark bench}: consumes {@code --records}
@@ -26,8 +27,10 @@ import java.util.concurrent.atomic.AtomicLong;
  * the given {@code --ordering} (UNORDERED, KEY or PARTITION) and {@code --max-concurrency}, doing per
  * record the same work as tidemark's {@code sha256:ROUNDS} processor (SHA-256 of the payload, then of
  * the digest, ROUNDS times in all), with ROUNDS calibrated here to {@code --target-us} µs on one core
- * (0: no work). Prints {@code records=N busy_s=S peak_rss_kib=K rounds=R us_per_record=U}: busy
- * runs from the first record started to the last one done.
+ * (0: no work), or with {@code --sleep-us MICROS} a wait of MICROS µs per record instead (simulated
+ * IO, {@code LockSupport.parkNanos}: the thread is blocked, as a blocking client would block it).
+ * Prints {@code records=N busy_s=S peak_rss_kib=K rounds=R us_per_record=U}: busy runs from the
+ * first record started to the last one done.
  */
 public final class Bench {
     public static void main(String[] argv) throws Exception {
@@ -42,6 +45,7 @@ public final class Bench {
         ProcessingOrder order = ProcessingOrder.valueOf(a.getOrDefault("ordering", "UNORDERED"));
         double targetUs = Double.parseDouble(a.getOrDefault("target-us", "0"));
         int payloadBytes = Integer.parseInt(a.getOrDefault("payload-bytes", "100"));
+        long sleepNanos = Long.parseLong(a.getOrDefault("sleep-us", "0")) * 1_000L;
 
         byte[] sample = new byte[payloadBytes + 40];
         int rounds = targetUs > 0 ? calibrate(sample, targetUs) : 0;
@@ -74,6 +78,11 @@ public final class Bench {
             byte[] value = record.value();
             if (r > 0 && value != null) {
                 sink(chain(value, r));
+            }
+            // parkNanos may return early: park again until the wait is over.
+            long until = System.nanoTime() + sleepNanos;
+            for (long left = sleepNanos; left > 0; left = until - System.nanoTime()) {
+                LockSupport.parkNanos(left);
             }
             last.set(System.nanoTime());
             if (done.incrementAndGet() == records) {
