@@ -73,20 +73,22 @@ fn run_once(
 
 /// Runs the matrix on `brokers` over `records` a topic and writes `io.md` and
 /// `io.csv` under `out` (topics `bench-io-*-<random>`, created here); with
-/// `parallel_consumer` (the peer's jar) its rows too.
+/// `parallel_consumer` (the peer's jar) its rows too. Each row is the median of
+/// `runs` runs.
 pub fn run(
     brokers: &str,
     create: &dyn Fn(&str, i32) -> anyhow::Result<()>,
     payload_bytes: usize,
     records: u64,
     parallel_consumer: Option<&Path>,
+    runs: usize,
     out: &Path,
 ) -> anyhow::Result<()> {
     let mut md = String::from(
-        "| order | processor | concurrency | records/s | vs no-op | CPU µs/record | peak RSS MiB |\n|---|---|---:|---:|---:|---:|---:|\n",
+        "| order | processor | concurrency | records/s (median) | slowest–fastest | vs no-op | CPU µs/record | peak RSS MiB |\n|---|---|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut csv =
-        String::from("ordering,processor,concurrency,records,records_per_s,ratio_to_noop,cpu_us_per_record,peak_rss_mib\n");
+        String::from("ordering,processor,concurrency,records,runs,records_per_s,min_records_per_s,max_records_per_s,ratio_to_noop,cpu_us_per_record,peak_rss_mib\n");
     for (ordering, keys) in [
         (ProcessingOrder::Unordered, 0),
         (ProcessingOrder::Key, 10_000),
@@ -101,13 +103,15 @@ pub fn run(
         scenarios::check_nothing_dropped(brokers, &topic, PARTITIONS)?;
         let mut rows = vec![(
             1,
-            scenarios::with_cpu(|| run_once(brokers, &topic, records, Kind::Noop, ordering, 1))
-                .context("no-op")?,
+            scenarios::median_of(runs, || {
+                run_once(brokers, &topic, records, Kind::Noop, ordering, 1)
+            })
+            .context("no-op")?,
         )];
         for micros in MICROS {
             for concurrency in CONCURRENCY {
                 let kind = Kind::Io { micros };
-                let m = scenarios::with_cpu(|| {
+                let m = scenarios::median_of(runs, || {
                     run_once(brokers, &topic, records, kind, ordering, concurrency)
                 })
                 .with_context(|| format!("io:{micros} at {concurrency}"))?;
@@ -123,7 +127,7 @@ pub fn run(
             };
             for concurrency in PC_CONCURRENCY {
                 let kind = Kind::Io { micros };
-                let mut m = scenarios::with_cpu(|| {
+                let mut m = scenarios::median_of(runs, || {
                     scenarios::parallel_consumer(
                         jar,
                         brokers,
@@ -151,16 +155,19 @@ pub fn run(
             } else {
                 concurrency.to_string()
             };
+            let (runs, slowest, fastest) = m.spread.map_or((1, f64::NAN, f64::NAN), |s| {
+                (s.runs, s.min_records_per_s, s.max_records_per_s)
+            });
             let _ = writeln!(
                 md,
-                "| {ordering:?} | {} | {concurrency} | {:.0} | {:.0}% | {cpu:.2} | {rss:.0} |",
+                "| {ordering:?} | {} | {concurrency} | {:.0} | {slowest:.0}–{fastest:.0} | {:.0}% | {cpu:.2} | {rss:.0} |",
                 m.processor,
                 m.records_per_sec(),
                 ratio * 100.0
             );
             let _ = writeln!(
                 csv,
-                "{ordering:?},{},{concurrency},{},{:.0},{ratio:.3},{cpu:.3},{rss:.1}",
+                "{ordering:?},{},{concurrency},{},{runs},{:.0},{slowest:.0},{fastest:.0},{ratio:.3},{cpu:.3},{rss:.1}",
                 m.processor,
                 m.records,
                 m.records_per_sec()

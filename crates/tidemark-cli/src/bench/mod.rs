@@ -103,10 +103,15 @@ pub struct Args {
     /// Only IO-bound work (async processor `io:MICROS`): 0, 100 and 1,000 µs per
     /// record, unordered and key-ordered over 10,000 keys, 8 partitions,
     /// concurrency 256 to 8,192, beside the blocking no-op on the same topic; --records
-    /// each (default 200,000). Writes `io.md` and `io.csv` (topics
+    /// each (default 200,000), each row the median of --runs runs. With
+    /// --peer-parallel-consumer, the Parallel Consumer's rows (maxConcurrency 100,
+    /// 1,000, 4,096) too. Writes `io.md` and `io.csv` (topics
     /// `bench-io-*-<random>`, created).
     #[arg(long, conflicts_with_all = ["scaling", "ordering", "quick", "scale", "sleep_sweep"])]
     io: bool,
+    /// Runs per row of --io (the median is reported, with the slowest and fastest).
+    #[arg(long, default_value_t = 3, requires = "io")]
+    runs: usize,
     /// Sleep per record of --sleep-sweep, µs.
     #[arg(long, default_value_t = 1_000)]
     sleep_us: u64,
@@ -193,6 +198,7 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
             a.payload_bytes,
             requested_records.unwrap_or(200_000),
             a.peer_parallel_consumer.as_deref(),
+            a.runs,
             &a.out,
         )?;
         return Ok(());
