@@ -3,15 +3,19 @@
 //! thread per record.
 //!
 //! Implement [`AsyncProcessor`] and build the pipeline with
-//! [`Pipeline::new_async`](crate::Pipeline::new_async). Each record's `process`
-//! future runs as a tokio task; at most [`Config::concurrency`](crate::Config::concurrency)
-//! of them run at once, whatever the number of runtime threads. Everything else is
+//! [`Pipeline::new_async`](crate::Pipeline::new_async). Each dispatched task (a
+//! partition's or a key lane's records of one poll round) is one tokio task that
+//! drives its records' `process` futures together; at most
+//! [`Config::concurrency`](crate::Config::concurrency) records are processed at
+//! once, whatever the number of runtime threads. The records of one task share a
+//! runtime thread while they run, so a future must not block it. Everything else is
 //! the engine's, as for a blocking [`Processor`](crate::Processor): ordering (a
 //! layer's records run together, the next layer after them), retries with backoff
 //! (the poll thread's timers: no thread waits), the dead-letter queue, the offset
 //! map, the sink and exactly-once, back-pressure, drains, metrics. A future that
 //! panics fails its record alone (a permanent [`ProcessError`] carrying the panic
-//! message); one cancelled by a runtime shutting down fails it retriably.
+//! message); records still running when the pipeline's own runtime shuts down
+//! are abandoned, not completed (the next owner processes them).
 //!
 //! CPU-heavy steps inside an async processor must not block the runtime's threads:
 //! hand them to a blocking pool with [`run_blocking`] (or
