@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::runtime::{Handle, Runtime};
 use std::panic::AssertUnwindSafe;
+use tokio::runtime::{Handle, Runtime};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
@@ -184,7 +184,8 @@ async fn run_task_async<P: AsyncProcessor>(
         let mut running = FuturesUnordered::new();
         let mut skipped = Vec::new();
         let mut failed = Vec::new();
-        let (processor, pending, sink, records) = (&*processor, &pending, sink.as_deref(), &records);
+        let (processor, pending, sink, records) =
+            (&*processor, &pending, sink.as_deref(), &records);
         let start = |position: usize, permit: OwnedSemaphorePermit| {
             AssertUnwindSafe(async move {
                 let _permit = permit;
@@ -234,10 +235,9 @@ async fn run_task_async<P: AsyncProcessor>(
             let error = match outcome {
                 Ok(Ok(())) => continue,
                 Ok(Err(e)) => e,
-                Err(panic) => ProcessError::permanent(format!(
-                    "process panicked: {}",
-                    panic_message(&*panic)
-                )),
+                Err(panic) => {
+                    ProcessError::permanent(format!("process panicked: {}", panic_message(&*panic)))
+                }
             };
             stopped[position - base] = true;
             failed.push(FailedRecord {
