@@ -1,7 +1,8 @@
 //! The offset state of the assigned partitions: per partition its assignment epoch,
 //! its tracker, the records polled but not yet dispatched, and the in-flight
 //! accounting that back-pressure reads. Plain values in and out (`PartitionOffset`,
-//! topic and partition); no Kafka client types.
+//! topic and partition); the one Kafka client type is the polled message `stage`
+//! copies into a `Record`.
 //!
 //! Only the driver changes it (docs/DESIGN.md, "Threads, and who owns what").
 
