@@ -92,7 +92,7 @@ impl ConsumerContext for PipelineContext {
             let with_maps = self.engine.state.lock().partitions.map_budget() > 0;
             for start in start_offsets(
                 consumer,
-                Some(&self.client_config),
+                &self.client_config,
                 self.engine.start_position,
                 &partitions,
                 with_maps,

@@ -113,14 +113,14 @@ fn committed_by_own_client(
 /// The member's own look-up (OffsetFetch through its group coordinator, from inside
 /// the assign callback) sometimes times out on Apache Kafka while members come and
 /// go (seen in group chaos: three attempts in a row, 3 s each, all timed out).
-/// Then, with `own_lookup` (the member's client configuration), a short-lived
+/// Then, from `own_lookup` (the member's client configuration), a short-lived
 /// client of its own asks the same group's committed offsets (an OffsetFetch needs
 /// no membership): without them the offset maps are lost (their records are
 /// processed again) and librdkafka picks the start itself. 5 s per attempt, so
 /// both stay well inside `max.poll.interval.ms`.
 pub(crate) fn start_offsets(
     consumer: &impl KafkaConsumer,
-    own_lookup: Option<&rdkafka::ClientConfig>,
+    own_lookup: &rdkafka::ClientConfig,
     start_position: Option<StartPosition>,
     assigned: &[(String, i32)],
     maps: bool,
@@ -130,12 +130,8 @@ pub(crate) fn start_offsets(
     let committed = match consumer.committed_offsets(&list, timeout) {
         Ok(c) => c,
         Err(e) => {
-            let Some(own) = own_lookup else {
-                tracing::warn!(error = %e, "committed offsets unknown; librdkafka looks them up");
-                return Vec::new();
-            };
             tracing::info!(error = %e, "the member's committed offsets look-up failed; asking with a client of its own");
-            match committed_by_own_client(own, &list, timeout) {
+            match committed_by_own_client(own_lookup, &list, timeout) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "committed offsets unknown; librdkafka looks them up");
