@@ -54,6 +54,34 @@ pub trait AsyncProcessor: Send + Sync + 'static {
     /// permanent ones go to the dead-letter topic or stop the pipeline). The future
     /// must be `Send`: it runs as a task of a multi-threaded tokio runtime.
     fn process(&self, record: &Record) -> impl Future<Output = ProcessResult> + Send;
+
+    /// The batch form, to amortise a round trip over many records (one multi-row
+    /// `INSERT`, one bulk HTTP call): `Some(future)` processes `records` together and
+    /// resolves to one result per record, in their order; `None` (the default) means
+    /// "call [`process`](AsyncProcessor::process) per record".
+    ///
+    /// `records` is one *layer* of a dispatched task, as for
+    /// [`Processor::process_batch`](crate::Processor::process_batch): records of one
+    /// partition in offset order, never two of one lane (key under
+    /// `ProcessingOrder::Key`, partition under `ProcessingOrder::Partition`), at most
+    /// [`Config::max_batch_records`](crate::Config::max_batch_records) of them; the
+    /// next layer starts only after this future resolved. The batch holds one
+    /// permit of [`Config::concurrency`](crate::Config::concurrency) per record
+    /// (all of them when it has more records than that) while it runs.
+    ///
+    /// **A batch completes together**: no record of it is complete, nor any output
+    /// sent, before its future resolves, so its slowest record holds back the
+    /// committed offset and the offset map of the others. Records without a result
+    /// (fewer results than records) fail permanently, extra results are ignored; a
+    /// panic while the future runs fails every record of the batch permanently
+    /// (the panic's message in the [`ProcessError`]).
+    fn process_batch(
+        &self,
+        records: &[Record],
+    ) -> Option<impl Future<Output = Vec<ProcessResult>> + Send> {
+        let _ = records;
+        None::<std::future::Ready<Vec<ProcessResult>>>
+    }
 }
 
 /// Runs the CPU-heavy `f` on tokio's blocking pool (`tokio::task::spawn_blocking`)

@@ -1,7 +1,8 @@
 //! The execution seam: where a dispatched task runs. A blocking [`Processor`] runs
 //! on the worker pool ([`pool`](super::pool), [`worker`](super::worker)); an
 //! [`AsyncProcessor`] runs on a tokio runtime, one tokio task per dispatched task
-//! driving its records' futures, under a bound on the records processed at once. Both complete records and end tasks the same way
+//! driving its records' futures (or one batch future per layer), under a bound on
+//! the records processed at once. Both complete records and end tasks the same way
 //! ([`completion`](super::completion)): the poll thread cannot tell them apart.
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use super::worker::{run_task, send_outputs};
 use crate::async_processor::AsyncProcessor;
 use crate::metrics::Shared;
 use crate::processor::{panic_message, ProcessError, Processor};
+use crate::record::Record;
 
 /// What the pipeline runs: a blocking processor or an async one (type-erased).
 #[derive(Clone)]
@@ -39,7 +41,7 @@ pub(crate) trait AsyncRunner: Send + Sync {
         task: Task,
         pending: Arc<PendingTask>,
         sink: Option<Arc<Sink>>,
-        limit: Arc<Semaphore>,
+        limit: Arc<Limit>,
     );
 }
 
@@ -53,10 +55,17 @@ impl<P: AsyncProcessor> AsyncRunner for AsyncWork<P> {
         task: Task,
         pending: Arc<PendingTask>,
         sink: Option<Arc<Sink>>,
-        limit: Arc<Semaphore>,
+        limit: Arc<Limit>,
     ) {
         handle.spawn(run_task_async(self.0.clone(), task, pending, sink, limit));
     }
+}
+
+/// The bound on the records an async processor processes at once: one permit
+/// each, `total` (`Config::concurrency`) in all.
+pub(crate) struct Limit {
+    semaphore: Arc<Semaphore>,
+    total: usize,
 }
 
 /// Where tasks run during one `Pipeline::run`.
@@ -68,8 +77,8 @@ pub(crate) enum Execution {
     Async {
         handle: Handle,
         runner: Arc<dyn AsyncRunner>,
-        /// Permits for the records processed at once (`Config::concurrency`).
-        limit: Arc<Semaphore>,
+        /// The records processed at once (`Config::concurrency`).
+        limit: Arc<Limit>,
         /// The pipeline's own runtime (`None` with the user's `Handle`).
         runtime: Option<Runtime>,
     },
@@ -106,7 +115,10 @@ impl Execution {
                 Execution::Async {
                     handle,
                     runner: runner.clone(),
-                    limit: Arc::new(Semaphore::new(concurrency.max(1))),
+                    limit: Arc::new(Limit {
+                        semaphore: Arc::new(Semaphore::new(concurrency.max(1))),
+                        total: concurrency.max(1),
+                    }),
                     runtime,
                 }
             }
@@ -171,21 +183,47 @@ async fn run_task_async<P: AsyncProcessor>(
     task: Task,
     pending: Arc<PendingTask>,
     sink: Option<Arc<Sink>>,
-    limit: Arc<Semaphore>,
+    limit: Arc<Limit>,
 ) {
     let layer = task.layer.max(1);
     let aborts = task.aborts;
     let records = task.records;
     let mut stopped = vec![false; layer];
+    let mut any_stopped = false;
     let mut base = 0;
     while base < records.len() {
         let end = (base + layer).min(records.len());
         let started = Instant::now();
-        let mut running = FuturesUnordered::new();
         let mut skipped = Vec::new();
         let mut failed = Vec::new();
         let (processor, pending, sink, records) =
             (&*processor, &pending, sink.as_deref(), &records);
+        let batch = Layer {
+            records,
+            base,
+            end,
+            stopped: any_stopped.then_some(&stopped[..]),
+        };
+        match run_batch(processor, batch, pending, sink, aborts, &limit).await {
+            Batched::Closed => return,
+            Batched::Done(failures) => {
+                skipped.extend(
+                    (base..end)
+                        .filter(|&p| stopped[p - base])
+                        .map(|p| records[p].clone()),
+                );
+                for (position, failure) in failures {
+                    stopped[position - base] = true;
+                    any_stopped = true;
+                    failed.push(failure);
+                }
+                pending.processed(failed, skipped, started.elapsed());
+                base = end;
+                continue;
+            }
+            Batched::No => {}
+        }
+        let mut running = FuturesUnordered::new();
         let start = |position: usize, permit: OwnedSemaphorePermit| {
             AssertUnwindSafe(async move {
                 let _permit = permit;
@@ -206,7 +244,7 @@ async fn run_task_async<P: AsyncProcessor>(
                 next += 1;
             }
             let outcome = if next < end {
-                match limit.clone().try_acquire_owned() {
+                match limit.semaphore.clone().try_acquire_owned() {
                     Ok(permit) => {
                         running.push(start(next, permit));
                         next += 1;
@@ -217,7 +255,7 @@ async fn run_task_async<P: AsyncProcessor>(
                     Err(TryAcquireError::NoPermits) => {}
                 }
                 tokio::select! {
-                    permit = limit.clone().acquire_owned() => {
+                    permit = limit.semaphore.clone().acquire_owned() => {
                         let Ok(permit) = permit else { return };
                         running.push(start(next, permit));
                         next += 1;
@@ -240,6 +278,7 @@ async fn run_task_async<P: AsyncProcessor>(
                 }
             };
             stopped[position - base] = true;
+            any_stopped = true;
             failed.push(FailedRecord {
                 offset: records[position].offset,
                 cause: FailureCause::Processor(error),
@@ -251,4 +290,98 @@ async fn run_task_async<P: AsyncProcessor>(
         base = end;
     }
     pending.release();
+}
+
+/// One layer of a task: `records[base..end]` without the positions of `stopped`
+/// lanes (`None`: no lane has stopped).
+struct Layer<'a> {
+    records: &'a [Record],
+    base: usize,
+    end: usize,
+    stopped: Option<&'a [bool]>,
+}
+
+/// What [`run_batch`] did with a layer.
+enum Batched {
+    /// The processor has no batch form: nothing ran.
+    No,
+    /// The batch ran: the records that failed (their position in the task),
+    /// every other live record has sent its outputs.
+    Done(Vec<(usize, FailedRecord)>),
+    /// The runtime is going: nothing more runs.
+    Closed,
+}
+
+/// Runs a layer's live records through the processor's batch form, if it has one,
+/// holding one permit of `limit` per record (at most all of them) while it runs.
+async fn run_batch<P: AsyncProcessor>(
+    processor: &P,
+    layer: Layer<'_>,
+    pending: &Arc<PendingTask>,
+    sink: Option<&Sink>,
+    aborts: u64,
+    limit: &Limit,
+) -> Batched {
+    let live: Vec<usize> = match layer.stopped {
+        None => (layer.base..layer.end).collect(),
+        Some(stopped) => (layer.base..layer.end)
+            .filter(|&p| !stopped[p - layer.base])
+            .collect(),
+    };
+    let owned: Vec<Record>;
+    let batch: &[Record] = if layer.stopped.is_none() {
+        &layer.records[layer.base..layer.end]
+    } else {
+        owned = live.iter().map(|&p| layer.records[p].clone()).collect();
+        &owned
+    };
+    let Some(future) = processor.process_batch(batch) else {
+        return Batched::No;
+    };
+    if batch.is_empty() {
+        return Batched::Done(Vec::new());
+    }
+    let permits = batch.len().min(limit.total) as u32;
+    let Ok(_permits) = limit.semaphore.clone().acquire_many_owned(permits).await else {
+        return Batched::Closed;
+    };
+    let results = match AssertUnwindSafe(future).catch_unwind().await {
+        Ok(results) => results,
+        Err(panic) => {
+            let error = ProcessError::permanent(format!(
+                "process_batch panicked: {}",
+                panic_message(&*panic)
+            ));
+            batch.iter().map(|_| Err(error.clone())).collect()
+        }
+    };
+    if results.len() < batch.len() {
+        tracing::error!(
+            expected = batch.len(),
+            got = results.len(),
+            "process_batch returned too few results: failing the records without one"
+        );
+    }
+    let mut results = results.into_iter();
+    let mut failed = Vec::new();
+    for &position in &live {
+        let record = &layer.records[position];
+        let error = match results.next() {
+            Some(Ok(outputs)) => {
+                send_outputs(pending, sink, aborts, position, record, outputs);
+                continue;
+            }
+            Some(Err(e)) => e,
+            None => ProcessError::permanent("process_batch returned no result for this record"),
+        };
+        failed.push((
+            position,
+            FailedRecord {
+                offset: record.offset,
+                cause: FailureCause::Processor(error),
+                record: Some(record.clone()),
+            },
+        ));
+    }
+    Batched::Done(failed)
 }

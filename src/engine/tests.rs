@@ -974,3 +974,89 @@ fn an_async_record_completes_on_its_own_while_one_dispatched_with_it_awaits() {
     drain_all(&d);
     assert_eq!(committable(&d, 0), Some(6));
 }
+
+/// An async processor with the batch form: records the size of every batch, and
+/// returns no result for the record at `short_at` (if any).
+#[derive(Default)]
+struct AsyncBatches {
+    sizes: Arc<Mutex<Vec<usize>>>,
+    short_at: Option<i64>,
+}
+
+impl crate::AsyncProcessor for AsyncBatches {
+    async fn process(&self, _: &crate::Record) -> ProcessResult {
+        panic!("the batch form runs every record")
+    }
+
+    fn process_batch(
+        &self,
+        records: &[crate::Record],
+    ) -> Option<impl std::future::Future<Output = Vec<ProcessResult>> + Send> {
+        self.sizes.lock().push(records.len());
+        let results: Vec<ProcessResult> = records
+            .iter()
+            .filter(|r| Some(r.offset) != self.short_at)
+            .map(|_| Ok(crate::Outputs::none()))
+            .collect();
+        Some(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            results
+        })
+    }
+}
+
+fn async_driver(c: &Config, processor: AsyncBatches) -> Driver {
+    let work =
+        super::execution::Work::Async(Arc::new(super::execution::AsyncWork(Arc::new(processor))));
+    driver_with(c, CommitTarget::Group(CommitMode::Sync), work)
+}
+
+#[test]
+fn an_async_batch_runs_a_whole_layer_even_above_the_concurrency() {
+    // Six records in one layer, four permits: the batch takes all four and runs.
+    let processor = AsyncBatches::default();
+    let sizes = processor.sizes.clone();
+    let c = config(|c| {
+        c.ordering = crate::ordering::ProcessingOrder::Unordered;
+        c.concurrency = 4;
+    });
+    let mut d = async_driver(&c, processor);
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..6);
+    d.turn(&fake);
+    drain_all(&d);
+    assert_eq!(*sizes.lock(), vec![6]);
+    assert_eq!(committable(&d, 0), Some(6));
+}
+
+#[test]
+fn a_record_without_a_batch_result_fails_and_stops_the_run_at_its_offset() {
+    let processor = AsyncBatches {
+        short_at: Some(3),
+        ..AsyncBatches::default()
+    };
+    let c = config(|c| c.ordering = crate::ordering::ProcessingOrder::Unordered);
+    let mut d = async_driver(&c, processor);
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..6);
+    d.turn(&fake);
+    drain_all(&d);
+    assert!(d.engine.state.lock().must_stop());
+    d.finish(&fake).unwrap();
+    // Five results for six records: the last one (offset 5) has none.
+    assert_eq!(
+        fake.committed(T, 0),
+        Some(5),
+        "committed past the failed record"
+    );
+    let error = d.engine.state.lock().failures.take_error();
+    match error {
+        Some(Error::Processor { offset, source, .. }) => {
+            assert_eq!(offset, 5);
+            assert!(source.message.contains("no result"), "{}", source.message);
+        }
+        other => panic!("expected a processor error, got {other:?}"),
+    }
+}
