@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (Apache Kafka
-# from Maven Central, a JDK + Maven and promtool with apt-get when missing), starts one Kafka
-# broker that the whole run shares (each test uses its own topics and groups; a test
-# that stops its broker starts its own), runs every test of the workspace, and stops
-# the broker. The embedded mock cluster runs in-process.
+# from Maven Central, a JDK + Maven, PostgreSQL and promtool with apt-get when missing),
+# starts one Kafka broker and one PostgreSQL server that the whole run shares (each test
+# uses its own topics, groups and tables; a test that stops its broker or database
+# starts its own), runs every test of the workspace, and stops both. The embedded mock
+# cluster runs in-process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/kafka.sh install
+scripts/postgres.sh install
 # promtool (Debian's prometheus package) checks the /metrics exposition in
 # crates/tidemark-cli/tests/metrics.rs.
 if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
@@ -17,9 +19,12 @@ if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
     || echo "promtool could not be installed: the exposition check will fail" >&2
 fi
 read -r port pid dir < <(KAFKA_WATCH_PID=$$ scripts/kafka.sh start)
-trap 'scripts/kafka.sh stop "$pid"; rm -rf "$dir"' EXIT
+read -r pg_port _ pg_dir < <(PG_WATCH_PID=$$ scripts/postgres.sh start)
+trap 'scripts/kafka.sh stop "$pid"; rm -rf "$dir"; scripts/postgres.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
 export TIDEMARK_KAFKA_BROKERS="127.0.0.1:$port"
+export TIDEMARK_POSTGRES_URL="postgresql://postgres@127.0.0.1:$pg_port/postgres"
 echo "apache kafka for this run: $TIDEMARK_KAFKA_BROKERS (pid $pid, log $dir/broker.log)"
+echo "postgresql for this run: $TIDEMARK_POSTGRES_URL (log $pg_dir/server.log)"
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo test --workspace --doc
   # Broker-backed tests run one at a time (.config/nextest.toml); unit tests two.

@@ -47,6 +47,18 @@ pub enum Error {
         source: KafkaError,
     },
 
+    /// The PostgreSQL sink could not start: the database did not answer within the
+    /// connect timeout (5 s unless the URL sets `connect_timeout`), refused the
+    /// login, or its table could not be created or lacks a column
+    /// ([`PostgresSink`](crate::PostgresSink)). Nothing was consumed.
+    #[error("PostgreSQL sink: {context}")]
+    Database {
+        /// What tidemark was doing, with the server's host, port and database.
+        context: String,
+        /// The driver's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// The processor failed a record. Offsets were committed up to (never past) the
     /// failed record, so a restart processes it again.
     #[error("processor failed on {topic}/{partition}@{offset}")]

@@ -46,7 +46,8 @@ pub use commit::{
     PartitionOffset,
 };
 pub use config::{
-    AssignedPartition, Config, Delivery, SinkConfig, StartPosition, FORCED_CONSUMER_PROPERTIES,
+    AssignedPartition, Config, Delivery, PostgresSink, SinkConfig, StartPosition,
+    FORCED_CONSUMER_PROPERTIES,
 };
 pub use engine::sink::{HEADER_SRC_OFFSET, HEADER_SRC_PARTITION};
 pub use engine::{Pipeline, RunSummary};

@@ -298,6 +298,27 @@ impl Ack {
         self.task.resolve(self.position);
         self.task.release();
     }
+
+    /// The sink refused this output for good (a row PostgreSQL's constraints
+    /// reject): `record` fails permanently with `error`, so it goes to the
+    /// dead-letter topic when one is configured, else the run stops at it.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn refuse(self, record: Record, error: crate::processor::ProcessError) {
+        let offset = record.offset;
+        self.task.progress.mark_failed(self.position);
+        {
+            let mut outcome = self.task.outcome.lock();
+            if !outcome.failed.iter().any(|f| f.offset == offset) {
+                outcome.failed.push(FailedRecord {
+                    offset,
+                    cause: FailureCause::Processor(error),
+                    record: Some(record),
+                });
+            }
+        }
+        self.task.resolve(self.position);
+        self.task.release();
+    }
 }
 
 #[cfg(test)]

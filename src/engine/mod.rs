@@ -278,7 +278,9 @@ impl Pipeline {
         let sink = Sink::new(config)?.map(Arc::new);
         let target = match (&self.offset_store, &sink) {
             (Some(store), _) => CommitTarget::Store(store.clone()),
-            (None, Some(sink)) if config.delivery == Delivery::ExactlyOnce && sink.has_output() => {
+            (None, Some(sink))
+                if config.delivery == Delivery::ExactlyOnce && sink.has_output_topic() =>
+            {
                 let timeout = Duration::from_millis(config.startup_timeout_ms);
                 sink.start_transactions(timeout)
                     .map_err(Error::Transaction)?;

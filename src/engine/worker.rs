@@ -129,8 +129,9 @@ pub(crate) fn send_outputs(
 ) {
     match sink {
         Some(sink) if sink.has_output() => {
-            for output in outputs.0 {
-                sink.send(record, output, pending.expect_ack(position, false), aborts);
+            for (index, output) in outputs.0.into_iter().enumerate() {
+                let ack = pending.expect_ack(position, false);
+                sink.send(record, index, output, ack, aborts);
             }
         }
         _ if !outputs.is_empty() => {

@@ -8,7 +8,8 @@ use tidemark::{AssignedPartition, Config, FileOffsetStore, Pipeline, RunSummary,
 
 use crate::processors::{CliProcessor, IoProcessor, Kind};
 
-/// Where outputs go: `none` or `topic:NAME`.
+/// Where outputs go: `none`, `topic:NAME` or `postgres:URL` (the table from
+/// `--sink-table`, filled in by `run`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkArg(pub SinkConfig);
 
@@ -16,12 +17,26 @@ impl std::str::FromStr for SinkArg {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "none" => Ok(SinkArg(SinkConfig::None)),
-            _ => match s.strip_prefix("topic:") {
-                Some(t) if !t.is_empty() => Ok(SinkArg(SinkConfig::Topic { topic: t.into() })),
-                _ => Err(format!("expected none or topic:NAME, got {s:?}")),
-            },
+        if s == "none" {
+            return Ok(SinkArg(SinkConfig::None));
+        }
+        if let Some(t) = s.strip_prefix("topic:").filter(|t| !t.is_empty()) {
+            return Ok(SinkArg(SinkConfig::Topic { topic: t.into() }));
+        }
+        // `postgres:URL`, where URL is itself postgres://… or postgresql://… or
+        // key=value pairs; a bare postgres://… URL is taken whole.
+        let url = if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Some(s)
+        } else {
+            s.strip_prefix("postgres:").filter(|u| !u.is_empty())
+        };
+        match url {
+            Some(url) => Ok(SinkArg(SinkConfig::Postgres(tidemark::PostgresSink::new(
+                url, "",
+            )))),
+            None => Err(format!(
+                "expected none, topic:NAME or postgres:URL, got {s:?}"
+            )),
         }
     }
 }
@@ -77,8 +92,22 @@ pub struct Args {
     concurrency: Option<usize>,
     /// Outputs: none, or topic:NAME (created when missing; one output per input with
     /// headers tidemark-src-partition and tidemark-src-offset).
+    ///
+    /// Or postgres:URL (a libpq URL or key=value string): one row per output in
+    /// the table --sink-table (created when missing), keyed by the input's topic,
+    /// partition and offset, so a record processed again writes nothing twice; an
+    /// input is complete once its rows are committed.
     #[arg(long, default_value = "none")]
     sink: SinkArg,
+    /// The PostgreSQL sink's table, NAME or SCHEMA.NAME (needed with --sink postgres:URL).
+    #[arg(long)]
+    sink_table: Option<String>,
+    /// The PostgreSQL sink: most rows per INSERT (default 1000).
+    #[arg(long)]
+    sink_batch_rows: Option<usize>,
+    /// The PostgreSQL sink: connections writing at once (default 4).
+    #[arg(long)]
+    sink_connections: Option<usize>,
     /// Delivery guarantee: at-least-once (commit after processing, the default),
     /// at-most-once (commit each polled batch before processing it) or exactly-once
     /// (outputs and offsets in one transaction; needs --sink topic:NAME).
@@ -219,6 +248,29 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     config.start_position = a.start;
     config.exit_when_idle_ms = a.exit_when_idle.map(|s| (s * 1000.0) as u64);
     config.sink = a.sink.0;
+    match &mut config.sink {
+        SinkConfig::Postgres(sink) => {
+            sink.table = a
+                .sink_table
+                .clone()
+                .context("--sink postgres:URL needs --sink-table NAME")?;
+            if let Some(n) = a.sink_batch_rows {
+                sink.batch_rows = n;
+            }
+            if let Some(n) = a.sink_connections {
+                sink.connections = n;
+            }
+        }
+        _ if a.sink_table.is_some()
+            || a.sink_batch_rows.is_some()
+            || a.sink_connections.is_some() =>
+        {
+            anyhow::bail!(
+                "--sink-table, --sink-batch-rows and --sink-connections need --sink postgres:URL"
+            )
+        }
+        _ => {}
+    }
     if let Some(n) = a.max_in_flight_records {
         config.max_in_flight_records = n;
     }
@@ -267,7 +319,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     // must be created).
     let outputs: Vec<String> = match &config.sink {
         SinkConfig::Topic { topic } => vec![topic.clone()],
-        SinkConfig::None => Vec::new(),
+        _ => Vec::new(),
     }
     .into_iter()
     .chain(config.dead_letter.as_ref().map(|d| d.topic.clone()))
@@ -369,6 +421,17 @@ mod tests {
             }
         );
         assert!("topic:".parse::<SinkArg>().is_err());
+        for (arg, url) in [
+            ("postgres:postgresql://u@h:5/db", "postgresql://u@h:5/db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("postgres:host=h port=5", "host=h port=5"),
+        ] {
+            match arg.parse::<SinkArg>().unwrap().0 {
+                SinkConfig::Postgres(sink) => assert_eq!(sink.url, url),
+                other => panic!("{arg}: {other:?}"),
+            }
+        }
+        assert!("postgres:".parse::<SinkArg>().is_err());
         assert!("kafka".parse::<SinkArg>().is_err());
         assert_eq!(parse_property("a.b=1").unwrap(), ("a.b".into(), "1".into()));
         assert!(parse_property("nope").is_err());

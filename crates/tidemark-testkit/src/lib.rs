@@ -11,12 +11,14 @@
 mod embedded;
 mod kafka;
 pub mod memory;
+mod postgres;
 pub mod processors;
 pub mod verify;
 pub mod workload;
 
 pub use embedded::EmbeddedCluster;
 pub use kafka::{kafka_script, unique_name, KafkaBroker, SHARED_BROKERS_ENV};
+pub use postgres::{postgres_script, PostgresClient, PostgresServer, SHARED_POSTGRES_ENV};
 
 /// Errors of the fixtures.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,9 @@ pub enum TestkitError {
     /// A tidemark library call (topic look-up or creation) failed.
     #[error(transparent)]
     Tidemark(#[from] tidemark::Error),
+    /// The PostgreSQL server could not be started, reached or queried.
+    #[error("postgresql: {0}")]
+    Database(String),
     /// A check did not finish in time.
     #[error("timed out: {0}")]
     Timeout(String),

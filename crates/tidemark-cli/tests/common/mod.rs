@@ -68,6 +68,20 @@ pub fn member_with(
     idle_secs: Option<u32>,
     extra: &[&str],
 ) -> Child {
+    let sink = ["--sink".to_string(), format!("topic:{output}")];
+    member_sinking(brokers, input, &sink, group, idle_secs, extra)
+}
+
+/// [`member_with`] whose outputs go where the `sink` arguments say (`--sink …` and
+/// its companions).
+pub fn member_sinking(
+    brokers: &str,
+    input: &str,
+    sink: &[String],
+    group: &str,
+    idle_secs: Option<u32>,
+    extra: &[&str],
+) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
     cmd.args([
         "run",
@@ -79,7 +93,7 @@ pub fn member_with(
         group,
     ])
     .args(["--processor", PROCESSOR, "--workers", "2"])
-    .args(["--sink", &format!("topic:{output}")])
+    .args(sink)
     .args(["--commit", "every-ms:200"])
     .args(["--max-in-flight-records", &MAX_IN_FLIGHT.to_string()])
     .args(["--max-uncommitted-records", &MAX_IN_FLIGHT.to_string()])
@@ -230,6 +244,24 @@ pub fn kill_and_recover(
     alive_ms: std::ops::Range<u64>,
     extra: &[&str],
 ) -> SinkReport {
+    let sink = ["--sink".to_string(), format!("topic:{output}")];
+    kill_and_recover_sinking(brokers, input, &sink, group, ends, kills, alive_ms, extra);
+    check_sink(brokers, output, ends)
+}
+
+/// [`kill_and_recover`] with the members' outputs where the `sink` arguments say;
+/// the caller checks the sink.
+#[allow(clippy::too_many_arguments)]
+pub fn kill_and_recover_sinking(
+    brokers: &str,
+    input: &str,
+    sink: &[String],
+    group: &str,
+    ends: &BTreeMap<i32, i64>,
+    kills: usize,
+    alive_ms: std::ops::Range<u64>,
+    extra: &[&str],
+) {
     use rand::Rng;
     let records: i64 = ends.values().sum();
     let watcher = CommitWatcher::start(brokers, group, input);
@@ -238,7 +270,7 @@ pub fn kill_and_recover(
     // has work left (a fast member could otherwise finish during the kills).
     let enough = records * 3 / 4;
     for _ in 0..kills {
-        let child = member_with(brokers, input, output, group, None, extra);
+        let child = member_sinking(brokers, input, sink, group, None, extra);
         // Long enough for the group to expire the previous, killed member (session
         // timeout 6 s), rejoin, and process for a while.
         let alive = Duration::from_millis(rng.random_range(alive_ms.clone()));
@@ -257,7 +289,7 @@ pub fn kill_and_recover(
         0 < during && during < records,
         "chaos did not overlap the work: {during} committed"
     );
-    let mut last = member_with(brokers, input, output, group, Some(8), extra);
+    let mut last = member_sinking(brokers, input, sink, group, Some(8), extra);
     let status = last.wait().unwrap();
     assert!(status.success(), "final run exited with {status}");
     let backwards = watcher.finish();
@@ -266,5 +298,4 @@ pub fn kill_and_recover(
         "committed offsets went backwards: {backwards:?}"
     );
     assert_committed_to_end(brokers, group, input, ends);
-    check_sink(brokers, output, ends)
 }

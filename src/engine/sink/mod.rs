@@ -1,4 +1,8 @@
-//! The output side: a producer whose delivery reports complete input records.
+//! The output side: a producer whose delivery reports complete input records, or
+//! (feature `postgres`) a PostgreSQL table whose committed rows do.
+
+#[cfg(feature = "postgres")]
+mod postgres;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -34,12 +38,25 @@ impl ProducerContext for SinkContext {
     }
 }
 
-/// Produces outputs to one topic; its own thread serves delivery reports, so workers
-/// sending to it never depend on the poll thread.
+/// Where outputs go.
+enum Output {
+    /// Nowhere (`SinkConfig::None`: the sink is there for dead letters).
+    None,
+    /// This topic, through the producer.
+    Topic(String),
+    /// A PostgreSQL table.
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PostgresWriter),
+}
+
+/// Sends outputs to one topic or table, and dead letters to the dead-letter topic;
+/// the producer's own thread serves delivery reports (the PostgreSQL writers run on
+/// a runtime of their own), so workers sending to it never depend on the poll
+/// thread.
 pub(crate) struct Sink {
-    producer: ThreadedProducer<SinkContext>,
-    /// The output topic (`SinkConfig::Topic`), if any.
-    topic: Option<String>,
+    /// The producer, for an output topic or the dead-letter topic.
+    producer: Option<ThreadedProducer<SinkContext>>,
+    output: Output,
     /// The dead-letter topic, if any.
     dead_letter_topic: Option<String>,
     /// Exactly-once: transactions aborted so far. A task dispatched before an abort
@@ -56,32 +73,60 @@ impl Sink {
     /// has neither.
     ///
     /// # Errors
-    /// [`Error::Kafka`] when librdkafka refuses the producer configuration.
+    /// [`Error::Kafka`] when librdkafka refuses the producer configuration;
+    /// [`Error::Database`] when the PostgreSQL sink cannot connect or prepare its
+    /// table; [`Error::Config`] for a PostgreSQL sink in a build without the
+    /// `postgres` feature.
     pub(crate) fn new(config: &crate::Config) -> Result<Option<Self>, Error> {
-        let topic = match &config.sink {
-            crate::SinkConfig::Topic { topic } => Some(topic.clone()),
-            crate::SinkConfig::None => None,
-        };
         let dead_letter_topic = config.dead_letter.as_ref().map(|d| d.topic.clone());
-        if topic.is_none() && dead_letter_topic.is_none() {
-            return Ok(None);
-        }
-        let producer = config
-            .producer_client_config()
-            .create_with_context(SinkContext)
-            .map_err(Error::kafka("creating the sink producer"))?;
+        let output = match &config.sink {
+            crate::SinkConfig::Topic { topic } => Output::Topic(topic.clone()),
+            crate::SinkConfig::None if dead_letter_topic.is_none() => return Ok(None),
+            crate::SinkConfig::None => Output::None,
+            #[cfg(feature = "postgres")]
+            crate::SinkConfig::Postgres(table) => {
+                Output::Postgres(postgres::PostgresWriter::start(table)?)
+            }
+            #[cfg(not(feature = "postgres"))]
+            crate::SinkConfig::Postgres(_) => {
+                return Err(Error::Config(
+                    "sink: tidemark was built without the `postgres` feature".into(),
+                ))
+            }
+        };
+        let producer = if matches!(output, Output::Topic(_)) || dead_letter_topic.is_some() {
+            Some(
+                config
+                    .producer_client_config()
+                    .create_with_context(SinkContext)
+                    .map_err(Error::kafka("creating the sink producer"))?,
+            )
+        } else {
+            None
+        };
         Ok(Some(Sink {
             producer,
-            topic,
+            output,
             dead_letter_topic,
             aborts: AtomicU64::new(0),
             gate: RwLock::new(()),
         }))
     }
 
-    /// True when outputs have a topic to go to.
+    /// True when outputs have a topic or a table to go to.
     pub(crate) fn has_output(&self) -> bool {
-        self.topic.is_some()
+        !matches!(self.output, Output::None)
+    }
+
+    /// True when outputs go to a topic (what exactly-once transactions cover).
+    pub(crate) fn has_output_topic(&self) -> bool {
+        matches!(self.output, Output::Topic(_))
+    }
+
+    fn producer(&self) -> &ThreadedProducer<SinkContext> {
+        self.producer
+            .as_ref()
+            .expect("a sink with an output topic or a dead-letter topic has a producer")
     }
 
     /// Transactions aborted so far (see [`Sink::send`]).
@@ -94,7 +139,23 @@ impl Sink {
     /// A task dispatched before an abort (`aborts` lower than now) sends nothing: the
     /// ack resolves at once, and the record, whose completion belongs to an old
     /// epoch, is processed again after the rewind.
-    pub(crate) fn send(&self, input: &Record, output: OutputRecord, ack: Ack, aborts: u64) {
+    /// `index` is the output's position among its input's outputs (the PostgreSQL
+    /// row's `src_output`).
+    pub(crate) fn send(
+        &self,
+        input: &Record,
+        index: usize,
+        output: OutputRecord,
+        ack: Ack,
+        aborts: u64,
+    ) {
+        let topic = match &self.output {
+            Output::Topic(topic) => topic,
+            #[cfg(feature = "postgres")]
+            Output::Postgres(writer) => return writer.send(input, index, output, ack),
+            Output::None => unreachable!("outputs are sent only with an output topic or table"),
+        };
+        let _ = index;
         let _gate = self.gate.read();
         if aborts != self.aborts() {
             ack.resolve(Ok(()));
@@ -118,10 +179,6 @@ impl Sink {
                 key: HEADER_SRC_OFFSET,
                 value: Some(offset.as_bytes()),
             });
-        let topic = self
-            .topic
-            .as_deref()
-            .expect("outputs are sent only with an output topic");
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(ack))
             .payload(&output.payload[..])
             .headers(headers);
@@ -193,7 +250,7 @@ impl Sink {
         mut record: BaseRecord<'_, K, P, Box<Ack>>,
     ) {
         loop {
-            match self.producer.send(record) {
+            match self.producer().send(record) {
                 Ok(()) => return,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
@@ -210,8 +267,8 @@ impl Sink {
     /// Exactly-once: registers the `transactional.id` with the transaction coordinator
     /// (fencing older instances with the same id) and opens the first transaction.
     pub(crate) fn start_transactions(&self, timeout: Duration) -> KafkaResult<()> {
-        self.producer.init_transactions(timeout)?;
-        self.producer.begin_transaction()
+        self.producer().init_transactions(timeout)?;
+        self.producer().begin_transaction()
     }
 
     /// Exactly-once: adds the consumed `offsets` to the open transaction, commits it
@@ -224,10 +281,10 @@ impl Sink {
         group: &ConsumerGroupMetadata,
         timeout: Duration,
     ) -> KafkaResult<()> {
-        self.producer
-            .send_offsets_to_transaction(&to_list(offsets), group, timeout)?;
-        self.producer.commit_transaction(timeout)?;
-        self.producer.begin_transaction()
+        let producer = self.producer();
+        producer.send_offsets_to_transaction(&to_list(offsets), group, timeout)?;
+        producer.commit_transaction(timeout)?;
+        producer.begin_transaction()
     }
 
     /// Exactly-once: aborts the open transaction (its outputs are never visible to
@@ -235,14 +292,15 @@ impl Sink {
     pub(crate) fn abort_transaction(&self, timeout: Duration) -> KafkaResult<()> {
         let _gate = self.gate.write();
         self.aborts.fetch_add(1, Ordering::AcqRel);
-        self.producer.abort_transaction(timeout)?;
-        self.producer.begin_transaction()
+        self.producer().abort_transaction(timeout)?;
+        self.producer().begin_transaction()
     }
 
     /// The producer's fatal error, if it has one (exactly-once: fenced by a newer
     /// instance with the same `transactional.id`); nothing it sends succeeds then.
     pub(crate) fn fatal_error(&self) -> Option<KafkaError> {
         self.producer
+            .as_ref()?
             .client()
             .fatal_error()
             .map(|(code, _)| KafkaError::MessageProduction(code))
@@ -250,8 +308,14 @@ impl Sink {
 
     /// Waits up to `timeout` for every queued output to be acknowledged.
     pub(crate) fn flush(&self, timeout: Duration) {
-        if let Err(e) = self.producer.flush(timeout) {
-            tracing::warn!(error = %e, "sink flush did not finish");
+        #[cfg(feature = "postgres")]
+        if let Output::Postgres(writer) = &self.output {
+            writer.flush(timeout);
+        }
+        if let Some(producer) = &self.producer {
+            if let Err(e) = producer.flush(timeout) {
+                tracing::warn!(error = %e, "sink flush did not finish");
+            }
         }
     }
 }
