@@ -68,6 +68,7 @@ fn run_once(
         spread: None,
         cpu: Duration::ZERO,
         workers_busy: None,
+        server_cpu: Duration::ZERO,
     })
 }
 

@@ -2,6 +2,7 @@
 //! sequential baselines, measured side by side in one run; and worker scaling.
 
 mod io;
+mod postgres;
 mod report;
 mod scale;
 mod scenarios;
@@ -109,8 +110,17 @@ pub struct Args {
     /// `bench-io-*-<random>`, created).
     #[arg(long, conflicts_with_all = ["scaling", "ordering", "quick", "scale", "sleep_sweep"])]
     io: bool,
-    /// Runs per row of --io (the median is reported, with the slowest and fastest).
-    #[arg(long, default_value_t = 3, requires = "io")]
+    /// Only Kafka into PostgreSQL at this libpq URL: a sequential consumer writing
+    /// each poll batch (500 or 5,000 records) in one INSERT or COPY, against
+    /// tidemark's PostgreSQL sink at several batch sizes and connection counts;
+    /// --records (default 200,000) on 8 partitions, each row the median of --runs
+    /// runs. Writes `postgres.md` and `postgres.csv` (topic `bench-pg-<random>`,
+    /// tables `bench_*`, created and dropped).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["io", "scaling", "ordering", "quick", "scale", "sleep_sweep"])]
+    postgres: Option<String>,
+    /// Runs per row of --io and --postgres (the median is reported, with the
+    /// slowest and fastest).
+    #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Sleep per record of --sleep-sweep, µs.
     #[arg(long, default_value_t = 1_000)]
@@ -198,6 +208,18 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
             a.payload_bytes,
             requested_records.unwrap_or(200_000),
             a.peer_parallel_consumer.as_deref(),
+            a.runs,
+            &a.out,
+        )?;
+        return Ok(());
+    }
+    if let Some(url) = &a.postgres {
+        postgres::run(
+            &brokers,
+            &create,
+            a.payload_bytes,
+            requested_records.unwrap_or(200_000),
+            url,
             a.runs,
             &a.out,
         )?;

@@ -176,6 +176,7 @@ fn group_of(
         spread: None,
         cpu: Duration::ZERO,
         workers_busy: None,
+        server_cpu: Duration::ZERO,
     })
 }
 

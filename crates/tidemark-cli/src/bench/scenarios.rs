@@ -51,6 +51,9 @@ pub struct Measurement {
     /// tidemark only: the fraction of the run the workers spent running records
     /// (`RunSummary::busy_fraction`).
     pub workers_busy: Option<f64>,
+    /// The database server's CPU time during the run (`bench --postgres`); zero
+    /// when not measured.
+    pub server_cpu: Duration,
 }
 
 /// The runs behind a median row.
@@ -255,6 +258,7 @@ pub fn raw_poll(
             spread: None,
             cpu: Duration::ZERO,
             workers_busy: None,
+            server_cpu: Duration::ZERO,
         },
         kept,
     ))
@@ -342,6 +346,7 @@ pub fn raw_consume_produce(
         spread: None,
         cpu: Duration::ZERO,
         workers_busy: None,
+        server_cpu: Duration::ZERO,
     })
 }
 
@@ -381,6 +386,7 @@ pub fn in_memory(
         spread: None,
         cpu: Duration::ZERO,
         workers_busy: None,
+        server_cpu: Duration::ZERO,
     })
 }
 
@@ -435,6 +441,7 @@ pub fn tidemark(
         spread: None,
         cpu: Duration::ZERO,
         workers_busy: Some(summary.busy_fraction()),
+        server_cpu: Duration::ZERO,
     })
 }
 
@@ -483,6 +490,7 @@ pub fn tidemark_default(
         spread: None,
         cpu: Duration::ZERO,
         workers_busy: Some(summary.busy_fraction()),
+        server_cpu: Duration::ZERO,
     })
 }
 
@@ -555,6 +563,7 @@ pub fn sequential(
         spread: None,
         cpu: Duration::ZERO,
         workers_busy: None,
+        server_cpu: Duration::ZERO,
     })
 }
 
@@ -594,6 +603,7 @@ pub fn arroyo(
         spread: None,
         cpu: Duration::ZERO,
         workers_busy: None,
+        server_cpu: Duration::ZERO,
     })
 }
 
@@ -655,6 +665,7 @@ pub fn parallel_consumer(
         spread: None,
         cpu: Duration::ZERO,
         workers_busy: None,
+        server_cpu: Duration::ZERO,
     })
 }
 
