@@ -121,7 +121,7 @@ impl CommitHandle {
 /// block in it.
 pub type CommitCallback = Arc<dyn Fn(&CommitEvent) + Send + Sync>;
 
-/// When tidemark commits the watermarks of the dirty partitions (at-least-once
+/// When tidemark commits the committable offsets of the dirty partitions (at-least-once
 /// mode). Whatever the policy, revoked partitions are committed synchronously
 /// before they move, and all partitions on a graceful stop.
 ///

@@ -147,7 +147,7 @@ pub enum SinkConfig {
         topic: String,
     },
     /// Outputs are written as rows of a PostgreSQL table (needs the cargo feature
-    /// `postgres`; without it `run` fails with [`Error::Config`](crate::Error::Config)).
+    /// `postgres`; without it `run` fails with [`crate::Error::Config`]).
     /// An input is complete only when the transactions holding its rows have
     /// committed; a row the table refuses (a constraint, SQLSTATE class 22 or 23)
     /// fails its input permanently (the dead-letter topic, else the run stops).
@@ -345,6 +345,10 @@ pub struct Config {
     /// again. Default 100000; must be at least `max_in_flight_records`.
     #[serde(default = "default_max_uncommitted_records")]
     pub max_uncommitted_records: usize,
+    /// Back-pressure bound on the key + payload bytes of the records polled and not
+    /// yet processed, bytes, over all partitions (records waiting for a retry
+    /// count). At the bound every partition pauses; fetching resumes once records
+    /// and bytes are both at or below half their bounds. Default 64 MiB.
     #[serde(default = "default_max_in_flight_bytes")]
     pub max_in_flight_bytes: usize,
     /// Optional per-partition bound on records polled and not yet complete, so one

@@ -1,11 +1,13 @@
-//! tidemark: parallel batch processing of Kafka records with at-least-once watermark
-//! commits.
+//! tidemark: parallel batch processing of Kafka records, at-least-once per record.
 //!
 //! A poll thread owns the rdkafka consumer and every partition's offset state; each
-//! polled batch goes to a worker pool running your [`Processor`]; completions
-//! come back over a channel; per partition, tidemark commits only the lowest offset
-//! not yet complete (or the highest delivered + 1), so a crash or rebalance never
-//! skips a record. See docs/DESIGN.md for the architecture and the invariants, README.md for usage.
+//! poll round's records go, as tasks, to a worker pool running your [`Processor`]
+//! (or to a tokio runtime running your [`AsyncProcessor`]); each record's completion
+//! comes back as a bit the poll thread reads once per round. Per partition, tidemark
+//! commits only its *committable offset* — the lowest offset not yet complete (or
+//! the highest delivered + 1) — so a crash or rebalance never skips a record. See
+//! docs/DESIGN.md for the architecture, the invariants and the glossary, README.md
+//! for usage.
 //!
 //! ```no_run
 //! use tidemark::{Config, Outputs, Pipeline, Processor, ProcessResult, Record};
@@ -24,6 +26,8 @@
 //! println!("{} records, committed {:?}", summary.records, summary.committed);
 //! # Ok::<(), tidemark::Error>(())
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod async_processor;
 pub mod commit;

@@ -123,7 +123,7 @@ fn at_end_commits_only_at_the_end() {
 }
 
 #[test]
-fn librdkafka_auto_commit_commits_the_stored_watermarks() {
+fn librdkafka_auto_commit_commits_the_stored_committable_offsets() {
     // Its results reach the callback (librdkafka's OFFSET_COMMIT events).
     let events = run(CommitPolicy::Auto(50), CommitMode::Async);
     assert!(events.len() >= 2, "{} commits", events.len());

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Parallel batch processing of Kafka records with at-least-once watermark commits.
+/// Parallel batch processing of Kafka records, at-least-once per record.
 #[derive(Parser)]
 #[command(name = "tidemark", version, about, args_override_self = true)]
 struct Cli {
@@ -26,7 +26,7 @@ enum Command {
     /// Produce a JSON workload to a topic (created when missing).
     Produce(produce::Args),
     /// Consume a topic in a consumer group, process records in parallel, commit
-    /// per-partition watermarks.
+    /// per-partition committable offsets.
     Run(Box<run::Args>),
     /// Show a group's committed offset, high watermark and lag per partition.
     Lag(lag::Args),

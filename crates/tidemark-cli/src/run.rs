@@ -119,7 +119,7 @@ pub struct Args {
     #[arg(long, requires = "sink")]
     transactional_id: Option<String>,
     /// Commit policy: every-ms:N, every-records:N, every-batch, every-record, at-end or
-    /// auto:N (librdkafka's auto-commit every N ms of the stored watermarks).
+    /// auto:N (librdkafka's auto-commit every N ms of the stored committable offsets).
     #[arg(long, default_value = "every-ms:1000")]
     commit: tidemark::CommitPolicy,
     /// Interval between commits, ms (shorthand for --commit every-ms:N).

@@ -1,4 +1,4 @@
-//! Property tests of the watermark rule against a brute-force model.
+//! Property tests of the committable-offset rule (the highest contiguous completed offset + 1) against a brute-force model.
 
 use std::collections::BTreeSet;
 
@@ -43,7 +43,7 @@ proptest! {
     /// For random delivered sets with gaps and random completion orders, the committable
     /// offset equals the model, never decreases, and never passes an incomplete offset.
     #[test]
-    fn committable_follows_the_watermark_rule(
+    fn committable_follows_the_contiguous_completion_rule(
         start in 0i64..1_000_000,
         ops in proptest::collection::vec(op(), 0..400),
     ) {
