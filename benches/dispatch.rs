@@ -22,15 +22,7 @@ impl Processor for Noop {
 fn batch(n: usize) -> Vec<Record> {
     let topic: Arc<str> = Arc::from("bench");
     (0..n)
-        .map(|i| Record {
-            topic: topic.clone(),
-            partition: 0,
-            offset: i as i64,
-            timestamp_ms: None,
-            key: None,
-            payload: Some(vec![b'x'; 100].into()),
-            headers: Vec::new(),
-        })
+        .map(|i| Record::new(topic.clone(), 0, i as i64).with_payload(vec![b'x'; 100]))
         .collect()
 }
 

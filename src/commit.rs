@@ -4,6 +4,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use crate::error::KafkaClientError;
 use serde::{Deserialize, Serialize};
 
 /// One partition's committed offset: the *next offset to read* (last processed + 1),
@@ -40,6 +42,7 @@ impl PartitionOffset {
 /// (the interval policy) or sync (on revoke and shutdown) alike, from librdkafka's
 /// `offset_commit_cb`, in the order the coordinator answered.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CommitEvent {
     /// The offsets that were sent, one per partition.
     pub offsets: Vec<PartitionOffset>,
@@ -55,11 +58,12 @@ pub struct CommitEvent {
 
 /// Why a commit failed.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum CommitError {
     /// librdkafka's error for an OffsetCommit (group mode) or for the producer
     /// transaction that carried the offsets (exactly-once mode).
-    #[error(transparent)]
-    Kafka(#[from] KafkaError),
+    #[error("commit failed")]
+    Kafka(#[source] KafkaClientError),
     /// The free consumer's [`OffsetStore`](crate::OffsetStore) failed to save.
     #[error("offset store")]
     OffsetStore(#[source] Arc<std::io::Error>),
@@ -74,12 +78,18 @@ impl CommitError {
     pub fn is_rebalance(&self) -> bool {
         matches!(
             self,
-            CommitError::Kafka(KafkaError::ConsumerCommit(
+            CommitError::Kafka(e) if matches!(e.kafka(), KafkaError::ConsumerCommit(
                 RDKafkaErrorCode::IllegalGeneration
                     | RDKafkaErrorCode::UnknownMemberId
                     | RDKafkaErrorCode::RebalanceInProgress
             ))
         )
+    }
+}
+
+impl From<KafkaError> for CommitError {
+    fn from(e: KafkaError) -> Self {
+        CommitError::Kafka(e.into())
     }
 }
 
@@ -129,6 +139,7 @@ pub type CommitCallback = Arc<dyn Fn(&CommitEvent) + Send + Sync>;
 /// `every-record`, `at-end`, `auto:N` (librdkafka's auto-commit every N ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CommitPolicy {
     /// Every N milliseconds (default: 1000), like librdkafka's
     /// `auto.commit.interval.ms` but of completed work, not of polled positions.
@@ -215,7 +226,7 @@ mod tests {
 
     #[test]
     fn only_a_moved_group_generation_is_a_rebalance_rejection() {
-        let commit = |code| CommitError::Kafka(KafkaError::ConsumerCommit(code));
+        let commit = |code| CommitError::from(KafkaError::ConsumerCommit(code));
         assert!(commit(RDKafkaErrorCode::IllegalGeneration).is_rebalance());
         assert!(commit(RDKafkaErrorCode::RebalanceInProgress).is_rebalance());
         assert!(commit(RDKafkaErrorCode::UnknownMemberId).is_rebalance());

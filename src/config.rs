@@ -24,6 +24,7 @@ pub const FORCED_CONSUMER_PROPERTIES: &[(&str, &str)] = &[
 /// The delivery guarantee, chosen by when offsets are committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Delivery {
     /// Commit after completion, the committable-offset rule (the default): a crash
     /// re-processes, never skips.
@@ -137,6 +138,7 @@ impl std::str::FromStr for AssignedPartition {
 /// Where processed records' outputs go.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum SinkConfig {
     /// Outputs are dropped (a processor with side effects of its own).
     None,
@@ -699,13 +701,25 @@ impl Config {
             .is_some_and(|v| v.eq_ignore_ascii_case("consumer"))
     }
 
-    /// The librdkafka consumer configuration: tidemark's defaults (with
-    /// exactly-once: `isolation.level=read_committed`), then the user's properties,
-    /// then [`FORCED_CONSUMER_PROPERTIES`] (a user value that differs is overridden
-    /// with a warning; with [`CommitPolicy::Auto`]: `enable.auto.commit=true` and
-    /// `auto.commit.interval.ms`).
-    pub fn consumer_client_config(&self) -> ClientConfig {
-        let mut cc = ClientConfig::new();
+    /// The librdkafka consumer configuration the pipeline's consumer uses.
+    pub(crate) fn consumer_client_config(&self) -> ClientConfig {
+        client_config(self.consumer_client_properties())
+    }
+
+    /// The librdkafka producer configuration of the sink.
+    pub(crate) fn producer_client_config(&self) -> ClientConfig {
+        client_config(self.producer_client_properties())
+    }
+
+    /// The librdkafka consumer properties (librdkafka's CONFIGURATION.md names and
+    /// values) the pipeline's consumer is created with: tidemark's defaults (with
+    /// exactly-once: `isolation.level=read_committed`), then the user's
+    /// `consumer_properties`, then [`FORCED_CONSUMER_PROPERTIES`] (a user value that
+    /// differs is overridden with a warning; with [`CommitPolicy::Auto`]:
+    /// `enable.auto.commit=true` and `auto.commit.interval.ms`). A free consumer
+    /// gets a random `group.id` it never joins.
+    pub fn consumer_client_properties(&self) -> BTreeMap<String, String> {
+        let mut cc = Properties::default();
         cc.set("bootstrap.servers", &self.brokers)
             .set("auto.offset.reset", "earliest");
         match &self.group_id {
@@ -779,14 +793,16 @@ impl Config {
             }
             cc.set(*k, v);
         }
-        cc
+        cc.0
     }
 
-    /// The librdkafka producer configuration for the sink: `acks=all` (an output is
-    /// acknowledged only once fully replicated) unless overridden, then the user's
-    /// properties; with exactly-once, `transactional.id` (which implies idempotence).
-    pub fn producer_client_config(&self) -> ClientConfig {
-        let mut cc = ClientConfig::new();
+    /// The librdkafka producer properties of the sink (output and dead-letter
+    /// topics): `acks=all` (an output is acknowledged only once fully replicated),
+    /// idempotence and `linger.ms=5` unless overridden, then the user's
+    /// `producer_properties`; with exactly-once, `transactional.id` (which implies
+    /// idempotence; random per start unless `transactional_id` is set).
+    pub fn producer_client_properties(&self) -> BTreeMap<String, String> {
+        let mut cc = Properties::default();
         // Idempotence keeps each output partition in send order through retries, which
         // per-key processing order relies on (and acks=all, KIP-98).
         cc.set("bootstrap.servers", &self.brokers)
@@ -806,8 +822,27 @@ impl Config {
             });
             cc.set("transactional.id", id);
         }
-        cc
+        cc.0
     }
+}
+
+/// librdkafka properties being built (the setter chains like `ClientConfig`'s).
+#[derive(Default)]
+struct Properties(BTreeMap<String, String>);
+
+impl Properties {
+    fn set(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.0.insert(key.into(), value.into());
+        self
+    }
+}
+
+fn client_config(properties: BTreeMap<String, String>) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    for (k, v) in properties {
+        cc.set(k, v);
+    }
+    cc
 }
 
 #[cfg(test)]

@@ -1,7 +1,5 @@
 //! Errors returned by the tidemark engine.
 
-use rdkafka::error::KafkaError;
-
 use crate::commit::CommitError;
 use crate::processor::ProcessError;
 
@@ -30,7 +28,7 @@ pub enum Error {
         /// The bound that expired, ms.
         timeout_ms: u64,
         /// librdkafka's error.
-        source: KafkaError,
+        source: KafkaClientError,
     },
 
     /// A subscribed topic does not exist on the cluster (tidemark does not create
@@ -44,7 +42,7 @@ pub enum Error {
         /// What tidemark was doing.
         context: &'static str,
         /// librdkafka's error.
-        source: KafkaError,
+        source: KafkaClientError,
     },
 
     /// The PostgreSQL sink could not start: the database did not answer within the
@@ -84,7 +82,7 @@ pub enum Error {
         /// Offset of the input record.
         offset: i64,
         /// The producer's error (from the delivery report, or from queueing).
-        source: KafkaError,
+        source: KafkaClientError,
     },
 
     /// A failed record could not be produced to the dead-letter topic. Offsets were
@@ -98,7 +96,7 @@ pub enum Error {
         /// Offset of the input record.
         offset: i64,
         /// The producer's error.
-        source: KafkaError,
+        source: KafkaClientError,
     },
 
     /// The dead-letter guard tripped: `count` records in a row were dead-lettered
@@ -121,7 +119,7 @@ pub enum Error {
     /// `error` (librdkafka's `ERR__AUTO_OFFSET_RESET`): no committed offset for the
     /// group, or the committed one is out of range. Nothing was processed from it.
     #[error("no valid offset to start from and auto.offset.reset=error")]
-    OffsetReset(#[source] KafkaError),
+    OffsetReset(#[source] KafkaClientError),
 
     /// The final synchronous commit failed; the offsets of the last successful commit
     /// stand, so a restart re-processes what follows them.
@@ -143,11 +141,57 @@ pub enum Error {
     /// `transactional.id`). The last committed transaction stands: its outputs and
     /// offsets; a restart resumes from there.
     #[error("transaction failed")]
-    Transaction(#[source] KafkaError),
+    Transaction(#[source] KafkaClientError),
 }
 
 impl Error {
-    pub(crate) fn kafka(context: &'static str) -> impl FnOnce(KafkaError) -> Error {
-        move |source| Error::Kafka { context, source }
+    pub(crate) fn kafka(context: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> Error {
+        move |source| Error::Kafka {
+            context,
+            source: source.into(),
+        }
+    }
+}
+
+/// An error of the Kafka client (librdkafka, through the `rdkafka` crate). tidemark's
+/// API names no rdkafka type, so an rdkafka upgrade does not break its users; the
+/// rdkafka error itself is this error's [`source`](std::error::Error::source)
+/// (downcast it to `rdkafka::error::KafkaError` if you depend on rdkafka), and
+/// [`code`](Self::code) names librdkafka's error code.
+#[derive(Debug, Clone)]
+pub struct KafkaClientError(rdkafka::error::KafkaError);
+
+impl KafkaClientError {
+    /// librdkafka's error code when it gave one, by its `RDKafkaErrorCode` name (e.g.
+    /// `"RebalanceInProgress"`, `"UnknownTopicOrPartition"`, `"QueueFull"`); `None`
+    /// for errors without a code (a bad configuration value, say).
+    pub fn code(&self) -> Option<String> {
+        self.0.rdkafka_error_code().map(|c| format!("{c:?}"))
+    }
+
+    /// The rdkafka error (inside the crate, where rdkafka's types are fine).
+    pub(crate) fn kafka(&self) -> &rdkafka::error::KafkaError {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for KafkaClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code() {
+            Some(code) => write!(f, "Kafka client error {code}"),
+            None => f.write_str("Kafka client error"),
+        }
+    }
+}
+
+impl std::error::Error for KafkaClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl From<rdkafka::error::KafkaError> for KafkaClientError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        KafkaClientError(e)
     }
 }

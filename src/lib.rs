@@ -55,7 +55,7 @@ pub use config::{
 };
 pub use engine::sink::{HEADER_SRC_OFFSET, HEADER_SRC_PARTITION};
 pub use engine::{Pipeline, RunSummary};
-pub use error::Error;
+pub use error::{Error, KafkaClientError};
 pub use failures::{
     DeadLetterConfig, RetryPolicy, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_SRC_TOPIC,
 };

@@ -16,6 +16,7 @@ pub use bytes::Bytes;
 /// (`Bytes::copy_from_slice`). The topic name is shared by every record of the
 /// partition.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Record {
     /// Topic the record was read from.
     pub topic: Arc<str>,
@@ -57,6 +58,34 @@ impl Header {
 }
 
 impl Record {
+    /// A record of `topic`/`partition` at `offset` with no timestamp, key, payload or
+    /// headers (set the public fields for the rest): for tests and for processors
+    /// driven outside a pipeline. Records a pipeline hands over come from the
+    /// consumer.
+    pub fn new(topic: impl Into<Arc<str>>, partition: i32, offset: i64) -> Self {
+        Record {
+            topic: topic.into(),
+            partition,
+            offset,
+            timestamp_ms: None,
+            key: None,
+            payload: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// This record with `key`.
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// This record with `payload`.
+    pub fn with_payload(mut self, payload: impl Into<Bytes>) -> Self {
+        self.payload = Some(payload.into());
+        self
+    }
+
     /// Value of the first header named `key`: `None` when there is none,
     /// `Some(None)` for a header with a null value.
     pub fn header(&self, key: &str) -> Option<Option<&[u8]>> {

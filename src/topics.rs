@@ -34,7 +34,7 @@ pub fn topic_partitions(
         .map_err(|source| Error::BrokerUnreachable {
             brokers: brokers.to_string(),
             timeout_ms: timeout.as_millis() as u64,
-            source,
+            source: source.into(),
         })?;
     Ok(md
         .topics()
@@ -75,7 +75,7 @@ pub fn ensure_topic(
             if code != RDKafkaErrorCode::TopicAlreadyExists {
                 return Err(Error::Kafka {
                     context: "creating a topic",
-                    source: KafkaError::AdminOp(code),
+                    source: KafkaError::AdminOp(code).into(),
                 });
             }
         }
@@ -88,7 +88,7 @@ pub fn ensure_topic(
         if Instant::now() > deadline {
             return Err(Error::Kafka {
                 context: "waiting for a created topic in metadata",
-                source: KafkaError::AdminOp(RDKafkaErrorCode::UnknownTopicOrPartition),
+                source: KafkaError::AdminOp(RDKafkaErrorCode::UnknownTopicOrPartition).into(),
             });
         }
         std::thread::sleep(Duration::from_millis(100));

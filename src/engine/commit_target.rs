@@ -89,7 +89,7 @@ impl CommitTarget {
                     .commit_transaction(offsets, &group, TRANSACTION_TIMEOUT)
                     .map_err(CommitError::from),
                 // Only a consumer that has not joined the group yet has none.
-                None => Err(CommitError::Kafka(KafkaError::ConsumerCommit(
+                None => Err(CommitError::from(KafkaError::ConsumerCommit(
                     RDKafkaErrorCode::State,
                 ))),
             },

@@ -297,7 +297,7 @@ impl Engine {
                 if let (Some(sink), Err(CommitError::Kafka(cause))) =
                     (self.target.transaction(), &result)
                 {
-                    self.abort_and_rewind(consumer, st, sink, cause);
+                    self.abort_and_rewind(consumer, st, sink, cause.kafka());
                 }
                 result
             }
@@ -449,7 +449,7 @@ impl Engine {
         tracing::warn!(error = %cause, "aborting the transaction; rewinding to the last committed offsets");
         if let Err(e) = sink.abort_transaction(TRANSACTION_TIMEOUT) {
             tracing::error!(error = %e, "transaction abort failed");
-            st.fatal.get_or_insert(Error::Transaction(e));
+            st.fatal.get_or_insert(Error::Transaction(e.into()));
             return;
         }
         Counters::add(&self.metrics.counters.aborts, 1);
@@ -462,7 +462,7 @@ impl Engine {
                 tracing::error!(error = %e, %topic, partition, offset, "seek after abort failed");
                 st.fatal.get_or_insert(Error::Kafka {
                     context: "seeking back after an aborted transaction",
-                    source: e,
+                    source: e.into(),
                 });
                 return;
             }
@@ -747,7 +747,7 @@ impl Driver {
                         .state
                         .lock()
                         .fatal
-                        .get_or_insert(Error::OffsetReset(e));
+                        .get_or_insert(Error::OffsetReset(e.into()));
                     break;
                 }
                 Err(KafkaError::PartitionEOF(partition)) => {

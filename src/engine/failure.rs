@@ -155,13 +155,13 @@ impl FailurePolicy {
                 topic,
                 partition,
                 offset,
-                source,
+                source: source.into(),
             },
             FailureCause::DeadLetter(source) => Error::DeadLetter {
                 topic,
                 partition,
                 offset,
-                source,
+                source: source.into(),
             },
         });
         FailureDecision::Stop

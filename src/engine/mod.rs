@@ -283,7 +283,7 @@ impl Pipeline {
             {
                 let timeout = Duration::from_millis(config.startup_timeout_ms);
                 sink.start_transactions(timeout)
-                    .map_err(Error::Transaction)?;
+                    .map_err(|e| Error::Transaction(e.into()))?;
                 CommitTarget::Transaction(sink.clone())
             }
             _ if matches!(config.commit, CommitPolicy::Auto(_)) => CommitTarget::LibrdkafkaAuto,
@@ -405,7 +405,7 @@ impl Pipeline {
         // A fenced transactional producer fails every output: report the cause.
         if config.delivery == Delivery::ExactlyOnce {
             if let Some(e) = sink.as_ref().and_then(|s| s.fatal_error()) {
-                return Err(Error::Transaction(e));
+                return Err(Error::Transaction(e.into()));
             }
         }
         if let Some(e) = st.failures.take_error() {
@@ -443,7 +443,7 @@ fn check_topics(consumer: &BaseConsumer<PipelineContext>, config: &Config) -> Re
             .map_err(|source| Error::BrokerUnreachable {
                 brokers: config.brokers.clone(),
                 timeout_ms: config.startup_timeout_ms,
-                source,
+                source: source.into(),
             })?;
     for topic in &config.input_topics() {
         let found = metadata

@@ -221,9 +221,9 @@ pub(crate) fn free_assignment(
             {
                 "latest" | "largest" | "end" => Offset::End,
                 "error" => {
-                    return Err(Error::OffsetReset(KafkaError::MessageConsumption(
-                        RDKafkaErrorCode::AutoOffsetReset,
-                    )))
+                    return Err(Error::OffsetReset(
+                        KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset).into(),
+                    ))
                 }
                 _ => Offset::Beginning,
             },

@@ -270,7 +270,7 @@ fn a_failed_async_commit_is_retried_and_commits_never_go_back() {
         let result = if ok {
             Ok(())
         } else {
-            Err(CommitError::Kafka(
+            Err(CommitError::from(
                 rdkafka::error::KafkaError::ConsumerCommit(
                     rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
                 ),

@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 
 /// One assigned partition, as of the last publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PartitionMetrics {
     /// Topic name.
     pub topic: String,

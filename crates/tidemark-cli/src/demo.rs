@@ -333,18 +333,9 @@ fn in_memory_limit(
     let processor = CliProcessor::new(kind, None);
     let topic: Arc<str> = Arc::from(TOPIC);
     let batch: Vec<tidemark::Record> = (0..records as i64)
-        .map(|offset| tidemark::Record {
-            topic: topic.clone(),
-            partition: 0,
-            offset,
-            timestamp_ms: None,
-            key: None,
-            payload: Some(
-                format!("{offset:08}{}", "x".repeat(payload_bytes))
-                    .into_bytes()
-                    .into(),
-            ),
-            headers: Vec::new(),
+        .map(|offset| {
+            tidemark::Record::new(topic.clone(), 0, offset)
+                .with_payload(format!("{offset:08}{}", "x".repeat(payload_bytes)).into_bytes())
         })
         .collect();
     let pool = rayon::ThreadPoolBuilder::new()

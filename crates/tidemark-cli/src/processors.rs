@@ -198,15 +198,8 @@ mod tests {
 
     #[test]
     fn json_rejects_malformed_records() {
-        let rec = |p: &[u8]| Record {
-            topic: "t".into(),
-            partition: 0,
-            offset: 0,
-            timestamp_ms: None,
-            key: None,
-            payload: Some(tidemark::Bytes::copy_from_slice(p)),
-            headers: Vec::new(),
-        };
+        let rec =
+            |p: &[u8]| Record::new("t", 0, 0).with_payload(tidemark::Bytes::copy_from_slice(p));
         let p = CliProcessor::new(Kind::Json, None);
         assert!(p.process(&rec(b"{\"id\":1}")).is_ok());
         let err = p.process(&rec(b"{nope")).unwrap_err();

@@ -132,7 +132,8 @@ fn sequential(
         format!("bench-pg-{:08x}", rand::random::<u32>()),
         [topic],
     );
-    let consumer: BaseConsumer = config.consumer_client_config().create()?;
+    let consumer: BaseConsumer =
+        scenarios::client_config(config.consumer_client_properties()).create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;

@@ -167,9 +167,20 @@ fn sample_above_committable(metrics: MetricsHandle) -> impl FnOnce() -> Vec<u64>
 }
 
 /// A consumer with tidemark's own fetch settings (a fair limit), in a fresh group.
+/// An rdkafka client configuration of `properties` (a `Config`'s).
+pub fn client_config(
+    properties: std::collections::BTreeMap<String, String>,
+) -> rdkafka::ClientConfig {
+    let mut cc = rdkafka::ClientConfig::new();
+    for (k, v) in properties {
+        cc.set(k, v);
+    }
+    cc
+}
+
 fn consumer(brokers: &str, topic: &str, group: &str) -> anyhow::Result<BaseConsumer> {
     let config = Config::new(brokers, group, [topic]);
-    Ok(config.consumer_client_config().create()?)
+    Ok(client_config(config.consumer_client_properties()).create()?)
 }
 
 fn assign_all(c: &BaseConsumer, topic: &str, partitions: i32) -> anyhow::Result<()> {
@@ -182,15 +193,11 @@ fn assign_all(c: &BaseConsumer, topic: &str, partitions: i32) -> anyhow::Result<
 }
 
 fn to_record(m: &rdkafka::message::BorrowedMessage<'_>, topic: &Arc<str>) -> Record {
-    Record {
-        topic: topic.clone(),
-        partition: m.partition(),
-        offset: m.offset(),
-        timestamp_ms: m.timestamp().to_millis(),
-        key: m.key().map(Bytes::copy_from_slice),
-        payload: m.payload().map(Bytes::copy_from_slice),
-        headers: Vec::new(),
-    }
+    let mut record = Record::new(topic.clone(), m.partition(), m.offset());
+    record.timestamp_ms = m.timestamp().to_millis();
+    record.key = m.key().map(Bytes::copy_from_slice);
+    record.payload = m.payload().map(Bytes::copy_from_slice);
+    record
 }
 
 /// Fails when the broker already dropped records of `topic` (a log start above 0),
@@ -281,10 +288,10 @@ pub fn raw_consume_produce(
     reset_peak_rss();
     let c = consumer(brokers, topic, &format!("bench-raw-sink-{}", rand_suffix()))?;
     assign_all(&c, topic, partitions)?;
-    let producer: BaseProducer = Config::new(brokers, "unused", [topic])
-        .producer_client_config()
-        .create()
-        .context("creating the producer")?;
+    let producer: BaseProducer =
+        client_config(Config::new(brokers, "unused", [topic]).producer_client_properties())
+            .create()
+            .context("creating the producer")?;
     let (mut n, mut first, deadline) = (0u64, None, Instant::now() + Duration::from_secs(600));
     while n < total {
         if Instant::now() > deadline {
@@ -704,15 +711,7 @@ pub fn calibrate(payload: &[u8], target_us: f64) -> (u32, f64) {
     let start = Instant::now();
     let n = 2_000;
     let p = CliProcessor::new(Kind::Sha256 { rounds }, None);
-    let r = Record {
-        topic: Arc::from("calibration"),
-        partition: 0,
-        offset: 0,
-        timestamp_ms: None,
-        key: None,
-        payload: Some(Bytes::copy_from_slice(payload)),
-        headers: Vec::new(),
-    };
+    let r = Record::new("calibration", 0, 0).with_payload(Bytes::copy_from_slice(payload));
     for _ in 0..n {
         std::hint::black_box(p.process(&r).ok());
     }
