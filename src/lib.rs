@@ -29,20 +29,20 @@
 
 #![warn(missing_docs)]
 
-pub mod async_processor;
-pub mod commit;
-pub mod config;
+mod async_processor;
+mod commit;
+mod config;
 mod engine;
-pub mod error;
-pub mod failures;
-pub mod lag;
+mod error;
+mod failures;
+mod lag;
 pub mod metrics;
-pub mod offset_store;
-pub mod ordering;
-pub mod processor;
-pub mod record;
-pub mod shutdown;
-pub mod topics;
+mod offset_store;
+mod ordering;
+mod processor;
+mod record;
+mod shutdown;
+mod topics;
 
 pub use async_processor::{run_blocking, AsyncProcessor};
 pub use commit::{
