@@ -189,9 +189,7 @@ fn a_panicking_future_fails_its_record_alone_and_the_pipeline_goes_on() {
         })
         .collect();
     assert_eq!(coordinates, vec![("1".to_string(), "50".to_string())]);
-    let error = letters[0]
-        .header(tidemark::HEADER_ERROR)
-        .unwrap_or("");
+    let error = letters[0].header(tidemark::HEADER_ERROR).unwrap_or("");
     assert!(
         error.contains("a bug in the processor"),
         "error header: {error:?}"

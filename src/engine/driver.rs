@@ -6,8 +6,9 @@
 //!
 //! [`Engine`] is the part librdkafka's callbacks reach too (they run inside `poll`,
 //! on the poll thread): the run state and the settings, with the operations that
-//! commit, drain and rewind. [`Driver`] is the loop itself, with what only the loop
-//! touches: the pool, the scheduler, the commit schedule.
+//! apply task outcomes and drain (here) and commit and rewind (`commits`).
+//! [`Driver`] is the loop itself, with what only the loop touches: the pool, the
+//! scheduler, the commit schedule.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,8 +17,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use super::commit_schedule::{CommitSchedule, Due};
-use super::commit_target::{CommitTarget, Sent, TRANSACTION_TIMEOUT};
+use super::commit_schedule::CommitSchedule;
+use super::commit_target::CommitTarget;
 use super::completion::{PendingTask, TaskDone};
 use super::consumer::KafkaConsumer;
 use super::execution::Execution;
@@ -29,10 +30,10 @@ use super::scheduler::Task;
 use super::sink::Sink;
 use super::state::{LiveTask, RunState};
 use super::wake::Wake;
-use crate::commit::{CommitCallback, CommitError, CommitEvent, CommitRequest, PartitionOffset};
+use crate::commit::{CommitCallback, CommitError, CommitRequest};
 use crate::config::{Config, Delivery, StartPosition};
 use crate::error::Error;
-use crate::metrics::{names, Counters, Shared};
+use crate::metrics::{Counters, Shared};
 use crate::record::Record;
 use crate::shutdown::ShutdownHandle;
 
@@ -270,227 +271,6 @@ impl Engine {
                 }
                 Err(RecvTimeoutError::Disconnected) => return left,
             }
-        }
-    }
-
-    /// Commits `offsets` to the target. `wait`: answer now even with async group
-    /// commits (revoke, stop, a transaction). The result is applied here (sync) or
-    /// when the commit callback brings it (async). A failed transaction is aborted
-    /// and every partition rewound.
-    pub(crate) fn commit(
-        &self,
-        consumer: &impl KafkaConsumer,
-        st: &mut RunState,
-        offsets: Vec<PartitionOffset>,
-        wait: bool,
-    ) -> Result<(), CommitError> {
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        match self.target.send(consumer, &offsets, wait) {
-            Sent::Pending => {
-                st.commits.sent.push_back(Instant::now());
-                Ok(())
-            }
-            Sent::Done(result, latency) => {
-                self.record_commit(st, offsets, result.clone(), Some(latency));
-                if let (Some(sink), Err(CommitError::Kafka(cause))) =
-                    (self.target.transaction(), &result)
-                {
-                    self.abort_and_rewind(consumer, st, sink, cause.kafka());
-                }
-                result
-            }
-        }
-    }
-
-    /// Applies the answer to a commit: confirmed offsets release their records,
-    /// failed ones leave their partitions dirty for the next commit; then the user's
-    /// callback.
-    pub(crate) fn record_commit(
-        &self,
-        st: &mut RunState,
-        offsets: Vec<PartitionOffset>,
-        result: Result<(), CommitError>,
-        latency: Option<Duration>,
-    ) {
-        let ok = result.is_ok();
-        st.partitions.commit_result(&offsets, ok);
-        st.commits.record(&offsets, ok);
-        match &result {
-            Ok(()) => {
-                Counters::add(&self.metrics.counters.commits, 1);
-                tracing::debug!(?offsets, "committed");
-            }
-            Err(e) => {
-                Counters::add(&self.metrics.counters.commits_failed, 1);
-                tracing::warn!(error = %e, ?offsets, "commit failed; its partitions stay dirty")
-            }
-        }
-        if let Some(latency) = latency {
-            metrics::histogram!(names::COMMIT_LATENCY).record(latency.as_secs_f64());
-        }
-        if let Some(cb) = &self.on_commit {
-            cb(&CommitEvent {
-                offsets,
-                result,
-                latency,
-            });
-        }
-    }
-
-    /// Commits the dirty partitions `filter` accepts now (a policy commit or a
-    /// commit handle request). With a transaction, every record in flight drains
-    /// first and every dirty partition is in it (one transaction covers them all).
-    pub(crate) fn commit_dirty(
-        &self,
-        consumer: &impl KafkaConsumer,
-        st: &mut RunState,
-        filter: impl Fn(&str, i32) -> bool,
-    ) {
-        if self.target.transaction().is_some() {
-            let left = self.drain(st, self.drain_timeout, |_, _| true);
-            if left > 0 {
-                tracing::debug!(
-                    in_flight = left,
-                    "transaction commit postponed: records in flight"
-                );
-                return;
-            }
-            let offsets = st.partitions.take_dirty(|_, _| true, false);
-            let _ = self.commit(consumer, st, offsets, true);
-        } else {
-            let offsets = st.partitions.take_dirty(filter, false);
-            let _ = self.commit(consumer, st, offsets, false);
-        }
-    }
-
-    /// The commit the schedule says is due: with librdkafka's auto-commit the
-    /// committable offsets are stored (and, when forced by back-pressure, what is
-    /// stored is committed now); otherwise the dirty partitions are committed.
-    pub(crate) fn commit_due(&self, consumer: &impl KafkaConsumer, st: &mut RunState, due: Due) {
-        self.skip_undelivered(consumer, st);
-        if let CommitTarget::LibrdkafkaAuto = self.target {
-            self.store_committable(consumer, st);
-            if due == Due::Forced {
-                match consumer.commit_async(None) {
-                    Ok(()) => st.commits.sent.push_back(Instant::now()),
-                    Err(e) => tracing::warn!(error = %e, "commit of the stored offsets not sent"),
-                }
-            }
-        } else {
-            self.commit_dirty(consumer, st, |_, _| true);
-        }
-    }
-
-    /// The synchronous commit of revoke and stop: every dirty partition `filter`
-    /// accepts, after moving idle ones past offsets never delivered and storing
-    /// them for librdkafka's own auto-commit on revoke/close.
-    pub(crate) fn commit_final(
-        &self,
-        consumer: &impl KafkaConsumer,
-        st: &mut RunState,
-        filter: impl Fn(&str, i32) -> bool,
-    ) -> Result<(), CommitError> {
-        self.skip_undelivered(consumer, st);
-        self.store_committable(consumer, st);
-        let offsets = st.partitions.take_dirty(filter, false);
-        self.commit(consumer, st, offsets, true)
-    }
-
-    /// With librdkafka's auto-commit: stores the committable offsets that moved, so
-    /// what it commits by itself (on its timer, on revoke and on close) is never
-    /// older than what tidemark commits explicitly.
-    pub(crate) fn store_committable(&self, consumer: &impl KafkaConsumer, st: &mut RunState) {
-        if !matches!(self.target, CommitTarget::LibrdkafkaAuto) {
-            return;
-        }
-        let moved = st.partitions.take_unstored();
-        if !moved.is_empty() {
-            if let Err(e) = consumer.store_offsets(&moved) {
-                tracing::debug!(error = %e, "storing offsets failed");
-            }
-        }
-    }
-
-    /// Moves idle partitions' committable offsets past the offsets their consumer
-    /// position skipped without delivering them (the commit marker that ends a
-    /// transaction, aborted records under `read_committed`, compacted records), so
-    /// the committed offset can reach the high watermark (docs/DESIGN.md, invariant 1). librdkafka
-    /// (≥ 1.4) advances the position past control records. Idle means every record
-    /// polled is complete and the end of the log was reported after the last one:
-    /// the position alone is not trusted (see `Partitions::skip_to_position`). One
-    /// position call, made only when some partition is idle.
-    pub(crate) fn skip_undelivered(&self, consumer: &impl KafkaConsumer, st: &mut RunState) {
-        if !st.partitions.any_idle() {
-            return;
-        }
-        let Ok(positions) = consumer.positions() else {
-            return;
-        };
-        for po in positions {
-            st.partitions
-                .skip_to_position(&po.topic, po.partition, po.offset);
-        }
-    }
-
-    /// Exactly-once: aborts the open transaction and seeks every assigned partition
-    /// back to the first offset its last committed transaction does not cover, under
-    /// a new epoch, so those records are processed again into the next transaction.
-    /// A transaction that cannot even be aborted (the producer is fenced or in a
-    /// fatal state) stops the run with [`Error::Transaction`].
-    pub(crate) fn abort_and_rewind(
-        &self,
-        consumer: &impl KafkaConsumer,
-        st: &mut RunState,
-        sink: &Sink,
-        cause: &KafkaError,
-    ) {
-        tracing::warn!(error = %cause, "aborting the transaction; rewinding to the last committed offsets");
-        if let Err(e) = sink.abort_transaction(TRANSACTION_TIMEOUT) {
-            tracing::error!(error = %e, "transaction abort failed");
-            st.fatal.get_or_insert(Error::Transaction(e.into()));
-            return;
-        }
-        Counters::add(&self.metrics.counters.aborts, 1);
-        let restarts = st.partitions.restart_points();
-        st.partitions.discard_staged();
-        let mut resume = Vec::new();
-        for (topic, partition, restart, paused) in &restarts {
-            let Some(offset) = *restart else { continue };
-            if let Err(e) = consumer.seek(topic, *partition, offset, TRANSACTION_TIMEOUT) {
-                tracing::error!(error = %e, %topic, partition, offset, "seek after abort failed");
-                st.fatal.get_or_insert(Error::Kafka {
-                    context: "seeking back after an aborted transaction",
-                    source: e.into(),
-                });
-                return;
-            }
-            if *paused {
-                resume.push((&**topic, *partition));
-            }
-            st.partitions.assign(topic, *partition);
-            st.scheduler.remove(topic, *partition);
-            tracing::info!(%topic, partition, offset, "rewound after abort");
-        }
-        if !resume.is_empty() {
-            if let Err(e) = consumer.resume(&resume) {
-                tracing::warn!(error = %e, "resume after abort failed");
-            }
-        }
-    }
-
-    /// At-most-once: commits the offsets after the staged records synchronously,
-    /// before they are dispatched. If the commit fails they are dropped unprocessed
-    /// (a later owner reads them from the older commit), so no record is ever
-    /// processed twice.
-    fn commit_before_processing(&self, consumer: &impl KafkaConsumer, st: &mut RunState) {
-        let ends = st.partitions.take_staged_ends();
-        if self.commit(consumer, st, ends, true).is_err() {
-            tracing::warn!(
-                "at-most-once: commit before processing failed; dropping the polled records"
-            );
-            st.partitions.discard_staged();
         }
     }
 }

@@ -15,6 +15,7 @@
 mod callbacks;
 mod commit_schedule;
 mod commit_target;
+mod commits;
 mod completion;
 mod consumer;
 mod driver;
