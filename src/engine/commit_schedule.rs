@@ -81,3 +81,61 @@ impl CommitSchedule {
         Some(due)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn state() -> RunState {
+        RunState::new(&Config::new("fake:9092", "g", ["t"]))
+    }
+
+    #[test]
+    fn every_ms_is_due_once_the_interval_passed_since_the_last_commit() {
+        let mut s = CommitSchedule::new(CommitPolicy::EveryMs(100), 1_000);
+        let st = state();
+        let start = s.last_commit;
+        assert_eq!(s.due(start + Duration::from_millis(99), &st), None);
+        assert_eq!(
+            s.due(start + Duration::from_millis(100), &st),
+            Some(Due::Policy)
+        );
+        assert_eq!(
+            s.due(start + Duration::from_millis(150), &st),
+            None,
+            "the clock restarted"
+        );
+    }
+
+    #[test]
+    fn every_records_counts_completions_since_the_last_commit() {
+        let mut s = CommitSchedule::new(CommitPolicy::EveryRecords(10), 1_000);
+        let mut st = state();
+        let now = Instant::now();
+        st.stats.completed = 9;
+        assert_eq!(s.due(now, &st), None);
+        st.stats.completed = 10;
+        assert_eq!(s.due(now, &st), Some(Due::Policy));
+        st.stats.completed = 19;
+        assert_eq!(s.due(now, &st), None);
+        st.stats.completed = 20;
+        assert_eq!(s.due(now, &st), Some(Due::Policy));
+    }
+
+    #[test]
+    fn every_batch_is_due_after_each_task_and_at_end_never() {
+        let mut batch = CommitSchedule::new(CommitPolicy::EveryBatch, 1_000);
+        let mut at_end = CommitSchedule::new(CommitPolicy::AtEnd, 1_000);
+        let mut st = state();
+        let now = Instant::now() + Duration::from_secs(3_600);
+        assert_eq!(batch.due(now, &st), None);
+        st.stats.tasks_done = 1;
+        st.stats.completed = 1_000_000;
+        assert_eq!(batch.due(now, &st), Some(Due::Policy));
+        assert_eq!(batch.due(now, &st), None);
+        assert_eq!(at_end.due(now, &st), None);
+        assert!(!at_end.per_record());
+        assert!(CommitSchedule::new(CommitPolicy::EveryRecord, 1).per_record());
+    }
+}

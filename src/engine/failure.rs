@@ -182,3 +182,112 @@ impl FailurePolicy {
         self.stop.take()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RETRY: RetryPolicy = RetryPolicy {
+        max_attempts: 3,
+        initial_backoff_ms: 100,
+        max_backoff_ms: 1_000,
+        multiplier: 2.0,
+    };
+
+    fn decide(policy: &mut FailurePolicy, cause: FailureCause, attempts: u32) -> FailureDecision {
+        policy.on_failure(RecordFailure {
+            topic: "t",
+            partition: 1,
+            offset: 7,
+            cause: &cause,
+            attempts,
+        })
+    }
+
+    fn retriable() -> FailureCause {
+        FailureCause::Processor(ProcessError::retriable("busy"))
+    }
+
+    fn permanent() -> FailureCause {
+        FailureCause::Processor(ProcessError::permanent("bad"))
+    }
+
+    #[test]
+    fn a_retriable_failure_waits_its_backoff_until_the_last_attempt() {
+        let mut p = FailurePolicy::new(RETRY, None, true);
+        for attempts in 1..3 {
+            let FailureDecision::Retry(wait) = decide(&mut p, retriable(), attempts) else {
+                panic!("attempt {attempts} not retried");
+            };
+            let full = RETRY.backoff(attempts, 1.0);
+            assert!(
+                wait >= full / 2 && wait <= full,
+                "{wait:?} outside [{full:?}/2, {full:?}]"
+            );
+        }
+        assert_eq!(decide(&mut p, retriable(), 3), FailureDecision::Stop);
+        match p.take_error() {
+            Some(Error::Processor {
+                offset: 7, source, ..
+            }) => assert_eq!(source.message, "busy"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn retry_after_overrides_the_backoff() {
+        let mut p = FailurePolicy::new(RETRY, None, true);
+        let cause = FailureCause::Processor(
+            ProcessError::retriable("429").retry_after(Duration::from_secs(7)),
+        );
+        assert_eq!(
+            decide(&mut p, cause, 1),
+            FailureDecision::Retry(Duration::from_secs(7))
+        );
+    }
+
+    #[test]
+    fn at_most_once_never_retries() {
+        let mut p = FailurePolicy::new(RETRY, None, false);
+        assert_eq!(decide(&mut p, retriable(), 1), FailureDecision::Stop);
+    }
+
+    #[test]
+    fn permanent_failures_and_exhausted_retries_go_to_the_dead_letter_topic() {
+        let mut p = FailurePolicy::new(RETRY, Some(DeadLetterConfig::new("dlq")), true);
+        assert_eq!(decide(&mut p, permanent(), 1), FailureDecision::DeadLetter);
+        assert_eq!(decide(&mut p, retriable(), 3), FailureDecision::DeadLetter);
+        assert!(!p.stopped());
+    }
+
+    #[test]
+    fn the_dead_letter_guard_stops_after_too_many_in_a_row_and_completions_reset_it() {
+        let mut dlq = DeadLetterConfig::new("dlq");
+        dlq.max_consecutive = 3;
+        let mut p = FailurePolicy::new(RETRY, Some(dlq), true);
+        assert_eq!(decide(&mut p, permanent(), 1), FailureDecision::DeadLetter);
+        assert_eq!(decide(&mut p, permanent(), 1), FailureDecision::DeadLetter);
+        p.completed();
+        assert_eq!(decide(&mut p, permanent(), 1), FailureDecision::DeadLetter);
+        assert_eq!(decide(&mut p, permanent(), 1), FailureDecision::DeadLetter);
+        assert_eq!(decide(&mut p, permanent(), 1), FailureDecision::Stop);
+        assert!(matches!(
+            p.take_error(),
+            Some(Error::DeadLetterLimit { count: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn a_failed_output_stops_even_with_a_dead_letter_topic_and_so_does_all_after_a_stop() {
+        let mut p = FailurePolicy::new(RETRY, Some(DeadLetterConfig::new("dlq")), true);
+        let sink = FailureCause::Sink(rdkafka::error::KafkaError::MessageProduction(
+            rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge,
+        ));
+        assert_eq!(decide(&mut p, sink, 1), FailureDecision::Stop);
+        assert_eq!(decide(&mut p, permanent(), 1), FailureDecision::Stop);
+        assert!(matches!(
+            p.take_error(),
+            Some(Error::Sink { offset: 7, .. })
+        ));
+    }
+}
