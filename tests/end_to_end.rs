@@ -67,10 +67,7 @@ fn run(brokers: &str, group: &str, topic: &str) -> (Arc<Jitter>, Vec<CommitEvent
 }
 
 fn at_least_once_end_to_end(broker: &dyn Broker) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    tidemark_testkit::init_tracing();
     let brokers = broker.bootstrap_servers();
     let (input, group) = (unique_name("input"), unique_name("e2e"));
     broker.create_topic(&input, PARTITIONS).unwrap();

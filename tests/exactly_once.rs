@@ -36,10 +36,7 @@ impl Processor for Echo {
 }
 
 fn setup() -> (EmbeddedCluster, String, BTreeMap<i32, i64>) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    tidemark_testkit::init_tracing();
     let (cluster, brokers) = EmbeddedCluster::with_workload("in", PARTITIONS, RECORDS).unwrap();
     cluster.create_topic("out", PARTITIONS).unwrap();
     let ends = tidemark::high_watermarks(&brokers, "in", Duration::from_secs(10)).unwrap();

@@ -43,10 +43,7 @@ struct Run {
 
 /// Member A works alone, B joins, B leaves gracefully after some work, A finishes.
 fn join_and_leave(properties: &[(&str, &str)]) -> Run {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    tidemark_testkit::init_tracing();
     let broker = KafkaBroker::shared();
     let brokers = broker.bootstrap_servers();
     let (input, output, group) = (unique_name("in"), unique_name("out"), unique_name("g"));

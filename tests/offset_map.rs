@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tidemark::offsets::OffsetMap;
@@ -62,12 +62,8 @@ impl Processor for Holding {
     }
 }
 
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_until(what: &str, check: impl FnMut() -> bool) {
+    tidemark_testkit::wait_until(what, Duration::from_secs(90), check);
 }
 
 fn config(brokers: &str, group: &str, topic: &str) -> Config {
@@ -103,10 +99,7 @@ struct Topic {
 }
 
 fn topic(partitions: i32, records: u64) -> Topic {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    tidemark_testkit::init_tracing();
     let broker = KafkaBroker::shared();
     let brokers = broker.bootstrap_servers();
     let (name, group) = (unique_name("map"), unique_name("g"));

@@ -21,10 +21,7 @@ impl Processor for Count {
 }
 
 fn setup() -> (EmbeddedCluster, String) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    tidemark_testkit::init_tracing();
     let cluster = EmbeddedCluster::start(1).unwrap();
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("in", 2).unwrap();

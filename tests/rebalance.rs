@@ -29,10 +29,7 @@ impl Processor for Counting {
 }
 
 fn second_member_joins(strategy: &str) -> (u64, u64) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    tidemark_testkit::init_tracing();
     let cluster = EmbeddedCluster::start(3).unwrap();
     let brokers = cluster.bootstrap_servers();
     cluster.create_topic("in", 6).unwrap();

@@ -110,6 +110,14 @@ fn driver_with(config: &Config, target: CommitTarget, work: super::execution::Wo
     )
 }
 
+/// The usual set-up: a driver committing synchronously to the group, with
+/// `partitions` of `T` assigned, and its fake consumer.
+fn synced(c: &Config, processor: impl Processor, partitions: &[i32]) -> (Driver, FakeConsumer) {
+    let d = driver(c, CommitTarget::Group(CommitMode::Sync), processor);
+    assign(&d, partitions);
+    (d, FakeConsumer::default())
+}
+
 fn assign(d: &Driver, partitions: &[i32]) {
     let list: Vec<(String, i32)> = partitions.iter().map(|p| (T.to_string(), *p)).collect();
     d.engine
@@ -235,13 +243,7 @@ fn revoke_drains_and_commits_only_the_revoked_partitions() {
 
 #[test]
 fn a_lost_assignment_commits_nothing() {
-    let mut d = driver(
-        &config(|_| {}),
-        CommitTarget::Group(CommitMode::Sync),
-        Gated::default(),
-    );
-    let fake = FakeConsumer::default();
-    assign(&d, &[0]);
+    let (mut d, fake) = synced(&config(|_| {}), Gated::default(), &[0]);
     fake.queue(T, 0, 0..10);
     d.turn(&fake);
     drain_all(&d);
@@ -320,9 +322,7 @@ fn back_pressure_pauses_at_the_in_flight_bound_and_resumes_on_completions() {
     let processor = Gated::blocking(0..10);
     let open = processor.opener();
     let c = config(|c| c.max_in_flight_records = 10);
-    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
-    let fake = FakeConsumer::default();
-    assign(&d, &[0]);
+    let (mut d, fake) = synced(&c, processor, &[0]);
     fake.queue(T, 0, 0..50);
     d.turn(&fake);
     assert!(fake.is_paused(T, 0), "not paused at the bound");
@@ -354,9 +354,7 @@ fn back_pressure_pauses_at_the_commit_lag_bound_until_a_commit_confirms() {
         c.max_in_flight_records = 10;
         c.max_uncommitted_records = 10;
     });
-    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), Gated::default());
-    let fake = FakeConsumer::default();
-    assign(&d, &[0]);
+    let (mut d, fake) = synced(&c, Gated::default(), &[0]);
     fake.queue(T, 0, 0..50);
     d.turn(&fake);
     assert!(fake.is_paused(T, 0), "not paused at the bound");
@@ -383,9 +381,7 @@ fn a_stuck_record_pauses_only_its_own_partition_at_the_commit_lag_bound() {
         c.max_in_flight_records = 100;
         c.max_uncommitted_records = 20;
     });
-    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
-    let fake = FakeConsumer::default();
-    assign(&d, &[0, 1]);
+    let (mut d, fake) = synced(&c, processor, &[0, 1]);
     fake.queue(T, 0, 0..30);
     fake.queue(T, 1, 100..160);
     for _ in 0..40 {
@@ -426,9 +422,7 @@ fn drain_timeout_on_revoke_commits_up_to_the_stuck_record() {
     let processor = Gated::blocking([3]);
     let open = processor.opener();
     let c = config(|c| c.drain_timeout_ms = 50);
-    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
-    let fake = FakeConsumer::default();
-    assign(&d, &[0]);
+    let (mut d, fake) = synced(&c, processor, &[0]);
     // Two tasks: 0..3 completes, 3..6 is stuck on offset 3.
     fake.queue(T, 0, 0..3);
     d.turn(&fake);
@@ -485,13 +479,7 @@ fn drain_timeout_on_stop_commits_up_to_the_stuck_record() {
 fn completions_of_an_earlier_epoch_are_ignored() {
     let processor = Gated::blocking(0..5);
     let open = processor.opener();
-    let mut d = driver(
-        &config(|_| {}),
-        CommitTarget::Group(CommitMode::Sync),
-        processor,
-    );
-    let fake = FakeConsumer::default();
-    assign(&d, &[0]);
+    let (mut d, fake) = synced(&config(|_| {}), processor, &[0]);
     fake.queue(T, 0, 0..5);
     d.turn(&fake);
     // The partition is assigned again (a new epoch) while the old tasks run.
@@ -517,13 +505,7 @@ fn a_panicking_record_stops_the_run_at_its_offset() {
         panic_at: Some(2),
         ..Gated::default()
     };
-    let mut d = driver(
-        &config(|_| {}),
-        CommitTarget::Group(CommitMode::Sync),
-        processor,
-    );
-    let fake = FakeConsumer::default();
-    assign(&d, &[0]);
+    let (mut d, fake) = synced(&config(|_| {}), processor, &[0]);
     fake.queue(T, 0, 0..5);
     d.turn(&fake);
     drain_all(&d);
@@ -571,13 +553,7 @@ fn a_position_ahead_of_the_records_is_not_trusted_before_the_end_of_the_log() {
     // all complete up to 323 read librdkafka's position as 5,248 and committed it;
     // 324..5247 were never processed. Only a reported end of log makes the
     // position a fact about offsets never delivered.
-    let mut d = driver(
-        &config(|_| {}),
-        CommitTarget::Group(CommitMode::Sync),
-        Gated::default(),
-    );
-    let fake = FakeConsumer::default();
-    assign(&d, &[0]);
+    let (mut d, fake) = synced(&config(|_| {}), Gated::default(), &[0]);
     fake.queue(T, 0, 0..324);
     d.turn(&fake);
     drain_all(&d);
@@ -618,9 +594,7 @@ fn the_offset_map_lets_a_new_owner_skip_what_the_old_one_completed() {
     let processor = Gated::blocking([0]);
     let open = processor.opener();
     let c = config(|c| c.drain_timeout_ms = 50);
-    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
-    let fake = FakeConsumer::default();
-    assign(&d, &[0]);
+    let (mut d, fake) = synced(&c, processor, &[0]);
     fake.queue(T, 0, 0..1);
     d.turn(&fake);
     fake.queue(T, 0, 1..6);
@@ -649,9 +623,7 @@ fn a_completion_above_a_stuck_record_makes_the_partition_dirty() {
     let processor = Gated::blocking([0]);
     let open = processor.opener();
     let c = config(|_| {});
-    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
-    let fake = FakeConsumer::default();
-    assign(&d, &[0]);
+    let (mut d, fake) = synced(&c, processor, &[0]);
     fake.queue(T, 0, 0..1);
     d.turn(&fake);
     let commit_now = |d: &Driver| {
@@ -681,9 +653,7 @@ fn a_zero_budget_turns_the_map_off() {
         c.drain_timeout_ms = 50;
         c.offset_map_max_bytes = 0;
     });
-    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
-    let fake = FakeConsumer::default();
-    assign(&d, &[0]);
+    let (mut d, fake) = synced(&c, processor, &[0]);
     fake.queue(T, 0, 0..1);
     d.turn(&fake);
     fake.queue(T, 0, 1..4);
@@ -719,9 +689,7 @@ fn a_map_over_budget_keeps_a_prefix_and_the_rest_is_redone() {
         c.retry.initial_backoff_ms = 60_000;
         c.retry.max_backoff_ms = 60_000;
     });
-    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), EvenRetry);
-    let fake = FakeConsumer::default();
-    assign(&d, &[0]);
+    let (mut d, fake) = synced(&c, EvenRetry, &[0]);
     fake.queue(T, 0, 0..200);
     d.turn(&fake);
     while d
@@ -760,9 +728,7 @@ fn a_map_over_budget_keeps_a_prefix_and_the_rest_is_redone() {
 fn records_discarded_at_stop_are_never_skipped_by_the_position() {
     use super::consumer::KafkaConsumer as _;
     let c = config(|_| {});
-    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), Gated::default());
-    let fake = FakeConsumer::default();
-    assign(&d, &[0]);
+    let (mut d, fake) = synced(&c, Gated::default(), &[0]);
     fake.queue(T, 0, 0..3);
     d.turn(&fake);
     drain_all(&d);
@@ -884,9 +850,7 @@ fn a_record_completes_on_its_own_while_one_dispatched_with_it_is_stuck() {
     let processor = Gated::blocking([2]);
     let open = processor.opener();
     let c = config(|c| c.ordering = crate::ordering::ProcessingOrder::Unordered);
-    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
-    let fake = FakeConsumer::default();
-    assign(&d, &[0]);
+    let (mut d, fake) = synced(&c, processor, &[0]);
     fake.queue(T, 0, 0..6);
     d.turn(&fake);
     assert_eq!(d.engine.state.lock().live.len(), 1, "one task");
@@ -918,9 +882,7 @@ fn back_pressure_resumes_at_half_the_bound_while_a_stuck_record_runs() {
         c.max_in_flight_records = 10;
         c.ordering = crate::ordering::ProcessingOrder::Unordered;
     });
-    let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
-    let fake = FakeConsumer::default();
-    assign(&d, &[0]);
+    let (mut d, fake) = synced(&c, processor, &[0]);
     fake.queue(T, 0, 0..50);
     d.turn(&fake);
     assert!(fake.is_paused(T, 0), "not paused at the bound");

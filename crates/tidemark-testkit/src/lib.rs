@@ -73,3 +73,28 @@ pub trait Broker {
         workload::Workload::new(topic, records, partitions)
     }
 }
+
+/// Installs a `tracing` subscriber writing to the test's captured output, filtered
+/// by `RUST_LOG` (nothing when unset); a second call is a no-op.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Polls `check` every 50 ms until it is true.
+///
+/// # Panics
+/// When `limit` passes first, naming `what` was awaited (the test fails: a bound on a
+/// wait, not a timed assertion — `limit` is far above what the wait needs).
+pub fn wait_until(what: &str, limit: std::time::Duration, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -151,7 +151,9 @@ fn sequential(
         ))?;
     }
     let (mut done, mut started) = (0u64, None);
-    let mut polled: Vec<(i32, i64, Option<Vec<u8>>, Vec<u8>)> = Vec::with_capacity(batch);
+    // (partition, offset, key, value) of each polled record.
+    type Polled = (i32, i64, Option<Vec<u8>>, Vec<u8>);
+    let mut polled: Vec<Polled> = Vec::with_capacity(batch);
     while done < records {
         polled.clear();
         while polled.len() < batch {
