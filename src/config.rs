@@ -103,7 +103,7 @@ impl std::str::FromStr for StartPosition {
     }
 }
 
-/// One partition a free consumer reads (see [`Config::assignment`]).
+/// One partition a free consumer reads (see [`Membership::Free`]).
 ///
 /// Text form (CLI `--assign`): `TOPIC:PARTITION`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -246,30 +246,49 @@ fn default_postgres_connections() -> usize {
     4
 }
 
-/// Configuration of one tidemark pipeline (one consumer-group member).
+/// Who the pipeline's consumer is: a consumer-group member or a free consumer. One
+/// of the two, never a mix (a group id with explicit partitions, a subscription
+/// without a group) — the type cannot express those.
 ///
-/// Deserializable from any serde format; every field but `brokers` and either
-/// `group_id` + `topics` (a group member) or `assignment` (a free consumer) has a
-/// default. Durations are in milliseconds.
+/// Serialized externally tagged: `{"group": {"group_id": "g", "topics": ["t"]}}` or
+/// `{"free": {"partitions": [{"topic": "t", "partition": 0}]}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Membership {
+    /// A member of consumer group `group_id` (librdkafka `group.id`) subscribed to
+    /// `topics`: the group's assignor spreads the partitions over its members,
+    /// rebalances move them, commits go to the group coordinator.
+    Group {
+        /// The consumer group.
+        group_id: String,
+        /// The subscribed topics (at least one).
+        topics: Vec<String>,
+    },
+    /// A free consumer of `partitions`: assigned directly, no group membership,
+    /// rebalances or group commits; start offsets are loaded from, and committable
+    /// offsets saved to, the [`OffsetStore`](crate::OffsetStore) given to
+    /// [`Pipeline::with_offset_store`](crate::Pipeline::with_offset_store).
+    Free {
+        /// The partitions read (at least one).
+        partitions: Vec<AssignedPartition>,
+    },
+}
+
+/// Configuration of one tidemark pipeline (one consumer-group member, or one free
+/// consumer).
+///
+/// Deserializable from any serde format; every field but `brokers` and
+/// `membership` has a default. Durations are in milliseconds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Config {
     /// librdkafka `bootstrap.servers`: comma-separated `host:port` list.
     pub brokers: String,
-    /// Consumer group (`group.id`); `None` for a free consumer.
-    #[serde(default)]
-    pub group_id: Option<String>,
-    /// Topics to subscribe to (group members). Empty for a free consumer.
-    #[serde(default)]
-    pub topics: Vec<String>,
-    /// A free consumer's partitions (no `group_id`): assigned directly, no group
-    /// membership, rebalances or group commits; start offsets are loaded from, and
-    /// committable offsets saved to, the [`OffsetStore`](crate::OffsetStore) given to
-    /// [`Pipeline::with_offset_store`](crate::Pipeline::with_offset_store). Empty (the
-    /// default) for a group member.
-    #[serde(default)]
-    pub assignment: Vec<AssignedPartition>,
+    /// A consumer-group member (group id and topics) or a free consumer (its
+    /// partitions).
+    pub membership: Membership,
     /// Size of the worker pool: OS threads running `Processor::process_batch` (for
     /// an async processor, the worker threads of the pipeline's own tokio runtime).
     /// Default: the number of CPUs. Blocking work may use hundreds (BENCHMARKS.md,
@@ -467,9 +486,10 @@ impl Config {
     ) -> Self {
         Config {
             brokers: brokers.into(),
-            group_id: Some(group_id.into()),
-            topics: topics.into_iter().map(Into::into).collect(),
-            assignment: Vec::new(),
+            membership: Membership::Group {
+                group_id: group_id.into(),
+                topics: topics.into_iter().map(Into::into).collect(),
+            },
             transactional_id: None,
             workers: default_workers(),
             concurrency: default_concurrency(),
@@ -498,28 +518,45 @@ impl Config {
         }
     }
 
-    /// A free consumer (no group) of `assignment`, with every other default.
-    pub fn free(brokers: impl Into<String>, assignment: Vec<AssignedPartition>) -> Self {
+    /// A free consumer (no group) of `partitions`, with every other default.
+    pub fn free(brokers: impl Into<String>, partitions: Vec<AssignedPartition>) -> Self {
         let mut config = Config::new(brokers, "", Vec::<String>::new());
-        config.group_id = None;
-        config.assignment = assignment;
+        config.membership = Membership::Free { partitions };
         config
     }
 
-    /// True for a free consumer (no group, explicit assignment).
+    /// True for a free consumer ([`Membership::Free`]).
     pub fn is_free(&self) -> bool {
-        self.group_id.is_none()
+        matches!(self.membership, Membership::Free { .. })
     }
 
-    /// The topics read: the subscription, or the free consumer's assigned topics.
+    /// The consumer group of a group member; `None` for a free consumer.
+    pub fn group_id(&self) -> Option<&str> {
+        match &self.membership {
+            Membership::Group { group_id, .. } => Some(group_id),
+            Membership::Free { .. } => None,
+        }
+    }
+
+    /// A free consumer's partitions; empty for a group member.
+    pub fn assigned_partitions(&self) -> &[AssignedPartition] {
+        match &self.membership {
+            Membership::Free { partitions } => partitions,
+            Membership::Group { .. } => &[],
+        }
+    }
+
+    /// The topics read: the subscription, or the free consumer's assigned topics
+    /// (sorted, each once).
     pub fn input_topics(&self) -> Vec<String> {
-        if self.is_free() {
-            let mut topics: Vec<String> = self.assignment.iter().map(|a| a.topic.clone()).collect();
-            topics.sort();
-            topics.dedup();
-            topics
-        } else {
-            self.topics.clone()
+        match &self.membership {
+            Membership::Group { topics, .. } => topics.clone(),
+            Membership::Free { partitions } => {
+                let mut topics: Vec<String> = partitions.iter().map(|a| a.topic.clone()).collect();
+                topics.sort();
+                topics.dedup();
+                topics
+            }
         }
     }
 
@@ -544,30 +581,23 @@ impl Config {
         if self.brokers.trim().is_empty() {
             return bad("brokers", "must name at least one host:port");
         }
-        match &self.group_id {
-            Some(g) if g.trim().is_empty() => return bad("group_id", "must not be empty"),
-            Some(_) => {
-                if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
-                    return bad("topics", "must list at least one non-empty topic name");
-                }
-                if !self.assignment.is_empty() {
+        match &self.membership {
+            Membership::Group { group_id, .. } if group_id.trim().is_empty() => {
+                return bad("membership.group.group_id", "must not be empty")
+            }
+            Membership::Group { topics, .. } => {
+                if topics.is_empty() || topics.iter().any(|t| t.trim().is_empty()) {
                     return bad(
-                        "assignment",
-                        "a group member gets its partitions from the group; drop group_id for a free consumer",
+                        "membership.group.topics",
+                        "must list at least one non-empty topic name",
                     );
                 }
             }
-            None => {
-                if self.assignment.is_empty() {
+            Membership::Free { partitions } => {
+                if partitions.is_empty() {
                     return bad(
-                        "assignment",
-                        "a free consumer (no group_id) must list its partitions",
-                    );
-                }
-                if !self.topics.is_empty() {
-                    return bad(
-                        "topics",
-                        "a free consumer reads its assignment, not a subscription",
+                        "membership.free.partitions",
+                        "a free consumer must list its partitions",
                     );
                 }
                 if self.delivery == Delivery::ExactlyOnce {
@@ -722,7 +752,7 @@ impl Config {
         let mut cc = Properties::default();
         cc.set("bootstrap.servers", &self.brokers)
             .set("auto.offset.reset", "earliest");
-        match &self.group_id {
+        match self.group_id() {
             Some(group) => {
                 cc.set("group.id", group);
                 // KIP-848's protocol has the broker assign; librdkafka refuses the
@@ -816,7 +846,7 @@ impl Config {
             let id = self.transactional_id.clone().unwrap_or_else(|| {
                 format!(
                     "tidemark-{}-{:016x}",
-                    self.group_id.as_deref().unwrap_or("free"),
+                    self.group_id().unwrap_or("free"),
                     rand::random::<u64>()
                 )
             });
@@ -852,7 +882,7 @@ mod tests {
     #[test]
     fn deserializes_with_defaults() {
         let c: Config = serde_json::from_str(
-            r#"{"brokers":"b:9092","group_id":"g","topics":["t"],
+            r#"{"brokers":"b:9092","membership":{"group":{"group_id":"g","topics":["t"]}},
                 "sink":{"type":"topic","topic":"out"},
                 "consumer_properties":{"enable.auto.commit":"true","fetch.max.bytes":"1000"}}"#,
         )
@@ -917,7 +947,7 @@ mod tests {
         assert_eq!("end".parse(), Ok(StartPosition::End));
         assert!("offset:-1".parse::<StartPosition>().is_err());
         assert!(serde_json::from_str::<Config>(
-            r#"{"brokers":"b","group_id":"g","topics":["t"],"wrokers":3}"#
+            r#"{"brokers":"b","membership":{"group":{"group_id":"g","topics":["t"]}},"wrokers":3}"#
         )
         .is_err());
     }

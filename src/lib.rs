@@ -50,7 +50,7 @@ pub use commit::{
     PartitionOffset,
 };
 pub use config::{
-    AssignedPartition, Config, Delivery, PostgresSink, SinkConfig, StartPosition,
+    AssignedPartition, Config, Delivery, Membership, PostgresSink, SinkConfig, StartPosition,
     FORCED_CONSUMER_PROPERTIES,
 };
 pub use engine::sink::{HEADER_SRC_OFFSET, HEADER_SRC_PARTITION};

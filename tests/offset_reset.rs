@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidemark::{Config, Error, Outputs, Pipeline, ProcessResult, Processor, Record, StartPosition};
+use tidemark::{
+    Config, Error, Membership, Outputs, Pipeline, ProcessResult, Processor, Record, StartPosition,
+};
 use tidemark_testkit::{unique_name, workload, Broker, EmbeddedCluster, KafkaBroker};
 
 #[derive(Default)]
@@ -81,7 +83,10 @@ fn error_stops_with_a_clear_error() {
 
 fn start_config(brokers: &str, group: &str, start: StartPosition) -> Config {
     let mut c = config(brokers, "earliest");
-    c.group_id = Some(group.into());
+    c.membership = Membership::Group {
+        group_id: group.into(),
+        topics: c.input_topics(),
+    };
     c.start_position = Some(start);
     c
 }
@@ -159,7 +164,10 @@ fn kafka_start_at_a_timestamp() {
         &unique_name("start-ts"),
         StartPosition::Timestamp(from),
     );
-    c.topics = vec![input.clone()];
+    c.membership = Membership::Group {
+        group_id: c.group_id().unwrap().into(),
+        topics: vec![input.clone()],
+    };
     c.exit_when_idle_ms = Some(5_000);
     Pipeline::new(c, count.clone()).run().unwrap();
     assert_eq!(

@@ -166,10 +166,10 @@ impl Pipeline {
     }
 
     /// Makes this pipeline a free consumer's: start offsets of
-    /// [`Config::assignment`] come from `store` (a partition with nothing stored
+    /// [`Membership::Free`](crate::Membership::Free) come from `store` (a partition with nothing stored
     /// starts at the start position, else per `auto.offset.reset`), and every commit
-    /// saves the committable offsets there instead of to a group. Required when the config has
-    /// no `group_id`; refused otherwise.
+    /// saves the committable offsets there instead of to a group. Required with
+    /// `Membership::Free`; refused for a group member.
     pub fn with_offset_store(mut self, store: impl OffsetStore + 'static) -> Self {
         self.offset_store = Some(Arc::new(store));
         self
@@ -257,12 +257,12 @@ impl Pipeline {
         config.validate()?;
         match (config.is_free(), self.offset_store.is_some()) {
             (true, false) => return Err(Error::Config(
-                "assignment: a free consumer needs an offset store (Pipeline::with_offset_store)"
+                "membership: a free consumer needs an offset store (Pipeline::with_offset_store)"
                     .into(),
             )),
             (false, true) => {
                 return Err(Error::Config(
-                    "offset store: only a free consumer (no group_id) keeps its offsets in a store"
+                    "offset store: only a free consumer (Membership::Free) keeps its offsets in a store"
                         .into(),
                 ))
             }
@@ -343,11 +343,12 @@ impl Pipeline {
                 engine.on_assign(&mut engine.state.lock(), &assigned, maps);
             }
             None => {
-                let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+                let subscribed = config.input_topics();
+                let topics: Vec<&str> = subscribed.iter().map(String::as_str).collect();
                 consumer
                     .subscribe(&topics)
                     .map_err(Error::kafka("subscribing"))?;
-                tracing::info!(topics = ?config.topics, group = ?config.group_id, workers = config.workers, "subscribed");
+                tracing::info!(topics = ?subscribed, group = ?config.group_id(), workers = config.workers, "subscribed");
             }
         }
 

@@ -194,7 +194,7 @@ pub(crate) fn free_assignment(
 ) -> Result<Vec<Start>, Error> {
     let mut starts = Vec::new();
     let mut by_time = Vec::new();
-    for a in &config.assignment {
+    for a in config.assigned_partitions() {
         let stored = store
             .load(&a.topic, a.partition)
             .map_err(|source| Error::OffsetStore {
