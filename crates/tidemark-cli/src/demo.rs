@@ -219,7 +219,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     println!(
         "processed {} records with {} on {} workers: {:.0} records/s ({:.2} s busy, {:.2} s in all with group join and idle wait)",
         summary.records,
-        crate::bench::kind_name(kind),
+        tidemark_bench::kind_name(kind),
         workers,
         summary.records_per_sec(),
         summary.busy.as_secs_f64(),
@@ -309,7 +309,7 @@ fn limit(
             &workload::Workload::new(LIMIT_TOPIC, n, partitions),
             |_| {},
         )?;
-        let m = crate::bench::raw_poll(brokers, LIMIT_TOPIC, partitions, n, false)?.0;
+        let m = tidemark_bench::raw_poll(brokers, LIMIT_TOPIC, partitions, n, false)?.0;
         return Ok((
             m.records_per_sec(),
             format!("the raw poll loop, no processing, over {n} records"),

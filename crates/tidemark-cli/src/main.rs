@@ -1,15 +1,16 @@
 //! `tidemark`: produce a workload, run a parallel pipeline, show consumer lag, or run
 //! the self-contained demo on an embedded cluster.
 
-mod bench;
 mod demo;
 mod lag;
-mod processors;
 mod produce;
 mod run;
 mod serve;
 
 use std::process::ExitCode;
+
+/// The built-in processors (`--processor`).
+use tidemark_testkit::builtin as processors;
 
 use clap::{Parser, Subcommand};
 
@@ -33,7 +34,7 @@ enum Command {
     /// Self-contained demo: embedded cluster, workload, pipeline, verification.
     Demo(demo::Args),
     /// Throughput against commit frequency, the limits and the sequential baselines.
-    Bench(bench::Args),
+    Bench(tidemark_bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,7 +57,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::main(*a),
         Command::Lag(a) => lag::main(a),
         Command::Demo(a) => demo::main(a),
-        Command::Bench(a) => bench::main(a),
+        Command::Bench(a) => tidemark_bench::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@
 //! - [`verify`]: high watermarks, committed offsets, and reading a topic back;
 //! - [`processors`]: processors the tests share.
 
+pub mod builtin;
 mod embedded;
 mod kafka;
 pub mod memory;

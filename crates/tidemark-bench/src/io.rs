@@ -19,7 +19,7 @@ use tidemark_testkit::workload;
 
 use super::report;
 use super::scenarios::{self, Measurement};
-use crate::processors::{CliProcessor, IoProcessor, Kind};
+use tidemark_testkit::builtin::{CliProcessor, IoProcessor, Kind};
 
 const PARTITIONS: i32 = 8;
 const MICROS: [u64; 3] = [0, 100, 1_000];

@@ -26,7 +26,7 @@ use tokio_postgres::types::Type;
 
 use super::report;
 use super::scenarios::{self, Measurement};
-use crate::processors::{CliProcessor, Kind};
+use tidemark_testkit::builtin::{CliProcessor, Kind};
 
 const PARTITIONS: i32 = 8;
 /// The sequential consumer's poll batches: Kafka's `max.poll.records` default, and

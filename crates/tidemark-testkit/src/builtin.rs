@@ -1,5 +1,5 @@
-//! The processors the CLI offers: `noop`, `sha256:ROUNDS`, `sleep:MICROS`,
-//! `io:MICROS` (async), `json`.
+//! The built-in processors `tidemark run --processor` and `tidemark bench` name:
+//! `noop`, `sha256:ROUNDS`, `sleep:MICROS`, `io:MICROS` (async), `json`.
 
 use std::collections::HashMap;
 use std::str::FromStr;

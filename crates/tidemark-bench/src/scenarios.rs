@@ -19,7 +19,7 @@ use tidemark::{
 
 use tidemark_testkit::memory::{peak_rss_kib, reset_peak_rss};
 
-use crate::processors::{CliProcessor, Kind};
+use tidemark_testkit::builtin::{CliProcessor, Kind};
 
 /// One measured run.
 #[derive(Debug, Clone)]
@@ -703,7 +703,7 @@ pub fn calibrate(payload: &[u8], target_us: f64) -> (u32, f64) {
         .map(|_| {
             let rounds = 2_000;
             let start = Instant::now();
-            std::hint::black_box(crate::processors::sha256_chain(payload, rounds));
+            std::hint::black_box(tidemark_testkit::builtin::sha256_chain(payload, rounds));
             start.elapsed().as_secs_f64() * 1e6 / rounds as f64
         })
         .fold(f64::INFINITY, f64::min);

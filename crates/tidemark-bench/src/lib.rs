@@ -1,5 +1,8 @@
-//! `tidemark bench`: throughput against commit frequency, against the limits and the
-//! sequential baselines, measured side by side in one run; and worker scaling.
+//! tidemark's benchmark harness, what `tidemark bench` runs: throughput against
+//! commit frequency, against the limits and the sequential baselines, measured side
+//! by side in one run; the peers; worker scaling; IO-bound work (`--io`); scale and
+//! memory (`--scale`); Kafka into PostgreSQL (`--postgres`). One scenario family
+//! per module; results go to BENCHMARKS.md with the command that produced them.
 
 mod io;
 mod postgres;
@@ -18,7 +21,7 @@ use tidemark_testkit::{workload, Broker, EmbeddedCluster};
 
 use self::scenarios::Measurement;
 pub use self::scenarios::{kind_name, raw_poll};
-use crate::processors::Kind;
+use tidemark_testkit::builtin::Kind;
 
 /// Measure throughput against commit frequency (embedded cluster by default).
 #[derive(clap::Args)]

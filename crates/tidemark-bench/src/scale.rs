@@ -13,7 +13,7 @@ use tidemark_testkit::{verify, workload};
 
 use super::report;
 use super::scenarios::{self, Measurement};
-use crate::processors::Kind;
+use tidemark_testkit::builtin::Kind;
 
 /// One row of the scale table.
 pub struct Row {

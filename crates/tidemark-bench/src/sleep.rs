@@ -12,7 +12,7 @@ use tidemark_testkit::workload;
 
 use super::report;
 use super::scenarios::{self, Measurement};
-use crate::processors::Kind;
+use tidemark_testkit::builtin::Kind;
 
 /// Workers of the sweep.
 const WORKERS: [usize; 4] = [2, 64, 256, 1024];
