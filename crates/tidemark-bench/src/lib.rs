@@ -276,32 +276,26 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
         if a.quick {
             quick(&a, &brokers, &fill, records, workers, cpu, &mut rows)?;
         } else {
-            let raw = scenarios::with_cpu(|| {
+            measure(&mut rows, || {
                 Ok(scenarios::raw_poll(&brokers, "bench-main", a.partitions, records, false)?.0)
             })?;
-            report::progress(&raw);
-            rows.push(raw);
             let (_, in_memory) =
                 scenarios::raw_poll(&brokers, "bench-main", a.partitions, records, true)?;
             for kind in [Kind::Noop, cpu] {
-                let m = scenarios::with_cpu(|| {
+                measure(&mut rows, || {
                     scenarios::in_memory(&in_memory, kind, workers, Duration::ZERO)
                 })?;
-                report::progress(&m);
-                rows.push(m);
             }
             drop(in_memory);
             for kind in [Kind::Noop, cpu] {
-                let m = scenarios::with_cpu(|| {
+                measure(&mut rows, || {
                     scenarios::tidemark_default(&brokers, "bench-main", kind, records, None)
                 })?;
-                report::progress(&m);
-                rows.push(m);
             }
             // The sink path: one output per input, against a raw consume-produce loop.
             create("bench-out-raw", a.partitions)?;
             create("bench-out", a.partitions)?;
-            let raw = scenarios::with_cpu(|| {
+            measure(&mut rows, || {
                 scenarios::raw_consume_produce(
                     &brokers,
                     "bench-main",
@@ -310,9 +304,7 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
                     records,
                 )
             })?;
-            report::progress(&raw);
-            rows.push(raw);
-            let m = scenarios::with_cpu(|| {
+            measure(&mut rows, || {
                 scenarios::tidemark_default(
                     &brokers,
                     "bench-main",
@@ -321,14 +313,12 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
                     Some("bench-out"),
                 )
             })?;
-            report::progress(&m);
-            rows.push(m);
         }
         for kind in [Kind::Noop, cpu] {
             if a.quick {
                 break;
             }
-            let m = scenarios::with_cpu(|| {
+            measure(&mut rows, || {
                 scenarios::tidemark(
                     &brokers,
                     "bench-small",
@@ -340,10 +330,8 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
                     a.every_record_records,
                 )
             })?;
-            report::progress(&m);
-            rows.push(m);
             for (policy, label) in policies() {
-                let m = scenarios::with_cpu(|| {
+                measure(&mut rows, || {
                     scenarios::tidemark(
                         &brokers,
                         "bench-main",
@@ -355,13 +343,11 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
                         records,
                     )
                 })?;
-                report::progress(&m);
-                rows.push(m);
             }
             if let Some(jar) = &a.peer_parallel_consumer {
                 for ordering in ["UNORDERED", "KEY"] {
                     for concurrency in [2, 8, 32, 128] {
-                        let m = scenarios::with_cpu(|| {
+                        measure(&mut rows, || {
                             scenarios::parallel_consumer(
                                 jar,
                                 &brokers,
@@ -373,24 +359,18 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
                                 concurrency,
                             )
                         })?;
-                        report::progress(&m);
-                        rows.push(m);
                     }
                 }
             }
             if let Some(peer) = &a.peer_arroyo {
-                let m = scenarios::with_cpu(|| {
+                measure(&mut rows, || {
                     scenarios::arroyo(peer, &brokers, "bench-main", records, kind, workers)
                 })?;
-                report::progress(&m);
-                rows.push(m);
             }
             for mode in [RdCommitMode::Sync, RdCommitMode::Async] {
-                let m = scenarios::with_cpu(|| {
+                measure(&mut rows, || {
                     scenarios::sequential(&brokers, "bench-main", a.partitions, records, kind, mode)
                 })?;
-                report::progress(&m);
-                rows.push(m);
             }
         }
         report::write_main(&a.out, &rows, &kind_label(cpu))?;
@@ -526,4 +506,16 @@ fn quick(
 
 fn kind_label(kind: Kind) -> String {
     scenarios::kind_name(kind)
+}
+
+/// Runs `run` (its process CPU time recorded), prints its progress line and keeps
+/// its row.
+fn measure(
+    rows: &mut Vec<Measurement>,
+    run: impl FnOnce() -> anyhow::Result<Measurement>,
+) -> anyhow::Result<()> {
+    let m = scenarios::with_cpu(run)?;
+    report::progress(&m);
+    rows.push(m);
+    Ok(())
 }
