@@ -195,3 +195,34 @@ impl From<rdkafka::error::KafkaError> for KafkaClientError {
         KafkaClientError(e)
     }
 }
+
+/// `e` and its sources, joined with ": " (what `anyhow`'s `{:#}` prints): for logs,
+/// where an error's own message leaves its cause to `source()`.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_error_logs_librdkafkas_reason_through_its_chain() {
+        let e = crate::CommitError::from(rdkafka::error::KafkaError::ConsumerCommit(
+            rdkafka::types::RDKafkaErrorCode::RebalanceInProgress,
+        ));
+        let text = chain(&e);
+        assert!(
+            text.starts_with("commit failed: Kafka client error RebalanceInProgress: "),
+            "{text}"
+        );
+        assert!(text.contains("rebalance in progress"), "{text}");
+    }
+}

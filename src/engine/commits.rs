@@ -73,7 +73,7 @@ impl Engine {
             }
             Err(e) => {
                 Counters::add(&self.metrics.counters.commits_failed, 1);
-                tracing::warn!(error = %e, ?offsets, "commit failed; its partitions stay dirty")
+                tracing::warn!(error = %crate::error::chain(e), ?offsets, "commit failed; its partitions stay dirty")
             }
         }
         if let Some(latency) = latency {

@@ -61,14 +61,8 @@ fn run_once(
         processor: scenarios::kind_name(kind),
         records: summary.records,
         busy: summary.busy,
-        commits: 0,
-        latencies: Vec::new(),
         peak_rss_kib: peak_rss_kib(),
-        above_committable: Vec::new(),
-        spread: None,
-        cpu: Duration::ZERO,
-        workers_busy: None,
-        server_cpu: Duration::ZERO,
+        ..Default::default()
     })
 }
 

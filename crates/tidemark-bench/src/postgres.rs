@@ -224,14 +224,8 @@ fn sequential(
         processor: "noop".into(),
         records,
         busy,
-        commits: 0,
-        latencies: Vec::new(),
         peak_rss_kib: peak_rss_kib(),
-        above_committable: Vec::new(),
-        spread: None,
-        cpu: Duration::ZERO,
-        workers_busy: None,
-        server_cpu: Duration::ZERO,
+        ..Default::default()
     })
 }
 
@@ -275,14 +269,8 @@ fn tidemark_sink(
         processor: "noop".into(),
         records,
         busy: summary.busy,
-        commits: 0,
-        latencies: Vec::new(),
         peak_rss_kib: peak_rss_kib(),
-        above_committable: Vec::new(),
-        spread: None,
-        cpu: Duration::ZERO,
-        workers_busy: None,
-        server_cpu: Duration::ZERO,
+        ..Default::default()
     })
 }
 

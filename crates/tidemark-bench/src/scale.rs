@@ -169,14 +169,8 @@ fn group_of(
         processor,
         records,
         busy,
-        commits: 0,
-        latencies: Vec::new(),
         peak_rss_kib,
-        above_committable: Vec::new(),
-        spread: None,
-        cpu: Duration::ZERO,
-        workers_busy: None,
-        server_cpu: Duration::ZERO,
+        ..Default::default()
     })
 }
 

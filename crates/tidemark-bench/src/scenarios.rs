@@ -22,7 +22,7 @@ use tidemark_testkit::memory::{peak_rss_kib, reset_peak_rss};
 use tidemark_testkit::builtin::{CliProcessor, Kind};
 
 /// One measured run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Measurement {
     /// What ran, e.g. `tidemark every-ms:100`.
     pub scenario: String,
@@ -258,14 +258,8 @@ pub fn raw_poll(
             processor: "-".into(),
             records: n,
             busy,
-            commits: 0,
-            latencies: Vec::new(),
             peak_rss_kib: peak_rss_kib(),
-            above_committable: Vec::new(),
-            spread: None,
-            cpu: Duration::ZERO,
-            workers_busy: None,
-            server_cpu: Duration::ZERO,
+            ..Default::default()
         },
         kept,
     ))
@@ -346,14 +340,8 @@ pub fn raw_consume_produce(
         processor: "-".into(),
         records: n,
         busy: first.map_or(Duration::ZERO, |f| f.elapsed()),
-        commits: 0,
-        latencies: Vec::new(),
         peak_rss_kib: peak_rss_kib(),
-        above_committable: Vec::new(),
-        spread: None,
-        cpu: Duration::ZERO,
-        workers_busy: None,
-        server_cpu: Duration::ZERO,
+        ..Default::default()
     })
 }
 
@@ -386,14 +374,8 @@ pub fn in_memory(
         processor: kind_name(kind),
         records: passes * records.len() as u64,
         busy: start.elapsed(),
-        commits: 0,
-        latencies: Vec::new(),
         peak_rss_kib: peak_rss_kib(),
-        above_committable: Vec::new(),
-        spread: None,
-        cpu: Duration::ZERO,
-        workers_busy: None,
-        server_cpu: Duration::ZERO,
+        ..Default::default()
     })
 }
 
@@ -445,10 +427,8 @@ pub fn tidemark(
         latencies: events.iter().filter_map(|e| e.latency).collect(),
         peak_rss_kib: peak_rss_kib(),
         above_committable,
-        spread: None,
-        cpu: Duration::ZERO,
         workers_busy: Some(summary.busy_fraction()),
-        server_cpu: Duration::ZERO,
+        ..Default::default()
     })
 }
 
@@ -491,13 +471,10 @@ pub fn tidemark_default(
         records: summary.records,
         busy: summary.busy,
         commits: metrics.snapshot().commits,
-        latencies: Vec::new(),
         peak_rss_kib: peak_rss_kib(),
         above_committable,
-        spread: None,
-        cpu: Duration::ZERO,
         workers_busy: Some(summary.busy_fraction()),
-        server_cpu: Duration::ZERO,
+        ..Default::default()
     })
 }
 
@@ -566,11 +543,7 @@ pub fn sequential(
         commits,
         latencies,
         peak_rss_kib: peak_rss_kib(),
-        above_committable: Vec::new(),
-        spread: None,
-        cpu: Duration::ZERO,
-        workers_busy: None,
-        server_cpu: Duration::ZERO,
+        ..Default::default()
     })
 }
 
@@ -603,14 +576,8 @@ pub fn arroyo(
         processor: kind_name(kind),
         records: field("records")? as u64,
         busy: Duration::from_secs_f64(field("busy_s")?),
-        commits: 0,
-        latencies: Vec::new(),
         peak_rss_kib: field("peak_rss_kib")? as u64,
-        above_committable: Vec::new(),
-        spread: None,
-        cpu: Duration::ZERO,
-        workers_busy: None,
-        server_cpu: Duration::ZERO,
+        ..Default::default()
     })
 }
 
@@ -665,14 +632,8 @@ pub fn parallel_consumer(
         processor: kind_name(kind),
         records: field("records")? as u64,
         busy: Duration::from_secs_f64(field("busy_s")?),
-        commits: 0,
-        latencies: Vec::new(),
         peak_rss_kib: field("peak_rss_kib")? as u64,
-        above_committable: Vec::new(),
-        spread: None,
-        cpu: Duration::ZERO,
-        workers_busy: None,
-        server_cpu: Duration::ZERO,
+        ..Default::default()
     })
 }
 
