@@ -10,7 +10,6 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context;
 use tidemark::{Config, Pipeline, ProcessingOrder};
