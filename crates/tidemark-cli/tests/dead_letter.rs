@@ -121,16 +121,7 @@ fn poison_records_go_to_the_dead_letter_topic_and_the_rest_goes_on() {
     .unwrap();
     let mut seen = BTreeMap::new();
     for l in &letters {
-        let p: i32 = l
-            .header(tidemark::HEADER_SRC_PARTITION)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let o: i64 = l
-            .header(tidemark::HEADER_SRC_OFFSET)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let (p, o) = l.source().expect("source coordinates in the headers");
         assert_eq!(l.header(tidemark::HEADER_SRC_TOPIC), Some(input.as_str()));
         assert!(l
             .header(tidemark::HEADER_ERROR)

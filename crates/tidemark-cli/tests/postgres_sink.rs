@@ -195,16 +195,7 @@ fn rows_the_table_refuses_go_to_the_dead_letter_topic() {
     .unwrap();
     let mut lettered = BTreeMap::new();
     for l in &letters {
-        let p: i32 = l
-            .header(tidemark::HEADER_SRC_PARTITION)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let o: i64 = l
-            .header(tidemark::HEADER_SRC_OFFSET)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let (p, o) = l.source().expect("source coordinates in the headers");
         let error = l.header(tidemark::HEADER_ERROR).unwrap();
         assert!(error.contains("no_sevens"), "{error}");
         lettered.insert((p, o), ());

@@ -89,6 +89,15 @@ pub struct ReadRecord {
 }
 
 impl ReadRecord {
+    /// The input coordinates a sink output or a dead letter carries in its
+    /// `tidemark-src-partition` and `tidemark-src-offset` headers; `None` when either
+    /// is missing or not a number.
+    pub fn source(&self) -> Option<(i32, i64)> {
+        let partition = self.header(tidemark::HEADER_SRC_PARTITION)?.parse().ok()?;
+        let offset = self.header(tidemark::HEADER_SRC_OFFSET)?.parse().ok()?;
+        Some((partition, offset))
+    }
+
     /// Value of header `key`, if present.
     pub fn header(&self, key: &str) -> Option<&str> {
         self.headers
