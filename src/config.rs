@@ -46,6 +46,29 @@ pub enum Delivery {
     ExactlyOnce,
 }
 
+/// The questions the engine asks a delivery mode, so the mode is decided here and
+/// nowhere else tests it as a flag.
+impl Delivery {
+    /// At-most-once: a polled batch's next offsets are committed before its records
+    /// are dispatched, and nothing is committed after processing (no policy commit,
+    /// none on revoke or stop).
+    pub(crate) fn commits_before_processing(self) -> bool {
+        self == Delivery::AtMostOnce
+    }
+
+    /// A record may be processed again after a failure or by a later owner, so
+    /// retries are worth making and an offset map is worth keeping (every mode but
+    /// at-most-once).
+    pub(crate) fn may_process_again(self) -> bool {
+        !self.commits_before_processing()
+    }
+
+    /// Exactly-once: offsets are committed in the sink producer's transaction.
+    pub(crate) fn commits_in_transaction(self) -> bool {
+        self == Delivery::ExactlyOnce
+    }
+}
+
 impl std::str::FromStr for Delivery {
     type Err = String;
 
@@ -771,7 +794,7 @@ impl Config {
                 );
             }
         }
-        if self.delivery == Delivery::ExactlyOnce {
+        if self.delivery.commits_in_transaction() {
             cc.set("isolation.level", "read_committed");
         }
         // librdkafka (≥ 2.4) postpones a partition's next fetch by this much when its
@@ -842,7 +865,7 @@ impl Config {
         for (k, v) in &self.producer_properties {
             cc.set(k, v);
         }
-        if self.delivery == Delivery::ExactlyOnce {
+        if self.delivery.commits_in_transaction() {
             let id = self.transactional_id.clone().unwrap_or_else(|| {
                 format!(
                     "tidemark-{}-{:016x}",

@@ -2,6 +2,15 @@
 //! librdkafka's auto-commit, a free consumer's offset store, or the exactly-once
 //! producer transaction. A target performs the I/O for a list of offsets and
 //! returns the result; the driver applies it to the run state.
+//!
+//! The template every commit follows (collect the dirty partitions' committable
+//! offsets and maps → [`CommitTarget::send`] → apply the answer) is
+//! `Engine::commit` in `commits`; a target only says how to send and, through
+//! [`CommitTarget::covers_every_partition`], what a commit must cover. The targets
+//! are a closed enum rather than a trait: the set is fixed by the delivery modes,
+//! `send` needs the generic consumer (a trait object could not take it), and the
+//! one extension point users have, a free consumer's store, is already a trait
+//! ([`OffsetStore`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +58,13 @@ impl CommitTarget {
             CommitTarget::Store(_) => "store",
             CommitTarget::Transaction(_) => "transaction",
         }
+    }
+
+    /// A commit covers every assigned partition and waits for every record in
+    /// flight (the transaction holds outputs of all of them), not only the dirty or
+    /// revoked ones.
+    pub(crate) fn covers_every_partition(&self) -> bool {
+        matches!(self, CommitTarget::Transaction(_))
     }
 
     /// The exactly-once sink, when this is a transaction target.

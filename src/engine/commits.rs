@@ -97,7 +97,7 @@ impl Engine {
         st: &mut RunState,
         filter: impl Fn(&str, i32) -> bool,
     ) {
-        if self.target.transaction().is_some() {
+        if self.target.covers_every_partition() {
             let left = self.drain(st, self.drain_timeout, |_, _| true);
             if left > 0 {
                 tracing::debug!(

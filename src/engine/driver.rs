@@ -91,7 +91,7 @@ impl Engine {
                 Counters::add(&self.metrics.counters.completed, n);
                 st.failures.completed();
             }
-            if self.delivery == Delivery::AtMostOnce {
+            if self.delivery.commits_before_processing() {
                 st.partitions.release_committed(&task.topic, task.partition);
             }
         }
@@ -374,7 +374,7 @@ impl Driver {
         }
         let engine = self.engine.clone();
         let mut st = engine.state.lock();
-        if polled > 0 && engine.delivery == Delivery::AtMostOnce {
+        if polled > 0 && engine.delivery.commits_before_processing() {
             engine.commit_before_processing(consumer, &mut st);
         }
         if polled > 0 || st.scheduler.has_ready(now) {
@@ -413,7 +413,7 @@ impl Driver {
             self.dispatch(&mut st, now);
         }
         self.pressed = self.regulate(consumer, &mut st);
-        if engine.delivery != Delivery::AtMostOnce {
+        if !engine.delivery.commits_before_processing() {
             if let Some(due) = self.schedule.due(now, &st) {
                 engine.commit_due(consumer, &mut st, due);
             }
@@ -619,9 +619,8 @@ impl Driver {
                 "drain timeout on shutdown: those records will be processed again"
             );
         }
-        let transaction = engine.target.transaction().is_some();
-        if engine.delivery == Delivery::AtMostOnce
-            || (transaction && (st.fatal.is_some() || left > 0))
+        if engine.delivery.commits_before_processing()
+            || (engine.target.covers_every_partition() && (st.fatal.is_some() || left > 0))
         {
             return Ok(());
         }

@@ -60,7 +60,7 @@ use self::sink::Sink;
 use self::state::RunState;
 use crate::async_processor::AsyncProcessor;
 use crate::commit::{CommitCallback, CommitEvent, CommitHandle, CommitPolicy, CommitRequest};
-use crate::config::{Config, Delivery};
+use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::MetricsHandle;
 use crate::offset_store::OffsetStore;
@@ -280,7 +280,7 @@ impl Pipeline {
         let target = match (&self.offset_store, &sink) {
             (Some(store), _) => CommitTarget::Store(store.clone()),
             (None, Some(sink))
-                if config.delivery == Delivery::ExactlyOnce && sink.has_output_topic() =>
+                if config.delivery.commits_in_transaction() && sink.has_output_topic() =>
             {
                 let timeout = Duration::from_millis(config.startup_timeout_ms);
                 sink.start_transactions(timeout)
@@ -405,7 +405,7 @@ impl Pipeline {
             ),
         };
         // A fenced transactional producer fails every output: report the cause.
-        if config.delivery == Delivery::ExactlyOnce {
+        if config.delivery.commits_in_transaction() {
             if let Some(e) = sink.as_ref().and_then(|s| s.fatal_error()) {
                 return Err(Error::Transaction(e.into()));
             }

@@ -12,7 +12,6 @@ use tidemark_offsets::OffsetMap;
 use super::consumer::KafkaConsumer;
 use super::driver::Engine;
 use super::state::RunState;
-use crate::config::Delivery;
 use crate::metrics::Counters;
 
 impl Engine {
@@ -78,7 +77,7 @@ impl Engine {
                 // Outputs of records still in flight may be in the transaction:
                 // committing it would publish them without their offsets.
                 abort = Some(KafkaError::Rebalance(RDKafkaErrorCode::OperationTimedOut));
-            } else if self.delivery != Delivery::AtMostOnce {
+            } else if !self.delivery.commits_before_processing() {
                 // With an eager protocol the group is already rebalancing, and a
                 // commit may be refused (REBALANCE_IN_PROGRESS): those records are
                 // then processed again by the next owner (at-least-once).

@@ -11,7 +11,7 @@ use super::partitions::Partitions;
 use super::scheduler::Scheduler;
 use super::FastMap;
 use crate::commit::PartitionOffset;
-use crate::config::{Config, Delivery};
+use crate::config::Config;
 use crate::error::Error;
 
 /// The poll thread's state, behind the engine's mutex (never contended: only the
@@ -41,7 +41,7 @@ pub(crate) struct RunState {
 impl RunState {
     /// The state of a run of `config` before any assignment.
     pub(crate) fn new(config: &Config) -> Self {
-        let at_least_once = config.delivery != Delivery::AtMostOnce;
+        let at_least_once = config.delivery.may_process_again();
         RunState {
             // At-most-once commits before processing: nothing completed lies above
             // a committed offset, so no map.
