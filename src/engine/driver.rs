@@ -351,8 +351,8 @@ impl Driver {
     /// Publishes the gauges now (at the end of a run).
     pub(crate) fn publish(&mut self) {
         let engine = self.engine.clone();
-        let mut st = engine.state.lock();
-        self.publisher.publish(&mut st, Instant::now());
+        let st = engine.state.lock();
+        self.publisher.publish(&st, Instant::now());
     }
 
     /// Turns until shut down, idle for `exit_when_idle_ms`, a record failure the
@@ -430,7 +430,7 @@ impl Driver {
             return Turn::Stop;
         }
         engine.metrics.turned(now);
-        self.publisher.maybe_publish(&mut st, now);
+        self.publisher.maybe_publish(&st, now);
         if let Some(limit) = self.idle_limit {
             if self.caught_up(&st, now, limit) {
                 tracing::info!(
@@ -586,19 +586,35 @@ impl Driver {
     /// Applies back-pressure's decision; returns true while every partition is
     /// paused for the global bounds.
     fn regulate(&self, consumer: &impl KafkaConsumer, st: &mut RunState) -> bool {
-        let change = flow::regulate(st, self.limits, &self.engine.metrics.counters);
-        if !change.pause.is_empty() {
-            let list: Vec<_> = change.pause.iter().map(|(t, p)| (&**t, *p)).collect();
-            if let Err(e) = consumer.pause(&list) {
+        let decision = flow::regulate(st, self.limits, &self.engine.metrics.counters);
+        st.paused_all = decision.paused_all;
+        let (mut pause, mut resume) = (Vec::new(), Vec::new());
+        for change in &decision.changed {
+            let Some(s) = st.partitions.get_mut(&change.topic, change.partition) else {
+                continue;
+            };
+            s.held = change.held;
+            s.held_uncommitted = change.held_uncommitted;
+            if s.paused != change.paused {
+                s.paused = change.paused;
+                let list = if change.paused {
+                    &mut pause
+                } else {
+                    &mut resume
+                };
+                list.push((&*change.topic, change.partition));
+            }
+        }
+        if !pause.is_empty() {
+            if let Err(e) = consumer.pause(&pause) {
                 tracing::warn!(error = %e, "pause failed");
             }
         }
-        if !change.resume.is_empty() {
-            let list: Vec<_> = change.resume.iter().map(|(t, p)| (&**t, *p)).collect();
-            if let Err(e) = consumer.resume(&list) {
+        if !resume.is_empty() {
+            if let Err(e) = consumer.resume(&resume) {
                 tracing::warn!(error = %e, "resume failed");
             }
-            kick_fetcher(consumer, &st.partitions, &list);
+            kick_fetcher(consumer, &st.partitions, &resume);
         }
         st.paused_all
     }

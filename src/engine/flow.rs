@@ -1,7 +1,8 @@
 //! Back-pressure: which partitions to pause and resume so the records and bytes in
 //! flight (polled, not complete) and the uncommitted records (polled, not covered by
 //! a confirmed commit) stay within their bounds (the memory bounds pause every
-//! partition, the commit-lag bound only those over their share of it) — a decision the driver applies;
+//! partition, the commit-lag bound only those over their share of it) — a
+//! [`FlowDecision`] the driver applies (this module writes no run state);
 //! polling never stops (docs/DESIGN.md, invariant 8). The two record bounds are
 //! separate on purpose: completions free memory at once, commits only every so
 //! often, so a bound on uncommitted records alone paused a CPU-bound pipeline on
@@ -68,17 +69,32 @@ impl Limits {
     }
 }
 
-/// Partitions to pause and to resume now.
+/// A partition whose back-pressure flags change: the values it must have now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PartitionFlow {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    /// Over its per-partition bound (`PartitionState::held`).
+    pub held: bool,
+    /// Over its share of the commit-lag bound (`PartitionState::held_uncommitted`).
+    pub held_uncommitted: bool,
+    /// Whether the consumer must have it paused.
+    pub paused: bool,
+}
+
+/// What back-pressure decided this round; the driver applies it to the run state
+/// and the consumer (flow writes nothing but counters).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct FlowChange {
-    pub pause: Vec<(Arc<str>, i32)>,
-    pub resume: Vec<(Arc<str>, i32)>,
+pub(crate) struct FlowDecision {
+    /// Every partition is paused for the global bounds (`RunState::paused_all`).
+    pub paused_all: bool,
+    /// The partitions whose flags change, with their new values.
+    pub changed: Vec<PartitionFlow>,
 }
 
 /// Decides which partitions to pause (at a bound) and resume (below half of every
-/// bound), marks them so in `st`, and publishes the in-flight gauges. `st.paused_all`
-/// is true afterwards while every partition is paused for the global bounds.
-pub(crate) fn regulate(st: &mut RunState, limits: Limits, counters: &Counters) -> FlowChange {
+/// bound) given the run state, and publishes the in-flight gauges.
+pub(crate) fn regulate(st: &RunState, limits: Limits, counters: &Counters) -> FlowDecision {
     let records = st.partitions.records_in_flight();
     let bytes = st.partitions.bytes_in_flight();
     let uncommitted = st.partitions.records_uncommitted();
@@ -92,12 +108,13 @@ pub(crate) fn regulate(st: &mut RunState, limits: Limits, counters: &Counters) -
         .completed_above_committable
         .store(above as u64, std::sync::atomic::Ordering::Relaxed);
 
-    if !st.paused_all && (records >= limits.records || bytes >= limits.bytes) {
-        st.paused_all = true;
+    let mut paused_all = st.paused_all;
+    if !paused_all && (records >= limits.records || bytes >= limits.bytes) {
+        paused_all = true;
         Counters::add(&counters.pauses, 1);
         tracing::debug!(records, bytes, "a bound is reached: pausing");
-    } else if st.paused_all && records <= limits.records / 2 && bytes <= limits.bytes / 2 {
-        st.paused_all = false;
+    } else if paused_all && records <= limits.records / 2 && bytes <= limits.bytes / 2 {
+        paused_all = false;
         Counters::add(&counters.resumes, 1);
         tracing::debug!(records, bytes, "below half the bounds: resuming");
     }
@@ -110,20 +127,24 @@ pub(crate) fn regulate(st: &mut RunState, limits: Limits, counters: &Counters) -
     let lag_reached = uncommitted >= limits.uncommitted;
     let lag_half = uncommitted <= limits.uncommitted / 2;
     let share = (limits.uncommitted / st.partitions.len().max(1)).max(1);
-    let paused_all = st.paused_all;
-    let mut change = FlowChange::default();
-    for state in st.partitions.iter_mut() {
+    let mut decision = FlowDecision {
+        paused_all,
+        changed: Vec::new(),
+    };
+    for state in st.partitions.iter() {
+        let mut held = state.held;
         if let Some(limit) = limits.per_partition {
             let n = state.in_flight();
             if n >= limit {
-                state.held = true;
+                held = true;
             } else if n <= limit / 2 {
-                state.held = false;
+                held = false;
             }
         }
         let own = state.uncommitted();
+        let mut held_uncommitted = state.held_uncommitted;
         if lag_reached && own >= share {
-            if !state.held_uncommitted {
+            if !held_uncommitted {
                 tracing::debug!(
                     topic = &*state.topic,
                     partition = state.partition,
@@ -131,20 +152,184 @@ pub(crate) fn regulate(st: &mut RunState, limits: Limits, counters: &Counters) -
                     "over its share of the commit-lag bound: pausing the partition"
                 );
             }
-            state.held_uncommitted = true;
+            held_uncommitted = true;
         } else if lag_half || own <= share / 2 {
-            state.held_uncommitted = false;
+            held_uncommitted = false;
         }
-        let want = paused_all || state.held || state.held_uncommitted;
-        if want != state.paused {
-            state.paused = want;
-            let list = if want {
-                &mut change.pause
-            } else {
-                &mut change.resume
-            };
-            list.push((state.topic.clone(), state.partition));
+        let paused = paused_all || held || held_uncommitted;
+        if (held, held_uncommitted, paused) != (state.held, state.held_uncommitted, state.paused) {
+            decision.changed.push(PartitionFlow {
+                topic: state.topic.clone(),
+                partition: state.partition,
+                held,
+                held_uncommitted,
+                paused,
+            });
         }
     }
-    change
+    decision
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::{OwnedMessage, Timestamp};
+
+    use super::*;
+    use crate::engine::partitions::Delivered;
+
+    const LIMITS: Limits = Limits {
+        records: 100,
+        bytes: usize::MAX,
+        uncommitted: 1_000,
+        per_partition: None,
+    };
+
+    /// A run state with `partitions` of topic `t`, nothing polled.
+    fn state(partitions: i32) -> RunState {
+        let mut st = RunState::default();
+        for p in 0..partitions {
+            st.partitions.assign("t", p);
+        }
+        st
+    }
+
+    /// Polls and delivers `n` more records of partition `p` (none complete).
+    fn poll(st: &mut RunState, p: i32, n: i64) -> Delivered {
+        let from = st
+            .partitions
+            .get("t", p)
+            .unwrap()
+            .tracker
+            .highest_delivered()
+            .map_or(0, |o| o + 1);
+        for offset in from..from + n {
+            let msg = OwnedMessage::new(
+                None,
+                None,
+                "t".into(),
+                Timestamp::NotAvailable,
+                p,
+                offset,
+                None,
+            );
+            st.partitions.stage(&msg);
+        }
+        st.partitions.deliver_staged().0.pop().unwrap()
+    }
+
+    /// Completes `offsets` of a delivery.
+    fn complete(st: &mut RunState, d: &Delivered, offsets: impl IntoIterator<Item = i64>) {
+        let offsets: Vec<i64> = offsets.into_iter().collect();
+        st.partitions
+            .complete("t", d.records[0].partition, d.epoch, |f| {
+                offsets.iter().for_each(|&o| f(o))
+            });
+    }
+
+    /// Applies a decision the way the driver does (flags only).
+    fn apply(st: &mut RunState, decision: &FlowDecision) {
+        st.paused_all = decision.paused_all;
+        for c in &decision.changed {
+            let s = st.partitions.get_mut(&c.topic, c.partition).unwrap();
+            (s.held, s.held_uncommitted, s.paused) = (c.held, c.held_uncommitted, c.paused);
+        }
+    }
+
+    fn paused(decision: &FlowDecision) -> Vec<(i32, bool)> {
+        let mut paused: Vec<_> = decision
+            .changed
+            .iter()
+            .map(|c| (c.partition, c.paused))
+            .collect();
+        paused.sort();
+        paused
+    }
+
+    #[test]
+    fn the_record_bound_pauses_every_partition_and_resumes_below_half_of_it() {
+        let counters = Counters::default();
+        let mut st = state(2);
+        let d = poll(&mut st, 0, 99);
+        let none = regulate(&st, LIMITS, &counters);
+        assert_eq!(
+            none,
+            FlowDecision::default(),
+            "below the bound nothing changes"
+        );
+
+        let _ = poll(&mut st, 1, 1);
+        let at = regulate(&st, LIMITS, &counters);
+        assert!(at.paused_all);
+        assert_eq!(paused(&at), [(0, true), (1, true)]);
+        apply(&mut st, &at);
+
+        complete(&mut st, &d, 0..40);
+        let above_half = regulate(&st, LIMITS, &counters);
+        assert!(
+            above_half.paused_all && above_half.changed.is_empty(),
+            "60 > 50: still paused"
+        );
+
+        complete(&mut st, &d, 40..50);
+        let half = regulate(&st, LIMITS, &counters);
+        assert!(!half.paused_all);
+        assert_eq!(paused(&half), [(0, false), (1, false)]);
+        assert_eq!(Counters::get(&counters.pauses), 1);
+        assert_eq!(Counters::get(&counters.resumes), 1);
+    }
+
+    #[test]
+    fn the_commit_lag_bound_pauses_only_the_partitions_over_their_share() {
+        let counters = Counters::default();
+        let limits = Limits {
+            records: 10_000,
+            ..LIMITS
+        };
+        let mut st = state(2);
+        // Partition 0: its first record is stuck, the 799 after it complete, so
+        // nothing of it can be committed; partition 1: 201 records in flight.
+        let d0 = poll(&mut st, 0, 800);
+        complete(&mut st, &d0, 1..800);
+        let _ = poll(&mut st, 1, 201);
+        let decision = regulate(&st, limits, &counters);
+        assert!(!decision.paused_all);
+        assert_eq!(
+            paused(&decision),
+            [(0, true)],
+            "only the partition over 500 pauses"
+        );
+        assert!(decision.changed[0].held_uncommitted);
+        apply(&mut st, &decision);
+
+        // The stuck record completes: its partition's records become committable,
+        // but only a confirmed commit lowers what is uncommitted.
+        complete(&mut st, &d0, [0]);
+        assert!(regulate(&st, limits, &counters).changed.is_empty());
+    }
+
+    #[test]
+    fn the_per_partition_bound_holds_that_partition_until_half_of_it() {
+        let counters = Counters::default();
+        let limits = Limits {
+            per_partition: Some(10),
+            ..LIMITS
+        };
+        let mut st = state(2);
+        let d = poll(&mut st, 1, 10);
+        let _ = poll(&mut st, 0, 3);
+        let at = regulate(&st, limits, &counters);
+        assert_eq!(paused(&at), [(1, true)]);
+        assert!(at.changed[0].held);
+        apply(&mut st, &at);
+
+        complete(&mut st, &d, 0..4);
+        assert!(
+            regulate(&st, limits, &counters).changed.is_empty(),
+            "6 > 5: still held"
+        );
+        complete(&mut st, &d, 4..5);
+        let below = regulate(&st, limits, &counters);
+        assert_eq!(paused(&below), [(1, false)]);
+        assert!(!below.changed[0].held);
+    }
 }

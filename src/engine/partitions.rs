@@ -52,8 +52,6 @@ pub(crate) struct PartitionState {
     pub map_bytes: usize,
     /// When each round's records were delivered: (first offset, time), ascending.
     delivered_at: VecDeque<(i64, Instant)>,
-    /// The in-flight record last reported stuck.
-    pub stuck_reported: Option<i64>,
     /// Polled records were discarded unprocessed: the consumer position is past
     /// records that exist, so it must never move the committable offset.
     position_ahead: bool,
@@ -111,18 +109,28 @@ impl PartitionState {
     }
 
     /// The oldest in-flight record (the lowest incomplete one) and how long ago it
-    /// was delivered; forgets delivery times it no longer needs.
-    pub fn oldest_in_flight_age(&mut self, now: Instant) -> Option<(i64, Duration)> {
+    /// was delivered.
+    pub fn oldest_in_flight_age(&self, now: Instant) -> Option<(i64, Duration)> {
         if self.tracker.in_flight() == 0 {
-            self.delivered_at.clear();
             return None;
         }
         let head = self.tracker.committable()?;
-        while self.delivered_at.get(1).is_some_and(|(o, _)| *o <= head) {
-            self.delivered_at.pop_front();
+        let round = self.delivered_at.partition_point(|(o, _)| *o <= head);
+        let (_, at) = self.delivered_at.get(round.checked_sub(1)?)?;
+        Some((head, now.saturating_duration_since(*at)))
+    }
+
+    /// Forgets the delivery times of rounds wholly below the committable offset
+    /// (done when a round is delivered, so the list stays as long as the rounds
+    /// in flight).
+    fn forget_delivered_below_committable(&mut self) {
+        if self.tracker.in_flight() == 0 {
+            self.delivered_at.clear();
+        } else if let Some(head) = self.tracker.committable() {
+            while self.delivered_at.get(1).is_some_and(|(o, _)| *o <= head) {
+                self.delivered_at.pop_front();
+            }
         }
-        let (first, at) = self.delivered_at.front()?;
-        (*first <= head).then(|| (head, now.saturating_duration_since(*at)))
     }
 
     /// True when a commit would change what is committed: the committable offset
@@ -215,7 +223,6 @@ impl Partitions {
                 inherited: None,
                 map_bytes: 0,
                 delivered_at: VecDeque::new(),
-                stuck_reported: None,
                 position_ahead: false,
             },
         );
@@ -239,7 +246,7 @@ impl Partitions {
         self.by_topic.get(topic)?.get(&partition)
     }
 
-    fn get_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PartitionState> {
+    pub(crate) fn get_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PartitionState> {
         self.by_topic.get_mut(topic)?.get_mut(&partition)
     }
 
@@ -329,6 +336,7 @@ impl Partitions {
                 continue;
             }
             let mut records = std::mem::take(&mut state.staged);
+            state.forget_delivered_below_committable();
             state.delivered_at.push_back((records[0].offset, now));
             state.staged_bytes = 0;
             for r in &records {

@@ -27,6 +27,9 @@ pub(crate) struct Publisher {
     map_budget: usize,
     sampled: Option<Receiver<HighWatermarks>>,
     high_watermarks: HashMap<(String, i32), i64>,
+    /// The in-flight record last reported stuck, by partition: reported once while
+    /// it stays the oldest in flight past the threshold.
+    stuck_reported: HashMap<(Arc<str>, i32), i64>,
 }
 
 impl Publisher {
@@ -43,6 +46,7 @@ impl Publisher {
             map_budget,
             sampled,
             high_watermarks: HashMap::new(),
+            stuck_reported: HashMap::new(),
         }
     }
 
@@ -51,15 +55,15 @@ impl Publisher {
     }
 
     /// Publishes when the interval has passed (cheap otherwise).
-    pub(crate) fn maybe_publish(&mut self, st: &mut RunState, now: Instant) {
+    pub(crate) fn maybe_publish(&mut self, st: &RunState, now: Instant) {
         if now >= self.next {
             self.publish(st, now);
         }
     }
 
     /// Refreshes every per-partition gauge, detects stuck records, and writes the
-    /// facade.
-    pub(crate) fn publish(&mut self, st: &mut RunState, now: Instant) {
+    /// facade. Reads the run state only.
+    pub(crate) fn publish(&mut self, st: &RunState, now: Instant) {
         self.next = now + PUBLISH_INTERVAL;
         if let Some(rx) = &self.sampled {
             for batch in rx.try_iter() {
@@ -72,7 +76,8 @@ impl Publisher {
         let mut partitions = Vec::new();
         let mut stuck_now = 0u64;
         let mut paused = 0u64;
-        for s in st.partitions.iter_mut() {
+        let mut reported = HashMap::new();
+        for s in st.partitions.iter() {
             let key = (s.topic.to_string(), s.partition);
             let committed = st.commits.accepted.get(&key).copied();
             let high_watermark = self.high_watermarks.get(&key).copied();
@@ -80,8 +85,8 @@ impl Publisher {
             if let Some((offset, age)) = age {
                 if age >= self.stuck_after {
                     stuck_now += 1;
-                    if s.stuck_reported != Some(offset) {
-                        s.stuck_reported = Some(offset);
+                    let key = (s.topic.clone(), s.partition);
+                    if self.stuck_reported.get(&key) != Some(&offset) {
                         Counters::add(&counters.stuck_records, 1);
                         tracing::warn!(
                             topic = %s.topic, partition = s.partition, offset,
@@ -89,6 +94,7 @@ impl Publisher {
                             "record in flight longer than stuck_threshold_ms: it holds the partition's committed offset"
                         );
                     }
+                    reported.insert(key, offset);
                 }
             }
             paused += u64::from(s.paused);
@@ -105,6 +111,7 @@ impl Publisher {
                 paused: s.paused,
             });
         }
+        self.stuck_reported = reported;
         partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         self.write_facade(&partitions, st, stuck_now, paused);
         *self.shared.partitions.lock() = partitions;
