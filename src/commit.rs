@@ -8,6 +8,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use crate::error::KafkaClientError;
 use serde::{Deserialize, Serialize};
 
+use crate::topic_partition::TopicPartition;
+
 /// One partition's committed offset: the *next offset to read* (last processed + 1),
 /// exactly as sent in Kafka's OffsetCommit request, with its metadata.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -108,7 +110,7 @@ pub struct CommitHandle(pub(crate) crossbeam_channel::Sender<CommitRequest>);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum CommitRequest {
     /// One partition's committable offset.
-    Partition(String, i32),
+    Partition(TopicPartition),
     /// Every dirty partition.
     All,
 }
@@ -116,9 +118,9 @@ pub(crate) enum CommitRequest {
 impl CommitHandle {
     /// Requests a commit of `topic`/`partition`'s committable offset. Returns at once.
     pub fn commit_partition(&self, topic: &str, partition: i32) {
-        let _ = self
-            .0
-            .send(CommitRequest::Partition(topic.to_string(), partition));
+        let _ = self.0.send(CommitRequest::Partition(TopicPartition::new(
+            topic, partition,
+        )));
     }
 
     /// Requests a commit of every dirty partition. Returns at once.

@@ -10,6 +10,7 @@ use crate::commit::{CommitMode, CommitPolicy};
 use crate::error::Error;
 use crate::failures::{DeadLetterConfig, RetryPolicy};
 use crate::ordering::ProcessingOrder;
+use crate::topic_partition::TopicPartition;
 
 /// librdkafka properties tidemark sets itself, whatever the user passes: offsets are
 /// committed only by tidemark's commits of committable offsets, never by librdkafka's background
@@ -123,38 +124,6 @@ impl std::str::FromStr for StartPosition {
                 "unknown start position {s:?}: expected beginning, end, offset:N or timestamp:MS"
             )),
         }
-    }
-}
-
-/// One partition a free consumer reads (see [`Membership::Free`]).
-///
-/// Text form (CLI `--assign`): `TOPIC:PARTITION`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct AssignedPartition {
-    /// Topic name.
-    pub topic: String,
-    /// Partition number.
-    pub partition: i32,
-}
-
-impl std::str::FromStr for AssignedPartition {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?}: expected TOPIC:PARTITION, e.g. orders:3");
-        let (topic, partition) = s.rsplit_once(':').ok_or_else(bad)?;
-        let partition = partition
-            .parse::<i32>()
-            .ok()
-            .filter(|p| *p >= 0)
-            .ok_or_else(bad)?;
-        if topic.is_empty() {
-            return Err(bad());
-        }
-        Ok(AssignedPartition {
-            topic: topic.to_string(),
-            partition,
-        })
     }
 }
 
@@ -294,7 +263,7 @@ pub enum Membership {
     /// [`Pipeline::with_offset_store`](crate::Pipeline::with_offset_store).
     Free {
         /// The partitions read (at least one).
-        partitions: Vec<AssignedPartition>,
+        partitions: Vec<TopicPartition>,
     },
 }
 
@@ -542,7 +511,7 @@ impl Config {
     }
 
     /// A free consumer (no group) of `partitions`, with every other default.
-    pub fn free(brokers: impl Into<String>, partitions: Vec<AssignedPartition>) -> Self {
+    pub fn free(brokers: impl Into<String>, partitions: Vec<TopicPartition>) -> Self {
         let mut config = Config::new(brokers, "", Vec::<String>::new());
         config.membership = Membership::Free { partitions };
         config
@@ -562,7 +531,7 @@ impl Config {
     }
 
     /// A free consumer's partitions; empty for a group member.
-    pub fn assigned_partitions(&self) -> &[AssignedPartition] {
+    pub fn assigned_partitions(&self) -> &[TopicPartition] {
         match &self.membership {
             Membership::Free { partitions } => partitions,
             Membership::Group { .. } => &[],
@@ -575,7 +544,8 @@ impl Config {
         match &self.membership {
             Membership::Group { topics, .. } => topics.clone(),
             Membership::Free { partitions } => {
-                let mut topics: Vec<String> = partitions.iter().map(|a| a.topic.clone()).collect();
+                let mut topics: Vec<String> =
+                    partitions.iter().map(|a| a.topic.to_string()).collect();
                 topics.sort();
                 topics.dedup();
                 topics
@@ -957,8 +927,8 @@ mod tests {
             .get("group.id")
             .is_some_and(|g| g.starts_with("tidemark-free-")));
         assert!(Config::free("b:1", vec![]).validate().is_err());
-        assert!("t".parse::<AssignedPartition>().is_err());
-        assert!("t:-1".parse::<AssignedPartition>().is_err());
+        assert!("t".parse::<TopicPartition>().is_err());
+        assert!("t:-1".parse::<TopicPartition>().is_err());
         let mut auto = Config::new("b:1", "g", ["t"]);
         auto.commit = CommitPolicy::Auto(250);
         let cc = auto.consumer_client_config();

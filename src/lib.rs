@@ -42,6 +42,7 @@ mod ordering;
 mod processor;
 mod record;
 mod shutdown;
+mod topic_partition;
 mod topics;
 
 pub use async_processor::{run_blocking, AsyncProcessor};
@@ -50,7 +51,7 @@ pub use commit::{
     PartitionOffset,
 };
 pub use config::{
-    AssignedPartition, Config, Delivery, Membership, PostgresSink, SinkConfig, StartPosition,
+    Config, Delivery, Membership, PostgresSink, SinkConfig, StartPosition,
     FORCED_CONSUMER_PROPERTIES,
 };
 pub use engine::sink::{HEADER_SRC_OFFSET, HEADER_SRC_PARTITION};
@@ -66,6 +67,7 @@ pub use ordering::ProcessingOrder;
 pub use processor::{FailureKind, ProcessError, ProcessResult, Processor};
 pub use record::{Bytes, Header, OutputRecord, Outputs, Record};
 pub use shutdown::ShutdownHandle;
+pub use topic_partition::TopicPartition;
 pub use topics::{ensure_topic, topic_partitions};
 
 /// The pure offset tracker, re-exported from `tidemark-offsets`.

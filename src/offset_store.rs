@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 
 use crate::commit::PartitionOffset;
+use crate::topic_partition::TopicPartition;
 
 /// Where a free consumer keeps its offsets. Every offset is the *next offset to read*
 /// (last processed + 1), like a Kafka commit.
@@ -22,14 +23,14 @@ use crate::commit::PartitionOffset;
 /// dispatches each polled batch — always from the poll thread, never concurrently,
 /// and never with an offset lower than one it saved before for that partition.
 pub trait OffsetStore: Send + Sync {
-    /// The saved offset of `topic`/`partition` with its metadata, or `None` when
+    /// The saved offset of `partition` with its metadata, or `None` when
     /// nothing was ever saved for it (the pipeline's start position or
     /// `auto.offset.reset` decides then).
     ///
     /// # Errors
     /// Any I/O or format error; the pipeline then does not start
     /// ([`Error::OffsetStore`](crate::Error::OffsetStore)).
-    fn load(&self, topic: &str, partition: i32) -> io::Result<Option<OffsetAndMetadata>>;
+    fn load(&self, partition: &TopicPartition) -> io::Result<Option<OffsetAndMetadata>>;
 
     /// Saves `offsets` (one per partition; partitions not listed keep what they
     /// had), each with its metadata (the offset map, which `load` must return
@@ -67,7 +68,7 @@ const FILE_HEADER: &str =
 #[derive(Debug)]
 pub struct FileOffsetStore {
     path: PathBuf,
-    offsets: Mutex<BTreeMap<(String, i32), OffsetAndMetadata>>,
+    offsets: Mutex<BTreeMap<TopicPartition, OffsetAndMetadata>>,
 }
 
 impl FileOffsetStore {
@@ -90,8 +91,8 @@ impl FileOffsetStore {
         })
     }
 
-    /// Every saved offset, by `(topic, partition)`.
-    pub fn offsets(&self) -> BTreeMap<(String, i32), i64> {
+    /// Every saved offset, by partition.
+    pub fn offsets(&self) -> BTreeMap<TopicPartition, i64> {
         self.offsets
             .lock()
             .iter()
@@ -108,7 +109,7 @@ impl FileOffsetStore {
 fn parse(
     path: &Path,
     reader: impl BufRead,
-) -> io::Result<BTreeMap<(String, i32), OffsetAndMetadata>> {
+) -> io::Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
     let mut offsets = BTreeMap::new();
     for (i, line) in reader.lines().enumerate() {
         let line = line?;
@@ -142,7 +143,7 @@ fn parse(
         }
         let metadata = metadata.unwrap_or_default().to_string();
         offsets.insert(
-            (topic.to_string(), partition),
+            TopicPartition::new(topic, partition),
             OffsetAndMetadata { offset, metadata },
         );
     }
@@ -150,12 +151,8 @@ fn parse(
 }
 
 impl OffsetStore for FileOffsetStore {
-    fn load(&self, topic: &str, partition: i32) -> io::Result<Option<OffsetAndMetadata>> {
-        Ok(self
-            .offsets
-            .lock()
-            .get(&(topic.to_string(), partition))
-            .cloned())
+    fn load(&self, partition: &TopicPartition) -> io::Result<Option<OffsetAndMetadata>> {
+        Ok(self.offsets.lock().get(partition).cloned())
     }
 
     fn save(&self, offsets: &[PartitionOffset]) -> io::Result<()> {
@@ -169,7 +166,7 @@ impl OffsetStore for FileOffsetStore {
                 String::new()
             };
             next.insert(
-                (o.topic.clone(), o.partition),
+                TopicPartition::new(&*o.topic, o.partition),
                 OffsetAndMetadata {
                     offset: o.offset,
                     metadata,
@@ -179,7 +176,7 @@ impl OffsetStore for FileOffsetStore {
         let mut text = String::with_capacity(32 * (next.len() + 1));
         text.push_str(FILE_HEADER);
         text.push('\n');
-        for ((topic, partition), saved) in &next {
+        for (TopicPartition { topic, partition }, saved) in &next {
             text.push_str(&format!("{topic}\t{partition}\t{}", saved.offset));
             if !saved.metadata.is_empty() {
                 text.push('\t');
@@ -228,13 +225,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("offsets");
         let store = FileOffsetStore::open(&path).unwrap();
-        assert_eq!(store.load("t", 0).unwrap(), None);
+        assert_eq!(store.load(&TopicPartition::new("t", 0)).unwrap(), None);
         store.save(&[at("t", 0, 10), at("t", 1, 20)]).unwrap();
         store.save(&[at("t", 1, 25)]).unwrap();
         let reopened = FileOffsetStore::open(&path).unwrap();
-        assert_eq!(offset(reopened.load("t", 0).unwrap()), Some(10));
-        assert_eq!(offset(reopened.load("t", 1).unwrap()), Some(25));
-        assert_eq!(reopened.load("u", 0).unwrap(), None);
+        assert_eq!(
+            offset(reopened.load(&TopicPartition::new("t", 0)).unwrap()),
+            Some(10)
+        );
+        assert_eq!(
+            offset(reopened.load(&TopicPartition::new("t", 1)).unwrap()),
+            Some(25)
+        );
+        assert_eq!(reopened.load(&TopicPartition::new("u", 0)).unwrap(), None);
         assert!(!path.with_file_name("offsets.tmp").exists());
     }
 
@@ -248,17 +251,33 @@ mod tests {
         )
         .unwrap();
         let store = FileOffsetStore::open(&path).unwrap();
-        assert_eq!(offset(store.load("t", 0).unwrap()), Some(5));
+        assert_eq!(
+            offset(store.load(&TopicPartition::new("t", 0)).unwrap()),
+            Some(5)
+        );
         let mut with_map = at("t", 1, 9);
         with_map.metadata = "tdm1:CQQAAgI".into();
         let mut bad = at("t", 2, 4);
         bad.metadata = "two\tcolumns".into();
         store.save(&[with_map, bad]).unwrap();
         let reopened = FileOffsetStore::open(&path).unwrap();
-        let saved = reopened.load("t", 1).unwrap().unwrap();
+        let saved = reopened
+            .load(&TopicPartition::new("t", 1))
+            .unwrap()
+            .unwrap();
         assert_eq!((saved.offset, saved.metadata.as_str()), (9, "tdm1:CQQAAgI"));
-        assert_eq!(reopened.load("t", 2).unwrap().unwrap().metadata, "");
-        assert_eq!(offset(reopened.load("t", 0).unwrap()), Some(5));
+        assert_eq!(
+            reopened
+                .load(&TopicPartition::new("t", 2))
+                .unwrap()
+                .unwrap()
+                .metadata,
+            ""
+        );
+        assert_eq!(
+            offset(reopened.load(&TopicPartition::new("t", 0)).unwrap()),
+            Some(5)
+        );
     }
 
     #[test]
@@ -277,6 +296,6 @@ mod tests {
         let path = dir.path().join("missing-dir").join("offsets");
         let store = FileOffsetStore::open(&path).unwrap();
         assert!(store.save(&[at("t", 0, 3)]).is_err());
-        assert_eq!(store.load("t", 0).unwrap(), None);
+        assert_eq!(store.load(&TopicPartition::new("t", 0)).unwrap(), None);
     }
 }

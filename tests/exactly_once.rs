@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use tidemark::{
     CommitEvent, CommitPolicy, Config, Delivery, Outputs, Pipeline, ProcessResult, Processor,
-    Record, SinkConfig, HEADER_SRC_OFFSET, HEADER_SRC_PARTITION,
+    Record, SinkConfig, TopicPartition, HEADER_SRC_OFFSET, HEADER_SRC_PARTITION,
 };
 use tidemark_testkit::{verify, Broker, EmbeddedCluster};
 
@@ -128,7 +128,10 @@ fn an_aborted_transaction_is_processed_again_and_nothing_else() {
     );
     for (p, end) in &ends {
         assert_eq!(committed.get(p), Some(end), "partition {p}");
-        assert_eq!(summary.committed.get(&("in".to_string(), *p)), Some(end));
+        assert_eq!(
+            summary.committed.get(&TopicPartition::new("in", *p)),
+            Some(end)
+        );
     }
 
     // Every input has an output; the only inputs with two are those of the aborted

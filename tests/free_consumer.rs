@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tidemark::{
-    AssignedPartition, CommitPolicy, Config, FileOffsetStore, Outputs, Pipeline, ProcessResult,
-    Processor, Record,
+    CommitPolicy, Config, FileOffsetStore, Outputs, Pipeline, ProcessResult, Processor, Record,
+    TopicPartition,
 };
 use tidemark_testkit::{workload, EmbeddedCluster};
 
@@ -23,13 +23,10 @@ impl Processor for Noop {
     }
 }
 
-fn run_free(brokers: &str, store: &std::path::Path) -> (u64, BTreeMap<(String, i32), i64>) {
+fn run_free(brokers: &str, store: &std::path::Path) -> (u64, BTreeMap<TopicPartition, i64>) {
     let assignment = ASSIGNED
         .iter()
-        .map(|p| AssignedPartition {
-            topic: "in".into(),
-            partition: *p,
-        })
+        .map(|p| TopicPartition::new("in", *p))
         .collect();
     let mut config = Config::free(brokers, assignment);
     config.workers = 2;
@@ -53,9 +50,9 @@ fn free_consumer_resumes_from_its_store() {
 
     let ends = tidemark::high_watermarks(&brokers, "in", Duration::from_secs(10)).unwrap();
     let (records, saved) = run_free(&brokers, &path);
-    let expected: BTreeMap<(String, i32), i64> = ASSIGNED
+    let expected: BTreeMap<TopicPartition, i64> = ASSIGNED
         .iter()
-        .map(|p| (("in".to_string(), *p), ends[p]))
+        .map(|p| (TopicPartition::new("in", *p), ends[p]))
         .collect();
     assert_eq!(
         saved, expected,
@@ -75,7 +72,7 @@ fn free_consumer_resumes_from_its_store() {
         "the second run processed only new records"
     );
     for p in ASSIGNED {
-        assert_eq!(saved2[&("in".to_string(), p)], ends2[&p]);
+        assert_eq!(saved2[&TopicPartition::new("in", p)], ends2[&p]);
     }
 }
 

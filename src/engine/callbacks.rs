@@ -17,6 +17,7 @@ use super::driver::Engine;
 use super::start::start_offsets;
 use crate::commit::CommitError;
 use crate::metrics::Counters;
+use crate::topic_partition::TopicPartition;
 
 /// The pipeline consumer's `ConsumerContext`.
 pub(crate) struct PipelineContext {
@@ -59,10 +60,10 @@ impl ClientContext for PipelineContext {
     }
 }
 
-fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
     tpl.elements()
         .iter()
-        .map(|e| (e.topic().to_string(), e.partition()))
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
         .collect()
 }
 
@@ -97,9 +98,9 @@ impl ConsumerContext for PipelineContext {
                 &partitions,
                 with_maps,
             ) {
-                let _ = tpl.set_partition_offset(&start.topic, start.partition, start.offset);
+                let _ = tpl.set_partition_offset(&start.tp.topic, start.tp.partition, start.offset);
                 if let Some(map) = start.map {
-                    maps.push((start.topic, start.partition, map));
+                    maps.push((start.tp, map));
                 }
             }
         } else {

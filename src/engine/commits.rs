@@ -20,6 +20,7 @@ use super::state::RunState;
 use crate::commit::{CommitError, CommitEvent, PartitionOffset};
 use crate::error::Error;
 use crate::metrics::{names, Counters};
+use crate::topic_partition::TopicPartition;
 
 impl Engine {
     /// Commits `offsets` to the target. `wait`: answer now even with async group
@@ -216,7 +217,7 @@ impl Engine {
                 return;
             }
             if *paused {
-                resume.push((&**topic, *partition));
+                resume.push(TopicPartition::new(topic.clone(), *partition));
             }
             st.partitions.assign(topic, *partition);
             st.scheduler.remove(topic, *partition);

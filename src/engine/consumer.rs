@@ -17,9 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::commit::PartitionOffset;
 use crate::offset_store::OffsetAndMetadata;
-
-/// A partition named by topic and number.
-pub(crate) type TopicPartition<'a> = (&'a str, i32);
+use crate::topic_partition::TopicPartition;
 
 /// The consumer calls of the engine. Methods that take a timeout block up to it;
 /// the others return at once.
@@ -55,10 +53,10 @@ pub(crate) trait KafkaConsumer {
     fn seek(&self, topic: &str, partition: i32, offset: i64, timeout: Duration) -> KafkaResult<()>;
 
     /// Stops fetching `partitions` (their prefetched records are discarded).
-    fn pause(&self, partitions: &[TopicPartition<'_>]) -> KafkaResult<()>;
+    fn pause(&self, partitions: &[TopicPartition]) -> KafkaResult<()>;
 
     /// Fetches `partitions` again from their positions.
-    fn resume(&self, partitions: &[TopicPartition<'_>]) -> KafkaResult<()>;
+    fn resume(&self, partitions: &[TopicPartition]) -> KafkaResult<()>;
 
     /// The fetch position of every assigned partition that has one: the offset after
     /// the last record returned by `poll`, moved past offsets it skipped (control
@@ -69,17 +67,17 @@ pub(crate) trait KafkaConsumer {
     /// (OffsetFetch): `None` where the group has none.
     fn committed_offsets(
         &self,
-        partitions: &[TopicPartition<'_>],
+        partitions: &[TopicPartition],
         timeout: Duration,
-    ) -> KafkaResult<Vec<(String, i32, Option<OffsetAndMetadata>)>>;
+    ) -> KafkaResult<Vec<(TopicPartition, Option<OffsetAndMetadata>)>>;
 
     /// The first offset at or after each timestamp (ms) of `partitions` (ListOffsets
     /// by time, KIP-79): `None` where no record is that recent.
     fn offsets_for_times(
         &self,
-        partitions: &[(&str, i32, i64)],
+        partitions: &[(TopicPartition, i64)],
         timeout: Duration,
-    ) -> KafkaResult<Vec<(String, i32, Option<i64>)>>;
+    ) -> KafkaResult<Vec<(TopicPartition, Option<i64>)>>;
 
     /// The consumer's group metadata for `send_offsets_to_transaction` (KIP-447);
     /// `None` before it has joined.
@@ -105,16 +103,16 @@ pub(crate) fn to_list(offsets: &[PartitionOffset]) -> TopicPartitionList {
     tpl
 }
 
-fn partition_list(partitions: &[TopicPartition<'_>]) -> TopicPartitionList {
+fn partition_list(partitions: &[TopicPartition]) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::with_capacity(partitions.len());
-    for (topic, partition) in partitions {
-        tpl.add_partition(topic, *partition);
+    for tp in partitions {
+        tpl.add_partition(&tp.topic, tp.partition);
     }
     tpl
 }
 
 /// Every entry of `tpl`, its offset `None` unless absolute.
-fn entries_of(tpl: &TopicPartitionList) -> Vec<(String, i32, Option<i64>)> {
+fn entries_of(tpl: &TopicPartitionList) -> Vec<(TopicPartition, Option<i64>)> {
     tpl.elements()
         .iter()
         .map(|e| {
@@ -122,7 +120,7 @@ fn entries_of(tpl: &TopicPartitionList) -> Vec<(String, i32, Option<i64>)> {
                 Offset::Offset(o) => Some(o),
                 _ => None,
             };
-            (e.topic().to_string(), e.partition(), offset)
+            (TopicPartition::new(e.topic(), e.partition()), offset)
         })
         .collect()
 }
@@ -235,11 +233,11 @@ impl<C: ConsumerContext> KafkaConsumer for BaseConsumer<C> {
         Consumer::seek(self, topic, partition, Offset::Offset(offset), timeout)
     }
 
-    fn pause(&self, partitions: &[TopicPartition<'_>]) -> KafkaResult<()> {
+    fn pause(&self, partitions: &[TopicPartition]) -> KafkaResult<()> {
         Consumer::pause(self, &partition_list(partitions))
     }
 
-    fn resume(&self, partitions: &[TopicPartition<'_>]) -> KafkaResult<()> {
+    fn resume(&self, partitions: &[TopicPartition]) -> KafkaResult<()> {
         Consumer::resume(self, &partition_list(partitions))
     }
 
@@ -249,9 +247,9 @@ impl<C: ConsumerContext> KafkaConsumer for BaseConsumer<C> {
 
     fn committed_offsets(
         &self,
-        partitions: &[TopicPartition<'_>],
+        partitions: &[TopicPartition],
         timeout: Duration,
-    ) -> KafkaResult<Vec<(String, i32, Option<OffsetAndMetadata>)>> {
+    ) -> KafkaResult<Vec<(TopicPartition, Option<OffsetAndMetadata>)>> {
         let got = Consumer::committed_offsets(self, partition_list(partitions), timeout)?;
         Ok(got
             .elements()
@@ -265,19 +263,19 @@ impl<C: ConsumerContext> KafkaConsumer for BaseConsumer<C> {
                     }),
                     _ => None,
                 };
-                (e.topic().to_string(), e.partition(), committed)
+                (TopicPartition::new(e.topic(), e.partition()), committed)
             })
             .collect())
     }
 
     fn offsets_for_times(
         &self,
-        partitions: &[(&str, i32, i64)],
+        partitions: &[(TopicPartition, i64)],
         timeout: Duration,
-    ) -> KafkaResult<Vec<(String, i32, Option<i64>)>> {
+    ) -> KafkaResult<Vec<(TopicPartition, Option<i64>)>> {
         let mut tpl = TopicPartitionList::with_capacity(partitions.len());
-        for (topic, partition, ts) in partitions {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*ts))?;
+        for (tp, ts) in partitions {
+            tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*ts))?;
         }
         let found = Consumer::offsets_for_times(self, tpl, timeout)?;
         Ok(entries_of(&found))

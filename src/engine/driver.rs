@@ -36,6 +36,7 @@ use crate::error::Error;
 use crate::metrics::{Counters, Shared};
 use crate::record::Record;
 use crate::shutdown::ShutdownHandle;
+use crate::topic_partition::TopicPartition;
 
 /// The run state and settings shared by the poll loop and librdkafka's callbacks.
 pub(crate) struct Engine {
@@ -420,8 +421,8 @@ impl Driver {
             while let Ok(request) = self.requests.try_recv() {
                 match request {
                     CommitRequest::All => engine.commit_dirty(consumer, &mut st, |_, _| true),
-                    CommitRequest::Partition(topic, partition) => {
-                        engine.commit_dirty(consumer, &mut st, |t, p| t == topic && p == partition)
+                    CommitRequest::Partition(tp) => {
+                        engine.commit_dirty(consumer, &mut st, |t, p| tp.is(t, p))
                     }
                 }
             }
@@ -590,7 +591,7 @@ impl Driver {
         st.paused_all = decision.paused_all;
         let (mut pause, mut resume) = (Vec::new(), Vec::new());
         for change in &decision.changed {
-            let Some(s) = st.partitions.get_mut(&change.topic, change.partition) else {
+            let Some(s) = st.partitions.get_mut(&change.tp.topic, change.tp.partition) else {
                 continue;
             };
             s.held = change.held;
@@ -602,7 +603,7 @@ impl Driver {
                 } else {
                     &mut resume
                 };
-                list.push((&*change.topic, change.partition));
+                list.push(change.tp.clone());
             }
         }
         if !pause.is_empty() {
@@ -653,8 +654,12 @@ impl Driver {
 /// position of an earlier assignment of the partition (docs/DESIGN.md, broker
 /// quirks): seeking there could skip records. Partitions with no record polled yet in
 /// this assignment keep their pending start.
-fn kick_fetcher(consumer: &impl KafkaConsumer, partitions: &Partitions, resumed: &[(&str, i32)]) {
-    for (topic, partition) in resumed {
+fn kick_fetcher(
+    consumer: &impl KafkaConsumer,
+    partitions: &Partitions,
+    resumed: &[TopicPartition],
+) {
+    for TopicPartition { topic, partition } in resumed {
         let Some(next) = partitions.get(topic, *partition).and_then(|s| {
             s.staged
                 .last()

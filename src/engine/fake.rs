@@ -9,9 +9,10 @@ use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{OwnedMessage, Timestamp};
 
-use super::consumer::{KafkaConsumer, TopicPartition};
+use super::consumer::KafkaConsumer;
 use crate::commit::PartitionOffset;
 use crate::offset_store::OffsetAndMetadata;
+use crate::topic_partition::TopicPartition;
 
 /// What the engine asked of the consumer, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,25 +21,25 @@ pub(crate) enum Call {
     CommitAsync(Option<Vec<PartitionOffset>>),
     Store(Vec<PartitionOffset>),
     Seek(String, i32, i64),
-    Pause(Vec<(String, i32)>),
-    Resume(Vec<(String, i32)>),
+    Pause(Vec<TopicPartition>),
+    Resume(Vec<TopicPartition>),
 }
 
 #[derive(Default)]
 struct Script {
     /// Records to return from `poll`, per partition in offset order.
-    queued: BTreeMap<(String, i32), VecDeque<OwnedMessage>>,
-    paused: BTreeSet<(String, i32)>,
+    queued: BTreeMap<TopicPartition, VecDeque<OwnedMessage>>,
+    paused: BTreeSet<TopicPartition>,
     /// Next offset after the last record polled, per partition.
-    positions: BTreeMap<(String, i32), i64>,
-    committed: BTreeMap<(String, i32), OffsetAndMetadata>,
+    positions: BTreeMap<TopicPartition, i64>,
+    committed: BTreeMap<TopicPartition, OffsetAndMetadata>,
     /// Commits (sync or async) that fail before one succeeds again.
     failing_commits: usize,
     lost: bool,
     /// Report the end of a partition's queue once it is empty (librdkafka's
     /// `enable.partition.eof`); the partitions whose end was reported.
     eof: bool,
-    at_end: BTreeSet<(String, i32)>,
+    at_end: BTreeSet<TopicPartition>,
     calls: Vec<Call>,
 }
 
@@ -48,8 +49,8 @@ pub(crate) struct FakeConsumer {
     script: RefCell<Script>,
 }
 
-fn key(topic: &str, partition: i32) -> (String, i32) {
-    (topic.to_string(), partition)
+fn key(topic: &str, partition: i32) -> TopicPartition {
+    TopicPartition::new(topic, partition)
 }
 
 impl FakeConsumer {
@@ -164,7 +165,7 @@ impl KafkaConsumer for FakeConsumer {
                 .map(|(k, _)| k.clone());
             if let Some(k) = ended {
                 s.at_end.insert(k.clone());
-                return Some(Err(KafkaError::PartitionEOF(k.1)));
+                return Some(Err(KafkaError::PartitionEOF(k.partition)));
             }
         }
         let (k, q) = s
@@ -218,17 +219,17 @@ impl KafkaConsumer for FakeConsumer {
         Ok(())
     }
 
-    fn pause(&self, partitions: &[TopicPartition<'_>]) -> KafkaResult<()> {
+    fn pause(&self, partitions: &[TopicPartition]) -> KafkaResult<()> {
         let mut s = self.script.borrow_mut();
-        let list: Vec<_> = partitions.iter().map(|(t, p)| key(t, *p)).collect();
+        let list: Vec<_> = partitions.to_vec();
         s.paused.extend(list.iter().cloned());
         s.calls.push(Call::Pause(list));
         Ok(())
     }
 
-    fn resume(&self, partitions: &[TopicPartition<'_>]) -> KafkaResult<()> {
+    fn resume(&self, partitions: &[TopicPartition]) -> KafkaResult<()> {
         let mut s = self.script.borrow_mut();
-        let list: Vec<_> = partitions.iter().map(|(t, p)| key(t, *p)).collect();
+        let list: Vec<_> = partitions.to_vec();
         for k in &list {
             s.paused.remove(k);
         }
@@ -242,30 +243,30 @@ impl KafkaConsumer for FakeConsumer {
             .borrow()
             .positions
             .iter()
-            .map(|((topic, partition), offset)| PartitionOffset::new(topic, *partition, *offset))
+            .map(|(tp, offset)| PartitionOffset::new(&*tp.topic, tp.partition, *offset))
             .collect())
     }
 
     fn committed_offsets(
         &self,
-        partitions: &[TopicPartition<'_>],
+        partitions: &[TopicPartition],
         _: Duration,
-    ) -> KafkaResult<Vec<(String, i32, Option<OffsetAndMetadata>)>> {
+    ) -> KafkaResult<Vec<(TopicPartition, Option<OffsetAndMetadata>)>> {
         let s = self.script.borrow();
         Ok(partitions
             .iter()
-            .map(|(t, p)| (t.to_string(), *p, s.committed.get(&key(t, *p)).cloned()))
+            .map(|tp| (tp.clone(), s.committed.get(tp).cloned()))
             .collect())
     }
 
     fn offsets_for_times(
         &self,
-        partitions: &[(&str, i32, i64)],
+        partitions: &[(TopicPartition, i64)],
         _: Duration,
-    ) -> KafkaResult<Vec<(String, i32, Option<i64>)>> {
+    ) -> KafkaResult<Vec<(TopicPartition, Option<i64>)>> {
         Ok(partitions
             .iter()
-            .map(|(t, p, _)| (t.to_string(), *p, None))
+            .map(|(tp, _)| (tp.clone(), None))
             .collect())
     }
 

@@ -12,12 +12,11 @@
 //! prefetched; resuming fetches again from the position after the last record
 //! polled, so nothing is skipped.
 
-use std::sync::Arc;
-
 use super::partitions::Partitions;
 use super::state::RunState;
 use crate::config::Config;
 use crate::metrics::Counters;
+use crate::topic_partition::TopicPartition;
 
 /// The bounds, from [`Config`].
 #[derive(Debug, Clone, Copy)]
@@ -72,8 +71,7 @@ impl Limits {
 /// A partition whose back-pressure flags change: the values it must have now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PartitionFlow {
-    pub topic: Arc<str>,
-    pub partition: i32,
+    pub tp: TopicPartition,
     /// Over its per-partition bound (`PartitionState::held`).
     pub held: bool,
     /// Over its share of the commit-lag bound (`PartitionState::held_uncommitted`).
@@ -159,8 +157,7 @@ pub(crate) fn regulate(st: &RunState, limits: Limits, counters: &Counters) -> Fl
         let paused = paused_all || held || held_uncommitted;
         if (held, held_uncommitted, paused) != (state.held, state.held_uncommitted, state.paused) {
             decision.changed.push(PartitionFlow {
-                topic: state.topic.clone(),
-                partition: state.partition,
+                tp: TopicPartition::new(state.topic.clone(), state.partition),
                 held,
                 held_uncommitted,
                 paused,
@@ -230,7 +227,7 @@ mod tests {
     fn apply(st: &mut RunState, decision: &FlowDecision) {
         st.paused_all = decision.paused_all;
         for c in &decision.changed {
-            let s = st.partitions.get_mut(&c.topic, c.partition).unwrap();
+            let s = st.partitions.get_mut(&c.tp.topic, c.tp.partition).unwrap();
             (s.held, s.held_uncommitted, s.paused) = (c.held, c.held_uncommitted, c.paused);
         }
     }
@@ -239,7 +236,7 @@ mod tests {
         let mut paused: Vec<_> = decision
             .changed
             .iter()
-            .map(|c| (c.partition, c.paused))
+            .map(|c| (c.tp.partition, c.paused))
             .collect();
         paused.sort();
         paused

@@ -15,6 +15,7 @@ use rdkafka::ClientConfig;
 use super::publish::HighWatermarks;
 use crate::config::Config;
 use crate::metrics::Shared;
+use crate::topic_partition::TopicPartition;
 
 /// The sampler's client: the pipeline's connection settings (brokers, security),
 /// but a throwaway `group.id` and none of the group membership settings, so it can
@@ -68,23 +69,18 @@ impl LagSampler {
                     Err(RecvTimeoutError::Timeout) => {}
                     _ => return,
                 }
-                let assigned: Vec<(String, i32)> = shared
+                let assigned: Vec<TopicPartition> = shared
                     .partitions
                     .lock()
                     .iter()
-                    .map(|p| (p.topic.clone(), p.partition))
+                    .map(|p| TopicPartition::new(&*p.topic, p.partition))
                     .collect();
                 let mut sampled = Vec::with_capacity(assigned.len());
-                for (topic, partition) in assigned {
-                    match client.fetch_watermarks(
-                        &topic,
-                        partition,
-                        every.max(Duration::from_secs(1)),
-                    ) {
-                        Ok((_, high)) => sampled.push((topic, partition, high)),
-                        Err(e) => {
-                            tracing::debug!(%topic, partition, error = %e, "high watermark unknown")
-                        }
+                for tp in assigned {
+                    let timeout = every.max(Duration::from_secs(1));
+                    match client.fetch_watermarks(&tp.topic, tp.partition, timeout) {
+                        Ok((_, high)) => sampled.push((tp, high)),
+                        Err(e) => tracing::debug!(%tp, error = %e, "high watermark unknown"),
                     }
                 }
                 if tx.send(sampled).is_err() {

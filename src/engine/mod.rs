@@ -66,6 +66,7 @@ use crate::metrics::MetricsHandle;
 use crate::offset_store::OffsetStore;
 use crate::processor::Processor;
 use crate::shutdown::ShutdownHandle;
+use crate::topic_partition::TopicPartition;
 
 /// What a finished run did.
 #[derive(Debug, Clone)]
@@ -77,9 +78,9 @@ pub struct RunSummary {
     /// Time from the first dispatched record to the last completed one: the time
     /// records flowed, without group join or idle waits.
     pub busy: Duration,
-    /// The last offset the coordinator accepted per `(topic, partition)` during this
-    /// run: the next offset to read.
-    pub committed: BTreeMap<(String, i32), i64>,
+    /// The last offset the coordinator accepted per partition during this run: the
+    /// next offset to read.
+    pub committed: BTreeMap<TopicPartition, i64>,
     /// Worker threads in the pool (`Config::workers`).
     pub workers: usize,
     /// Time the workers spent running records, summed over workers: per worker and
@@ -326,7 +327,7 @@ impl Pipeline {
                 let starts = start::free_assignment(&consumer, config, &**store, with_maps)?;
                 let mut tpl = TopicPartitionList::new();
                 for s in &starts {
-                    tpl.add_partition_offset(&s.topic, s.partition, s.offset)
+                    tpl.add_partition_offset(&s.tp.topic, s.tp.partition, s.offset)
                         .map_err(Error::kafka("building the assignment"))?;
                 }
                 consumer
@@ -335,9 +336,9 @@ impl Pipeline {
                 let mut assigned = Vec::new();
                 let mut maps = Vec::new();
                 for s in starts {
-                    assigned.push((s.topic.clone(), s.partition));
+                    assigned.push(s.tp.clone());
                     if let Some(map) = s.map {
-                        maps.push((s.topic, s.partition, map));
+                        maps.push((s.tp, map));
                     }
                 }
                 engine.on_assign(&mut engine.state.lock(), &assigned, maps);

@@ -13,12 +13,13 @@ use crossbeam_channel::Receiver;
 use super::state::RunState;
 use crate::metrics::names::*;
 use crate::metrics::{Counters, PartitionMetrics, Shared};
+use crate::topic_partition::TopicPartition;
 
 /// How often the per-partition gauges and the facade are refreshed.
 pub(crate) const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// High watermarks sampled off the poll thread: `(topic, partition, offset)`.
-pub(crate) type HighWatermarks = Vec<(String, i32, i64)>;
+/// High watermarks sampled off the poll thread: `(partition, offset)`.
+pub(crate) type HighWatermarks = Vec<(TopicPartition, i64)>;
 
 pub(crate) struct Publisher {
     shared: Arc<Shared>,
@@ -26,10 +27,10 @@ pub(crate) struct Publisher {
     stuck_after: Duration,
     map_budget: usize,
     sampled: Option<Receiver<HighWatermarks>>,
-    high_watermarks: HashMap<(String, i32), i64>,
+    high_watermarks: HashMap<TopicPartition, i64>,
     /// The in-flight record last reported stuck, by partition: reported once while
     /// it stays the oldest in flight past the threshold.
-    stuck_reported: HashMap<(Arc<str>, i32), i64>,
+    stuck_reported: HashMap<TopicPartition, i64>,
 }
 
 impl Publisher {
@@ -67,9 +68,7 @@ impl Publisher {
         self.next = now + PUBLISH_INTERVAL;
         if let Some(rx) = &self.sampled {
             for batch in rx.try_iter() {
-                for (t, p, hw) in batch {
-                    self.high_watermarks.insert((t, p), hw);
-                }
+                self.high_watermarks.extend(batch);
             }
         }
         let counters = &self.shared.counters;
@@ -78,14 +77,13 @@ impl Publisher {
         let mut paused = 0u64;
         let mut reported = HashMap::new();
         for s in st.partitions.iter() {
-            let key = (s.topic.to_string(), s.partition);
+            let key = TopicPartition::new(s.topic.clone(), s.partition);
             let committed = st.commits.accepted.get(&key).copied();
             let high_watermark = self.high_watermarks.get(&key).copied();
             let age = s.oldest_in_flight_age(now);
             if let Some((offset, age)) = age {
                 if age >= self.stuck_after {
                     stuck_now += 1;
-                    let key = (s.topic.clone(), s.partition);
                     if self.stuck_reported.get(&key) != Some(&offset) {
                         Counters::add(&counters.stuck_records, 1);
                         tracing::warn!(
@@ -94,13 +92,13 @@ impl Publisher {
                             "record in flight longer than stuck_threshold_ms: it holds the partition's committed offset"
                         );
                     }
-                    reported.insert(key, offset);
+                    reported.insert(key.clone(), offset);
                 }
             }
             paused += u64::from(s.paused);
             partitions.push(PartitionMetrics {
-                topic: key.0,
-                partition: key.1,
+                topic: s.topic.to_string(),
+                partition: s.partition,
                 committed_offset: committed,
                 committable_offset: s.tracker.committable(),
                 high_watermark,

@@ -13,6 +13,7 @@ use super::consumer::KafkaConsumer;
 use super::driver::Engine;
 use super::state::RunState;
 use crate::metrics::Counters;
+use crate::topic_partition::TopicPartition;
 
 impl Engine {
     /// Starts tracking newly assigned partitions, each under a fresh epoch, with the
@@ -20,19 +21,19 @@ impl Engine {
     pub(crate) fn on_assign(
         &self,
         st: &mut RunState,
-        assigned: &[(String, i32)],
-        maps: Vec<(String, i32, OffsetMap)>,
+        assigned: &[TopicPartition],
+        maps: Vec<(TopicPartition, OffsetMap)>,
     ) {
         let now = Instant::now();
         st.stats.last_assigned = Some(now);
         st.stats.joined.get_or_insert(now);
-        for (topic, partition) in assigned {
-            let epoch = st.partitions.assign(topic, *partition);
+        for tp in assigned {
+            let epoch = st.partitions.assign(&tp.topic, tp.partition);
             Counters::add(&self.metrics.counters.assigned, 1);
-            tracing::info!(%topic, partition, epoch = epoch.0, "assigned");
+            tracing::info!(topic = %tp.topic, partition = tp.partition, epoch = epoch.0, "assigned");
         }
-        for (topic, partition, map) in maps {
-            st.partitions.inherit(&topic, partition, map);
+        for (tp, map) in maps {
+            st.partitions.inherit(&tp.topic, tp.partition, map);
         }
     }
 
@@ -47,9 +48,12 @@ impl Engine {
         &self,
         consumer: &impl KafkaConsumer,
         st: &mut RunState,
-        revoked: &[(String, i32)],
+        revoked: &[TopicPartition],
     ) {
-        let set: HashSet<(&str, i32)> = revoked.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+        let set: HashSet<(&str, i32)> = revoked
+            .iter()
+            .map(|tp| (&*tp.topic, tp.partition))
+            .collect();
         let is_revoked = |t: &str, p: i32| set.contains(&(t, p));
         let transaction = self.target.transaction().cloned();
         let scope = |t: &str, p: i32| transaction.is_some() || is_revoked(t, p);
@@ -89,10 +93,14 @@ impl Engine {
         // assignments: resume what back-pressure paused, so a later assignment of the
         // same partition starts clean.
         let mut paused = Vec::new();
-        for (t, p) in revoked {
-            st.scheduler.remove(t, *p);
-            if st.partitions.remove(t, *p).is_some_and(|s| s.paused) {
-                paused.push((t.as_str(), *p));
+        for tp in revoked {
+            st.scheduler.remove(&tp.topic, tp.partition);
+            if st
+                .partitions
+                .remove(&tp.topic, tp.partition)
+                .is_some_and(|s| s.paused)
+            {
+                paused.push(tp.clone());
             }
         }
         if !paused.is_empty() {

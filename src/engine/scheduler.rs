@@ -33,6 +33,7 @@ use super::partitions::Delivered;
 use super::FastMap;
 use crate::ordering::ProcessingOrder;
 use crate::record::Record;
+use crate::topic_partition::TopicPartition;
 
 /// Records of one partition that may run now, dispatched under one epoch.
 pub(crate) struct Task {
@@ -51,7 +52,7 @@ pub(crate) struct Task {
     pub aborts: u64,
 }
 
-type PartitionKey = (Arc<str>, i32);
+type PartitionKey = TopicPartition;
 
 /// A lane: a key's 64-bit hash (two keys that collide share a lane, which only
 /// serializes them: order is never lost), or the whole partition.
@@ -219,7 +220,7 @@ impl Scheduler {
             let Some(first) = d.records.first() else {
                 continue;
             };
-            let pk: PartitionKey = (first.topic.clone(), first.partition);
+            let pk = TopicPartition::new(first.topic.clone(), first.partition);
             let run = runs.entry(pk.clone()).or_insert_with(|| Run::new(d.epoch));
             if order == ProcessingOrder::Unordered {
                 if run.free.is_empty() {
@@ -255,7 +256,7 @@ impl Scheduler {
                 break;
             }
             let Retry { record, epoch } = entry.remove();
-            let pk: PartitionKey = (record.topic.clone(), record.partition);
+            let pk = TopicPartition::new(record.topic.clone(), record.partition);
             match self.partitions.get_mut(&pk) {
                 Some(lanes) if lanes.epoch == epoch => lanes.parked -= 1,
                 _ => continue, // the partition went away meanwhile
@@ -322,8 +323,8 @@ impl Scheduler {
                 }
                 tasks.push(Task {
                     id,
-                    topic: pk.0.clone(),
-                    partition: pk.1,
+                    topic: pk.topic.clone(),
+                    partition: pk.partition,
                     epoch,
                     bytes: records.iter().map(Record::size_bytes).sum(),
                     records,
@@ -371,7 +372,7 @@ impl Scheduler {
             self.holding.insert(
                 id,
                 Holding {
-                    partition: (record.topic.clone(), record.partition),
+                    partition: TopicPartition::new(record.topic.clone(), record.partition),
                     lanes: vec![lane],
                 },
             );
@@ -388,7 +389,7 @@ impl Scheduler {
     /// their lane, in offset order.
     pub(crate) fn requeue(&mut self, epoch: Epoch, skipped: Vec<Record>) {
         for record in skipped.into_iter().rev() {
-            let pk: PartitionKey = (record.topic.clone(), record.partition);
+            let pk = TopicPartition::new(record.topic.clone(), record.partition);
             let Some(lane_key) = self.lane_of(&record) else {
                 continue;
             };
@@ -408,7 +409,7 @@ impl Scheduler {
     /// waiting out a backoff does not keep its neighbours' chunk alive.
     pub(crate) fn retry(&mut self, mut record: Record, epoch: Epoch, attempt: u32, due: Instant) {
         record.unshare();
-        let pk: PartitionKey = (record.topic.clone(), record.partition);
+        let pk = TopicPartition::new(record.topic.clone(), record.partition);
         self.lanes(&pk, epoch).parked += 1;
         self.attempts.insert(
             (record.topic.clone(), record.partition, record.offset),
@@ -448,16 +449,14 @@ impl Scheduler {
     /// waiting records and retries. Their records are not committed, so they are
     /// read again.
     pub(crate) fn remove(&mut self, topic: &str, partition: i32) {
-        self.partitions
-            .retain(|(t, p), _| !(&**t == topic && *p == partition));
+        self.partitions.retain(|tp, _| !tp.is(topic, partition));
         self.retries
             .retain(|_, r| !(&*r.record.topic == topic && r.record.partition == partition));
         self.attempts
             .retain(|(t, p, _), _| !(&**t == topic && *p == partition));
         self.holding
-            .retain(|_, h| !(&*h.partition.0 == topic && h.partition.1 == partition));
-        self.ready
-            .retain(|((t, p), _)| !(&**t == topic && *p == partition));
+            .retain(|_, h| !h.partition.is(topic, partition));
+        self.ready.retain(|(tp, _)| !tp.is(topic, partition));
     }
 
     /// Records of `topic`/`partition` delivered and not running (see the module
@@ -465,7 +464,7 @@ impl Scheduler {
     pub(crate) fn parked(&self, topic: &str, partition: i32) -> usize {
         self.partitions
             .iter()
-            .find(|((t, p), _)| &**t == topic && *p == partition)
+            .find(|(tp, _)| tp.is(topic, partition))
             .map_or(0, |(_, l)| l.parked)
     }
 

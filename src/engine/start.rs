@@ -12,37 +12,36 @@ use super::consumer::KafkaConsumer;
 use crate::config::{Config, StartPosition};
 use crate::error::Error;
 use crate::offset_store::{OffsetAndMetadata, OffsetStore};
+use crate::topic_partition::TopicPartition;
 
 /// Where one partition starts.
 #[derive(Debug)]
 pub(crate) struct Start {
-    pub topic: String,
-    pub partition: i32,
+    pub tp: TopicPartition,
     pub offset: Offset,
     /// The offset map committed with `offset` (when maps are on and it decodes).
     pub map: Option<OffsetMap>,
 }
 
 impl Start {
-    fn at(topic: String, partition: i32, offset: Offset) -> Self {
+    fn at(tp: TopicPartition, offset: Offset) -> Self {
         Start {
-            topic,
-            partition,
+            tp,
             offset,
             map: None,
         }
     }
 
     /// Starting at a committed offset, with the offset map its metadata holds.
-    fn committed(topic: String, partition: i32, c: &OffsetAndMetadata, maps: bool) -> Self {
+    fn committed(tp: TopicPartition, c: &OffsetAndMetadata, maps: bool) -> Self {
         let map = if maps {
-            offset_map(&topic, partition, c)
+            offset_map(&tp.topic, tp.partition, c)
         } else {
             None
         };
         Start {
             map,
-            ..Start::at(topic, partition, Offset::Offset(c.offset))
+            ..Start::at(tp, Offset::Offset(c.offset))
         }
     }
 }
@@ -91,9 +90,9 @@ pub(crate) fn offset_map(topic: &str, partition: i32, c: &OffsetAndMetadata) -> 
 /// for this one look-up.
 fn committed_by_own_client(
     config: &rdkafka::ClientConfig,
-    partitions: &[(&str, i32)],
+    partitions: &[TopicPartition],
     timeout: Duration,
-) -> rdkafka::error::KafkaResult<Vec<(String, i32, Option<OffsetAndMetadata>)>> {
+) -> rdkafka::error::KafkaResult<Vec<(TopicPartition, Option<OffsetAndMetadata>)>> {
     let client: rdkafka::consumer::BaseConsumer = config.create()?;
     client.committed_offsets(partitions, timeout)
 }
@@ -122,16 +121,15 @@ pub(crate) fn start_offsets(
     consumer: &impl KafkaConsumer,
     own_lookup: &rdkafka::ClientConfig,
     start_position: Option<StartPosition>,
-    assigned: &[(String, i32)],
+    assigned: &[TopicPartition],
     maps: bool,
 ) -> Vec<Start> {
     let timeout = Duration::from_secs(5);
-    let list: Vec<(&str, i32)> = assigned.iter().map(|(t, p)| (t.as_str(), *p)).collect();
-    let committed = match consumer.committed_offsets(&list, timeout) {
+    let committed = match consumer.committed_offsets(assigned, timeout) {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(error = %e, "the member's committed offsets look-up failed; asking with a client of its own");
-            match committed_by_own_client(own_lookup, &list, timeout) {
+            match committed_by_own_client(own_lookup, assigned, timeout) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "committed offsets unknown; librdkafka looks them up");
@@ -142,10 +140,10 @@ pub(crate) fn start_offsets(
     };
     let mut starts = Vec::new();
     let mut by_time = Vec::new();
-    for (topic, partition, offset) in committed {
+    for (tp, offset) in committed {
         match (offset, start_position) {
-            (Some(c), _) => starts.push(Start::committed(topic, partition, &c, maps)),
-            (None, Some(StartPosition::Timestamp(ts))) => by_time.push((topic, partition, ts)),
+            (Some(c), _) => starts.push(Start::committed(tp, &c, maps)),
+            (None, Some(StartPosition::Timestamp(ts))) => by_time.push((tp, ts)),
             (None, Some(start)) => {
                 let offset = match start {
                     StartPosition::Beginning => Offset::Beginning,
@@ -153,22 +151,18 @@ pub(crate) fn start_offsets(
                     StartPosition::Offset(o) => Offset::Offset(o),
                     StartPosition::Timestamp(_) => unreachable!("handled above"),
                 };
-                tracing::info!(%topic, partition, ?offset, "no committed offset: starting at the configured position");
-                starts.push(Start::at(topic, partition, offset));
+                tracing::info!(%tp, ?offset, "no committed offset: starting at the configured position");
+                starts.push(Start::at(tp, offset));
             }
             (None, None) => {}
         }
     }
     if !by_time.is_empty() {
-        let query: Vec<(&str, i32, i64)> = by_time
-            .iter()
-            .map(|(t, p, ts)| (t.as_str(), *p, *ts))
-            .collect();
-        match consumer.offsets_for_times(&query, timeout) {
+        match consumer.offsets_for_times(&by_time, timeout) {
             // No record at or after the timestamp: start at the end.
-            Ok(found) => starts.extend(found.into_iter().map(|(t, p, o)| {
-                tracing::info!(topic = %t, partition = p, offset = ?o, "no committed offset: starting at the timestamp");
-                Start::at(t, p, o.map_or(Offset::End, Offset::Offset))
+            Ok(found) => starts.extend(found.into_iter().map(|(tp, o)| {
+                tracing::info!(%tp, offset = ?o, "no committed offset: starting at the timestamp");
+                Start::at(tp, o.map_or(Offset::End, Offset::Offset))
             })),
             Err(e) => {
                 tracing::warn!(error = %e, "start position: offsets for the timestamp unknown; auto.offset.reset decides")
@@ -195,22 +189,20 @@ pub(crate) fn free_assignment(
     let mut starts = Vec::new();
     let mut by_time = Vec::new();
     for a in config.assigned_partitions() {
-        let stored = store
-            .load(&a.topic, a.partition)
-            .map_err(|source| Error::OffsetStore {
-                context: format!("loading the offset of {}/{}", a.topic, a.partition),
-                source,
-            })?;
+        let stored = store.load(a).map_err(|source| Error::OffsetStore {
+            context: format!("loading the offset of {a}"),
+            source,
+        })?;
         let offset = match (stored, config.start_position) {
             (Some(c), _) => {
-                starts.push(Start::committed(a.topic.clone(), a.partition, &c, maps));
+                starts.push(Start::committed(a.clone(), &c, maps));
                 continue;
             }
             (None, Some(StartPosition::Beginning)) => Offset::Beginning,
             (None, Some(StartPosition::End)) => Offset::End,
             (None, Some(StartPosition::Offset(o))) => Offset::Offset(o),
             (None, Some(StartPosition::Timestamp(ts))) => {
-                by_time.push((a.topic.as_str(), a.partition, ts));
+                by_time.push((a.clone(), ts));
                 continue;
             }
             // No group to ask: auto.offset.reset decides here.
@@ -228,7 +220,7 @@ pub(crate) fn free_assignment(
                 _ => Offset::Beginning,
             },
         };
-        starts.push(Start::at(a.topic.clone(), a.partition, offset));
+        starts.push(Start::at(a.clone(), offset));
     }
     if !by_time.is_empty() {
         let timeout = Duration::from_millis(config.startup_timeout_ms);
@@ -238,7 +230,7 @@ pub(crate) fn free_assignment(
         starts.extend(
             found
                 .into_iter()
-                .map(|(t, p, o)| Start::at(t, p, o.map_or(Offset::End, Offset::Offset))),
+                .map(|(tp, o)| Start::at(tp, o.map_or(Offset::End, Offset::Offset))),
         );
     }
     Ok(starts)

@@ -13,6 +13,7 @@ use super::FastMap;
 use crate::commit::PartitionOffset;
 use crate::config::Config;
 use crate::error::Error;
+use crate::topic_partition::TopicPartition;
 
 /// The poll thread's state, behind the engine's mutex (never contended: only the
 /// poll thread locks it; the mutex exists because librdkafka's callbacks reach it
@@ -112,7 +113,7 @@ pub(crate) struct CommitBook {
     pub last_failure: Option<Instant>,
     /// The last offset the coordinator (or store, or transaction) accepted, per
     /// partition, across assignments.
-    pub accepted: BTreeMap<(String, i32), i64>,
+    pub accepted: BTreeMap<TopicPartition, i64>,
 }
 
 impl CommitBook {
@@ -122,7 +123,7 @@ impl CommitBook {
             for po in offsets {
                 let entry = self
                     .accepted
-                    .entry((po.topic.clone(), po.partition))
+                    .entry(TopicPartition::new(&*po.topic, po.partition))
                     .or_insert(po.offset);
                 *entry = (*entry).max(po.offset);
             }

@@ -17,6 +17,7 @@ use crate::metrics::Counters;
 use crate::processor::{ProcessResult, Processor};
 use crate::record::{Outputs, Record};
 use crate::shutdown::ShutdownHandle;
+use crate::topic_partition::TopicPartition;
 
 const T: &str = "t";
 
@@ -119,7 +120,10 @@ fn synced(c: &Config, processor: impl Processor, partitions: &[i32]) -> (Driver,
 }
 
 fn assign(d: &Driver, partitions: &[i32]) {
-    let list: Vec<(String, i32)> = partitions.iter().map(|p| (T.to_string(), *p)).collect();
+    let list: Vec<TopicPartition> = partitions
+        .iter()
+        .map(|p| TopicPartition::new(T, *p))
+        .collect();
     d.engine
         .on_assign(&mut d.engine.state.lock(), &list, Vec::new());
 }
@@ -177,8 +181,8 @@ fn redone_by_new_owner(
     let d = driver(c, CommitTarget::Group(CommitMode::Sync), processor);
     d.engine.on_assign(
         &mut d.engine.state.lock(),
-        &[(T.to_string(), 0)],
-        vec![(T.to_string(), 0, map)],
+        &[TopicPartition::new(T, 0)],
+        vec![(TopicPartition::new(T, 0), map)],
     );
     let fake = FakeConsumer::default();
     fake.queue(T, 0, 0..records);
@@ -220,8 +224,11 @@ fn revoke_drains_and_commits_only_the_revoked_partitions() {
         open();
     });
     let started = Instant::now();
-    d.engine
-        .on_revoke(&fake, &mut d.engine.state.lock(), &[(T.to_string(), 0)]);
+    d.engine.on_revoke(
+        &fake,
+        &mut d.engine.state.lock(),
+        &[TopicPartition::new(T, 0)],
+    );
     opener.join().unwrap();
     assert!(
         started.elapsed() >= Duration::from_millis(100),
@@ -248,8 +255,11 @@ fn a_lost_assignment_commits_nothing() {
     d.turn(&fake);
     drain_all(&d);
     fake.lose_assignment();
-    d.engine
-        .on_revoke(&fake, &mut d.engine.state.lock(), &[(T.to_string(), 0)]);
+    d.engine.on_revoke(
+        &fake,
+        &mut d.engine.state.lock(),
+        &[TopicPartition::new(T, 0)],
+    );
     assert!(commits(&fake).is_empty(), "a lost partition was committed");
     assert!(d.engine.state.lock().partitions.get(T, 0).is_none());
     assert_eq!(Counters::get(&d.engine.metrics.counters.lost), 1);
@@ -309,7 +319,10 @@ fn a_failed_async_commit_is_retried_and_commits_never_go_back() {
         "a commit went back: {sent:?}"
     );
     let st = d.engine.state.lock();
-    assert_eq!(st.commits.accepted.get(&(T.to_string(), 0)), Some(&20));
+    assert_eq!(
+        st.commits.accepted.get(&TopicPartition::new(T, 0)),
+        Some(&20)
+    );
     assert_eq!(
         st.partitions.records_uncommitted(),
         0,
@@ -340,7 +353,7 @@ fn back_pressure_pauses_at_the_in_flight_bound_and_resumes_on_completions() {
     );
     assert!(fake
         .calls()
-        .contains(&Call::Resume(vec![(T.to_string(), 0)])));
+        .contains(&Call::Resume(vec![TopicPartition::new(T, 0)])));
     assert_eq!(
         fake.committed(T, 0),
         None,
@@ -430,8 +443,11 @@ fn drain_timeout_on_revoke_commits_up_to_the_stuck_record() {
     fake.queue(T, 0, 3..6);
     d.turn(&fake);
     let started = Instant::now();
-    d.engine
-        .on_revoke(&fake, &mut d.engine.state.lock(), &[(T.to_string(), 0)]);
+    d.engine.on_revoke(
+        &fake,
+        &mut d.engine.state.lock(),
+        &[TopicPartition::new(T, 0)],
+    );
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "the drain did not time out"
@@ -600,8 +616,11 @@ fn the_offset_map_lets_a_new_owner_skip_what_the_old_one_completed() {
     fake.queue(T, 0, 1..6);
     d.turn(&fake);
     apply_until_in_flight(&d, 1);
-    d.engine
-        .on_revoke(&fake, &mut d.engine.state.lock(), &[(T.to_string(), 0)]);
+    d.engine.on_revoke(
+        &fake,
+        &mut d.engine.state.lock(),
+        &[TopicPartition::new(T, 0)],
+    );
     open();
     let committed = fake.committed_with_metadata(T, 0).unwrap();
     assert_eq!(committed.offset, 0, "never past the stuck record");
@@ -658,8 +677,11 @@ fn a_zero_budget_turns_the_map_off() {
     d.turn(&fake);
     fake.queue(T, 0, 1..4);
     d.turn(&fake);
-    d.engine
-        .on_revoke(&fake, &mut d.engine.state.lock(), &[(T.to_string(), 0)]);
+    d.engine.on_revoke(
+        &fake,
+        &mut d.engine.state.lock(),
+        &[TopicPartition::new(T, 0)],
+    );
     open();
     assert_eq!(fake.committed_with_metadata(T, 0).unwrap().metadata, "");
 }
@@ -706,8 +728,11 @@ fn a_map_over_budget_keeps_a_prefix_and_the_rest_is_redone() {
     {
         d.engine.apply_ready(&mut d.engine.state.lock());
     }
-    d.engine
-        .on_revoke(&fake, &mut d.engine.state.lock(), &[(T.to_string(), 0)]);
+    d.engine.on_revoke(
+        &fake,
+        &mut d.engine.state.lock(),
+        &[TopicPartition::new(T, 0)],
+    );
     let committed = fake.committed_with_metadata(T, 0).unwrap();
     assert_eq!(committed.offset, 0);
     assert!(committed.metadata.len() <= 24);
@@ -890,7 +915,7 @@ fn back_pressure_resumes_at_half_the_bound_while_a_stuck_record_runs() {
     d.turn(&fake);
     assert!(
         fake.calls()
-            .contains(&Call::Resume(vec![(T.to_string(), 0)])),
+            .contains(&Call::Resume(vec![TopicPartition::new(T, 0)])),
         "not resumed below half the bound"
     );
     open();

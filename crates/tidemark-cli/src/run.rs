@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tidemark::{AssignedPartition, Config, FileOffsetStore, Pipeline, RunSummary, SinkConfig};
+use tidemark::{Config, FileOffsetStore, Pipeline, RunSummary, SinkConfig, TopicPartition};
 
 use crate::processors::{CliProcessor, IoProcessor, Kind};
 
@@ -72,7 +72,7 @@ pub struct Args {
     /// Free consumer: read these partitions, TOPIC:PARTITION[,...], without a group.
     /// Needs --offset-store.
     #[arg(long, value_delimiter = ',', requires = "offset_store")]
-    assign: Vec<AssignedPartition>,
+    assign: Vec<TopicPartition>,
     /// Free consumer: where offsets are loaded from and saved to, file:PATH (a
     /// durable file, written atomically).
     #[arg(long, requires = "assign")]
@@ -402,7 +402,7 @@ pub fn print_summary(s: &RunSummary) {
         s.busy.as_secs_f64(),
         s.elapsed.as_secs_f64()
     );
-    for ((topic, partition), offset) in &s.committed {
+    for (TopicPartition { topic, partition }, offset) in &s.committed {
         println!("committed {topic}/{partition} = {offset}");
     }
 }

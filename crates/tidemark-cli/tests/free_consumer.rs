@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use tidemark::FileOffsetStore;
+use tidemark::{FileOffsetStore, TopicPartition};
 use tidemark_testkit::{workload, Broker, EmbeddedCluster};
 
 fn saved_total(path: &std::path::Path) -> i64 {
@@ -43,7 +43,7 @@ fn free_consumer_resumes_from_its_store_after_a_kill() {
 
     let saved = FileOffsetStore::open(&store).unwrap().offsets();
     for (p, end) in &ends {
-        assert_eq!(saved[&("in".to_string(), *p)], *end, "partition {p}");
+        assert_eq!(saved[&TopicPartition::new("in", *p)], *end, "partition {p}");
     }
     let report = common::check_sink(&brokers, "out", &ends);
     report.assert_nothing_lost();
