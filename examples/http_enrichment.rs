@@ -5,7 +5,7 @@
 //!
 //! Failures follow what the service answers:
 //! * **5xx, 429, a timeout or a refused connection** — transient: the record is
-//!   retried with backoff (`Config::retry`; a `Retry-After` header in seconds is
+//!   retried with backoff (`FailureConfig::retry`; a `Retry-After` header in seconds is
 //!   honoured), and only what succeeds is committed.
 //! * **any other 4xx** (an unknown customer) or a payload without an `id` — the
 //!   record can never succeed: it goes to the dead-letter topic at once, with the
@@ -169,15 +169,15 @@ pub fn config(
     config.sink = SinkConfig::Topic {
         topic: output.into(),
     };
-    config.dead_letter = Some(DeadLetterConfig::new(dead_letters));
-    config.retry = RetryPolicy {
+    config.failures.dead_letter = Some(DeadLetterConfig::new(dead_letters));
+    config.failures.retry = RetryPolicy {
         max_attempts: 5,
         initial_backoff_ms: 50,
         ..RetryPolicy::default()
     };
     config.ordering = ProcessingOrder::Unordered;
     config.concurrency = 256;
-    config.exit_when_idle_ms = Some(idle_ms);
+    config.lifecycle.exit_when_idle_ms = Some(idle_ms);
     config
 }
 

@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.sink = SinkConfig::Topic {
         topic: output.clone(),
     };
-    config.exit_when_idle_ms = Some(5_000);
+    config.lifecycle.exit_when_idle_ms = Some(5_000);
     let summary = Pipeline::new(config, Sha256Chain { rounds: 100 })
         .on_commit(|event| {
             if let Err(e) = &event.result {

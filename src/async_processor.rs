@@ -50,7 +50,7 @@ use crate::record::Record;
 /// returned is acknowledged by the sink, as for [`Processor`](crate::Processor).
 pub trait AsyncProcessor: Send + Sync + 'static {
     /// Processes one record: its outputs for the sink, or why it failed
-    /// (retriable errors are retried with backoff per [`Config::retry`](crate::Config::retry),
+    /// (retriable errors are retried with backoff per [`FailureConfig::retry`](crate::FailureConfig::retry),
     /// permanent ones go to the dead-letter topic or stop the pipeline). The future
     /// must be `Send`: it runs as a task of a multi-threaded tokio runtime.
     fn process(&self, record: &Record) -> impl Future<Output = ProcessResult> + Send;
@@ -64,7 +64,7 @@ pub trait AsyncProcessor: Send + Sync + 'static {
     /// [`Processor::process_batch`](crate::Processor::process_batch): records of one
     /// partition in offset order, never two of one lane (key under
     /// `ProcessingOrder::Key`, partition under `ProcessingOrder::Partition`), at most
-    /// [`Config::max_batch_records`](crate::Config::max_batch_records) of them; the
+    /// [`FlowConfig::max_batch_records`](crate::FlowConfig::max_batch_records) of them; the
     /// next layer starts only after this future resolved. The batch holds one
     /// permit of [`Config::concurrency`](crate::Config::concurrency) per record
     /// (all of them when it has more records than that) while it runs.

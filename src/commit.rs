@@ -23,7 +23,7 @@ pub struct PartitionOffset {
     /// The commit's metadata string (OffsetCommit's `committed_metadata`, Java's
     /// `OffsetAndMetadata.metadata()`): tidemark's offset map of the records
     /// completed above `offset` (`tidemark_offsets::offset_map`), or empty. At most
-    /// [`Config::offset_map_max_bytes`](crate::Config::offset_map_max_bytes) bytes.
+    /// [`CommitConfig::offset_map_max_bytes`](crate::CommitConfig::offset_map_max_bytes) bytes.
     pub metadata: String,
 }
 

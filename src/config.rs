@@ -128,11 +128,12 @@ impl std::str::FromStr for StartPosition {
 }
 
 /// Where processed records' outputs go.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum SinkConfig {
-    /// Outputs are dropped (a processor with side effects of its own).
+    /// Outputs are dropped (a processor with side effects of its own). The default.
+    #[default]
     None,
     /// Outputs are produced to this topic with the headers `tidemark-src-partition`
     /// and `tidemark-src-offset`; an input is complete only when its outputs are acked.
@@ -267,77 +268,18 @@ pub enum Membership {
     },
 }
 
-/// Configuration of one tidemark pipeline (one consumer-group member, or one free
-/// consumer).
-///
-/// Deserializable from any serde format; every field but `brokers` and
-/// `membership` has a default. Durations are in milliseconds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Back-pressure and poll rounds: how much tidemark takes from the consumer and
+/// holds (docs/DESIGN.md, invariant 8). Part of [`Config`]; every field has a
+/// default (`FlowConfig::default()`), so a serde form may name only what it changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
-pub struct Config {
-    /// librdkafka `bootstrap.servers`: comma-separated `host:port` list.
-    pub brokers: String,
-    /// A consumer-group member (group id and topics) or a free consumer (its
-    /// partitions).
-    pub membership: Membership,
-    /// Size of the worker pool: OS threads running `Processor::process_batch` (for
-    /// an async processor, the worker threads of the pipeline's own tokio runtime).
-    /// Default: the number of CPUs. Blocking work may use hundreds (BENCHMARKS.md,
-    /// "Workers on sleeping work").
-    #[serde(default = "default_workers")]
-    pub workers: usize,
-    /// Records an async processor ([`Pipeline::new_async`](crate::Pipeline::new_async))
-    /// processes at once: futures running, whatever the runtime's threads. Default
-    /// 1,024: with 1 ms of IO a record that is ~1 M records/s, more than a 2-core
-    /// consumer fetches (BENCHMARKS.md), at a few hundred bytes per waiting future;
-    /// it stays below the default in-flight bound (20,000 records), so back-pressure
-    /// still pauses fetching before memory grows. No effect on a blocking processor.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
-    /// Where partitions without a committed offset start. Default: none
-    /// (`auto.offset.reset` decides).
-    #[serde(default)]
-    pub start_position: Option<StartPosition>,
-    /// The delivery guarantee. Default: at-least-once.
-    #[serde(default)]
-    pub delivery: Delivery,
-    /// When to commit the dirty partitions' committable offsets. Default: every 1000 ms. A
-    /// synchronous commit always happens on revoke and on graceful shutdown.
-    #[serde(default)]
-    pub commit: CommitPolicy,
-    /// Whether policy-driven commits are asynchronous (default) or synchronous.
-    #[serde(default)]
-    pub commit_mode: CommitMode,
+pub struct FlowConfig {
     /// Most records taken from the consumer per poll round before dispatching.
     /// Default 2000.
-    #[serde(default = "default_max_batch_records")]
     pub max_batch_records: usize,
     /// Longest a poll waits for the first record of a round, ms. Default 100.
-    #[serde(default = "default_poll_timeout_ms")]
     pub poll_timeout_ms: u64,
-    /// Stop gracefully (final sync commit) once caught up, ms: the member has joined
-    /// and received its first assignment (an empty one counts; a group join is not
-    /// idleness), every assigned partition has reached its end (librdkafka's
-    /// partition EOF, `enable.partition.eof`, which the pipeline's consumer turns on: the
-    /// fetch position reached the high watermark, or the last stable offset under
-    /// `read_committed`), no assigned partition is paused, nothing is staged, in
-    /// flight, waiting in a lane or waiting for a retry, and no record has arrived
-    /// for this long (counted from the latest assignment at the earliest). A member
-    /// with an empty assignment (more members than partitions) stops this long after
-    /// its join. `None` (the default) runs until shut down.
-    #[serde(default)]
-    pub exit_when_idle_ms: Option<u64>,
-    /// How long start-up may take to reach the brokers and find every topic, ms.
-    /// Default 10000; past it, `run` returns [`Error::BrokerUnreachable`].
-    #[serde(default = "default_startup_timeout_ms")]
-    pub startup_timeout_ms: u64,
-    /// Longest a revoke or a graceful shutdown waits for in-flight records before
-    /// committing, ms. Default 10000: well under the rebalance timeout
-    /// (`max.poll.interval.ms`, 300000 by default), which it must stay below. Records
-    /// still in flight then are not committed (the next owner processes them again).
-    #[serde(default = "default_drain_timeout_ms")]
-    pub drain_timeout_ms: u64,
     /// Back-pressure bound on records polled and not yet complete, over all
     /// partitions: staged, running, waiting in a lane or for a retry. At the bound
     /// tidemark pauses its partitions while it keeps polling (docs/DESIGN.md,
@@ -345,7 +287,6 @@ pub struct Config {
     /// records and the records a crash finds unfinished. Completed records do not
     /// count (they hold no memory; [`max_uncommitted_records`](Self::max_uncommitted_records)
     /// bounds them). Default 20000.
-    #[serde(default = "default_max_in_flight_records")]
     pub max_in_flight_records: usize,
     /// Commit-lag bound on records polled and not yet covered by a confirmed commit,
     /// over all partitions: in flight, or completed above a partition's committed
@@ -356,18 +297,41 @@ pub struct Config {
     /// (or a failing coordinator) stops that partition, not the others.
     /// Without an offset map this is the most a crash makes the next owner process
     /// again. Default 100000; must be at least `max_in_flight_records`.
-    #[serde(default = "default_max_uncommitted_records")]
     pub max_uncommitted_records: usize,
     /// Back-pressure bound on the key + payload bytes of the records polled and not
     /// yet processed, bytes, over all partitions (records waiting for a retry
     /// count). At the bound every partition pauses; fetching resumes once records
     /// and bytes are both at or below half their bounds. Default 64 MiB.
-    #[serde(default = "default_max_in_flight_bytes")]
     pub max_in_flight_bytes: usize,
     /// Optional per-partition bound on records polled and not yet complete, so one
     /// busy partition cannot take the whole budget. Default: none.
-    #[serde(default)]
     pub max_in_flight_records_per_partition: Option<usize>,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            max_batch_records: 2000,
+            poll_timeout_ms: 100,
+            max_in_flight_records: 20_000,
+            max_uncommitted_records: 100_000,
+            max_in_flight_bytes: 64 << 20,
+            max_in_flight_records_per_partition: None,
+        }
+    }
+}
+
+/// When and how committable offsets are committed. Part of [`Config`]; every field
+/// has a default (`CommitConfig::default()`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CommitConfig {
+    /// When to commit the dirty partitions' committable offsets. Default: every 1000 ms. A
+    /// synchronous commit always happens on revoke and on graceful shutdown.
+    pub policy: CommitPolicy,
+    /// Whether policy-driven commits are asynchronous (default) or synchronous.
+    pub mode: CommitMode,
     /// Byte budget of the **offset map** each commit carries in its metadata: the
     /// records completed above the committed offset, so that the partition's next
     /// owner skips them instead of processing them again (docs/DESIGN.md, "The offset
@@ -377,44 +341,169 @@ pub struct Config {
     /// `offset.metadata.max.bytes`: lower it if the brokers' is lower (a commit
     /// with larger metadata fails with OFFSET_METADATA_TOO_LARGE). 0 turns the map
     /// off (commits carry no metadata, and maps found on assignment are ignored).
-    #[serde(default = "default_offset_map_max_bytes")]
     pub offset_map_max_bytes: usize,
+    /// `transactional.id` of the sink producer with [`Delivery::ExactlyOnce`].
+    /// Default: `tidemark-<group>-<random>`, unique per instance (fencing of zombies
+    /// comes from the group metadata sent with the offsets, KIP-447).
+    pub transactional_id: Option<String>,
+}
+
+impl Default for CommitConfig {
+    fn default() -> Self {
+        CommitConfig {
+            policy: CommitPolicy::default(),
+            mode: CommitMode::default(),
+            offset_map_max_bytes: tidemark_offsets::offset_map::KAFKA_METADATA_MAX_BYTES,
+            transactional_id: None,
+        }
+    }
+}
+
+/// What happens to a record whose processing fails. Part of [`Config`]; every field
+/// has a default (`FailureConfig::default()`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct FailureConfig {
+    /// Retries of retriable failures. Default: 3 attempts, 100 ms doubling up to 10 s.
+    pub retry: RetryPolicy,
+    /// Where records that cannot be processed go. Default: none (such a record
+    /// stops the pipeline at its committable offset).
+    pub dead_letter: Option<DeadLetterConfig>,
+}
+
+/// How a run starts and stops: start-up, the idle stop and the drain on revoke and
+/// stop, ms. Part of [`Config`]; every field has a default
+/// (`LifecycleConfig::default()`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LifecycleConfig {
+    /// How long start-up may take to reach the brokers and find every topic, ms.
+    /// Default 10000; past it, `run` returns [`Error::BrokerUnreachable`].
+    pub startup_timeout_ms: u64,
+    /// Stop gracefully (final sync commit) once caught up, ms: the member has joined
+    /// and received its first assignment (an empty one counts; a group join is not
+    /// idleness), every assigned partition has reached its end (librdkafka's
+    /// partition EOF, `enable.partition.eof`, which the pipeline's consumer turns on: the
+    /// fetch position reached the high watermark, or the last stable offset under
+    /// `read_committed`), no assigned partition is paused, nothing is staged, in
+    /// flight, waiting in a lane or waiting for a retry, and no record has arrived
+    /// for this long (counted from the latest assignment at the earliest). A member
+    /// with an empty assignment (more members than partitions) stops this long after
+    /// its join. `None` (the default) runs until shut down.
+    pub exit_when_idle_ms: Option<u64>,
+    /// Longest a revoke or a graceful shutdown waits for in-flight records before
+    /// committing, ms. Default 10000: well under the rebalance timeout
+    /// (`max.poll.interval.ms`, 300000 by default), which it must stay below. Records
+    /// still in flight then are not committed (the next owner processes them again).
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            startup_timeout_ms: 10_000,
+            exit_when_idle_ms: None,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// What the metrics watch: the lag sampler and the stuck-record threshold, ms. Part
+/// of [`Config`]; every field has a default (`ObservabilityConfig::default()`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ObservabilityConfig {
     /// How often the high watermarks behind the lag gauges are refreshed, ms
     /// (one ListOffsets per assigned partition, from a separate client, so lag
     /// stays true while a partition is paused). Default 5000; 0 turns it off (no
     /// high watermark or lag in [`Metrics`](crate::Metrics)).
-    #[serde(default = "default_lag_refresh_ms")]
     pub lag_refresh_ms: u64,
     /// A record in flight longer than this is *stuck*: logged once with its
     /// coordinates and counted (`Metrics::stuck_records`,
     /// `tidemark_stuck_records_total`), ms. Default 60000.
-    #[serde(default = "default_stuck_threshold_ms")]
     pub stuck_threshold_ms: u64,
-    /// `transactional.id` of the sink producer with [`Delivery::ExactlyOnce`].
-    /// Default: `tidemark-<group>-<random>`, unique per instance (fencing of zombies
-    /// comes from the group metadata sent with the offsets, KIP-447).
+}
+
+impl Default for ObservabilityConfig {
+    fn default() -> Self {
+        ObservabilityConfig {
+            lag_refresh_ms: 5_000,
+            stuck_threshold_ms: 60_000,
+        }
+    }
+}
+
+/// Configuration of one tidemark pipeline (one consumer-group member, or one free
+/// consumer), grouped by concern: who consumes ([`Membership`]), the guarantee and
+/// where outputs go, execution, then [`FlowConfig`], [`CommitConfig`],
+/// [`FailureConfig`], [`LifecycleConfig`], [`ObservabilityConfig`] and the
+/// librdkafka pass-through properties.
+///
+/// Deserializable from any serde format; every field but `brokers` and
+/// `membership` has a default, and a group may name only the fields it changes
+/// (`{"flow": {"max_in_flight_records": 5000}}`). Unknown fields are refused.
+/// Durations are in milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// librdkafka `bootstrap.servers`: comma-separated `host:port` list.
+    pub brokers: String,
+    /// A consumer-group member (group id and topics) or a free consumer (its
+    /// partitions).
+    pub membership: Membership,
     #[serde(default)]
-    pub transactional_id: Option<String>,
+    /// The delivery guarantee. Default: at-least-once.
+    pub delivery: Delivery,
+    #[serde(default)]
     /// Where outputs go. Default: dropped.
-    #[serde(default = "default_sink")]
     pub sink: SinkConfig,
+    #[serde(default)]
+    /// Where partitions without a committed offset start. Default: none
+    /// (`auto.offset.reset` decides).
+    pub start_position: Option<StartPosition>,
+    #[serde(default = "default_workers")]
+    /// Size of the worker pool: OS threads running `Processor::process_batch` (for
+    /// an async processor, the worker threads of the pipeline's own tokio runtime).
+    /// Default: the number of CPUs. Blocking work may use hundreds (BENCHMARKS.md,
+    /// "Workers on sleeping work").
+    pub workers: usize,
+    #[serde(default = "default_concurrency")]
+    /// Records an async processor ([`Pipeline::new_async`](crate::Pipeline::new_async))
+    /// processes at once: futures running, whatever the runtime's threads. Default
+    /// 1,024: with 1 ms of IO a record that is ~1 M records/s, more than a 2-core
+    /// consumer fetches (BENCHMARKS.md), at a few hundred bytes per waiting future;
+    /// it stays below the default in-flight bound (20,000 records), so back-pressure
+    /// still pauses fetching before memory grows. No effect on a blocking processor.
+    pub concurrency: usize,
+    #[serde(default)]
     /// Which records may be processed at the same time. Default: one at a time per
     /// key ([`ProcessingOrder::Key`]).
-    #[serde(default)]
     pub ordering: ProcessingOrder,
-    /// Retries of retriable failures. Default: 3 attempts, 100 ms doubling up to 10 s.
+    /// Back-pressure bounds and poll rounds.
     #[serde(default)]
-    pub retry: RetryPolicy,
-    /// Where records that cannot be processed go. Default: none (such a record
-    /// stops the pipeline at its committable offset).
+    pub flow: FlowConfig,
+    /// The commit policy, mode, offset-map budget and transactional id.
     #[serde(default)]
-    pub dead_letter: Option<DeadLetterConfig>,
+    pub commits: CommitConfig,
+    /// Retries and the dead-letter topic.
+    #[serde(default)]
+    pub failures: FailureConfig,
+    /// Start-up, idle stop and drain timeouts.
+    #[serde(default)]
+    pub lifecycle: LifecycleConfig,
+    /// Lag sampling and the stuck-record threshold.
+    #[serde(default)]
+    pub observability: ObservabilityConfig,
+    #[serde(default)]
     /// Extra librdkafka consumer properties, passed through unchanged except for
     /// [`FORCED_CONSUMER_PROPERTIES`]. See librdkafka's CONFIGURATION.md.
-    #[serde(default)]
     pub consumer_properties: BTreeMap<String, String>,
-    /// Extra librdkafka producer properties for the sink, passed through unchanged.
     #[serde(default)]
+    /// Extra librdkafka producer properties for the sink, passed through unchanged.
     pub producer_properties: BTreeMap<String, String>,
 }
 
@@ -432,43 +521,6 @@ const CLASSIC_ONLY_PROPERTIES: [&str; 3] = [
 fn default_concurrency() -> usize {
     1024
 }
-fn default_max_batch_records() -> usize {
-    2000
-}
-fn default_poll_timeout_ms() -> u64 {
-    100
-}
-fn default_startup_timeout_ms() -> u64 {
-    10_000
-}
-fn default_drain_timeout_ms() -> u64 {
-    10_000
-}
-fn default_lag_refresh_ms() -> u64 {
-    5_000
-}
-
-fn default_stuck_threshold_ms() -> u64 {
-    60_000
-}
-
-fn default_offset_map_max_bytes() -> usize {
-    tidemark_offsets::offset_map::KAFKA_METADATA_MAX_BYTES
-}
-
-fn default_max_in_flight_records() -> usize {
-    20_000
-}
-fn default_max_uncommitted_records() -> usize {
-    100_000
-}
-fn default_max_in_flight_bytes() -> usize {
-    64 << 20
-}
-fn default_sink() -> SinkConfig {
-    SinkConfig::None
-}
-
 impl Config {
     /// A configuration with every default, for the given brokers, group and topics.
     pub fn new(
@@ -482,29 +534,17 @@ impl Config {
                 group_id: group_id.into(),
                 topics: topics.into_iter().map(Into::into).collect(),
             },
-            transactional_id: None,
+            delivery: Delivery::default(),
+            sink: SinkConfig::None,
+            start_position: None,
             workers: default_workers(),
             concurrency: default_concurrency(),
-            start_position: None,
-            delivery: Delivery::default(),
-            commit: CommitPolicy::default(),
-            commit_mode: CommitMode::default(),
-            max_batch_records: default_max_batch_records(),
-            poll_timeout_ms: default_poll_timeout_ms(),
-            exit_when_idle_ms: None,
-            startup_timeout_ms: default_startup_timeout_ms(),
-            drain_timeout_ms: default_drain_timeout_ms(),
-            max_in_flight_records: default_max_in_flight_records(),
-            max_uncommitted_records: default_max_uncommitted_records(),
-            max_in_flight_bytes: default_max_in_flight_bytes(),
-            max_in_flight_records_per_partition: None,
-            offset_map_max_bytes: default_offset_map_max_bytes(),
-            lag_refresh_ms: default_lag_refresh_ms(),
-            stuck_threshold_ms: default_stuck_threshold_ms(),
-            sink: SinkConfig::None,
             ordering: ProcessingOrder::default(),
-            retry: RetryPolicy::default(),
-            dead_letter: None,
+            flow: FlowConfig::default(),
+            commits: CommitConfig::default(),
+            failures: FailureConfig::default(),
+            lifecycle: LifecycleConfig::default(),
+            observability: ObservabilityConfig::default(),
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),
         }
@@ -609,18 +649,18 @@ impl Config {
                 );
             }
             if matches!(
-                self.commit,
+                self.commits.policy,
                 CommitPolicy::EveryRecord | CommitPolicy::Auto(_)
             ) {
                 return bad(
-                    "commit",
+                    "commits.policy",
                     "exactly-once commits offsets in producer transactions: use every-ms, every-records, every-batch or at-end",
                 );
             }
         }
-        if matches!(self.commit, CommitPolicy::Auto(_)) && self.is_free() {
+        if matches!(self.commits.policy, CommitPolicy::Auto(_)) && self.is_free() {
             return bad(
-                "commit",
+                "commits.policy",
                 "librdkafka's auto-commit commits to a group; a free consumer saves to its offset store",
             );
         }
@@ -631,58 +671,67 @@ impl Config {
             return bad("concurrency", "must be at least 1");
         }
         if matches!(
-            self.commit,
+            self.commits.policy,
             CommitPolicy::EveryMs(0) | CommitPolicy::EveryRecords(0) | CommitPolicy::Auto(0)
         ) {
-            return bad("commit", "the interval or record count must be at least 1");
-        }
-        if self.max_batch_records == 0 {
-            return bad("max_batch_records", "must be at least 1");
-        }
-        if self.max_in_flight_records == 0 || self.max_in_flight_bytes == 0 {
             return bad(
-                "max_in_flight_records/max_in_flight_bytes",
+                "commits.policy",
+                "the interval or record count must be at least 1",
+            );
+        }
+        if self.flow.max_batch_records == 0 {
+            return bad("flow.max_batch_records", "must be at least 1");
+        }
+        if self.flow.max_in_flight_records == 0 || self.flow.max_in_flight_bytes == 0 {
+            return bad(
+                "flow.max_in_flight_records/flow.max_in_flight_bytes",
                 "must be at least 1",
             );
         }
-        if self.max_uncommitted_records < self.max_in_flight_records {
+        if self.flow.max_uncommitted_records < self.flow.max_in_flight_records {
             return bad(
-                "max_uncommitted_records",
+                "flow.max_uncommitted_records",
                 "must be at least max_in_flight_records (records in flight are uncommitted too)",
             );
         }
-        if self.max_in_flight_records_per_partition == Some(0) {
-            return bad("max_in_flight_records_per_partition", "must be at least 1");
+        if self.flow.max_in_flight_records_per_partition == Some(0) {
+            return bad(
+                "flow.max_in_flight_records_per_partition",
+                "must be at least 1",
+            );
         }
         let max_poll_ms = self.max_poll_interval_ms()?;
-        if self.drain_timeout_ms >= max_poll_ms {
+        if self.lifecycle.drain_timeout_ms >= max_poll_ms {
             return bad(
-                "drain_timeout_ms",
+                "lifecycle.drain_timeout_ms",
                 "must be below max.poll.interval.ms (the rebalance timeout), or a revoke \
                  that drains would get this member kicked out of the group",
             );
         }
-        if self.retry.max_attempts == 0 {
-            return bad("retry.max_attempts", "must be at least 1 (1: no retries)");
+        if self.failures.retry.max_attempts == 0 {
+            return bad(
+                "failures.retry.max_attempts",
+                "must be at least 1 (1: no retries)",
+            );
         }
-        if self.retry.initial_backoff_ms > self.retry.max_backoff_ms
-            || self.retry.multiplier.is_nan()
-            || self.retry.multiplier < 1.0
+        if self.failures.retry.initial_backoff_ms > self.failures.retry.max_backoff_ms
+            || self.failures.retry.multiplier.is_nan()
+            || self.failures.retry.multiplier < 1.0
         {
             return bad(
-                "retry",
+                "failures.retry",
                 "initial_backoff_ms must not exceed max_backoff_ms, and multiplier must be at least 1",
             );
         }
-        if let Some(dl) = &self.dead_letter {
+        if let Some(dl) = &self.failures.dead_letter {
             if dl.topic.trim().is_empty() || self.input_topics().contains(&dl.topic) {
                 return bad(
-                    "dead_letter.topic",
+                    "failures.dead_letter.topic",
                     "must be set and differ from the input topics",
                 );
             }
             if dl.max_consecutive == 0 {
-                return bad("dead_letter.max_consecutive", "must be at least 1");
+                return bad("failures.dead_letter.max_consecutive", "must be at least 1");
             }
         }
         if self.uses_consumer_group_protocol() {
@@ -783,7 +832,7 @@ impl Config {
         // Prefetch sized from the byte budget, so paused partitions cannot make
         // librdkafka hold much more than tidemark does (librdkafka defaults: 64 MiB
         // queued, 50 MiB per fetch).
-        let budget_kb = (self.max_in_flight_bytes / 1024).max(1);
+        let budget_kb = (self.flow.max_in_flight_bytes / 1024).max(1);
         cc.set(
             "queued.max.messages.kbytes",
             (budget_kb / 2).clamp(1024, 65_536).to_string(),
@@ -799,7 +848,7 @@ impl Config {
             .iter()
             .map(|(k, v)| (*k, v.to_string()))
             .collect();
-        if let CommitPolicy::Auto(ms) = self.commit {
+        if let CommitPolicy::Auto(ms) = self.commits.policy {
             forced[0].1 = "true".into();
             forced.push(("auto.commit.interval.ms", ms.to_string()));
         }
@@ -836,7 +885,7 @@ impl Config {
             cc.set(k, v);
         }
         if self.delivery.commits_in_transaction() {
-            let id = self.transactional_id.clone().unwrap_or_else(|| {
+            let id = self.commits.transactional_id.clone().unwrap_or_else(|| {
                 format!(
                     "tidemark-{}-{:016x}",
                     self.group_id().unwrap_or("free"),
@@ -880,8 +929,8 @@ mod tests {
                 "consumer_properties":{"enable.auto.commit":"true","fetch.max.bytes":"1000"}}"#,
         )
         .unwrap();
-        assert_eq!(c.commit, CommitPolicy::EveryMs(1000));
-        assert_eq!(c.commit_mode, CommitMode::Async);
+        assert_eq!(c.commits.policy, CommitPolicy::EveryMs(1000));
+        assert_eq!(c.commits.mode, CommitMode::Async);
         assert_eq!(
             c.sink,
             SinkConfig::Topic {
@@ -893,6 +942,29 @@ mod tests {
         assert_eq!(cc.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(cc.get("fetch.max.bytes"), Some("1000"));
         c.validate().unwrap();
+        assert_eq!(c.flow, FlowConfig::default());
+    }
+
+    #[test]
+    fn a_group_names_only_what_it_changes_and_refuses_unknown_fields() {
+        let c: Config = serde_json::from_str(
+            r#"{"brokers":"b","membership":{"group":{"group_id":"g","topics":["t"]}},
+                "flow":{"max_in_flight_records":5000},"commits":{"policy":{"every_ms":50}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.flow.max_in_flight_records, 5000);
+        assert_eq!(
+            c.flow.max_in_flight_bytes,
+            FlowConfig::default().max_in_flight_bytes
+        );
+        assert_eq!(c.commits.policy, CommitPolicy::EveryMs(50));
+        assert_eq!(c.commits.mode, CommitMode::Async);
+        let err = serde_json::from_str::<Config>(
+            r#"{"brokers":"b","membership":{"group":{"group_id":"g","topics":["t"]}},
+                "flow":{"max_in_flight_record":5000}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("max_in_flight_record"), "{err}");
     }
 
     #[test]
@@ -906,8 +978,10 @@ mod tests {
         let mut c = Config::new("b:1", "g", ["t"]);
         c.consumer_properties
             .insert("max.poll.interval.ms".into(), "5000".into());
-        assert!(matches!(c.validate(), Err(Error::Config(m)) if m.starts_with("drain_timeout_ms")));
-        c.drain_timeout_ms = 4000;
+        assert!(
+            matches!(c.validate(), Err(Error::Config(m)) if m.starts_with("lifecycle.drain_timeout_ms"))
+        );
+        c.lifecycle.drain_timeout_ms = 4000;
         c.validate().unwrap();
         let mut c = Config::new("b:1", "g", ["t"]);
         c.delivery = Delivery::ExactlyOnce;
@@ -930,7 +1004,7 @@ mod tests {
         assert!("t".parse::<TopicPartition>().is_err());
         assert!("t:-1".parse::<TopicPartition>().is_err());
         let mut auto = Config::new("b:1", "g", ["t"]);
-        auto.commit = CommitPolicy::Auto(250);
+        auto.commits.policy = CommitPolicy::Auto(250);
         let cc = auto.consumer_client_config();
         assert_eq!(cc.get("enable.auto.commit"), Some("true"));
         assert_eq!(cc.get("enable.auto.offset.store"), Some("false"));

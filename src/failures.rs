@@ -14,7 +14,7 @@ pub const HEADER_ERROR: &str = "tidemark-error";
 pub const HEADER_ATTEMPTS: &str = "tidemark-attempts";
 
 /// Retries of records whose processor returned a
-/// [`Retriable`](crate::FailureKind::Retriable) error (`Config::retry`).
+/// [`Retriable`](crate::FailureKind::Retriable) error (`FailureConfig::retry`).
 ///
 /// The n-th retry waits `initial_backoff_ms × multiplier^(n-1)`, capped at
 /// `max_backoff_ms`, with full jitter (a uniformly random wait between half and all
@@ -76,7 +76,7 @@ impl RetryPolicy {
     }
 }
 
-/// The dead-letter queue (`Config::dead_letter`, CLI `--dead-letter-topic`).
+/// The dead-letter queue (`FailureConfig::dead_letter`, CLI `--dead-letter-topic`).
 ///
 /// A record that failed permanently, exhausted its attempts or panicked is produced
 /// to `topic` with its original key, value and headers plus `tidemark-src-topic`,

@@ -51,8 +51,8 @@ pub use commit::{
     PartitionOffset,
 };
 pub use config::{
-    Config, Delivery, Membership, PostgresSink, SinkConfig, StartPosition,
-    FORCED_CONSUMER_PROPERTIES,
+    CommitConfig, Config, Delivery, FailureConfig, FlowConfig, LifecycleConfig, Membership,
+    ObservabilityConfig, PostgresSink, SinkConfig, StartPosition, FORCED_CONSUMER_PROPERTIES,
 };
 pub use engine::sink::{HEADER_SRC_OFFSET, HEADER_SRC_PARTITION};
 pub use engine::{Pipeline, RunSummary};

@@ -6,11 +6,11 @@ use crate::record::{Outputs, Record};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// A transient failure (a timeout, an unavailable dependency): trying again may
-    /// succeed. Retried per `Config::retry`; once the attempts are exhausted it is
+    /// succeed. Retried per `FailureConfig::retry`; once the attempts are exhausted it is
     /// dead-lettered, or the pipeline stops at the committable offset.
     Retriable,
     /// The record can never be processed (malformed input, a bug): it is
-    /// dead-lettered at once (`Config::dead_letter`), or the pipeline stops at the
+    /// dead-lettered at once (`FailureConfig::dead_letter`), or the pipeline stops at the
     /// committable offset.
     Permanent,
 }

@@ -68,7 +68,7 @@ fn a_slow_future_holds_back_only_its_own_key() {
     let mut config = Config::new(&brokers, &group, [&input]);
     config.ordering = ProcessingOrder::Key;
     config.concurrency = 64;
-    config.commit = tidemark::CommitPolicy::EveryMs(200);
+    config.commits.policy = tidemark::CommitPolicy::EveryMs(200);
     let pipeline = Pipeline::new_async(config, processor);
     let stop = pipeline.shutdown_handle();
     let run = std::thread::spawn(move || pipeline.run());
@@ -159,8 +159,8 @@ fn a_panicking_future_fails_its_record_alone_and_the_pipeline_goes_on() {
 
     let mut config = Config::new(&brokers, &group, [&input]);
     config.ordering = ProcessingOrder::Unordered;
-    config.dead_letter = Some(DeadLetterConfig::new(&dlq));
-    config.exit_when_idle_ms = Some(1_000);
+    config.failures.dead_letter = Some(DeadLetterConfig::new(&dlq));
+    config.lifecycle.exit_when_idle_ms = Some(1_000);
     Pipeline::new_async(config, PanicsAt50)
         .run()
         .expect("the pipeline goes on");
@@ -217,9 +217,9 @@ fn thousands_in_flight_keep_the_member_in_its_group_and_pause_at_the_bound() {
     let mut config = Config::new(&brokers, &group, [&input]);
     config.ordering = ProcessingOrder::Unordered;
     config.concurrency = 2_000;
-    config.max_in_flight_records = 4_000;
-    config.exit_when_idle_ms = Some(1_000);
-    config.drain_timeout_ms = 3_000;
+    config.flow.max_in_flight_records = 4_000;
+    config.lifecycle.exit_when_idle_ms = Some(1_000);
+    config.lifecycle.drain_timeout_ms = 3_000;
     // The poll thread must keep polling while thousands of futures wait.
     config
         .consumer_properties

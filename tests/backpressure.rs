@@ -23,10 +23,10 @@ fn slow_processor_keeps_membership() {
 
     let mut config = Config::new(&brokers, &group, [&input]);
     config.workers = 2;
-    config.max_batch_records = 2_000;
-    config.max_in_flight_records = 20;
-    config.commit = tidemark::CommitPolicy::EveryMs(500);
-    config.drain_timeout_ms = 2_000;
+    config.flow.max_batch_records = 2_000;
+    config.flow.max_in_flight_records = 20;
+    config.commits.policy = tidemark::CommitPolicy::EveryMs(500);
+    config.lifecycle.drain_timeout_ms = 2_000;
     for (k, v) in [
         ("session.timeout.ms", "6000"),
         ("max.poll.interval.ms", "6000"),
@@ -97,10 +97,10 @@ fn in_flight_stays_within_bounds() {
 
     let mut config = Config::new(&brokers, &group, [&input]);
     config.workers = 2;
-    config.max_in_flight_bytes = MAX_BYTES;
-    config.max_in_flight_records = MAX_RECORDS;
-    config.commit = tidemark::CommitPolicy::EveryMs(200);
-    config.exit_when_idle_ms = Some(5_000);
+    config.flow.max_in_flight_bytes = MAX_BYTES;
+    config.flow.max_in_flight_records = MAX_RECORDS;
+    config.commits.policy = tidemark::CommitPolicy::EveryMs(200);
+    config.lifecycle.exit_when_idle_ms = Some(5_000);
     config
         .consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());

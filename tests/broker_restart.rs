@@ -36,8 +36,8 @@ fn a_broker_restart_mid_run_loses_nothing() {
 
     let mut c = Config::new(&brokers, "restart", ["in"]);
     c.workers = 2;
-    c.commit = tidemark::CommitPolicy::EveryMs(100);
-    c.max_in_flight_records = 2_000;
+    c.commits.policy = tidemark::CommitPolicy::EveryMs(100);
+    c.flow.max_in_flight_records = 2_000;
     c.consumer_properties
         .insert("session.timeout.ms".into(), "30000".into());
     let processor = Arc::new(Slow::default());

@@ -32,9 +32,9 @@ fn run(policy: CommitPolicy, mode: CommitMode) -> Vec<CommitEvent> {
 
     let mut config = Config::new(&brokers, "policies", ["in"]);
     config.workers = 2;
-    config.commit = policy;
-    config.commit_mode = mode;
-    config.exit_when_idle_ms = Some(1_500);
+    config.commits.policy = policy;
+    config.commits.mode = mode;
+    config.lifecycle.exit_when_idle_ms = Some(1_500);
     config
         .consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());
@@ -138,7 +138,7 @@ fn commit_handle_commits_one_partition_on_demand() {
 
     let mut config = Config::new(&brokers, "on-demand", ["in"]);
     config.workers = 2;
-    config.commit = CommitPolicy::AtEnd;
+    config.commits.policy = CommitPolicy::AtEnd;
     config
         .consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());

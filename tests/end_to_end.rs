@@ -46,8 +46,8 @@ impl Processor for Jitter {
 fn config(brokers: &str, group: &str, topic: &str) -> Config {
     let mut c = Config::new(brokers, group, [topic]);
     c.workers = WORKERS;
-    c.commit = tidemark::CommitPolicy::EveryMs(50);
-    c.exit_when_idle_ms = Some(4_000);
+    c.commits.policy = tidemark::CommitPolicy::EveryMs(50);
+    c.lifecycle.exit_when_idle_ms = Some(4_000);
     c.consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());
     c

@@ -50,10 +50,10 @@ fn eos_config(brokers: &str, group: &str) -> Config {
     config.sink = SinkConfig::Topic {
         topic: "out".into(),
     };
-    config.commit = CommitPolicy::EveryMs(50);
+    config.commits.policy = CommitPolicy::EveryMs(50);
     // Several transactions over the input.
-    config.max_in_flight_records = 500;
-    config.exit_when_idle_ms = Some(1_500);
+    config.flow.max_in_flight_records = 500;
+    config.lifecycle.exit_when_idle_ms = Some(1_500);
     config
         .consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());

@@ -30,8 +30,8 @@ fn run_free(brokers: &str, store: &std::path::Path) -> (u64, BTreeMap<TopicParti
         .collect();
     let mut config = Config::free(brokers, assignment);
     config.workers = 2;
-    config.commit = CommitPolicy::EveryMs(50);
-    config.exit_when_idle_ms = Some(1_000);
+    config.commits.policy = CommitPolicy::EveryMs(50);
+    config.lifecycle.exit_when_idle_ms = Some(1_000);
     let summary = Pipeline::new(config, Noop)
         .with_offset_store(FileOffsetStore::open(store).unwrap())
         .run()

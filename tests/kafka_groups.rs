@@ -57,10 +57,10 @@ fn join_and_leave(properties: &[(&str, &str)]) -> Run {
     let config = |idle_ms: Option<u64>| {
         let mut c = Config::new(&brokers, &group, [&input]);
         c.workers = 2;
-        c.commit = tidemark::CommitPolicy::EveryMs(100);
-        c.max_in_flight_records = 2_000;
-        c.exit_when_idle_ms = idle_ms;
-        c.drain_timeout_ms = 5_000;
+        c.commits.policy = tidemark::CommitPolicy::EveryMs(100);
+        c.flow.max_in_flight_records = 2_000;
+        c.lifecycle.exit_when_idle_ms = idle_ms;
+        c.lifecycle.drain_timeout_ms = 5_000;
         c.sink = SinkConfig::Topic {
             topic: output.clone(),
         };

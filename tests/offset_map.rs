@@ -69,14 +69,14 @@ fn wait_until(what: &str, check: impl FnMut() -> bool) {
 fn config(brokers: &str, group: &str, topic: &str) -> Config {
     let mut c = Config::new(brokers, group, [topic]);
     c.workers = 2;
-    c.commit = CommitPolicy::EveryMs(100);
-    c.drain_timeout_ms = 300;
-    c.exit_when_idle_ms = Some(2_000);
+    c.commits.policy = CommitPolicy::EveryMs(100);
+    c.lifecycle.drain_timeout_ms = 300;
+    c.lifecycle.exit_when_idle_ms = Some(2_000);
     // The held record must not hold back others of its key.
     c.ordering = ProcessingOrder::Unordered;
-    c.retry.max_attempts = u32::MAX;
-    c.retry.initial_backoff_ms = 10;
-    c.retry.max_backoff_ms = 50;
+    c.failures.retry.max_attempts = u32::MAX;
+    c.failures.retry.initial_backoff_ms = 10;
+    c.failures.retry.max_backoff_ms = 50;
     c.consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());
     c
@@ -127,7 +127,7 @@ fn after_a_graceful_stop_the_next_member_redoes_only_the_held_record() {
 
     let first = Holding::new(&[held]);
     let mut c = config(&t.brokers, &t.group, &t.name);
-    c.exit_when_idle_ms = None;
+    c.lifecycle.exit_when_idle_ms = None;
     let pipeline = Pipeline::new(c, first.clone());
     let stop = pipeline.shutdown_handle();
     let metrics = pipeline.metrics();
@@ -204,7 +204,7 @@ fn a_graceful_rebalance_redoes_only_what_was_in_flight() {
 
     let a = Holding::new(&held);
     let mut c = config(&t.brokers, &t.group, &t.name);
-    c.exit_when_idle_ms = None;
+    c.lifecycle.exit_when_idle_ms = None;
     let pipeline = Pipeline::new(c.clone(), a.clone());
     let a_stop = pipeline.shutdown_handle();
     let a_run = std::thread::spawn(move || pipeline.run());

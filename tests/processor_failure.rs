@@ -118,7 +118,7 @@ fn stops_at_the_failed_record(
 
     let mut config = Config::new(&brokers, group, ["in"]);
     config.workers = 2;
-    config.commit = policy;
+    config.commits.policy = policy;
     config
         .consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());

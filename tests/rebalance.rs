@@ -40,12 +40,12 @@ fn second_member_joins(strategy: &str) -> (u64, u64) {
     let config = || {
         let mut c = Config::new(&brokers, "rebalance", ["in"]);
         c.workers = 2;
-        c.commit = tidemark::CommitPolicy::EveryMs(100);
-        c.max_in_flight_records = 1_000;
+        c.commits.policy = tidemark::CommitPolicy::EveryMs(100);
+        c.flow.max_in_flight_records = 1_000;
         // The duplicate bound below: records not covered by a confirmed commit.
-        c.max_uncommitted_records = 1_000;
-        c.exit_when_idle_ms = Some(8_000);
-        c.drain_timeout_ms = 3_000;
+        c.flow.max_uncommitted_records = 1_000;
+        c.lifecycle.exit_when_idle_ms = Some(8_000);
+        c.lifecycle.drain_timeout_ms = 3_000;
         for (k, v) in [
             ("partition.assignment.strategy", strategy),
             ("session.timeout.ms", "3000"),

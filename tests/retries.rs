@@ -59,11 +59,11 @@ fn a_retrying_key_holds_back_only_itself() {
 
     let mut c = Config::new(&brokers, "retry", ["in"]);
     c.workers = 2;
-    c.commit = tidemark::CommitPolicy::EveryMs(50);
-    c.exit_when_idle_ms = Some(3_000);
-    c.retry.max_attempts = 10_000;
-    c.retry.initial_backoff_ms = 20;
-    c.retry.max_backoff_ms = 100;
+    c.commits.policy = tidemark::CommitPolicy::EveryMs(50);
+    c.lifecycle.exit_when_idle_ms = Some(3_000);
+    c.failures.retry.max_attempts = 10_000;
+    c.failures.retry.initial_backoff_ms = 20;
+    c.failures.retry.max_backoff_ms = 100;
     c.consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());
     let processor = Arc::new(Stuck::default());
@@ -146,7 +146,7 @@ fn the_dead_letter_guard_stops_a_pipeline_whose_every_record_fails() {
     workload::produce(&brokers, &workload::Workload::new("in", 2_000, 2), |_| {}).unwrap();
     let mut c = Config::new(&brokers, "guard", ["in"]);
     c.workers = 2;
-    c.dead_letter = Some(DeadLetterConfig {
+    c.failures.dead_letter = Some(DeadLetterConfig {
         max_consecutive: 50,
         ..DeadLetterConfig::new("dlq")
     });

@@ -44,8 +44,8 @@ impl Processor for SleepsAt100 {
 fn config(brokers: &str, group: &str, input: &str) -> Config {
     let mut config = Config::new(brokers, group, [input]);
     config.workers = 4;
-    config.commit = tidemark::CommitPolicy::EveryMs(200);
-    config.drain_timeout_ms = 500;
+    config.commits.policy = tidemark::CommitPolicy::EveryMs(200);
+    config.lifecycle.drain_timeout_ms = 500;
     config
 }
 
@@ -107,7 +107,7 @@ fn a_sleeping_record_holds_back_only_itself() {
     let next = SleepsAt100::default();
     let redone = next.partition0.clone();
     let mut c = config(&brokers, &group, &input);
-    c.exit_when_idle_ms = Some(1_000);
+    c.lifecycle.exit_when_idle_ms = Some(1_000);
     Pipeline::new(c, next).run().expect("clean run");
     assert_eq!(*redone.lock().unwrap(), vec![SLOW.1]);
     let committed = verify::committed_offsets(&brokers, &group, &input).unwrap();

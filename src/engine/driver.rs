@@ -324,20 +324,26 @@ impl Driver {
         Driver {
             engine,
             execution,
-            schedule: CommitSchedule::new(config.commit, config.max_uncommitted_records),
+            schedule: CommitSchedule::new(
+                config.commits.policy,
+                config.flow.max_uncommitted_records,
+            ),
             limits: Limits::from_config(config),
             requests,
             shutdown,
-            poll_timeout: Duration::from_millis(config.poll_timeout_ms),
-            max_batch_records: config.max_batch_records,
-            idle_limit: config.exit_when_idle_ms.map(Duration::from_millis),
+            poll_timeout: Duration::from_millis(config.flow.poll_timeout_ms),
+            max_batch_records: config.flow.max_batch_records,
+            idle_limit: config
+                .lifecycle
+                .exit_when_idle_ms
+                .map(Duration::from_millis),
             pressed: false,
             first_dispatch: None,
             last_record: Instant::now(),
             publisher: Publisher::new(
                 engine_metrics,
-                Duration::from_millis(config.stuck_threshold_ms),
-                config.offset_map_max_bytes,
+                Duration::from_millis(config.observability.stuck_threshold_ms),
+                config.commits.offset_map_max_bytes,
                 None,
             ),
         }
@@ -444,7 +450,7 @@ impl Driver {
         Turn::Continue
     }
 
-    /// The idle stop (`Config::exit_when_idle_ms`): the member has received its first
+    /// The idle stop (`LifecycleConfig::exit_when_idle_ms`): the member has received its first
     /// assignment (an empty one counts), no record arrived for `limit` since then,
     /// every assigned partition reached its end of log and is not paused, and
     /// nothing polled is unfinished, nor a dead letter on its way.

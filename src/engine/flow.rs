@@ -34,10 +34,10 @@ pub(crate) struct Limits {
 impl Limits {
     pub(crate) fn from_config(c: &Config) -> Self {
         Limits {
-            records: c.max_in_flight_records,
-            bytes: c.max_in_flight_bytes,
-            uncommitted: c.max_uncommitted_records,
-            per_partition: c.max_in_flight_records_per_partition,
+            records: c.flow.max_in_flight_records,
+            bytes: c.flow.max_in_flight_bytes,
+            uncommitted: c.flow.max_uncommitted_records,
+            per_partition: c.flow.max_in_flight_records_per_partition,
         }
     }
 

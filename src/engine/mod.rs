@@ -283,13 +283,15 @@ impl Pipeline {
             (None, Some(sink))
                 if config.delivery.commits_in_transaction() && sink.has_output_topic() =>
             {
-                let timeout = Duration::from_millis(config.startup_timeout_ms);
+                let timeout = Duration::from_millis(config.lifecycle.startup_timeout_ms);
                 sink.start_transactions(timeout)
                     .map_err(|e| Error::Transaction(e.into()))?;
                 CommitTarget::Transaction(sink.clone())
             }
-            _ if matches!(config.commit, CommitPolicy::Auto(_)) => CommitTarget::LibrdkafkaAuto,
-            _ => CommitTarget::Group(config.commit_mode),
+            _ if matches!(config.commits.policy, CommitPolicy::Auto(_)) => {
+                CommitTarget::LibrdkafkaAuto
+            }
+            _ => CommitTarget::Group(config.commits.mode),
         };
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let engine = Arc::new(Engine {
@@ -302,7 +304,7 @@ impl Pipeline {
             record_processing: metrics::histogram!(crate::metrics::names::RECORD_PROCESSING),
             on_commit: self.on_commit.clone(),
             delivery: config.delivery,
-            drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+            drain_timeout: Duration::from_millis(config.lifecycle.drain_timeout_ms),
             start_position: config.start_position,
             target,
         });
@@ -361,7 +363,7 @@ impl Pipeline {
             self.shutdown.clone(),
         );
         let shared = &self.metrics.0;
-        let _sampler = match config.lag_refresh_ms {
+        let _sampler = match config.observability.lag_refresh_ms {
             0 => None,
             ms => LagSampler::start(
                 &lag_sampler::client_config(config),
@@ -439,13 +441,13 @@ impl Pipeline {
 
 /// Fails fast when the brokers are unreachable or a topic is missing.
 fn check_topics(consumer: &BaseConsumer<PipelineContext>, config: &Config) -> Result<(), Error> {
-    let timeout = Duration::from_millis(config.startup_timeout_ms);
+    let timeout = Duration::from_millis(config.lifecycle.startup_timeout_ms);
     let metadata =
         consumer
             .fetch_metadata(None, timeout)
             .map_err(|source| Error::BrokerUnreachable {
                 brokers: config.brokers.clone(),
-                timeout_ms: config.startup_timeout_ms,
+                timeout_ms: config.lifecycle.startup_timeout_ms,
                 source: source.into(),
             })?;
     for topic in &config.input_topics() {

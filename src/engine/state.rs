@@ -47,12 +47,16 @@ impl RunState {
             // At-most-once commits before processing: nothing completed lies above
             // a committed offset, so no map.
             partitions: Partitions::new(if at_least_once {
-                config.offset_map_max_bytes
+                config.commits.offset_map_max_bytes
             } else {
                 0
             }),
             scheduler: Scheduler::new(config.ordering),
-            failures: FailurePolicy::new(config.retry, config.dead_letter.clone(), at_least_once),
+            failures: FailurePolicy::new(
+                config.failures.retry,
+                config.failures.dead_letter.clone(),
+                at_least_once,
+            ),
             ..RunState::default()
         }
     }

@@ -68,8 +68,8 @@ impl Processor for Gated {
 fn config(edit: impl FnOnce(&mut Config)) -> Config {
     let mut c = Config::new("fake:9092", "g", [T]);
     c.workers = 2;
-    c.drain_timeout_ms = 2_000;
-    c.commit = CommitPolicy::AtEnd;
+    c.lifecycle.drain_timeout_ms = 2_000;
+    c.commits.policy = CommitPolicy::AtEnd;
     edit(&mut c);
     c
 }
@@ -95,7 +95,7 @@ fn driver_with(config: &Config, target: CommitTarget, work: super::execution::Wo
         record_processing: metrics::Histogram::noop(),
         on_commit: None,
         delivery: config.delivery,
-        drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+        drain_timeout: Duration::from_millis(config.lifecycle.drain_timeout_ms),
         start_position: None,
         target,
     });
@@ -334,7 +334,7 @@ fn a_failed_async_commit_is_retried_and_commits_never_go_back() {
 fn back_pressure_pauses_at_the_in_flight_bound_and_resumes_on_completions() {
     let processor = Gated::blocking(0..10);
     let open = processor.opener();
-    let c = config(|c| c.max_in_flight_records = 10);
+    let c = config(|c| c.flow.max_in_flight_records = 10);
     let (mut d, fake) = synced(&c, processor, &[0]);
     fake.queue(T, 0, 0..50);
     d.turn(&fake);
@@ -364,8 +364,8 @@ fn back_pressure_pauses_at_the_in_flight_bound_and_resumes_on_completions() {
 #[test]
 fn back_pressure_pauses_at_the_commit_lag_bound_until_a_commit_confirms() {
     let c = config(|c| {
-        c.max_in_flight_records = 10;
-        c.max_uncommitted_records = 10;
+        c.flow.max_in_flight_records = 10;
+        c.flow.max_uncommitted_records = 10;
     });
     let (mut d, fake) = synced(&c, Gated::default(), &[0]);
     fake.queue(T, 0, 0..50);
@@ -391,8 +391,8 @@ fn a_stuck_record_pauses_only_its_own_partition_at_the_commit_lag_bound() {
     let processor = Gated::blocking([3]);
     let open = processor.opener();
     let c = config(|c| {
-        c.max_in_flight_records = 100;
-        c.max_uncommitted_records = 20;
+        c.flow.max_in_flight_records = 100;
+        c.flow.max_uncommitted_records = 20;
     });
     let (mut d, fake) = synced(&c, processor, &[0, 1]);
     fake.queue(T, 0, 0..30);
@@ -434,7 +434,7 @@ fn a_stuck_record_pauses_only_its_own_partition_at_the_commit_lag_bound() {
 fn drain_timeout_on_revoke_commits_up_to_the_stuck_record() {
     let processor = Gated::blocking([3]);
     let open = processor.opener();
-    let c = config(|c| c.drain_timeout_ms = 50);
+    let c = config(|c| c.lifecycle.drain_timeout_ms = 50);
     let (mut d, fake) = synced(&c, processor, &[0]);
     // Two tasks: 0..3 completes, 3..6 is stuck on offset 3.
     fake.queue(T, 0, 0..3);
@@ -467,7 +467,7 @@ fn drain_timeout_on_revoke_commits_up_to_the_stuck_record() {
 fn drain_timeout_on_stop_commits_up_to_the_stuck_record() {
     let processor = Gated::blocking([4]);
     let open = processor.opener();
-    let c = config(|c| c.drain_timeout_ms = 50);
+    let c = config(|c| c.lifecycle.drain_timeout_ms = 50);
     let mut d = driver(&c, CommitTarget::Group(CommitMode::Async), processor);
     let fake = FakeConsumer::default();
     assign(&d, &[0]);
@@ -585,7 +585,7 @@ fn a_position_ahead_of_the_records_is_not_trusted_before_the_end_of_the_log() {
 
 #[test]
 fn librdkafka_auto_commit_stores_the_committable_offsets() {
-    let c = config(|c| c.commit = CommitPolicy::Auto(100));
+    let c = config(|c| c.commits.policy = CommitPolicy::Auto(100));
     let mut d = driver(&c, CommitTarget::LibrdkafkaAuto, Gated::default());
     let fake = FakeConsumer::default();
     assign(&d, &[0]);
@@ -609,7 +609,7 @@ fn the_offset_map_lets_a_new_owner_skip_what_the_old_one_completed() {
     // The old owner: offset 0 is stuck, 1..6 complete (in a later round).
     let processor = Gated::blocking([0]);
     let open = processor.opener();
-    let c = config(|c| c.drain_timeout_ms = 50);
+    let c = config(|c| c.lifecycle.drain_timeout_ms = 50);
     let (mut d, fake) = synced(&c, processor, &[0]);
     fake.queue(T, 0, 0..1);
     d.turn(&fake);
@@ -669,8 +669,8 @@ fn a_zero_budget_turns_the_map_off() {
     let processor = Gated::blocking([0]);
     let open = processor.opener();
     let c = config(|c| {
-        c.drain_timeout_ms = 50;
-        c.offset_map_max_bytes = 0;
+        c.lifecycle.drain_timeout_ms = 50;
+        c.commits.offset_map_max_bytes = 0;
     });
     let (mut d, fake) = synced(&c, processor, &[0]);
     fake.queue(T, 0, 0..1);
@@ -705,11 +705,11 @@ fn a_map_over_budget_keeps_a_prefix_and_the_rest_is_redone() {
     // Odd offsets complete, even ones wait for retries: one run per record, far
     // more than 24 bytes hold.
     let c = config(|c| {
-        c.offset_map_max_bytes = 24;
+        c.commits.offset_map_max_bytes = 24;
         c.ordering = crate::ordering::ProcessingOrder::Unordered;
-        c.retry.max_attempts = u32::MAX;
-        c.retry.initial_backoff_ms = 60_000;
-        c.retry.max_backoff_ms = 60_000;
+        c.failures.retry.max_attempts = u32::MAX;
+        c.failures.retry.initial_backoff_ms = 60_000;
+        c.failures.retry.max_backoff_ms = 60_000;
     });
     let (mut d, fake) = synced(&c, EvenRetry, &[0]);
     fake.queue(T, 0, 0..200);
@@ -792,8 +792,8 @@ fn the_idle_stop_waits_for_paused_partitions_to_reach_their_end() {
     let open = processor.opener();
     let seen = processor.seen.clone();
     let c = config(|c| {
-        c.max_in_flight_records = 10;
-        c.exit_when_idle_ms = Some(0);
+        c.flow.max_in_flight_records = 10;
+        c.lifecycle.exit_when_idle_ms = Some(0);
     });
     let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
     let fake = FakeConsumer::default();
@@ -819,7 +819,7 @@ fn the_idle_stop_waits_for_paused_partitions_to_reach_their_end() {
 
 #[test]
 fn the_idle_stop_waits_for_the_first_assignment_and_an_empty_one_counts() {
-    let c = config(|c| c.exit_when_idle_ms = Some(0));
+    let c = config(|c| c.lifecycle.exit_when_idle_ms = Some(0));
     let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), Gated::default());
     let fake = FakeConsumer::default();
     fake.report_eof();
@@ -849,8 +849,8 @@ fn the_idle_stop_waits_for_a_record_waiting_for_its_retry() {
         }
     }
     let c = config(|c| {
-        c.exit_when_idle_ms = Some(0);
-        c.retry.initial_backoff_ms = 50;
+        c.lifecycle.exit_when_idle_ms = Some(0);
+        c.failures.retry.initial_backoff_ms = 50;
     });
     let mut d = driver(
         &c,
@@ -904,7 +904,7 @@ fn back_pressure_resumes_at_half_the_bound_while_a_stuck_record_runs() {
     let processor = Gated::blocking([0]);
     let open = processor.opener();
     let c = config(|c| {
-        c.max_in_flight_records = 10;
+        c.flow.max_in_flight_records = 10;
         c.ordering = crate::ordering::ProcessingOrder::Unordered;
     });
     let (mut d, fake) = synced(&c, processor, &[0]);

@@ -398,13 +398,13 @@ pub fn tidemark(
     reset_peak_rss();
     let mut config = Config::new(brokers, format!("bench-{}", rand_suffix()), [topic]);
     config.workers = workers;
-    config.commit = policy;
+    config.commits.policy = policy;
     config.ordering = ordering;
-    config.max_uncommitted_records = config.max_uncommitted_records.max(records as usize);
+    config.flow.max_uncommitted_records = config.flow.max_uncommitted_records.max(records as usize);
     if policy == CommitPolicy::EveryRecord {
-        config.commit_mode = tidemark::CommitMode::Sync;
+        config.commits.mode = tidemark::CommitMode::Sync;
     }
-    config.exit_when_idle_ms = Some(1_000);
+    config.lifecycle.exit_when_idle_ms = Some(1_000);
     let events = Arc::new(Mutex::new(Vec::<CommitEvent>::new()));
     let sink = events.clone();
     let pipeline =
@@ -445,7 +445,7 @@ pub fn tidemark_default(
 ) -> anyhow::Result<Measurement> {
     reset_peak_rss();
     let mut config = Config::new(brokers, format!("bench-{}", rand_suffix()), [topic]);
-    config.exit_when_idle_ms = Some(1_000);
+    config.lifecycle.exit_when_idle_ms = Some(1_000);
     if let Some(output) = sink {
         config.sink = tidemark::SinkConfig::Topic {
             topic: output.to_string(),

@@ -131,7 +131,7 @@ pub struct Args {
     /// Stop gracefully once caught up: joined with an assignment (an empty one
     /// counts), every assigned partition read to its end (high watermark), none
     /// paused, nothing in flight or waiting for a retry, and no new record for this
-    /// many seconds (see Config::exit_when_idle_ms).
+    /// many seconds (see LifecycleConfig::exit_when_idle_ms).
     #[arg(long)]
     exit_when_idle: Option<f64>,
     /// Where partitions without a committed offset start: beginning, end, offset:N or
@@ -238,15 +238,15 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if let Some(n) = a.concurrency {
         config.concurrency = n;
     }
-    config.commit = match a.commit_interval_ms {
+    config.commits.policy = match a.commit_interval_ms {
         Some(ms) => tidemark::CommitPolicy::EveryMs(ms),
         None => a.commit,
     };
-    config.commit_mode = a.commit_mode;
+    config.commits.mode = a.commit_mode;
     config.delivery = a.delivery;
-    config.transactional_id = a.transactional_id;
+    config.commits.transactional_id = a.transactional_id;
     config.start_position = a.start;
-    config.exit_when_idle_ms = a.exit_when_idle.map(|s| (s * 1000.0) as u64);
+    config.lifecycle.exit_when_idle_ms = a.exit_when_idle.map(|s| (s * 1000.0) as u64);
     config.sink = a.sink.0;
     match &mut config.sink {
         SinkConfig::Postgres(sink) => {
@@ -272,34 +272,34 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         _ => {}
     }
     if let Some(n) = a.max_in_flight_records {
-        config.max_in_flight_records = n;
+        config.flow.max_in_flight_records = n;
     }
     if let Some(n) = a.max_uncommitted_records {
-        config.max_uncommitted_records = n;
+        config.flow.max_uncommitted_records = n;
     }
     if let Some(n) = a.max_in_flight_bytes {
-        config.max_in_flight_bytes = n;
+        config.flow.max_in_flight_bytes = n;
     }
     if let Some(ms) = a.drain_timeout_ms {
-        config.drain_timeout_ms = ms;
+        config.lifecycle.drain_timeout_ms = ms;
     }
     config.ordering = a.ordering;
     if let Some(n) = a.max_attempts {
-        config.retry.max_attempts = n;
+        config.failures.retry.max_attempts = n;
     }
     if let Some((initial, max)) = a.retry_backoff_ms {
-        config.retry.initial_backoff_ms = initial;
-        config.retry.max_backoff_ms = max;
+        config.failures.retry.initial_backoff_ms = initial;
+        config.failures.retry.max_backoff_ms = max;
     }
-    config.dead_letter = a.dead_letter_topic.map(tidemark::DeadLetterConfig::new);
+    config.failures.dead_letter = a.dead_letter_topic.map(tidemark::DeadLetterConfig::new);
     if let Some(n) = a.offset_map_max_bytes {
-        config.offset_map_max_bytes = n;
+        config.commits.offset_map_max_bytes = n;
     }
     if let Some(ms) = a.stuck_threshold_ms {
-        config.stuck_threshold_ms = ms;
+        config.observability.stuck_threshold_ms = ms;
     }
     if let Some(ms) = a.lag_refresh_ms {
-        config.lag_refresh_ms = ms;
+        config.observability.lag_refresh_ms = ms;
     }
     config.consumer_properties.extend(a.property);
     if let Some(reset) = a.auto_offset_reset {
@@ -322,7 +322,13 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         _ => Vec::new(),
     }
     .into_iter()
-    .chain(config.dead_letter.as_ref().map(|d| d.topic.clone()))
+    .chain(
+        config
+            .failures
+            .dead_letter
+            .as_ref()
+            .map(|d| d.topic.clone()),
+    )
     .collect();
     if !outputs.is_empty() {
         let input = &config.input_topics()[0];

@@ -78,7 +78,11 @@ impl Sink {
     /// table; [`Error::Config`] for a PostgreSQL sink in a build without the
     /// `postgres` feature.
     pub(crate) fn new(config: &crate::Config) -> Result<Option<Self>, Error> {
-        let dead_letter_topic = config.dead_letter.as_ref().map(|d| d.topic.clone());
+        let dead_letter_topic = config
+            .failures
+            .dead_letter
+            .as_ref()
+            .map(|d| d.topic.clone());
         let output = match &config.sink {
             crate::SinkConfig::Topic { topic } => Output::Topic(topic.clone()),
             crate::SinkConfig::None if dead_letter_topic.is_none() => return Ok(None),
