@@ -113,3 +113,95 @@ impl CommitTarget {
         Sent::Done(result, sent.elapsed())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::engine::fake::{Call, FakeConsumer};
+    use crate::offset_store::OffsetAndMetadata;
+    use crate::topic_partition::TopicPartition;
+
+    fn offsets() -> Vec<PartitionOffset> {
+        vec![PartitionOffset::new("t", 0, 5)]
+    }
+
+    fn done(sent: Sent) -> Result<(), CommitError> {
+        match sent {
+            Sent::Done(result, _) => result,
+            Sent::Pending => panic!("expected an answer now"),
+        }
+    }
+
+    #[test]
+    fn an_async_group_commit_is_pending_unless_the_caller_waits() {
+        let fake = FakeConsumer::default();
+        let target = CommitTarget::Group(CommitMode::Async);
+        assert!(matches!(
+            target.send(&fake, &offsets(), false),
+            Sent::Pending
+        ));
+        assert_eq!(fake.calls(), [Call::CommitAsync(Some(offsets()))]);
+        assert_eq!(fake.committed("t", 0), None, "the answer comes later");
+
+        done(target.send(&fake, &offsets(), true)).unwrap();
+        assert_eq!(fake.calls()[1], Call::CommitSync(offsets()));
+        assert_eq!(fake.committed("t", 0), Some(5));
+    }
+
+    #[test]
+    fn a_refused_commit_is_a_kafka_commit_error_whatever_the_target() {
+        let fake = FakeConsumer::default();
+        fake.fail_commits(3);
+        let sent = CommitTarget::Group(CommitMode::Async).send(&fake, &offsets(), false);
+        assert!(matches!(done(sent), Err(CommitError::Kafka(_))));
+        for target in [
+            CommitTarget::Group(CommitMode::Sync),
+            CommitTarget::LibrdkafkaAuto,
+        ] {
+            let result = done(target.send(&fake, &offsets(), false));
+            assert!(
+                matches!(result, Err(CommitError::Kafka(_))),
+                "{}",
+                target.kind()
+            );
+        }
+        assert_eq!(fake.committed("t", 0), None);
+    }
+
+    /// A store that fails its first save and records the rest.
+    #[derive(Default)]
+    struct Flaky(Mutex<(bool, Vec<PartitionOffset>)>);
+
+    impl OffsetStore for Flaky {
+        fn load(&self, _: &TopicPartition) -> std::io::Result<Option<OffsetAndMetadata>> {
+            Ok(None)
+        }
+        fn save(&self, offsets: &[PartitionOffset]) -> std::io::Result<()> {
+            let mut s = self.0.lock().unwrap();
+            if !s.0 {
+                s.0 = true;
+                return Err(std::io::Error::other("disk full"));
+            }
+            s.1.extend_from_slice(offsets);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_store_target_saves_synchronously_and_reports_its_errors() {
+        let fake = FakeConsumer::default();
+        let store = Arc::new(Flaky::default());
+        let target = CommitTarget::Store(store.clone());
+        assert!(!target.covers_every_partition());
+        let first = done(target.send(&fake, &offsets(), false));
+        assert!(matches!(first, Err(CommitError::OffsetStore(_))));
+        done(target.send(&fake, &offsets(), false)).unwrap();
+        assert_eq!(store.0.lock().unwrap().1, offsets());
+        assert!(
+            fake.calls().is_empty(),
+            "a free consumer commits nothing to Kafka"
+        );
+    }
+}

@@ -25,6 +25,7 @@ mod failure;
 mod fake;
 mod flow;
 mod lag_sampler;
+mod outcomes;
 mod partitions;
 mod pool;
 mod publish;

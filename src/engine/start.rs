@@ -235,3 +235,148 @@ pub(crate) fn free_assignment(
     }
     Ok(starts)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::commit::PartitionOffset;
+    use crate::engine::fake::FakeConsumer;
+
+    fn tp(p: i32) -> TopicPartition {
+        TopicPartition::new("t", p)
+    }
+
+    /// A lookup configuration the tests never need (the member's own look-up
+    /// answers).
+    fn unused_client() -> rdkafka::ClientConfig {
+        rdkafka::ClientConfig::new()
+    }
+
+    /// A group that committed `offset` with `metadata` on partition `p`.
+    fn committed(fake: &FakeConsumer, p: i32, offset: i64, metadata: String) {
+        let mut po = PartitionOffset::new("t", p, offset);
+        po.metadata = metadata;
+        fake.commit_sync(&[po]).unwrap();
+    }
+
+    fn offsets(starts: &[Start]) -> Vec<(i32, Offset, bool)> {
+        let mut v: Vec<_> = starts
+            .iter()
+            .map(|s| (s.tp.partition, s.offset, s.map.is_some()))
+            .collect();
+        v.sort_by_key(|(p, _, _)| *p);
+        v
+    }
+
+    #[test]
+    fn a_committed_offset_wins_and_brings_its_map_the_others_take_the_start_position() {
+        let fake = FakeConsumer::default();
+        let map = OffsetMap::encode(10, [12..15], 4096).metadata;
+        committed(&fake, 0, 10, map.clone());
+        committed(&fake, 1, 7, "written by another tool".into());
+        let assigned = [tp(0), tp(1), tp(2)];
+        let starts = start_offsets(
+            &fake,
+            &unused_client(),
+            Some(StartPosition::End),
+            &assigned,
+            true,
+        );
+        assert_eq!(
+            offsets(&starts),
+            [
+                (0, Offset::Offset(10), true),
+                (1, Offset::Offset(7), false),
+                (2, Offset::End, false),
+            ]
+        );
+        let inherited = starts.iter().find_map(|s| s.map.as_ref()).unwrap();
+        assert_eq!(inherited.completed(), [12..15]);
+
+        // Maps off: the committed offset alone. No start position: librdkafka's
+        // auto.offset.reset decides, so the partition is left out.
+        let starts = start_offsets(&fake, &unused_client(), None, &assigned, false);
+        assert_eq!(
+            offsets(&starts),
+            [
+                (0, Offset::Offset(10), false),
+                (1, Offset::Offset(7), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_map_of_another_offset_is_ignored() {
+        let fake = FakeConsumer::default();
+        committed(&fake, 0, 20, OffsetMap::encode(10, [12..15], 4096).metadata);
+        let starts = start_offsets(&fake, &unused_client(), None, &[tp(0)], true);
+        assert_eq!(offsets(&starts), [(0, Offset::Offset(20), false)]);
+    }
+
+    #[test]
+    fn a_timestamp_with_no_record_that_recent_starts_at_the_end() {
+        let fake = FakeConsumer::default();
+        let starts = start_offsets(
+            &fake,
+            &unused_client(),
+            Some(StartPosition::Timestamp(1_700_000_000_000)),
+            &[tp(0)],
+            true,
+        );
+        assert_eq!(offsets(&starts), [(0, Offset::End, false)]);
+    }
+
+    /// An offset store holding what it was given.
+    #[derive(Default)]
+    struct Stored(Mutex<Vec<(TopicPartition, OffsetAndMetadata)>>);
+
+    impl OffsetStore for Stored {
+        fn load(&self, partition: &TopicPartition) -> std::io::Result<Option<OffsetAndMetadata>> {
+            let saved = self.0.lock().unwrap();
+            Ok(saved
+                .iter()
+                .find(|(tp, _)| tp == partition)
+                .map(|(_, o)| o.clone()))
+        }
+        fn save(&self, _: &[PartitionOffset]) -> std::io::Result<()> {
+            unreachable!("start never saves")
+        }
+    }
+
+    #[test]
+    fn a_free_consumer_starts_from_its_store_else_from_auto_offset_reset() {
+        let fake = FakeConsumer::default();
+        let store = Stored::default();
+        store.0.lock().unwrap().push((
+            tp(1),
+            OffsetAndMetadata {
+                offset: 42,
+                metadata: String::new(),
+            },
+        ));
+        let mut config = Config::free("b:1", vec![tp(0), tp(1)]);
+        let starts = free_assignment(&fake, &config, &store, true).unwrap();
+        assert_eq!(
+            offsets(&starts),
+            [
+                (0, Offset::Beginning, false),
+                (1, Offset::Offset(42), false)
+            ],
+            "earliest is tidemark's default"
+        );
+
+        config
+            .consumer_properties
+            .insert("auto.offset.reset".into(), "latest".into());
+        let starts = free_assignment(&fake, &config, &store, true).unwrap();
+        assert_eq!(offsets(&starts)[0], (0, Offset::End, false));
+
+        config
+            .consumer_properties
+            .insert("auto.offset.reset".into(), "error".into());
+        let err = free_assignment(&fake, &config, &store, true).unwrap_err();
+        assert!(matches!(err, Error::OffsetReset(_)), "{err}");
+    }
+}
