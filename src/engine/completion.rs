@@ -32,26 +32,26 @@ use crate::record::Record;
 /// A record that failed in a task.
 #[derive(Debug)]
 pub(crate) struct FailedRecord {
-    pub offset: i64,
-    pub cause: FailureCause,
+    pub(super) offset: i64,
+    pub(super) cause: FailureCause,
     /// The record itself when the processor failed it (to retry or dead-letter);
     /// `None` for a failed output, which stops the run.
-    pub record: Option<Record>,
+    pub(super) record: Option<Record>,
 }
 
 /// The end of one task: what is not a completion.
 #[derive(Debug)]
 pub(crate) struct TaskDone {
     /// The scheduler's task id.
-    pub task: u64,
+    pub(super) task: u64,
     /// Key + payload bytes of the task, free again.
-    pub bytes: usize,
+    pub(super) bytes: usize,
     /// Each failed offset once, with the first cause seen for it.
-    pub failed: Vec<FailedRecord>,
+    pub(super) failed: Vec<FailedRecord>,
     /// Records not run because an earlier record of their lane failed in this task.
-    pub skipped: Vec<Record>,
+    pub(super) skipped: Vec<Record>,
     /// Worker time spent in the processor for this task.
-    pub processing: std::time::Duration,
+    pub(super) processing: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -170,10 +170,10 @@ pub(crate) struct PendingTask {
     outstanding: AtomicUsize,
     outcome: Mutex<Outcome>,
     progress: Progress,
-    pub task: u64,
-    pub topic: Arc<str>,
-    pub partition: i32,
-    pub epoch: Epoch,
+    pub(super) task: u64,
+    pub(super) topic: Arc<str>,
+    pub(super) partition: i32,
+    pub(super) epoch: Epoch,
     bytes: usize,
     done: Sender<TaskDone>,
     wake: Arc<Wake>,

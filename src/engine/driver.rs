@@ -39,27 +39,27 @@ use crate::topic_partition::TopicPartition;
 
 /// The run state and settings shared by the poll loop and librdkafka's callbacks.
 pub(crate) struct Engine {
-    pub state: Mutex<RunState>,
+    pub(super) state: Mutex<RunState>,
     /// Task outcomes from the workers and the sink.
-    pub completions: Receiver<TaskDone>,
+    pub(super) completions: Receiver<TaskDone>,
     /// Also reachable without the lock: librdkafka's log callback runs on its own
     /// threads and must never wait for the poll thread.
-    pub metrics: Arc<Shared>,
+    pub(super) metrics: Arc<Shared>,
     /// The facade's processing-time histogram, registered once (recorded per task).
-    pub record_processing: metrics::Histogram,
-    pub on_commit: Option<CommitCallback>,
-    pub delivery: Delivery,
+    pub(super) record_processing: metrics::Histogram,
+    pub(super) on_commit: Option<CommitCallback>,
+    pub(super) delivery: Delivery,
     /// Longest a revoke or a stop waits for in-flight records.
-    pub drain_timeout: Duration,
+    pub(super) drain_timeout: Duration,
     /// Where partitions without a committed offset start.
-    pub start_position: Option<StartPosition>,
-    pub target: CommitTarget,
+    pub(super) start_position: Option<StartPosition>,
+    pub(super) target: CommitTarget,
     /// The producer of outputs and dead letters, if any.
-    pub sink: Option<Arc<Sink>>,
+    pub(super) sink: Option<Arc<Sink>>,
     /// Where task outcomes are sent (dead letters resolve through it too).
-    pub done_tx: Sender<TaskDone>,
+    pub(super) done_tx: Sender<TaskDone>,
     /// Wakes the poll thread parked on an empty consumer queue.
-    pub wake: Arc<Wake>,
+    pub(super) wake: Arc<Wake>,
 }
 
 /// True when `task` holds the lowest incomplete record of its partition. That record
@@ -80,19 +80,19 @@ pub(crate) enum Turn {
 
 /// The poll loop and what only it touches.
 pub(crate) struct Driver {
-    pub engine: Arc<Engine>,
+    pub(super) engine: Arc<Engine>,
     /// Where tasks run: the worker pool or an async runtime.
-    pub execution: Execution,
-    pub schedule: CommitSchedule,
-    pub limits: Limits,
-    pub requests: Receiver<CommitRequest>,
-    pub shutdown: ShutdownHandle,
-    pub poll_timeout: Duration,
-    pub max_batch_records: usize,
-    pub idle_limit: Option<Duration>,
+    pub(super) execution: Execution,
+    pub(super) schedule: CommitSchedule,
+    pub(super) limits: Limits,
+    pub(super) requests: Receiver<CommitRequest>,
+    pub(super) shutdown: ShutdownHandle,
+    pub(super) poll_timeout: Duration,
+    pub(super) max_batch_records: usize,
+    pub(super) idle_limit: Option<Duration>,
     /// Back-pressure paused every partition in the last round.
     pressed: bool,
-    pub first_dispatch: Option<Instant>,
+    pub(super) first_dispatch: Option<Instant>,
     last_record: Instant,
     publisher: Publisher,
 }

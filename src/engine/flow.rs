@@ -22,13 +22,13 @@ use crate::topic_partition::TopicPartition;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     /// `max_in_flight_records`.
-    pub records: usize,
+    pub(super) records: usize,
     /// `max_in_flight_bytes`.
-    pub bytes: usize,
+    pub(super) bytes: usize,
     /// `max_uncommitted_records`.
-    pub uncommitted: usize,
+    pub(super) uncommitted: usize,
     /// `max_in_flight_records_per_partition`.
-    pub per_partition: Option<usize>,
+    pub(super) per_partition: Option<usize>,
 }
 
 impl Limits {
@@ -71,13 +71,13 @@ impl Limits {
 /// A partition whose back-pressure flags change: the values it must have now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PartitionFlow {
-    pub tp: TopicPartition,
+    pub(super) tp: TopicPartition,
     /// Over its per-partition bound (`PartitionState::held`).
-    pub held: bool,
+    pub(super) held: bool,
     /// Over its share of the commit-lag bound (`PartitionState::held_uncommitted`).
-    pub held_uncommitted: bool,
+    pub(super) held_uncommitted: bool,
     /// Whether the consumer must have it paused.
-    pub paused: bool,
+    pub(super) paused: bool,
 }
 
 /// What back-pressure decided this round; the driver applies it to the run state
@@ -85,9 +85,9 @@ pub(crate) struct PartitionFlow {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct FlowDecision {
     /// Every partition is paused for the global bounds (`RunState::paused_all`).
-    pub paused_all: bool,
+    pub(super) paused_all: bool,
     /// The partitions whose flags change, with their new values.
-    pub changed: Vec<PartitionFlow>,
+    pub(super) changed: Vec<PartitionFlow>,
 }
 
 /// Decides which partitions to pause (at a bound) and resume (below half of every

@@ -20,11 +20,11 @@ use crate::record::{Header, Record};
 
 /// One assigned partition.
 pub(crate) struct PartitionState {
-    pub topic: Arc<str>,
-    pub partition: i32,
-    pub tracker: PartitionTracker,
+    pub(super) topic: Arc<str>,
+    pub(super) partition: i32,
+    pub(super) tracker: PartitionTracker,
     /// Records polled since the last dispatch (not yet delivered to the tracker).
-    pub staged: Vec<Record>,
+    pub(super) staged: Vec<Record>,
     staged_bytes: usize,
     /// Where the keys and payloads of this partition's records are copied, back
     /// to back (see [`Record`]).
@@ -33,23 +33,23 @@ pub(crate) struct PartitionState {
     /// will never complete under this epoch, so draining does not wait for them.
     stopped: usize,
     /// Whether the consumer has this partition paused.
-    pub paused: bool,
+    pub(super) paused: bool,
     /// The consumer reported the end of this partition's log (librdkafka's
     /// partition EOF) and no record of it was polled since: it is caught up.
-    pub at_end: bool,
+    pub(super) at_end: bool,
     /// Over its per-partition bound (cleared below half of it).
-    pub held: bool,
+    pub(super) held: bool,
     /// Over its share of the commit-lag bound while the bound is reached (see
     /// `flow::regulate`).
-    pub held_uncommitted: bool,
+    pub(super) held_uncommitted: bool,
     /// librdkafka auto-commit: the offset last stored with `store_offsets`.
-    pub stored: Option<i64>,
+    pub(super) stored: Option<i64>,
     /// The offset map committed by the partition's previous owner, read on
     /// assignment: its offsets are skipped when delivered, and those not delivered
     /// yet stay in this owner's maps. Dropped once delivery passes its end.
     inherited: Option<OffsetMap>,
     /// Bytes of the offset map of the last commit (the gauge against the budget).
-    pub map_bytes: usize,
+    pub(super) map_bytes: usize,
     /// When each round's records were delivered: (first offset, time), ascending.
     delivered_at: VecDeque<(i64, Instant)>,
     /// Polled records were discarded unprocessed: the consumer position is past
@@ -611,7 +611,7 @@ impl Partitions {
 
 /// The records of one partition delivered to its tracker in one round.
 pub(crate) struct Delivered {
-    pub epoch: Epoch,
+    pub(super) epoch: Epoch,
     /// In offset order; every record has the same topic and partition.
-    pub records: Vec<Record>,
+    pub(super) records: Vec<Record>,
 }

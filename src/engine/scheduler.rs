@@ -38,18 +38,18 @@ use crate::topic_partition::TopicPartition;
 /// Records of one partition that may run now, dispatched under one epoch.
 pub(crate) struct Task {
     /// Identifies the task's outcome to the scheduler.
-    pub id: u64,
-    pub topic: Arc<str>,
-    pub partition: i32,
-    pub epoch: Epoch,
+    pub(super) id: u64,
+    pub(super) topic: Arc<str>,
+    pub(super) partition: i32,
+    pub(super) epoch: Epoch,
     /// Key + payload bytes of `records`.
-    pub bytes: usize,
+    pub(super) bytes: usize,
     /// Layer by layer (see the module documentation); offset order within a lane.
-    pub records: Vec<Record>,
+    pub(super) records: Vec<Record>,
     /// Records per layer: `records[j], records[j + layer], …` are one lane's chain.
-    pub layer: usize,
+    pub(super) layer: usize,
     /// Exactly-once: the sink's abort count at dispatch (see `Sink::send`).
-    pub aborts: u64,
+    pub(super) aborts: u64,
 }
 
 type PartitionKey = TopicPartition;

@@ -21,22 +21,22 @@ use crate::topic_partition::TopicPartition;
 #[derive(Default)]
 pub(crate) struct RunState {
     /// Offset state of the assigned partitions.
-    pub partitions: Partitions,
+    pub(super) partitions: Partitions,
     /// Which delivered records run when: lanes, waiting records, retries.
-    pub scheduler: Scheduler,
+    pub(super) scheduler: Scheduler,
     /// Commits in flight and their history.
-    pub commits: CommitBook,
+    pub(super) commits: CommitBook,
     /// What happens to failed records.
-    pub failures: FailurePolicy,
+    pub(super) failures: FailurePolicy,
     /// Tasks dispatched (and dead letters sent) whose end has not arrived, by task
     /// id: their records' completions are read from them every round.
-    pub live: FastMap<u64, LiveTask>,
+    pub(super) live: FastMap<u64, LiveTask>,
     /// Back-pressure has paused every partition.
-    pub paused_all: bool,
+    pub(super) paused_all: bool,
     /// A consumer or producer error that stops the run (not tied to a record).
-    pub fatal: Option<Error>,
+    pub(super) fatal: Option<Error>,
     /// Counters and times of the run.
-    pub stats: RunStats,
+    pub(super) stats: RunStats,
 }
 
 impl RunState {
@@ -85,10 +85,10 @@ impl RunState {
 /// A task in flight as the poll thread sees it: the shared progress and what of it
 /// was applied already.
 pub(crate) struct LiveTask {
-    pub pending: std::sync::Arc<PendingTask>,
-    pub applied: Applied,
+    pub(super) pending: std::sync::Arc<PendingTask>,
+    pub(super) applied: Applied,
     /// A dead letter: its completion counts as dead-lettered, not completed.
-    pub dead_letter: bool,
+    pub(super) dead_letter: bool,
 }
 
 impl LiveTask {
@@ -111,13 +111,13 @@ impl LiveTask {
 pub(crate) struct CommitBook {
     /// When each async commit whose result has not arrived was sent, oldest first
     /// (librdkafka answers commits in order).
-    pub sent: VecDeque<Instant>,
+    pub(super) sent: VecDeque<Instant>,
     /// When a commit last failed (commits forced by back-pressure wait a little
     /// after it instead of retrying at once).
-    pub last_failure: Option<Instant>,
+    pub(super) last_failure: Option<Instant>,
     /// The last offset the coordinator (or store, or transaction) accepted, per
     /// partition, across assignments.
-    pub accepted: BTreeMap<TopicPartition, i64>,
+    pub(super) accepted: BTreeMap<TopicPartition, i64>,
 }
 
 impl CommitBook {
@@ -141,15 +141,15 @@ impl CommitBook {
 #[derive(Default)]
 pub(crate) struct RunStats {
     /// Task completions applied so far (one per dispatched task).
-    pub tasks_done: u64,
+    pub(super) tasks_done: u64,
     /// Records completed so far.
-    pub completed: u64,
+    pub(super) completed: u64,
     /// When a partition was last assigned (the idle clock starts no earlier).
-    pub last_assigned: Option<Instant>,
+    pub(super) last_assigned: Option<Instant>,
     /// When the member received its first assignment, an empty one included (a
     /// free consumer: when it assigned its partitions). The idle stop never fires
     /// before it.
-    pub joined: Option<Instant>,
+    pub(super) joined: Option<Instant>,
     /// When the last record completed.
-    pub last_completion: Option<Instant>,
+    pub(super) last_completion: Option<Instant>,
 }
