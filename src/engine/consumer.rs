@@ -8,13 +8,12 @@
 use std::time::Duration;
 
 use rdkafka::bindings as rdsys;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{IsError, KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::sink::GroupMetadata;
 use crate::commit::PartitionOffset;
 use crate::offset_store::OffsetAndMetadata;
 use crate::topic_partition::TopicPartition;
@@ -81,7 +80,7 @@ pub(crate) trait KafkaConsumer {
 
     /// The consumer's group metadata for `send_offsets_to_transaction` (KIP-447);
     /// `None` before it has joined.
-    fn group_metadata(&self) -> Option<ConsumerGroupMetadata>;
+    fn group_metadata(&self) -> Option<GroupMetadata>;
 
     /// True while a revoke is in fact a lost assignment (session timeout, fenced).
     fn assignment_lost(&self) -> bool;
@@ -281,8 +280,8 @@ impl<C: ConsumerContext> KafkaConsumer for BaseConsumer<C> {
         Ok(entries_of(&found))
     }
 
-    fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
-        Consumer::group_metadata(self)
+    fn group_metadata(&self) -> Option<GroupMetadata> {
+        Consumer::group_metadata(self).map(GroupMetadata::Kafka)
     }
 
     fn assignment_lost(&self) -> bool {

@@ -5,11 +5,11 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{OwnedMessage, Timestamp};
 
 use super::consumer::KafkaConsumer;
+use super::sink::GroupMetadata;
 use crate::commit::PartitionOffset;
 use crate::offset_store::OffsetAndMetadata;
 use crate::topic_partition::TopicPartition;
@@ -270,11 +270,146 @@ impl KafkaConsumer for FakeConsumer {
             .collect())
     }
 
-    fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
-        None
+    fn group_metadata(&self) -> Option<GroupMetadata> {
+        Some(GroupMetadata::Fake)
     }
 
     fn assignment_lost(&self) -> bool {
         std::mem::take(&mut self.script.borrow_mut().lost)
+    }
+}
+
+/// A record the fake producer took: its topic, key, payload and headers (name,
+/// UTF-8 value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Produced {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Produced {
+    /// The value of header `name`.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the fake producer holds: records outside transactions and in committed
+/// ones (`visible`: what a `read_committed` reader sees), the open transaction's,
+/// the aborted ones', and the offsets each committed transaction carried.
+#[derive(Debug, Default)]
+pub(crate) struct ProducerLog {
+    pub visible: Vec<Produced>,
+    pub open: Vec<Produced>,
+    pub aborted: Vec<Produced>,
+    pub committed_offsets: Vec<Vec<PartitionOffset>>,
+    transactional: bool,
+    pending_offsets: Vec<PartitionOffset>,
+    failing_commits: usize,
+}
+
+/// A producer for the engine's unit tests: takes every record and acknowledges it
+/// at once; with transactions, keeps records apart until the transaction commits
+/// (or drops them when it aborts). Clones share the log.
+#[derive(Clone, Default)]
+pub(crate) struct FakeProducer(std::sync::Arc<parking_lot::Mutex<ProducerLog>>);
+
+impl FakeProducer {
+    /// The next `n` transaction commits fail (as a coordinator timeout would).
+    pub(crate) fn fail_commits(&self, n: usize) {
+        self.0.lock().failing_commits = n;
+    }
+
+    /// The log so far.
+    pub(crate) fn log(&self) -> parking_lot::MutexGuard<'_, ProducerLog> {
+        self.0.lock()
+    }
+}
+
+impl crate::engine::sink::KafkaProducer for FakeProducer {
+    fn send<'a>(
+        &self,
+        record: crate::engine::sink::Produce<'a>,
+        ack: Box<crate::engine::completion::Ack>,
+    ) -> Result<(), crate::engine::sink::Refused<'a>> {
+        use rdkafka::message::Headers;
+        let headers = record
+            .headers
+            .iter()
+            .map(|h| {
+                let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                (h.key.to_string(), value.into_owned())
+            })
+            .collect();
+        let produced = Produced {
+            topic: record.topic.to_string(),
+            key: record.key.map(<[u8]>::to_vec),
+            payload: record.payload.map(<[u8]>::to_vec),
+            headers,
+        };
+        let mut log = self.0.lock();
+        if log.transactional {
+            log.open.push(produced);
+        } else {
+            log.visible.push(produced);
+        }
+        drop(log);
+        ack.resolve(Ok(()));
+        Ok(())
+    }
+
+    fn init_transactions(&self, _: Duration) -> KafkaResult<()> {
+        self.0.lock().transactional = true;
+        Ok(())
+    }
+
+    fn begin_transaction(&self) -> KafkaResult<()> {
+        Ok(())
+    }
+
+    fn send_offsets_to_transaction(
+        &self,
+        offsets: &[PartitionOffset],
+        _: &GroupMetadata,
+        _: Duration,
+    ) -> KafkaResult<()> {
+        self.0.lock().pending_offsets = offsets.to_vec();
+        Ok(())
+    }
+
+    fn commit_transaction(&self, _: Duration) -> KafkaResult<()> {
+        let mut log = self.0.lock();
+        if log.failing_commits > 0 {
+            log.failing_commits -= 1;
+            return Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::RequestTimedOut,
+            ));
+        }
+        let open = std::mem::take(&mut log.open);
+        log.visible.extend(open);
+        let offsets = std::mem::take(&mut log.pending_offsets);
+        log.committed_offsets.push(offsets);
+        Ok(())
+    }
+
+    fn abort_transaction(&self, _: Duration) -> KafkaResult<()> {
+        let mut log = self.0.lock();
+        let open = std::mem::take(&mut log.open);
+        log.aborted.extend(open);
+        log.pending_offsets.clear();
+        Ok(())
+    }
+
+    fn fatal_error(&self) -> Option<KafkaError> {
+        None
+    }
+
+    fn flush(&self, _: Duration) -> KafkaResult<()> {
+        Ok(())
     }
 }

@@ -8,7 +8,8 @@ use parking_lot::Mutex;
 
 use super::commit_target::CommitTarget;
 use super::driver::{Driver, Engine};
-use super::fake::{Call, FakeConsumer};
+use super::fake::{Call, FakeConsumer, FakeProducer};
+use super::sink::Sink;
 use super::state::RunState;
 use crate::commit::{CommitError, CommitMode, CommitPolicy, PartitionOffset};
 use crate::config::Config;
@@ -83,12 +84,22 @@ fn driver(config: &Config, target: CommitTarget, processor: impl Processor) -> D
 }
 
 fn driver_with(config: &Config, target: CommitTarget, work: super::execution::Work) -> Driver {
+    driver_over(config, target, work, None)
+}
+
+/// A driver whose outputs and dead letters go to `sink`.
+fn driver_over(
+    config: &Config,
+    target: CommitTarget,
+    work: super::execution::Work,
+    sink: Option<Arc<Sink>>,
+) -> Driver {
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
     let (_, requests) = crossbeam_channel::unbounded();
     let engine = Arc::new(Engine {
         state: Mutex::new(RunState::new(config)),
         completions: done_rx,
-        sink: None,
+        sink,
         done_tx,
         wake: Arc::default(),
         metrics: Arc::default(),
@@ -1046,4 +1057,125 @@ fn a_record_without_a_batch_result_fails_and_stops_the_run_at_its_offset() {
         }
         other => panic!("expected a processor error, got {other:?}"),
     }
+}
+
+/// Echoes each record to the sink (payload and key unchanged); fails permanently
+/// at `fail_at`.
+struct Echo {
+    fail_at: Option<i64>,
+}
+
+impl Processor for Echo {
+    fn process(&self, record: &Record) -> ProcessResult {
+        if self.fail_at == Some(record.offset) {
+            return Err(crate::processor::ProcessError::permanent("bad record"));
+        }
+        Ok(Outputs::one(
+            record.key.clone(),
+            record.payload.clone().unwrap_or_default(),
+        ))
+    }
+}
+
+fn blocking(processor: impl Processor) -> super::execution::Work {
+    super::execution::Work::Blocking(Arc::new(processor))
+}
+
+#[test]
+fn a_dead_letter_carries_its_coordinates_and_the_commit_passes_it() {
+    let producer = FakeProducer::default();
+    let sink = Sink::over(Box::new(producer.clone()), Some("out"), Some("dlq"));
+    let c = config(|c| {
+        c.failures.dead_letter = Some(crate::failures::DeadLetterConfig::new("dlq"));
+    });
+    let mut d = driver_over(
+        &c,
+        CommitTarget::Group(CommitMode::Sync),
+        blocking(Echo { fail_at: Some(3) }),
+        Some(Arc::new(sink)),
+    );
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..10);
+    d.turn(&fake);
+    drain_all(&d);
+    assert!(!d.engine.state.lock().must_stop());
+    d.finish(&fake).unwrap();
+
+    let log = producer.log();
+    let dead: Vec<_> = log.visible.iter().filter(|p| p.topic == "dlq").collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let letter = dead[0];
+    assert_eq!(letter.payload.as_deref(), Some(&b"p3"[..]));
+    assert_eq!(letter.header(crate::failures::HEADER_SRC_TOPIC), Some(T));
+    assert_eq!(letter.header(crate::HEADER_SRC_PARTITION), Some("0"));
+    assert_eq!(letter.header(crate::HEADER_SRC_OFFSET), Some("3"));
+    assert!(letter
+        .header(crate::failures::HEADER_ERROR)
+        .is_some_and(|e| e.contains("bad record")));
+    let mut outputs: Vec<i64> = log
+        .visible
+        .iter()
+        .filter(|p| p.topic == "out")
+        .map(|p| p.header(crate::HEADER_SRC_OFFSET).unwrap().parse().unwrap())
+        .collect();
+    outputs.sort();
+    assert_eq!(outputs, [0, 1, 2, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(
+        fake.committed(T, 0),
+        Some(10),
+        "the dead letter is complete"
+    );
+}
+
+#[test]
+fn an_aborted_transaction_rewinds_and_only_committed_transactions_are_visible() {
+    let producer = FakeProducer::default();
+    let sink = Arc::new(Sink::over(Box::new(producer.clone()), Some("out"), None));
+    sink.start_transactions(Duration::from_secs(1)).unwrap();
+    let c = config(|c| c.delivery = crate::config::Delivery::ExactlyOnce);
+    let mut d = driver_over(
+        &c,
+        CommitTarget::Transaction(sink.clone()),
+        blocking(Echo { fail_at: None }),
+        Some(sink),
+    );
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    fake.queue(T, 0, 0..5);
+    d.turn(&fake);
+    producer.fail_commits(1);
+    d.engine
+        .commit_dirty(&fake, &mut d.engine.state.lock(), |_, _| true);
+
+    // The failed commit aborted: nothing visible, the partition rewound to its
+    // start under a new epoch.
+    assert!(producer.log().visible.is_empty());
+    assert_eq!(producer.log().aborted.len(), 5);
+    assert!(fake.calls().contains(&Call::Seek(T.to_string(), 0, 0)));
+    assert_eq!(
+        committable(&d, 0),
+        None,
+        "nothing delivered since the rewind"
+    );
+
+    // The broker delivers the records again from there; this transaction commits.
+    fake.queue(T, 0, 0..5);
+    d.turn(&fake);
+    d.engine
+        .commit_dirty(&fake, &mut d.engine.state.lock(), |_, _| true);
+    let log = producer.log();
+    let mut visible: Vec<i64> = log
+        .visible
+        .iter()
+        .map(|p| p.header(crate::HEADER_SRC_OFFSET).unwrap().parse().unwrap())
+        .collect();
+    visible.sort();
+    assert_eq!(visible, [0, 1, 2, 3, 4], "each output once");
+    assert_eq!(log.committed_offsets, [vec![at(0, 5)]]);
+    assert_eq!(
+        fake.committed(T, 0),
+        None,
+        "offsets go with the transaction"
+    );
 }

@@ -3,20 +3,21 @@
 
 #[cfg(feature = "postgres")]
 mod postgres;
+mod producer;
+
+#[cfg(test)]
+pub(crate) use producer::Refused;
+pub(crate) use producer::{GroupMetadata, KafkaProducer, Produce};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
 
-use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders, ToBytes};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::ClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
 
 use super::completion::Ack;
-use super::consumer::to_list;
 use crate::commit::PartitionOffset;
 use crate::error::Error;
 use crate::record::{OutputRecord, Record};
@@ -25,18 +26,6 @@ use crate::record::{OutputRecord, Record};
 pub const HEADER_SRC_PARTITION: &str = "tidemark-src-partition";
 /// Header naming the input record's offset on every sink output (decimal string).
 pub const HEADER_SRC_OFFSET: &str = "tidemark-src-offset";
-
-pub(crate) struct SinkContext;
-
-impl ClientContext for SinkContext {}
-
-impl ProducerContext for SinkContext {
-    type DeliveryOpaque = Box<Ack>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, ack: Box<Ack>) {
-        ack.resolve(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
-    }
-}
 
 /// Where outputs go.
 enum Output {
@@ -55,7 +44,7 @@ enum Output {
 /// thread.
 pub(crate) struct Sink {
     /// The producer, for an output topic or the dead-letter topic.
-    producer: Option<ThreadedProducer<SinkContext>>,
+    producer: Option<Box<dyn KafkaProducer>>,
     output: Output,
     /// The dead-letter topic, if any.
     dead_letter_topic: Option<String>,
@@ -99,22 +88,41 @@ impl Sink {
             }
         };
         let producer = if matches!(output, Output::Topic(_)) || dead_letter_topic.is_some() {
-            Some(
-                config
-                    .producer_client_config()
-                    .create_with_context(SinkContext)
-                    .map_err(Error::kafka("creating the sink producer"))?,
-            )
+            Some(producer::create(&config.producer_client_config())?)
         } else {
             None
         };
-        Ok(Some(Sink {
+        Ok(Some(Sink::with(producer, output, dead_letter_topic)))
+    }
+
+    fn with(
+        producer: Option<Box<dyn KafkaProducer>>,
+        output: Output,
+        dead_letter_topic: Option<String>,
+    ) -> Self {
+        Sink {
             producer,
             output,
             dead_letter_topic,
             aborts: AtomicU64::new(0),
             gate: RwLock::new(()),
-        }))
+        }
+    }
+
+    /// A sink over `producer` (the engine's unit tests give a fake): outputs to
+    /// `output_topic` when given, dead letters to `dead_letter_topic` when given.
+    #[cfg(test)]
+    pub(crate) fn over(
+        producer: Box<dyn KafkaProducer>,
+        output_topic: Option<&str>,
+        dead_letter_topic: Option<&str>,
+    ) -> Self {
+        let output = output_topic.map_or(Output::None, |t| Output::Topic(t.to_string()));
+        Sink::with(
+            Some(producer),
+            output,
+            dead_letter_topic.map(str::to_string),
+        )
     }
 
     /// True when outputs have a topic or a table to go to.
@@ -127,9 +135,9 @@ impl Sink {
         matches!(self.output, Output::Topic(_))
     }
 
-    fn producer(&self) -> &ThreadedProducer<SinkContext> {
+    fn producer(&self) -> &dyn KafkaProducer {
         self.producer
-            .as_ref()
+            .as_deref()
             .expect("a sink with an output topic or a dead-letter topic has a producer")
     }
 
@@ -183,13 +191,15 @@ impl Sink {
                 key: HEADER_SRC_OFFSET,
                 value: Some(offset.as_bytes()),
             });
-        let mut record = BaseRecord::with_opaque_to(topic, Box::new(ack))
-            .payload(&output.payload[..])
-            .headers(headers);
-        if let Some(key) = &output.key {
-            record = record.key(&key[..]);
-        }
-        self.produce(record);
+        self.produce(
+            Produce {
+                topic,
+                key: output.key.as_deref(),
+                payload: Some(&output.payload[..]),
+                headers,
+            },
+            ack,
+        );
     }
 
     /// Queues `input` to the dead-letter topic with its key, value and headers, plus
@@ -237,31 +247,30 @@ impl Sink {
                 value: Some(value),
             });
         }
-        let mut record = BaseRecord::with_opaque_to(topic, Box::new(ack)).headers(headers);
-        if let Some(key) = &input.key {
-            record = record.key(&key[..]);
-        }
-        if let Some(payload) = &input.payload {
-            record = record.payload(&payload[..]);
-        }
-        self.produce(record);
+        self.produce(
+            Produce {
+                topic,
+                key: input.key.as_deref(),
+                payload: input.payload.as_deref(),
+                headers,
+            },
+            ack,
+        );
     }
 
     /// Queues `record`, waiting while librdkafka's queue is full; a record the
     /// producer refuses resolves its ack with the error at once.
-    fn produce<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
-        &self,
-        mut record: BaseRecord<'_, K, P, Box<Ack>>,
-    ) {
+    fn produce(&self, mut record: Produce<'_>, ack: Ack) {
+        let mut ack = Box::new(ack);
         loop {
-            match self.producer().send(record) {
+            match self.producer().send(record, ack) {
                 Ok(()) => return,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r, a)) => {
+                    (record, ack) = (r, a);
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((e, back)) => {
-                    back.delivery_opaque.resolve(Err(e));
+                Err((e, _, ack)) => {
+                    ack.resolve(Err(e));
                     return;
                 }
             }
@@ -282,11 +291,11 @@ impl Sink {
     pub(crate) fn commit_transaction(
         &self,
         offsets: &[PartitionOffset],
-        group: &ConsumerGroupMetadata,
+        group: &GroupMetadata,
         timeout: Duration,
     ) -> KafkaResult<()> {
         let producer = self.producer();
-        producer.send_offsets_to_transaction(&to_list(offsets), group, timeout)?;
+        producer.send_offsets_to_transaction(offsets, group, timeout)?;
         producer.commit_transaction(timeout)?;
         producer.begin_transaction()
     }
@@ -303,11 +312,7 @@ impl Sink {
     /// The producer's fatal error, if it has one (exactly-once: fenced by a newer
     /// instance with the same `transactional.id`); nothing it sends succeeds then.
     pub(crate) fn fatal_error(&self) -> Option<KafkaError> {
-        self.producer
-            .as_ref()?
-            .client()
-            .fatal_error()
-            .map(|(code, _)| KafkaError::MessageProduction(code))
+        self.producer.as_ref()?.fatal_error()
     }
 
     /// Waits up to `timeout` for every queued output to be acknowledged.
