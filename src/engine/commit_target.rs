@@ -19,7 +19,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use super::consumer::KafkaConsumer;
 use super::sink::Sink;
-use crate::commit::{CommitError, CommitMode, PartitionOffset};
+use crate::commit::{CommitError, CommitMode, CommitPolicy, PartitionOffset};
+use crate::config::Config;
+use crate::error::Error;
 use crate::offset_store::OffsetStore;
 
 /// Bound on each transactional call (commit, abort, send offsets) and seek.
@@ -49,6 +51,36 @@ pub(crate) enum Sent {
 }
 
 impl CommitTarget {
+    /// The target a run of `config` commits to: the free consumer's `store`; the
+    /// sink's transactions with exactly-once (opened here: the `transactional.id` is
+    /// registered and the first transaction begun); librdkafka's auto-commit with
+    /// [`CommitPolicy::Auto`]; else the group in the configured mode.
+    ///
+    /// # Errors
+    /// [`Error::Transaction`] when the transactional producer cannot start within
+    /// `startup_timeout_ms` (the coordinator unreachable, the id fenced).
+    pub(crate) fn for_run(
+        config: &Config,
+        store: Option<&Arc<dyn OffsetStore>>,
+        sink: Option<&Arc<Sink>>,
+    ) -> Result<Self, Error> {
+        Ok(match (store, sink) {
+            (Some(store), _) => CommitTarget::Store(store.clone()),
+            (None, Some(sink))
+                if config.delivery.commits_in_transaction() && sink.has_output_topic() =>
+            {
+                let timeout = Duration::from_millis(config.lifecycle.startup_timeout_ms);
+                sink.start_transactions(timeout)
+                    .map_err(|e| Error::Transaction(e.into()))?;
+                CommitTarget::Transaction(sink.clone())
+            }
+            _ if matches!(config.commits.policy, CommitPolicy::Auto(_)) => {
+                CommitTarget::LibrdkafkaAuto
+            }
+            _ => CommitTarget::Group(config.commits.mode),
+        })
+    }
+
     /// A short name for logs.
     pub(crate) fn kind(&self) -> &'static str {
         match self {

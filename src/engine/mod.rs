@@ -60,7 +60,7 @@ use self::lag_sampler::LagSampler;
 use self::sink::Sink;
 use self::state::RunState;
 use crate::async_processor::AsyncProcessor;
-use crate::commit::{CommitCallback, CommitEvent, CommitHandle, CommitPolicy, CommitRequest};
+use crate::commit::{CommitCallback, CommitEvent, CommitHandle, CommitRequest};
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::MetricsHandle;
@@ -257,19 +257,7 @@ impl Pipeline {
     pub fn run(self) -> Result<RunSummary, Error> {
         let config = &self.config;
         config.validate()?;
-        match (config.is_free(), self.offset_store.is_some()) {
-            (true, false) => return Err(Error::Config(
-                "membership: a free consumer needs an offset store (Pipeline::with_offset_store)"
-                    .into(),
-            )),
-            (false, true) => {
-                return Err(Error::Config(
-                    "offset store: only a free consumer (Membership::Free) keeps its offsets in a store"
-                        .into(),
-                ))
-            }
-            _ => {}
-        }
+        check_offset_store(config, self.offset_store.is_some())?;
         let started = Instant::now();
         let execution = Execution::start(
             &self.work,
@@ -279,21 +267,7 @@ impl Pipeline {
         )
         .map_err(|e| Error::Config(format!("workers: cannot start them: {e}")))?;
         let sink = Sink::new(config)?.map(Arc::new);
-        let target = match (&self.offset_store, &sink) {
-            (Some(store), _) => CommitTarget::Store(store.clone()),
-            (None, Some(sink))
-                if config.delivery.commits_in_transaction() && sink.has_output_topic() =>
-            {
-                let timeout = Duration::from_millis(config.lifecycle.startup_timeout_ms);
-                sink.start_transactions(timeout)
-                    .map_err(|e| Error::Transaction(e.into()))?;
-                CommitTarget::Transaction(sink.clone())
-            }
-            _ if matches!(config.commits.policy, CommitPolicy::Auto(_)) => {
-                CommitTarget::LibrdkafkaAuto
-            }
-            _ => CommitTarget::Group(config.commits.mode),
-        };
+        let target = CommitTarget::for_run(config, self.offset_store.as_ref(), sink.as_ref())?;
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let engine = Arc::new(Engine {
             state: Mutex::new(RunState::new(config)),
@@ -309,52 +283,9 @@ impl Pipeline {
             start_position: config.start_position,
             target,
         });
-        let mut client_config = config.consumer_client_config();
-        // The end of each partition's log is reported: the idle stop waits for it,
-        // and only there is the consumer position trusted to move the committable
-        // offset past offsets never delivered (`Driver::skip_undelivered`).
-        client_config.set("enable.partition.eof", "true");
-        let mut consumer: BaseConsumer<PipelineContext> = client_config
-            .create_with_context(PipelineContext {
-                engine: engine.clone(),
-                client_config: client_config.clone(),
-            })
-            .map_err(Error::kafka("creating the consumer"))?;
-        // The parked poll thread wakes when its queue gets a record or an event.
-        let wake = engine.wake.clone();
-        consumer.set_nonempty_callback(move || wake.notify());
+        let consumer = create_consumer(config, &engine)?;
         check_topics(&consumer, config)?;
-        match &self.offset_store {
-            Some(store) => {
-                let with_maps = engine.state.lock().partitions.map_budget() > 0;
-                let starts = start::free_assignment(&consumer, config, &**store, with_maps)?;
-                let mut tpl = TopicPartitionList::new();
-                for s in &starts {
-                    tpl.add_partition_offset(&s.tp.topic, s.tp.partition, s.offset)
-                        .map_err(Error::kafka("building the assignment"))?;
-                }
-                consumer
-                    .assign(&tpl)
-                    .map_err(Error::kafka("assigning the partitions"))?;
-                let mut assigned = Vec::new();
-                let mut maps = Vec::new();
-                for s in starts {
-                    assigned.push(s.tp.clone());
-                    if let Some(map) = s.map {
-                        maps.push((s.tp, map));
-                    }
-                }
-                engine.on_assign(&mut engine.state.lock(), &assigned, maps);
-            }
-            None => {
-                let subscribed = config.input_topics();
-                let topics: Vec<&str> = subscribed.iter().map(String::as_str).collect();
-                consumer
-                    .subscribe(&topics)
-                    .map_err(Error::kafka("subscribing"))?;
-                tracing::info!(topics = ?subscribed, group = ?config.group_id(), workers = config.workers, "subscribed");
-            }
-        }
+        join(&consumer, config, &engine, self.offset_store.as_deref())?;
 
         let mut driver = Driver::new(
             config,
@@ -394,7 +325,7 @@ impl Pipeline {
         }
         shared.running.store(false, Ordering::Release);
 
-        let mut st = engine.state.lock();
+        let st = engine.state.lock();
         let summary = RunSummary {
             records: self.metrics.completed(),
             elapsed: started.elapsed(),
@@ -408,29 +339,7 @@ impl Pipeline {
                 shared.counters.worker_busy_ns.load(Ordering::Relaxed),
             ),
         };
-        // A fenced transactional producer fails every output: report the cause.
-        if config.delivery.commits_in_transaction() {
-            if let Some(e) = sink.as_ref().and_then(|s| s.fatal_error()) {
-                return Err(Error::Transaction(e.into()));
-            }
-        }
-        if let Some(e) = st.failures.take_error() {
-            return Err(e);
-        }
-        if let Some(e) = st.fatal.take() {
-            return Err(e);
-        }
-        match final_commit {
-            // Not this member's failure: like Java's consumer on close, it is
-            // reported and the stop completes (at-least-once holds).
-            Err(e) if e.is_rebalance() => tracing::warn!(
-                error = %e,
-                "final commit rejected: the group rebalanced while stopping; the \
-                 partitions' next owner resumes from their last committed offsets and \
-                 processes again what this member completed since"
-            ),
-            result => result.map_err(Error::FinalCommit)?,
-        }
+        run_result(config, sink.as_deref(), st, final_commit)?;
         tracing::info!(
             records = summary.records,
             elapsed_ms = summary.elapsed.as_millis() as u64,
@@ -438,6 +347,117 @@ impl Pipeline {
         );
         Ok(summary)
     }
+}
+
+/// A free consumer keeps its offsets in a store, and only a free consumer does.
+fn check_offset_store(config: &Config, has_store: bool) -> Result<(), Error> {
+    match (config.is_free(), has_store) {
+        (true, false) => Err(Error::Config(
+            "membership: a free consumer needs an offset store (Pipeline::with_offset_store)"
+                .into(),
+        )),
+        (false, true) => Err(Error::Config(
+            "offset store: only a free consumer (Membership::Free) keeps its offsets in a store"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The pipeline's consumer, with the engine behind its callbacks.
+fn create_consumer(
+    config: &Config,
+    engine: &Arc<Engine>,
+) -> Result<BaseConsumer<PipelineContext>, Error> {
+    let mut client_config = config.consumer_client_config();
+    // The end of each partition's log is reported: the idle stop waits for it,
+    // and only there is the consumer position trusted to move the committable
+    // offset past offsets never delivered (`Engine::skip_undelivered`).
+    client_config.set("enable.partition.eof", "true");
+    let mut consumer: BaseConsumer<PipelineContext> = client_config
+        .create_with_context(PipelineContext {
+            engine: engine.clone(),
+            client_config: client_config.clone(),
+        })
+        .map_err(Error::kafka("creating the consumer"))?;
+    // The parked poll thread wakes when its queue gets a record or an event.
+    let wake = engine.wake.clone();
+    consumer.set_nonempty_callback(move || wake.notify());
+    Ok(consumer)
+}
+
+/// A free consumer assigns its partitions at the offsets its store holds; a group
+/// member subscribes (its assignments arrive through the rebalance callback).
+fn join(
+    consumer: &BaseConsumer<PipelineContext>,
+    config: &Config,
+    engine: &Engine,
+    store: Option<&dyn OffsetStore>,
+) -> Result<(), Error> {
+    let Some(store) = store else {
+        let subscribed = config.input_topics();
+        let topics: Vec<&str> = subscribed.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(Error::kafka("subscribing"))?;
+        tracing::info!(topics = ?subscribed, group = ?config.group_id(), workers = config.workers, "subscribed");
+        return Ok(());
+    };
+    let with_maps = engine.state.lock().partitions.map_budget() > 0;
+    let starts = start::free_assignment(consumer, config, store, with_maps)?;
+    let mut tpl = TopicPartitionList::new();
+    for s in &starts {
+        tpl.add_partition_offset(&s.tp.topic, s.tp.partition, s.offset)
+            .map_err(Error::kafka("building the assignment"))?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(Error::kafka("assigning the partitions"))?;
+    let mut assigned = Vec::new();
+    let mut maps = Vec::new();
+    for s in starts {
+        assigned.push(s.tp.clone());
+        if let Some(map) = s.map {
+            maps.push((s.tp, map));
+        }
+    }
+    engine.on_assign(&mut engine.state.lock(), &assigned, maps);
+    Ok(())
+}
+
+/// What a finished run returns besides its summary: the first error that stopped
+/// it (a fenced producer, a record failure the policy stopped on, a fatal consumer
+/// error), else the final commit's, except a commit the group's rebalance refused.
+fn run_result(
+    config: &Config,
+    sink: Option<&Sink>,
+    mut st: parking_lot::MutexGuard<'_, RunState>,
+    final_commit: Result<(), crate::commit::CommitError>,
+) -> Result<(), Error> {
+    // A fenced transactional producer fails every output: report the cause.
+    if config.delivery.commits_in_transaction() {
+        if let Some(e) = sink.and_then(|s| s.fatal_error()) {
+            return Err(Error::Transaction(e.into()));
+        }
+    }
+    if let Some(e) = st.failures.take_error() {
+        return Err(e);
+    }
+    if let Some(e) = st.fatal.take() {
+        return Err(e);
+    }
+    match final_commit {
+        // Not this member's failure: like Java's consumer on close, it is
+        // reported and the stop completes (at-least-once holds).
+        Err(e) if e.is_rebalance() => tracing::warn!(
+            error = %e,
+            "final commit rejected: the group rebalanced while stopping; the \
+             partitions' next owner resumes from their last committed offsets and \
+             processes again what this member completed since"
+        ),
+        result => result.map_err(Error::FinalCommit)?,
+    }
+    Ok(())
 }
 
 /// Fails fast when the brokers are unreachable or a topic is missing.
