@@ -195,9 +195,16 @@ impl Scheduler {
         now: Instant,
         aborts: u64,
     ) -> Vec<Task> {
-        let order = self.order;
         let mut runs: FastMap<PartitionKey, Run> = FastMap::default();
         // Freed lanes first: their waiting records precede anything delivered now.
+        self.run_freed_lanes(&mut runs);
+        self.run_delivered(&mut runs, delivered);
+        self.run_due_retries(&mut runs, now);
+        self.tasks_of(runs, aborts)
+    }
+
+    /// The waiting records of lanes freed since the last call, as one chain each.
+    fn run_freed_lanes(&mut self, runs: &mut FastMap<PartitionKey, Run>) {
         for (pk, lane_key) in std::mem::take(&mut self.ready) {
             let Some(lanes) = self.partitions.get_mut(&pk) else {
                 continue;
@@ -216,6 +223,12 @@ impl Scheduler {
             run.chain_of.insert(lane_key, run.chains.len());
             run.chains.push((lane_key, chain));
         }
+    }
+
+    /// This round's records: into their lane's chain when the lane is free, to wait
+    /// in it when busy, or free (no lane, or unordered).
+    fn run_delivered(&mut self, runs: &mut FastMap<PartitionKey, Run>, delivered: Vec<Delivered>) {
+        let order = self.order;
         for d in delivered {
             let Some(first) = d.records.first() else {
                 continue;
@@ -251,6 +264,12 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Retries due at `now`, each alone (its lane's later records wait until it
+    /// completes).
+    fn run_due_retries(&mut self, runs: &mut FastMap<PartitionKey, Run>, now: Instant) {
+        let order = self.order;
         while let Some(entry) = self.retries.first_entry() {
             if entry.key().0 > now {
                 break;
@@ -268,7 +287,11 @@ impl Scheduler {
                 None => run.free.push(record),
             }
         }
+    }
 
+    /// Each partition's runs as tasks: one per chain length, its records laid out
+    /// layer by layer (the n-th record of every chain), free records in the first.
+    fn tasks_of(&mut self, runs: FastMap<PartitionKey, Run>, aborts: u64) -> Vec<Task> {
         let mut tasks = Vec::new();
         for (
             pk,
