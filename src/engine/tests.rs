@@ -1179,3 +1179,38 @@ fn an_aborted_transaction_rewinds_and_only_committed_transactions_are_visible() 
         "offsets go with the transaction"
     );
 }
+
+#[test]
+fn a_revoke_under_exactly_once_commits_one_transaction_for_every_partition() {
+    let producer = FakeProducer::default();
+    let sink = Arc::new(Sink::over(Box::new(producer.clone()), Some("out"), None));
+    sink.start_transactions(Duration::from_secs(1)).unwrap();
+    let c = config(|c| c.delivery = crate::config::Delivery::ExactlyOnce);
+    let mut d = driver_over(
+        &c,
+        CommitTarget::Transaction(sink.clone()),
+        blocking(Echo { fail_at: None }),
+        Some(sink),
+    );
+    let fake = FakeConsumer::default();
+    assign(&d, &[0, 1]);
+    fake.queue(T, 0, 0..3);
+    fake.queue(T, 1, 0..4);
+    d.turn(&fake);
+    // Only partition 0 leaves, but the open transaction holds outputs of both: it
+    // drains everything and commits both partitions' offsets with them.
+    d.engine.on_revoke(
+        &fake,
+        &mut d.engine.state.lock(),
+        &[TopicPartition::new(T, 0)],
+    );
+    let log = producer.log();
+    assert_eq!(log.visible.len(), 7);
+    assert!(log.open.is_empty() && log.aborted.is_empty());
+    let mut offsets = log.committed_offsets.concat();
+    offsets.sort();
+    assert_eq!(offsets, [at(0, 3), at(1, 4)]);
+    drop(log);
+    let st = d.engine.state.lock();
+    assert!(st.partitions.get(T, 0).is_none() && st.partitions.get(T, 1).is_some());
+}
