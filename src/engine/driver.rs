@@ -1,7 +1,7 @@
 //! The driver: the poll loop and everything it does to the run state. It is the only
 //! writer of run state ([`RunState`]); the components it calls return decisions as
 //! values (the scheduler's tasks, the failure policy's decision, the commit
-//! schedule's `Due`, back-pressure's pause/resume lists, a commit target's result)
+//! schedule's `Due`, back-pressure's `FlowDecision`, a commit target's result)
 //! and the driver applies them.
 //!
 //! [`Engine`] is the part librdkafka's callbacks reach too (they run inside `poll`,
