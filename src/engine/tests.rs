@@ -1128,18 +1128,25 @@ fn a_dead_letter_carries_its_coordinates_and_the_commit_passes_it() {
     );
 }
 
-#[test]
-fn an_aborted_transaction_rewinds_and_only_committed_transactions_are_visible() {
+/// An exactly-once driver echoing records to topic `out` through a fake
+/// producer's transactions, and that producer.
+fn exactly_once_driver() -> (Driver, FakeProducer) {
     let producer = FakeProducer::default();
     let sink = Arc::new(Sink::over(Box::new(producer.clone()), Some("out"), None));
     sink.start_transactions(Duration::from_secs(1)).unwrap();
     let c = config(|c| c.delivery = crate::config::Delivery::ExactlyOnce);
-    let mut d = driver_over(
+    let d = driver_over(
         &c,
         CommitTarget::Transaction(sink.clone()),
         blocking(Echo { fail_at: None }),
         Some(sink),
     );
+    (d, producer)
+}
+
+#[test]
+fn an_aborted_transaction_rewinds_and_only_committed_transactions_are_visible() {
+    let (mut d, producer) = exactly_once_driver();
     let fake = FakeConsumer::default();
     assign(&d, &[0]);
     fake.queue(T, 0, 0..5);
@@ -1182,16 +1189,7 @@ fn an_aborted_transaction_rewinds_and_only_committed_transactions_are_visible() 
 
 #[test]
 fn a_revoke_under_exactly_once_commits_one_transaction_for_every_partition() {
-    let producer = FakeProducer::default();
-    let sink = Arc::new(Sink::over(Box::new(producer.clone()), Some("out"), None));
-    sink.start_transactions(Duration::from_secs(1)).unwrap();
-    let c = config(|c| c.delivery = crate::config::Delivery::ExactlyOnce);
-    let mut d = driver_over(
-        &c,
-        CommitTarget::Transaction(sink.clone()),
-        blocking(Echo { fail_at: None }),
-        Some(sink),
-    );
+    let (mut d, producer) = exactly_once_driver();
     let fake = FakeConsumer::default();
     assign(&d, &[0, 1]);
     fake.queue(T, 0, 0..3);
