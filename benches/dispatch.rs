@@ -32,7 +32,7 @@ fn dispatch(c: &mut Criterion) {
         let records = batch(n);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(format!("process_batch noop, {n} records"), |b| {
-            b.iter(|| Noop.process_batch(&records))
+            b.iter(|| Noop.process_batch(tidemark::Batch::new(&records)))
         });
     }
     group.finish();

@@ -90,34 +90,154 @@ pub trait Processor: Send + Sync + 'static {
     fn process(&self, record: &Record) -> ProcessResult;
 
     /// Processes a batch of records of one partition that may run together and
-    /// returns one result per record in the same order (the engine checks the length
-    /// and treats a missing result as a permanent failure). A batch is one *layer* of
-    /// a task (see "Ordering" in the README): it never holds two records of one
-    /// lane (key under `ProcessingOrder::Key`, partition under
+    /// returns one result per record, in the batch's order (the engine checks the
+    /// length and treats a missing result as a permanent failure). A batch is one
+    /// *layer* of a task (see "Ordering" in the README): it never holds two records of
+    /// one lane (key under `ProcessingOrder::Key`, partition under
     /// `ProcessingOrder::Partition`), its records are in offset order, and the next
     /// layer starts only when this call has returned. Override it to amortise
     /// per-batch costs (one database round trip per batch, say).
     ///
-    /// The default runs [`process`](Processor::process) over the records in
-    /// parallel on the pool, and each record completes (its outputs sent, then
-    /// acknowledged) the moment its own `process` returns `Ok`, so a slow record
-    /// holds back no other one. **An overriding `process_batch` completes its batch
-    /// together**: no record of it is complete, nor any output sent, before the
-    /// call returns, so its slowest record holds back the committed offset and the
-    /// offset map of the others.
+    /// The default is [`Batch::process_each`] with [`process`](Processor::process):
+    /// the records run in parallel on the pool, and each one completes (its outputs
+    /// sent, then acknowledged) the moment its own `process` returns `Ok`, so a slow
+    /// record holds back no other one. That early completion is a capability of the
+    /// [`Batch`] the engine hands this call, bound to exactly its records: it is
+    /// never found through a thread-local or a global.
+    ///
+    /// **What an override may do.** Anything with the records: filter, reorder,
+    /// split, hand them to an inner processor, from this thread or another. The rules:
+    ///
+    /// * An override that returns its own results completes its batch together: no
+    ///   record of it is complete, nor any output sent, before the call returns, so
+    ///   its slowest record holds back the committed offset and the offset map of the
+    ///   others.
+    /// * Passing the engine's `batch` itself on (`self.inner.process_batch(batch)`)
+    ///   keeps the inner default's early completion: records the inner completes are
+    ///   complete with *their* outputs at once, and the results returned for them are
+    ///   `Ok` with no outputs, which the engine ignores (a decorator that wants to
+    ///   change outputs must build its own batch instead; a changed result for an
+    ///   early-completed record is logged as an error and ignored).
+    /// * Any other slice — a filtered copy, a reversed one, a sub-batch — is a
+    ///   detached [`Batch::new`]: the inner default runs it in parallel all the same,
+    ///   without early completion, and its results are the override's to place.
+    ///   A result is attributed only by its position in what this call returns.
     ///
     /// A panic in `process` is caught by the default and fails that record alone
     /// (a permanent [`ProcessError`] carrying the panic message); a panic in an
-    /// overriding `process_batch` fails every record of the batch the same way.
-    fn process_batch(&self, records: &[Record]) -> Vec<ProcessResult> {
-        let reporter = crate::engine::worker::take_reporter();
-        crate::engine::worker::claim_each(records, reporter.map(|r| r.busy), |i, r| {
-            let mut result = catch_panic("process", || self.process(r));
-            if let Some(reporter) = reporter {
+    /// overriding `process_batch` fails every record of the batch not completed yet.
+    ///
+    /// ```
+    /// use tidemark::{Batch, Outputs, ProcessResult, Processor, Record};
+    ///
+    /// /// Drops every third record; the inner processor sees only the rest.
+    /// struct Filter<P>(P);
+    ///
+    /// impl<P: Processor> Processor for Filter<P> {
+    ///     fn process(&self, r: &Record) -> ProcessResult {
+    ///         if r.offset % 3 == 0 { Ok(Outputs::none()) } else { self.0.process(r) }
+    ///     }
+    ///     fn process_batch(&self, batch: Batch<'_>) -> Vec<ProcessResult> {
+    ///         let keep: Vec<usize> = (0..batch.len()).filter(|&i| batch[i].offset % 3 != 0).collect();
+    ///         let inner: Vec<Record> = keep.iter().map(|&i| batch[i].clone()).collect();
+    ///         let mut results = self.0.process_batch(Batch::new(&inner)).into_iter();
+    ///         let mut out: Vec<ProcessResult> = batch.iter().map(|_| Ok(Outputs::none())).collect();
+    ///         for &i in &keep { out[i] = results.next().unwrap(); }
+    ///         out
+    ///     }
+    /// }
+    /// ```
+    fn process_batch(&self, batch: Batch<'_>) -> Vec<ProcessResult> {
+        batch.process_each(|record| self.process(record))
+    }
+}
+
+/// The records of one `process_batch` call (a layer of a task: one partition's
+/// records, in offset order), and — when the engine made it — the capability to
+/// complete each of them the moment its result is known.
+///
+/// Dereferences to `[Record]`. The engine's batch is bound to exactly the records it
+/// was made for and is consumed by the call it is passed to, so a result can never be
+/// attributed to another record: an override that passes on anything else passes a
+/// detached [`Batch::new`], whose records complete with the override's results.
+pub struct Batch<'a> {
+    records: &'a [Record],
+    /// The engine's early completion for these very records (`None`: detached).
+    early: Option<&'a crate::engine::worker::Reporter<'a>>,
+}
+
+impl<'a> Batch<'a> {
+    /// A detached batch over `records`: [`process_each`](Batch::process_each) still
+    /// runs them in parallel on the pool it is called from (in order on any other
+    /// thread), but nothing completes before the results are returned to the engine by
+    /// the outermost `process_batch`, at their positions there.
+    pub fn new(records: &'a [Record]) -> Self {
+        Batch {
+            records,
+            early: None,
+        }
+    }
+
+    /// The engine's batch over `reporter`'s records, completing them early.
+    pub(crate) fn with_early_completion(reporter: &'a crate::engine::worker::Reporter<'a>) -> Self {
+        Batch {
+            records: reporter.records(),
+            early: Some(reporter),
+        }
+    }
+
+    /// The records, in offset order (also reachable through `Deref`).
+    pub fn records(&self) -> &'a [Record] {
+        self.records
+    }
+
+    /// Runs `process` over every record, in parallel on the worker pool when called
+    /// from one (records are claimed one at a time, so a slow record holds no other),
+    /// and returns one result per record in the batch's order. A panic in `process`
+    /// fails that record alone (a permanent [`ProcessError`] with the panic's message).
+    ///
+    /// On the engine's batch, each `Ok` record completes as soon as its `process`
+    /// returns: its outputs go to the sink at once and its returned result is `Ok`
+    /// with no outputs. On a detached batch, the results carry the outputs.
+    pub fn process_each(
+        self,
+        process: impl Fn(&Record) -> ProcessResult + Sync,
+    ) -> Vec<ProcessResult> {
+        let early = self.early;
+        if let Some(reporter) = early {
+            reporter.claim();
+        }
+        crate::engine::worker::claim_each(self.records, early.map(|r| r.busy), |i, record| {
+            let mut result = catch_panic("process", || process(record));
+            if let Some(reporter) = early {
                 reporter.report(i, &mut result);
             }
             result
         })
+    }
+}
+
+impl std::ops::Deref for Batch<'_> {
+    type Target = [Record];
+
+    fn deref(&self) -> &[Record] {
+        self.records
+    }
+}
+
+impl<'a> From<&'a [Record]> for Batch<'a> {
+    /// [`Batch::new`].
+    fn from(records: &'a [Record]) -> Self {
+        Batch::new(records)
+    }
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("records", &self.records.len())
+            .field("early_completion", &self.early.is_some())
+            .finish()
     }
 }
 
@@ -151,7 +271,7 @@ impl<P: Processor + ?Sized> Processor for std::sync::Arc<P> {
         (**self).process(record)
     }
 
-    fn process_batch(&self, records: &[Record]) -> Vec<ProcessResult> {
-        (**self).process_batch(records)
+    fn process_batch(&self, batch: Batch<'_>) -> Vec<ProcessResult> {
+        (**self).process_batch(batch)
     }
 }

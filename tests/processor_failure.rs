@@ -41,7 +41,7 @@ impl Processor for BatchPanics {
         Ok(Outputs::none())
     }
 
-    fn process_batch(&self, records: &[Record]) -> Vec<ProcessResult> {
+    fn process_batch(&self, records: tidemark::Batch<'_>) -> Vec<ProcessResult> {
         if records
             .iter()
             .any(|r| r.partition == BAD_PARTITION && r.offset == BAD_OFFSET)

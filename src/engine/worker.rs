@@ -3,17 +3,18 @@
 //! and the task's end (failures, skipped records) back to the poll thread.
 //!
 //! **Per-record completion through the default `process_batch`.** The worker
-//! installs a [`Reporter`] for the duration of each `process_batch` call; the
-//! default `process_batch` takes it and, as each record's `process` returns `Ok`,
-//! sends that record's outputs and marks it complete at once — so a slow record
-//! holds back no other record of its layer. An overriding `process_batch` never
-//! takes it: its records complete together when it returns.
+//! hands each `process_batch` call a [`Batch`] that carries a [`Reporter`] bound to
+//! exactly that call's records; [`Batch::process_each`] (the default body) reports
+//! each record's `Ok` result through it, which sends that record's outputs and marks
+//! it complete at once — so a slow record holds back no other record of its layer.
+//! An override that builds its own batch (filtered, reordered, split) passes a
+//! detached one: its records complete together when it returns, each by its
+//! position in the results. Nothing reaches the processor through a thread-local.
 //!
 //! Workers never touch the consumer nor the tracker; they only set bits and send on
 //! the unbounded completion channel, so they can never block on the poll thread
 //! (docs/DESIGN.md, invariant 9).
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -23,15 +24,15 @@ use super::failure::FailureCause;
 use super::pool;
 use super::scheduler::Task;
 use super::sink::Sink;
-use crate::processor::{panic_message, ProcessError, ProcessResult, Processor};
+use crate::processor::{panic_message, Batch, ProcessError, ProcessResult, Processor};
 use crate::record::Record;
 
 /// A record of a layer with its position in it (its lane).
 type Positioned<'a> = (usize, &'a Record);
 
 /// Handles a record's `Ok` result the moment `process` returns it: sends its
-/// outputs and completes it. Installed by the worker around one `process_batch`
-/// call; see the module documentation.
+/// outputs and completes it. Made by the worker for one `process_batch` call and
+/// reachable only through the [`Batch`] of that call; see the module documentation.
 pub(crate) struct Reporter<'a> {
     pending: &'a Arc<PendingTask>,
     sink: Option<&'a Sink>,
@@ -41,15 +42,32 @@ pub(crate) struct Reporter<'a> {
     positions: &'a [usize],
     /// Per batch index: completed through this reporter.
     reported: &'a [AtomicBool],
+    /// Set when `Batch::process_each` ran with this reporter (its workers account
+    /// their own busy time then).
+    claimed: AtomicBool,
     /// Where workers add the time they spent claiming and running records, ns.
     pub(crate) busy: &'a AtomicU64,
 }
 
-impl Reporter<'_> {
+impl<'a> Reporter<'a> {
+    /// The records this reporter completes, by index.
+    pub(crate) fn records(&self) -> &'a [Record] {
+        self.records
+    }
+
+    /// `Batch::process_each` runs with this reporter.
+    pub(crate) fn claim(&self) {
+        self.claimed.store(true, Ordering::Relaxed);
+    }
+
     /// `result` is record `index`'s of the batch: an `Ok` one's outputs go to the
-    /// sink now (left empty in `result`) and the record completes.
+    /// sink now (left empty in `result`) and the record completes. A record is
+    /// completed at most once: a second report of it changes nothing.
     pub(crate) fn report(&self, index: usize, result: &mut ProcessResult) {
         let Ok(outputs) = result else { return };
+        if self.reported[index].swap(true, Ordering::Relaxed) {
+            return;
+        }
         let outputs = std::mem::take(outputs);
         send_outputs(
             self.pending,
@@ -59,27 +77,7 @@ impl Reporter<'_> {
             &self.records[index],
             outputs,
         );
-        self.reported[index].store(true, Ordering::Relaxed);
     }
-}
-
-thread_local! {
-    /// The reporter of the `process_batch` call running on this thread, as a raw
-    /// pointer: it lives on the worker's stack for exactly that call.
-    static REPORTER: Cell<Option<*const Reporter<'static>>> = const { Cell::new(None) };
-}
-
-/// For the default `process_batch`: takes the reporter of the call it runs in, if
-/// the engine installed one. The returned reference is valid until the
-/// `process_batch` call that took it returns (the worker clears and drops the
-/// reporter only after that).
-pub(crate) fn take_reporter<'a>() -> Option<&'a Reporter<'a>> {
-    // SAFETY: the pointer was made from a reference to a Reporter that outlives
-    // the process_batch call (see `run_batch`), and only that call's default body
-    // takes it; it is used only within that body.
-    REPORTER
-        .with(|r| r.take())
-        .map(|p| unsafe { &*(p as *const Reporter<'a>) })
 }
 
 /// Runs `f` over `records` on the worker pool and returns the results in order:
@@ -185,12 +183,16 @@ pub(crate) fn run_task(
             records,
             positions: &positions,
             reported: &reported[..records.len()],
+            claimed: AtomicBool::new(false),
             busy,
         };
-        let results = run_batch(processor, records, &task, &reporter);
+        let results = run_batch(processor, &task, &reporter);
         let mut failed = Vec::new();
         for (i, ((j, record), result)) in live.iter().zip(results).enumerate() {
             if reported[i].swap(false, Ordering::Relaxed) {
+                if !matches!(&result, Ok(outputs) if outputs.is_empty()) {
+                    warn_changed_result(&task, record.offset);
+                }
                 continue;
             }
             match result {
@@ -215,24 +217,21 @@ pub(crate) fn run_task(
     pending.release();
 }
 
-/// `process_batch` over `records` with `reporter` installed, its panics caught (a
-/// panic in an overriding `process_batch` fails every record not reported yet; the
-/// default catches each record's own) and its result count checked.
+/// `process_batch` over the engine's batch of `reporter`'s records, its panics
+/// caught (a panic in an overriding `process_batch` fails every record not reported
+/// yet; the default catches each record's own) and its result count checked.
 fn run_batch(
     processor: &dyn Processor,
-    records: &[Record],
     task: &Task,
     reporter: &Reporter<'_>,
 ) -> Vec<ProcessResult> {
-    let pointer = reporter as *const Reporter<'_> as *const Reporter<'static>;
-    REPORTER.with(|r| r.set(Some(pointer)));
+    let records = reporter.records();
     let started = Instant::now();
     let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        processor.process_batch(records)
+        processor.process_batch(Batch::with_early_completion(reporter))
     }));
-    // Whether or not the default body took it, it is gone before `reporter` is.
-    if REPORTER.with(|r| r.take()).is_some() {
-        // An overriding process_batch: its calling worker was busy all along.
+    if !reporter.claimed.load(Ordering::Relaxed) {
+        // An override that did not pass the batch on: its calling worker was busy all along.
         add_busy(Some(reporter.busy), started);
     }
     let mut results = results.unwrap_or_else(|panic| {
@@ -254,4 +253,20 @@ fn run_batch(
         });
     }
     results
+}
+
+/// An override returned a changed result for a record its inner default had
+/// completed already: the record's outputs were sent with it, the change is ignored.
+/// Logged once per process (an error, since the override's intent is lost).
+fn warn_changed_result(task: &Task, offset: i64) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::error!(
+            topic = %task.topic,
+            partition = task.partition,
+            offset,
+            "process_batch changed the result of a record that its inner default had completed already: \
+             the change is ignored (pass a detached Batch::new to the inner processor to change its results)"
+        )
+    });
 }

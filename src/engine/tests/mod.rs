@@ -1212,3 +1212,5 @@ fn a_revoke_under_exactly_once_commits_one_transaction_for_every_partition() {
     let st = d.engine.state.lock();
     assert!(st.partitions.get(T, 0).is_none() && st.partitions.get(T, 1).is_some());
 }
+
+mod decorators;
