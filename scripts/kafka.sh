@@ -7,6 +7,9 @@
 #                                   broker on free loopback ports; when DIR already holds a formatted
 #                                   broker, start it again with the same ports and data. Waits until it
 #                                   accepts connections and prints "PORT PID DIR" (logs in DIR/broker.log)
+#   scripts/kafka.sh start-secured  a secured node (SASL_SSL with SCRAM-SHA-512, SSL with client
+#                                   certificates, ACLs; certificates made with openssl): prints
+#                                   "SASL_SSL_PORT SSL_PORT PLAINTEXT_PORT PID DIR" (see start_secured)
 #   scripts/kafka.sh stop PID       stop it gracefully (SIGTERM, then SIGKILL after 60 s)
 # With KAFKA_WATCH_PID set, `start` also stops the broker once that process has exited.
 # The tests start their own brokers through tidemark-testkit (KafkaBroker), which calls this
@@ -133,11 +136,18 @@ EOF
       -t "$(kjava kafka.tools.StorageTool random-uuid)" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
       || { cat "$dir/format.log" >&2; die "formatting $dir failed"; }
   fi
+  launch
+  echo "$port $pid $dir"
+}
+
+# Starts the broker of $dir/server.properties and waits until it accepts connections on
+# $port; sets $pid.
+launch() {
   local seen; seen=$(cat "$dir/broker.log" 2>/dev/null | wc -l)
   nohup java -Xms256m "-Xmx$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
     "-Dlog4j2.configurationFile=$KAFKA_HOME/log4j2.properties" "-Dkafka.logs.dir=$dir" \
     -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 &
-  local pid=$!
+  pid=$!
   for _ in $(seq 1 600); do
     if tail -n "+$((seen + 1))" "$dir/broker.log" 2>/dev/null | grep -q "Kafka Server started" \
        && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -146,12 +156,109 @@ EOF
         ( while kill -0 "$KAFKA_WATCH_PID" 2>/dev/null && kill -0 "$pid" 2>/dev/null; do sleep 1; done
           stop "$pid" ) </dev/null >/dev/null 2>&1 &
       fi
-      echo "$port $pid $dir"; return 0
+      return 0
     fi
     kill -0 "$pid" 2>/dev/null || { tail -30 "$dir/broker.log" "$dir/stdout.log" >&2 2>/dev/null; die "broker exited"; }
     sleep 0.1
   done
   kill "$pid"; die "broker did not start within 60 s (see $dir/broker.log)"
+}
+
+# Test certificates in $1: a CA (ca.pem), the broker's key and certificate for localhost
+# and 127.0.0.1 in one PEM keystore (broker.keystore.pem), a client certificate for
+# mTLS (CN=carol: carol.pem, carol.key) and a CA nobody trusts (other-ca.pem).
+make_certs() {
+  local c="$1"; mkdir -p "$c"
+  command -v openssl >/dev/null 2>&1 || die "openssl is needed for the secured broker's certificates"
+  (
+    cd "$c"
+    openssl req -x509 -newkey rsa:2048 -noenc -keyout ca.key -out ca.pem -days 30 -subj "/CN=tidemark-test-ca"
+    openssl req -x509 -newkey rsa:2048 -noenc -keyout other-ca.key -out other-ca.pem -days 30 -subj "/CN=untrusted-ca"
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >broker.ext
+    openssl req -newkey rsa:2048 -noenc -keyout broker.key -out broker.csr -subj "/CN=localhost"
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out broker.pem -days 30 -extfile broker.ext
+    cat broker.key broker.pem >broker.keystore.pem
+    openssl req -newkey rsa:2048 -noenc -keyout carol.key -out carol.csr -subj "/CN=carol"
+    openssl x509 -req -in carol.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out carol.pem -days 30
+  ) >"$c/openssl.log" 2>&1 || { cat "$c/openssl.log" >&2; die "making test certificates failed"; }
+}
+
+# A secured single node: SASL_SSL (SCRAM-SHA-512: admin, alice, bob), SSL with required
+# client certificates (CN=carol), PLAINTEXT (for benchmarks; ANONYMOUS is a super user,
+# as the controller listener needs), StandardAuthorizer (no ACL means denied) and the
+# tests' ACLs. Prints "SASL_SSL_PORT SSL_PORT PLAINTEXT_PORT PID DIR"; DIR/secured.env
+# holds the ports and the certificates' folder.
+start_secured() {
+  installed || die "kafka is not installed: run $0 install"
+  java_ok || die "java is missing or older than 17"
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/tidemark-kafka-secured.XXXXXX")
+  make_certs "$dir/certs"
+  local sasl ssl cport
+  port=$(free_port); sasl=$(free_port); ssl=$(free_port); cport=$(free_port)
+  [ "$(printf '%s\n' "$port" "$sasl" "$ssl" "$cport" | sort -u | wc -l)" = 4 ] || die "port clash, try again"
+  cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$sasl,SSL://127.0.0.1:$ssl,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://localhost:$sasl,SSL://localhost:$ssl
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL
+inter.broker.listener.name=SASL_SSL
+controller.quorum.bootstrap.servers=127.0.0.1:$cport
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="admin-secret";
+ssl.keystore.type=PEM
+ssl.keystore.location=$dir/certs/broker.keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$dir/certs/ca.pem
+listener.name.ssl.ssl.client.auth=required
+ssl.principal.mapping.rules=RULE:^CN=([^,]+).*\$/\$1/,DEFAULT
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin;User:ANONYMOUS
+log.dirs=$dir/data
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=4
+background.threads=4
+EOF
+  kjava kafka.tools.StorageTool format --standalone -t "$(kjava kafka.tools.StorageTool random-uuid)" \
+    -c "$dir/server.properties" \
+    --add-scram 'SCRAM-SHA-512=[name=admin,password=admin-secret]' \
+    --add-scram 'SCRAM-SHA-512=[name=alice,password=alice-secret]' \
+    --add-scram 'SCRAM-SHA-512=[name=bob,password=bob-secret]' >"$dir/format.log" 2>&1 \
+    || { cat "$dir/format.log" >&2; die "formatting $dir failed"; }
+  launch
+  cat >"$dir/admin.properties" <<EOF
+bootstrap.servers=localhost:$sasl
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="admin-secret";
+ssl.truststore.type=PEM
+ssl.truststore.location=$dir/certs/ca.pem
+EOF
+  # alice: her topics and groups, and transactional ids (exactly-once); carol (mTLS) the
+  # same over SSL; bob: his groups, but topics bob-describe-* he may only describe,
+  # bob-readonly-* he may not write, bob-ok-* all.
+  java -cp "$KAFKA_HOME/libs/*" "$(dirname "$0")/java/CreateAcls.java" "$dir/admin.properties" \
+    User:alice:TOPIC:PREFIXED:alice-:ALL User:alice:GROUP:PREFIXED:alice-:ALL \
+    User:alice:TRANSACTIONAL_ID:PREFIXED:tidemark-:ALL \
+    User:carol:TOPIC:PREFIXED:carol-:ALL User:carol:GROUP:PREFIXED:carol-:ALL \
+    User:bob:GROUP:PREFIXED:bob-:ALL User:bob:TOPIC:PREFIXED:bob-describe-:DESCRIBE \
+    User:bob:TOPIC:PREFIXED:bob-readonly-:READ User:bob:TOPIC:PREFIXED:bob-readonly-:DESCRIBE \
+    User:bob:TOPIC:PREFIXED:bob-ok-:ALL >"$dir/acls.log" 2>&1 \
+    || { cat "$dir/acls.log" >&2; stop "$pid"; die "creating the test ACLs failed"; }
+  printf 'SASL_SSL_PORT=%s\nSSL_PORT=%s\nPLAINTEXT_PORT=%s\nCERTS=%s\n' "$sasl" "$ssl" "$port" "$dir/certs" >"$dir/secured.env"
+  echo "$sasl $ssl $port $pid $dir"
 }
 
 stop() {
@@ -164,6 +271,7 @@ stop() {
 case "${1:-}" in
   install) install ;;
   start) shift; start "$@" ;;
+  start-secured) start_secured ;;
   stop) shift; stop "$@" ;;
-  *) sed -n '2,13p' "$0"; exit 2 ;;
+  *) sed -n '2,16p' "$0"; exit 2 ;;
 esac

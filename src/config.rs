@@ -7,6 +7,7 @@ use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::commit::{CommitMode, CommitPolicy};
+use crate::connection::{Connection, Properties};
 use crate::error::Error;
 use crate::failures::{DeadLetterConfig, RetryPolicy};
 use crate::ordering::ProcessingOrder;
@@ -398,6 +399,12 @@ pub struct LifecycleConfig {
     /// (`max.poll.interval.ms`, 300000 by default), which it must stay below. Records
     /// still in flight then are not committed (the next owner processes them again).
     pub drain_timeout_ms: u64,
+    /// How long the cluster may go on refusing this client's authentication (SASL) or
+    /// TLS handshake, with no record or assignment in between, before `run` stops
+    /// with [`Error::Refused`], ms. Default 10000. (librdkafka retries both forever;
+    /// an ACL's denial stops the run at once; a broker that is down or cut off is no
+    /// refusal and is waited out.) See docs/SECURITY.md.
+    pub refusal_timeout_ms: u64,
 }
 
 impl Default for LifecycleConfig {
@@ -406,6 +413,7 @@ impl Default for LifecycleConfig {
             startup_timeout_ms: 10_000,
             exit_when_idle_ms: None,
             drain_timeout_ms: 10_000,
+            refusal_timeout_ms: 10_000,
         }
     }
 }
@@ -499,12 +507,20 @@ pub struct Config {
     #[serde(default)]
     pub observability: ObservabilityConfig,
     #[serde(default)]
+    /// librdkafka properties of **every** client the pipeline makes — its consumer,
+    /// the sink's and dead-letter producer, the lag sampler, the committed-offset
+    /// look-up, the topic helpers: connection and security (`security.protocol`,
+    /// `sasl.*`, `ssl.*`) written once ([`Config::connection`]; docs/SECURITY.md).
+    /// Consumer and producer properties below override them. Secret values never
+    /// appear in `Debug` ([`Properties`]).
+    pub client_properties: Properties,
+    #[serde(default)]
     /// Extra librdkafka consumer properties, passed through unchanged except for
     /// [`FORCED_CONSUMER_PROPERTIES`]. See librdkafka's CONFIGURATION.md.
-    pub consumer_properties: BTreeMap<String, String>,
+    pub consumer_properties: Properties,
     #[serde(default)]
     /// Extra librdkafka producer properties for the sink, passed through unchanged.
-    pub producer_properties: BTreeMap<String, String>,
+    pub producer_properties: Properties,
 }
 
 fn default_workers() -> usize {
@@ -545,8 +561,9 @@ impl Config {
             failures: FailureConfig::default(),
             lifecycle: LifecycleConfig::default(),
             observability: ObservabilityConfig::default(),
-            consumer_properties: BTreeMap::new(),
-            producer_properties: BTreeMap::new(),
+            client_properties: Properties::new(),
+            consumer_properties: Properties::new(),
+            producer_properties: Properties::new(),
         }
     }
 
@@ -773,6 +790,12 @@ impl Config {
             .is_some_and(|v| v.eq_ignore_ascii_case("consumer"))
     }
 
+    /// How every client of the pipeline reaches the cluster: `brokers` and
+    /// `client_properties`.
+    pub fn connection(&self) -> Connection {
+        Connection::new(self.brokers.as_str()).with_properties(self.client_properties.clone())
+    }
+
     /// The librdkafka consumer configuration the pipeline's consumer uses.
     pub(crate) fn consumer_client_config(&self) -> ClientConfig {
         client_config(self.consumer_client_properties())
@@ -791,9 +814,10 @@ impl Config {
     /// `enable.auto.commit=true` and `auto.commit.interval.ms`). A free consumer
     /// gets a random `group.id` it never joins.
     pub fn consumer_client_properties(&self) -> BTreeMap<String, String> {
-        let mut cc = Properties::default();
+        let mut cc = Building::default();
         cc.set("bootstrap.servers", &self.brokers)
             .set("auto.offset.reset", "earliest");
+        cc.extend(&self.client_properties);
         match self.group_id() {
             Some(group) => {
                 cc.set("group.id", group);
@@ -874,7 +898,8 @@ impl Config {
     /// `producer_properties`; with exactly-once, `transactional.id` (which implies
     /// idempotence; random per start unless `transactional_id` is set).
     pub fn producer_client_properties(&self) -> BTreeMap<String, String> {
-        let mut cc = Properties::default();
+        let mut cc = Building::default();
+        cc.extend(&self.client_properties);
         // Idempotence keeps each output partition in send order through retries, which
         // per-key processing order relies on (and acks=all, KIP-98).
         cc.set("bootstrap.servers", &self.brokers)
@@ -900,12 +925,19 @@ impl Config {
 
 /// librdkafka properties being built (the setter chains like `ClientConfig`'s).
 #[derive(Default)]
-struct Properties(BTreeMap<String, String>);
+struct Building(BTreeMap<String, String>);
 
-impl Properties {
+impl Building {
     fn set(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
         self.0.insert(key.into(), value.into());
         self
+    }
+
+    /// Every property of `shared` but `bootstrap.servers` (that is `Config::brokers`).
+    fn extend(&mut self, shared: &Properties) {
+        for (k, v) in shared.iter().filter(|(k, _)| *k != "bootstrap.servers") {
+            self.set(k, v);
+        }
     }
 }
 

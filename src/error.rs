@@ -31,6 +31,14 @@ pub enum Error {
         source: KafkaClientError,
     },
 
+    /// The cluster refused this client: its credentials, its TLS handshake, or an ACL
+    /// (docs/SECURITY.md lists the ACLs a member needs). An authorization failure stops
+    /// the run at once; an authentication or TLS failure once it has lasted
+    /// `LifecycleConfig::refusal_timeout_ms` (librdkafka retries those forever). Offsets
+    /// were committed up to, never past, what was processed.
+    #[error("the cluster refused this client: {0}")]
+    Refused(Refusal),
+
     /// A subscribed topic does not exist on the cluster (tidemark does not create
     /// input topics).
     #[error("unknown topic {0:?}")]
@@ -142,6 +150,47 @@ pub enum Error {
     /// offsets; a restart resumes from there.
     #[error("transaction failed")]
     Transaction(#[source] KafkaClientError),
+}
+
+/// Why the cluster refused a client ([`Error::Refused`]). The details are
+/// librdkafka's or the broker's own words; they never hold a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// SASL authentication failed: a wrong username or password, or a mechanism the
+    /// listener does not enable (librdkafka `ERR__AUTHENTICATION`; the broker's
+    /// `SASL_AUTHENTICATION_FAILED`, `UNSUPPORTED_SASL_MECHANISM`).
+    #[error("authentication failed: {detail}")]
+    Authentication {
+        /// librdkafka's reason (broker address, mechanism, state).
+        detail: String,
+    },
+    /// The TLS handshake failed: the broker's certificate does not verify against
+    /// `ssl.ca.location` (or the hostname does not match), or the broker refused the
+    /// client's certificate (librdkafka `ERR__SSL`).
+    #[error("TLS handshake failed: {detail}")]
+    Tls {
+        /// librdkafka's reason (e.g. "certificate verify failed").
+        detail: String,
+    },
+    /// An ACL denied `operation` on `resource` (Kafka's `*_AUTHORIZATION_FAILED` codes).
+    #[error("not authorized: {operation} on {resource}: {detail}")]
+    Authorization {
+        /// The resource, as Kafka's ACLs name it: `topic NAME`, `group NAME`,
+        /// `transactional id`, `cluster`.
+        resource: String,
+        /// The operation that was denied (`READ`, `WRITE`, `DESCRIBE`).
+        operation: &'static str,
+        /// librdkafka's reason.
+        detail: String,
+    },
+}
+
+impl Refusal {
+    /// True for an ACL's denial (as opposed to authentication or TLS).
+    pub fn is_authorization(&self) -> bool {
+        matches!(self, Refusal::Authorization { .. })
+    }
 }
 
 impl Error {

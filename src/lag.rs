@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::connection::Connection;
 
 use crate::error::Error;
 
@@ -44,13 +46,14 @@ impl PartitionLag {
 /// [`Error::UnknownTopic`] when `topic` does not exist; [`Error::Kafka`] when the
 /// coordinator or a partition leader does not answer within `timeout`.
 pub fn consumer_lag(
-    brokers: &str,
+    connection: impl Into<Connection>,
     group: &str,
     topic: &str,
     timeout: Duration,
 ) -> Result<Vec<PartitionLag>, Error> {
-    let consumer = client(brokers, group)?;
-    let partitions = partitions_of(brokers, topic, timeout)?;
+    let connection = connection.into();
+    let consumer = client(&connection, group)?;
+    let partitions = partitions_of(&connection, topic, timeout)?;
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
         tpl.add_partition(topic, *p);
@@ -88,13 +91,14 @@ pub fn consumer_lag(
 /// [`Error::UnknownTopic`] when `topic` does not exist; [`Error::Kafka`] when a
 /// partition leader does not answer within `timeout`.
 pub fn high_watermarks(
-    brokers: &str,
+    connection: impl Into<Connection>,
     topic: &str,
     timeout: Duration,
 ) -> Result<BTreeMap<i32, i64>, Error> {
-    let consumer = client(brokers, "tidemark-watermarks")?;
+    let connection = connection.into();
+    let consumer = client(&connection, "tidemark-watermarks")?;
     let mut ends = BTreeMap::new();
-    for p in partitions_of(brokers, topic, timeout)? {
+    for p in partitions_of(&connection, topic, timeout)? {
         let (_, high) = consumer
             .fetch_watermarks(topic, p, timeout)
             .map_err(Error::kafka("fetching watermarks"))?;
@@ -104,9 +108,9 @@ pub fn high_watermarks(
 }
 
 /// A consumer with `group.id = group` that never joins it (no subscribe).
-fn client(brokers: &str, group: &str) -> Result<BaseConsumer, Error> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+fn client(connection: &Connection, group: &str) -> Result<BaseConsumer, Error> {
+    connection
+        .client_config()
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("allow.auto.create.topics", "false")
@@ -115,8 +119,12 @@ fn client(brokers: &str, group: &str) -> Result<BaseConsumer, Error> {
 }
 
 /// The partition ids of `topic` (Kafka numbers them `0..count`).
-fn partitions_of(brokers: &str, topic: &str, timeout: Duration) -> Result<Vec<i32>, Error> {
-    match crate::topics::topic_partitions(brokers, topic, timeout)? {
+fn partitions_of(
+    connection: &Connection,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, Error> {
+    match crate::topics::topic_partitions(connection, topic, timeout)? {
         Some(n) => Ok((0..n).collect()),
         None => Err(Error::UnknownTopic(topic.to_string())),
     }

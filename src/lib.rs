@@ -32,6 +32,7 @@
 mod async_processor;
 mod commit;
 mod config;
+mod connection;
 mod engine;
 mod error;
 mod failures;
@@ -54,9 +55,10 @@ pub use config::{
     CommitConfig, Config, Delivery, FailureConfig, FlowConfig, LifecycleConfig, Membership,
     ObservabilityConfig, PostgresSink, SinkConfig, StartPosition, FORCED_CONSUMER_PROPERTIES,
 };
+pub use connection::{is_secret_property, Connection, Properties};
 pub use engine::sink::{HEADER_SRC_OFFSET, HEADER_SRC_PARTITION};
 pub use engine::{Pipeline, RunSummary};
-pub use error::{Error, KafkaClientError};
+pub use error::{Error, KafkaClientError, Refusal};
 pub use failures::{
     DeadLetterConfig, RetryPolicy, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_SRC_TOPIC,
 };

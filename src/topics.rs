@@ -1,17 +1,17 @@
-//! Topic look-up and creation through the Kafka admin API, for the sink topic and
-//! the CLI.
+//! Topic look-up (Metadata) and creation (the admin API's CreateTopics), for the CLI
+//! (`tidemark run` creates a missing sink topic) and the tests, over any
+//! [`Connection`].
 
 use std::time::{Duration, Instant};
 
+use crate::connection::Connection;
+use crate::error::Error;
 use futures_executor::block_on;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
-
-use crate::error::Error;
 
 /// Number of partitions of `topic`, or `None` when it does not exist (Metadata
 /// request, without auto-creating it).
@@ -20,19 +20,20 @@ use crate::error::Error;
 /// [`Error::BrokerUnreachable`] when no metadata arrives within `timeout`;
 /// [`Error::Kafka`] when the client cannot be created.
 pub fn topic_partitions(
-    brokers: &str,
+    connection: impl Into<Connection>,
     topic: &str,
     timeout: Duration,
 ) -> Result<Option<i32>, Error> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let connection = connection.into();
+    let consumer: BaseConsumer = connection
+        .client_config()
         .set("allow.auto.create.topics", "false")
         .create()
         .map_err(Error::kafka("creating the metadata client"))?;
     let md = consumer
         .fetch_metadata(Some(topic), timeout)
         .map_err(|source| Error::BrokerUnreachable {
-            brokers: brokers.to_string(),
+            brokers: connection.brokers.clone(),
             timeout_ms: timeout.as_millis() as u64,
             source: source.into(),
         })?;
@@ -53,17 +54,18 @@ pub fn topic_partitions(
 /// [`Error::Kafka`] when the broker refuses the topic (e.g. a replication factor
 /// above the number of brokers) or it does not appear in time.
 pub fn ensure_topic(
-    brokers: &str,
+    connection: impl Into<Connection>,
     topic: &str,
     partitions: i32,
     replication: i32,
 ) -> Result<i32, Error> {
+    let connection = connection.into();
     let timeout = Duration::from_secs(10);
-    if let Some(n) = topic_partitions(brokers, topic, timeout)? {
+    if let Some(n) = topic_partitions(&connection, topic, timeout)? {
         return Ok(n);
     }
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let admin: AdminClient<DefaultClientContext> = connection
+        .client_config()
         .create()
         .map_err(Error::kafka("creating the admin client"))?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
@@ -82,7 +84,7 @@ pub fn ensure_topic(
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(n) = topic_partitions(brokers, topic, timeout)? {
+        if let Some(n) = topic_partitions(&connection, topic, timeout)? {
             return Ok(n);
         }
         if Instant::now() > deadline {

@@ -55,6 +55,7 @@ impl ClientContext for PipelineContext {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
             tracing::trace!(target: "librdkafka", %reason, "end of partition (not assigned here)");
         } else {
+            self.engine.refusals.saw(&error, reason);
             tracing::error!(target: "librdkafka", "librdkafka: {error}: {reason}");
         }
     }

@@ -60,6 +60,8 @@ pub(crate) struct Engine {
     pub(super) done_tx: Sender<TaskDone>,
     /// Wakes the poll thread parked on an empty consumer queue.
     pub(super) wake: Arc<Wake>,
+    /// What the cluster refused (authentication, TLS, ACLs): stops the run.
+    pub(super) refusals: super::refusal::Refusals,
 }
 
 /// True when `task` holds the lowest incomplete record of its partition. That record
@@ -219,6 +221,9 @@ impl Driver {
                 }
             }
         }
+        if let Some(refused) = engine.refusals.due(now) {
+            st.fatal.get_or_insert(refused);
+        }
         if st.fatal.is_some() {
             return Turn::Stop;
         }
@@ -326,11 +331,17 @@ impl Driver {
                 Err(KafkaError::PartitionEOF(partition)) => {
                     self.engine.state.lock().partitions.reached_end(partition)
                 }
-                Err(e) => tracing::warn!(error = %e, "consumer error"),
+                Err(e) => {
+                    self.engine.refusals.saw(&e, "");
+                    tracing::warn!(error = %e, "consumer error")
+                }
             }
         }
         // One atomic add per round, not per record.
         Counters::add(&self.engine.metrics.counters.polled, polled as u64);
+        if polled > 0 {
+            self.engine.refusals.progress();
+        }
         polled
     }
 

@@ -30,6 +30,7 @@ mod partitions;
 mod pool;
 mod publish;
 mod rebalance;
+mod refusal;
 mod scheduler;
 pub(crate) mod sink;
 mod start;
@@ -282,9 +283,14 @@ impl Pipeline {
             drain_timeout: Duration::from_millis(config.lifecycle.drain_timeout_ms),
             start_position: config.start_position,
             target,
+            refusals: refusal::Refusals::new(
+                Duration::from_millis(config.lifecycle.refusal_timeout_ms),
+                config.input_topics(),
+                config.group_id().map(str::to_string),
+            ),
         });
         let consumer = create_consumer(config, &engine)?;
-        check_topics(&consumer, config)?;
+        check_topics(&consumer, config, &engine)?;
         join(&consumer, config, &engine, self.offset_store.as_deref())?;
 
         let mut driver = Driver::new(
@@ -425,6 +431,51 @@ fn join(
     Ok(())
 }
 
+/// A produce the cluster refused for want of an ACL, as [`Error::Refused`] naming
+/// the sink topic, the dead-letter topic or the transactional id; any other error
+/// unchanged.
+fn refused_output(config: &Config, e: Error) -> Error {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    let (code, resource) = match &e {
+        Error::Sink { source, .. } => (
+            source.kafka().rdkafka_error_code(),
+            match &config.sink {
+                crate::config::SinkConfig::Topic { topic } => format!("topic {topic}"),
+                _ => "the sink".to_string(),
+            },
+        ),
+        Error::DeadLetter { source, .. } => (
+            source.kafka().rdkafka_error_code(),
+            config
+                .failures
+                .dead_letter
+                .as_ref()
+                .map_or("the dead-letter topic".into(), |d| {
+                    format!("topic {}", d.topic)
+                }),
+        ),
+        Error::Transaction(source) => (
+            source.kafka().rdkafka_error_code(),
+            "transactional id".into(),
+        ),
+        _ => return e,
+    };
+    let resource = match code {
+        Some(C::TopicAuthorizationFailed) => resource,
+        Some(C::TransactionalIdAuthorizationFailed) => match &config.commits.transactional_id {
+            Some(id) => format!("transactional id {id}"),
+            None => "transactional id".into(),
+        },
+        Some(C::ClusterAuthorizationFailed) => "cluster".into(),
+        _ => return e,
+    };
+    Error::Refused(crate::error::Refusal::Authorization {
+        resource,
+        operation: "WRITE",
+        detail: crate::error::chain(&e),
+    })
+}
+
 /// What a finished run returns besides its summary: the first error that stopped
 /// it (a fenced producer, a record failure the policy stopped on, a fatal consumer
 /// error), else the final commit's, except a commit the group's rebalance refused.
@@ -437,11 +488,11 @@ fn run_result(
     // A fenced transactional producer fails every output: report the cause.
     if config.delivery.commits_in_transaction() {
         if let Some(e) = sink.and_then(|s| s.fatal_error()) {
-            return Err(Error::Transaction(e.into()));
+            return Err(refused_output(config, Error::Transaction(e.into())));
         }
     }
     if let Some(e) = st.failures.take_error() {
-        return Err(e);
+        return Err(refused_output(config, e));
     }
     if let Some(e) = st.fatal.take() {
         return Err(e);
@@ -460,23 +511,49 @@ fn run_result(
     Ok(())
 }
 
-/// Fails fast when the brokers are unreachable or a topic is missing.
-fn check_topics(consumer: &BaseConsumer<PipelineContext>, config: &Config) -> Result<(), Error> {
+/// Fails fast when the brokers are unreachable or refuse this client, or a topic is
+/// missing or may not be described.
+fn check_topics(
+    consumer: &BaseConsumer<PipelineContext>,
+    config: &Config,
+    engine: &Engine,
+) -> Result<(), Error> {
     let timeout = Duration::from_millis(config.lifecycle.startup_timeout_ms);
-    let metadata =
-        consumer
-            .fetch_metadata(None, timeout)
-            .map_err(|source| Error::BrokerUnreachable {
+    let metadata = consumer.fetch_metadata(None, timeout).map_err(|source| {
+        // The error events queued meanwhile say why (a wrong password, an
+        // untrusted certificate) better than "unreachable" does.
+        // (A zero-timeout poll does not serve them: give it up to 500 ms.)
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while engine.refusals.seen().is_none() && Instant::now() < deadline {
+            if let Some(Err(e)) = consumer.poll(Duration::from_millis(50)) {
+                engine.refusals.saw(&e, "");
+            }
+        }
+        match engine.refusals.seen() {
+            Some(refusal) => Error::Refused(refusal),
+            None => Error::BrokerUnreachable {
                 brokers: config.brokers.clone(),
                 timeout_ms: config.lifecycle.startup_timeout_ms,
                 source: source.into(),
-            })?;
+            },
+        }
+    })?;
     for topic in &config.input_topics() {
-        let found = metadata
-            .topics()
-            .iter()
-            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-        if !found {
+        let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Err(Error::UnknownTopic(topic.clone()));
+        };
+        if let Some(code) = t.error() {
+            let code = rdkafka::error::RDKafkaErrorCode::from(code);
+            if code == rdkafka::error::RDKafkaErrorCode::TopicAuthorizationFailed {
+                return Err(Error::Refused(crate::error::Refusal::Authorization {
+                    resource: format!("topic {topic}"),
+                    operation: "DESCRIBE",
+                    detail: "Metadata: topic authorization failed".into(),
+                }));
+            }
+            return Err(Error::UnknownTopic(topic.clone()));
+        }
+        if t.partitions().is_empty() {
             return Err(Error::UnknownTopic(topic.clone()));
         }
     }

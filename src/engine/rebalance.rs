@@ -25,6 +25,7 @@ impl Engine {
         maps: Vec<(TopicPartition, OffsetMap)>,
     ) {
         let now = Instant::now();
+        self.refusals.progress();
         st.stats.last_assigned = Some(now);
         st.stats.joined.get_or_insert(now);
         for tp in assigned {

@@ -5,9 +5,8 @@ use std::time::Duration;
 /// Committed offset, high watermark and lag per partition of a group on a topic.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Bootstrap servers.
-    #[arg(long)]
-    brokers: String,
+    #[command(flatten)]
+    cluster: crate::cluster::ClusterArgs,
     /// Consumer group.
     #[arg(long)]
     group: String,
@@ -33,8 +32,10 @@ pub enum Output {
 pub fn main(a: Args) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     let redraw = a.output == Output::Table && std::io::stdout().is_terminal();
+    let connection = a.cluster.connection()?;
     loop {
-        let rows = tidemark::consumer_lag(&a.brokers, &a.group, &a.topic, Duration::from_secs(10))?;
+        let rows =
+            tidemark::consumer_lag(&connection, &a.group, &a.topic, Duration::from_secs(10))?;
         let text = match a.output {
             Output::Table => format_lag(&a.group, &rows),
             Output::Json => format!("{}\n", json_lag(&a.group, &rows)),

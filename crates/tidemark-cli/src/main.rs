@@ -1,6 +1,7 @@
 //! `tidemark`: produce a workload, run a parallel pipeline, show consumer lag, or run
 //! the self-contained demo on an embedded cluster.
 
+mod cluster;
 mod demo;
 mod lag;
 mod produce;

@@ -6,9 +6,8 @@ use tidemark_testkit::workload::{self, Workload};
 /// Produce a JSON workload such as `{"id":7,"key":"k3","data":"..."}`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Bootstrap servers (`host:port[,host:port]`).
-    #[arg(long)]
-    brokers: String,
+    #[command(flatten)]
+    cluster: crate::cluster::ClusterArgs,
     /// Topic to produce to; created with `--partitions` partitions when missing.
     #[arg(long)]
     topic: String,
@@ -42,8 +41,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     };
     let bar = crate::spinner(&format!("producing to {}", a.topic));
     let started = std::time::Instant::now();
-    workload::produce(&a.brokers, &w, |acked| bar.set_position(acked))
-        .with_context(|| format!("producing to {} at {}", a.topic, a.brokers))?;
+    let connection = a.cluster.connection()?;
+    workload::produce(&connection, &w, |acked| bar.set_position(acked))
+        .with_context(|| format!("producing to {} at {}", a.topic, connection.brokers))?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!(

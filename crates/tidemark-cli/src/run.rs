@@ -60,9 +60,8 @@ impl std::str::FromStr for OffsetStoreArg {
 /// partitions (--assign, --offset-store).
 #[derive(clap::Args)]
 pub struct Args {
-    /// Bootstrap servers.
-    #[arg(long)]
-    brokers: String,
+    #[command(flatten)]
+    cluster: crate::cluster::ClusterArgs,
     /// Input topic (group members).
     #[arg(long, required_unless_present = "assign", conflicts_with = "assign")]
     topic: Option<String>,
@@ -204,7 +203,9 @@ pub struct Args {
     /// (default 5000; 0: no lag metrics).
     #[arg(long)]
     lag_refresh_ms: Option<u64>,
-    /// Extra librdkafka consumer property, `key=value` (repeatable).
+    /// Extra librdkafka consumer property, `key=value` (repeatable; the consumer's
+    /// only: settings every client needs go in --client-config). A value may read
+    /// `${env:NAME}`.
     #[arg(short = 'X', value_parser = parse_property)]
     property: Vec<(String, String)>,
 }
@@ -220,18 +221,24 @@ fn parse_backoff(s: &str) -> Result<(u64, u64), String> {
     Ok((n(a)?, n(b)?))
 }
 
+/// One `-X key=value` (`${env:NAME}` expanded); the error never repeats the value.
 fn parse_property(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+    let parsed = tidemark::Properties::parse(s).map_err(|e| e.to_string())?;
+    parsed
+        .iter()
+        .next()
         .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| format!("expected key=value, got {s:?}"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .ok_or_else(|| "expected key=value".to_string())
 }
 
 pub fn main(a: Args) -> anyhow::Result<()> {
+    let connection = a.cluster.connection()?;
     let mut config = match (&a.group, &a.topic) {
-        (Some(group), Some(topic)) => Config::new(&a.brokers, group, [topic]),
-        _ => Config::free(&a.brokers, a.assign.clone()),
+        (Some(group), Some(topic)) => Config::new(&connection.brokers, group, [topic]),
+        _ => Config::free(&connection.brokers, a.assign.clone()),
     };
+    config.client_properties = connection.properties.clone();
     if let Some(w) = a.workers {
         config.workers = w;
     }
@@ -332,11 +339,11 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     .collect();
     if !outputs.is_empty() {
         let input = &config.input_topics()[0];
-        let partitions = tidemark::topic_partitions(&a.brokers, input, Duration::from_secs(10))
-            .with_context(|| format!("reaching {}", a.brokers))?
+        let partitions = tidemark::topic_partitions(&connection, input, Duration::from_secs(10))
+            .with_context(|| format!("reaching {}", connection.brokers))?
             .ok_or_else(|| tidemark::Error::UnknownTopic(input.clone()))?;
         for topic in &outputs {
-            tidemark::ensure_topic(&a.brokers, topic, partitions, 1)
+            tidemark::ensure_topic(&connection, topic, partitions, 1)
                 .with_context(|| format!("creating topic {topic}"))?;
         }
     }

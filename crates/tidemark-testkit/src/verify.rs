@@ -7,15 +7,27 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use tidemark::Connection;
+
 use crate::workload::topic_partitions;
 use crate::TestkitError;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-fn client(brokers: &str, group: Option<&str>) -> Result<BaseConsumer, TestkitError> {
+/// A librdkafka configuration for `connection`: its brokers and every shared
+/// property (security).
+pub fn client_config(connection: &Connection) -> ClientConfig {
     let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", brokers)
-        .set("enable.auto.commit", "false")
+    cc.set("bootstrap.servers", &connection.brokers);
+    for (k, v) in connection.properties.iter() {
+        cc.set(k, v);
+    }
+    cc
+}
+
+fn client(connection: &Connection, group: Option<&str>) -> Result<BaseConsumer, TestkitError> {
+    let mut cc = client_config(connection);
+    cc.set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest");
     if let Some(g) = group {
@@ -24,8 +36,8 @@ fn client(brokers: &str, group: Option<&str>) -> Result<BaseConsumer, TestkitErr
     cc.create().map_err(TestkitError::kafka("verifier client"))
 }
 
-fn partitions_of(brokers: &str, topic: &str) -> Result<i32, TestkitError> {
-    topic_partitions(brokers, topic, TIMEOUT)?
+fn partitions_of(connection: &Connection, topic: &str) -> Result<i32, TestkitError> {
+    topic_partitions(connection, topic, TIMEOUT)?
         .ok_or_else(|| TestkitError::Timeout(format!("topic {topic} does not exist")))
 }
 
@@ -34,7 +46,7 @@ fn partitions_of(brokers: &str, topic: &str) -> Result<i32, TestkitError> {
 /// # Errors
 /// [`TestkitError::Kafka`] when the coordinator does not answer within 10 s.
 pub fn committed_offsets(
-    brokers: &str,
+    brokers: impl Into<Connection>,
     group: &str,
     topic: &str,
 ) -> Result<BTreeMap<i32, Option<i64>>, TestkitError> {
@@ -50,13 +62,14 @@ pub fn committed_offsets(
 /// # Errors
 /// [`TestkitError::Kafka`] when the coordinator does not answer within 10 s.
 pub fn committed_with_metadata(
-    brokers: &str,
+    brokers: impl Into<Connection>,
     group: &str,
     topic: &str,
 ) -> Result<BTreeMap<i32, Option<(i64, String)>>, TestkitError> {
-    let c = client(brokers, Some(group))?;
+    let connection = brokers.into();
+    let c = client(&connection, Some(group))?;
     let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions_of(brokers, topic)? {
+    for p in 0..partitions_of(&connection, topic)? {
         tpl.add_partition(topic, p);
     }
     let got = c
@@ -115,14 +128,13 @@ impl ReadRecord {
 /// [`TestkitError::Kafka`] on client errors; [`TestkitError::Timeout`] when the end
 /// is not reached within `limit`.
 pub fn read_topic(
-    brokers: &str,
+    brokers: impl Into<Connection>,
     topic: &str,
     ends: &BTreeMap<i32, i64>,
     isolation: &str,
     limit: Duration,
 ) -> Result<Vec<ReadRecord>, TestkitError> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let c: BaseConsumer = client_config(&brokers.into())
         .set("group.id", "tidemark-verifier")
         .set("enable.auto.commit", "false")
         .set("isolation.level", isolation)
@@ -216,13 +228,14 @@ impl SinkReport {
 /// # Errors
 /// As [`read_topic`]; [`TestkitError::Timeout`] when an output lacks the headers.
 pub fn sink_report(
-    brokers: &str,
+    brokers: impl Into<Connection>,
     output: &str,
     ends: &BTreeMap<i32, i64>,
 ) -> Result<SinkReport, TestkitError> {
-    let out_ends = high_watermarks(brokers, output)?;
+    let connection = brokers.into();
+    let out_ends = high_watermarks(&connection, output)?;
     let out = read_topic(
-        brokers,
+        &connection,
         output,
         &out_ends,
         "read_committed",
@@ -259,10 +272,14 @@ pub fn sink_report(
 ///
 /// # Errors
 /// [`TestkitError::Kafka`] when the topic's leader does not answer within 10 s.
-pub fn high_watermarks(brokers: &str, topic: &str) -> Result<BTreeMap<i32, i64>, TestkitError> {
-    let c = client(brokers, None)?;
+pub fn high_watermarks(
+    brokers: impl Into<Connection>,
+    topic: &str,
+) -> Result<BTreeMap<i32, i64>, TestkitError> {
+    let connection = brokers.into();
+    let c = client(&connection, None)?;
     let mut ends = BTreeMap::new();
-    for p in 0..partitions_of(brokers, topic)? {
+    for p in 0..partitions_of(&connection, topic)? {
         let (_, high) = c
             .fetch_watermarks(topic, p, TIMEOUT)
             .map_err(TestkitError::kafka(format!("watermarks of {topic}/{p}")))?;

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::TestkitError;
@@ -16,7 +15,7 @@ use crate::TestkitError;
 /// # Errors
 /// [`TestkitError::Tidemark`] when no metadata arrives within `timeout`.
 pub fn topic_partitions(
-    brokers: &str,
+    brokers: impl Into<tidemark::Connection>,
     topic: &str,
     timeout: Duration,
 ) -> Result<Option<i32>, TestkitError> {
@@ -29,7 +28,11 @@ pub fn topic_partitions(
 /// # Errors
 /// [`TestkitError::Tidemark`] when the broker is unreachable, refuses, or the topic
 /// does not appear in time.
-pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<i32, TestkitError> {
+pub fn ensure_topic(
+    brokers: impl Into<tidemark::Connection>,
+    topic: &str,
+    partitions: i32,
+) -> Result<i32, TestkitError> {
     Ok(tidemark::ensure_topic(brokers, topic, partitions, 1)?)
 }
 
@@ -90,7 +93,7 @@ impl Workload {
 /// producer cannot be created; [`TestkitError::Timeout`] when the records are not all
 /// acknowledged within 120 s.
 pub fn produce(
-    brokers: &str,
+    brokers: impl Into<tidemark::Connection>,
     workload: &Workload,
     progress: impl FnMut(u64),
 ) -> Result<(), TestkitError> {
@@ -112,10 +115,14 @@ impl WorkloadProducer {
     /// # Errors
     /// [`TestkitError::Kafka`] when the topic cannot be created or the producer
     /// cannot be created.
-    pub fn new(brokers: &str, topic: &str, partitions: i32) -> Result<Self, TestkitError> {
-        let partitions = ensure_topic(brokers, topic, partitions)?;
-        let producer: BaseProducer<Acks> = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+    pub fn new(
+        brokers: impl Into<tidemark::Connection>,
+        topic: &str,
+        partitions: i32,
+    ) -> Result<Self, TestkitError> {
+        let connection = brokers.into();
+        let partitions = ensure_topic(&connection, topic, partitions)?;
+        let producer: BaseProducer<Acks> = crate::verify::client_config(&connection)
             .set("acks", "all")
             .set("linger.ms", "10")
             .set("batch.num.messages", "10000")

@@ -109,6 +109,7 @@ fn driver_over(
         drain_timeout: Duration::from_millis(config.lifecycle.drain_timeout_ms),
         start_position: None,
         target,
+        refusals: super::refusal::Refusals::new(Duration::from_secs(10), Vec::new(), None),
     });
     let execution =
         super::execution::Execution::start(&work, config.workers, config.concurrency, None)
