@@ -169,6 +169,11 @@ launch() {
 # mTLS (CN=carol: carol.pem, carol.key) and a CA nobody trusts (other-ca.pem).
 make_certs() {
   local c="$1"; mkdir -p "$c"
+  if ! command -v openssl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+    $sudo apt-get install -y -qq openssl >/dev/null 2>&1 \
+      || { $sudo apt-get update -qq && $sudo apt-get install -y -qq openssl >/dev/null; } || true
+  fi
   command -v openssl >/dev/null 2>&1 || die "openssl is needed for the secured broker's certificates"
   (
     cd "$c"

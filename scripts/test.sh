@@ -7,6 +7,15 @@
 # cluster runs in-process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# librdkafka is built with OpenSSL (rdkafka's `ssl` feature: TLS, SCRAM, OAUTHBEARER):
+# its headers and pkg-config, with apt-get when missing.
+if ! pkg-config --exists openssl 2>/dev/null && command -v apt-get >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "installing libssl-dev and pkg-config with apt-get..."
+  { $sudo apt-get install -y -qq libssl-dev pkg-config >/dev/null 2>&1 \
+    || { $sudo apt-get update -qq && $sudo apt-get install -y -qq libssl-dev pkg-config >/dev/null; }; } \
+    || echo "libssl-dev could not be installed: the build will fail" >&2
+fi
 scripts/kafka.sh install
 scripts/postgres.sh install
 # promtool (Debian's prometheus package) checks the /metrics exposition in
@@ -19,11 +28,16 @@ if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
     || echo "promtool could not be installed: the exposition check will fail" >&2
 fi
 read -r port pid dir < <(KAFKA_WATCH_PID=$$ scripts/kafka.sh start)
+# The secured node of the security tests (crates/tidemark-cli/tests/secured.rs):
+# SASL_SSL, mTLS and ACLs, certificates made with openssl.
+read -r _ _ _ spid sdir < <(KAFKA_WATCH_PID=$$ scripts/kafka.sh start-secured)
 read -r pg_port _ pg_dir < <(PG_WATCH_PID=$$ scripts/postgres.sh start)
-trap 'scripts/kafka.sh stop "$pid"; rm -rf "$dir"; scripts/postgres.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
+trap 'scripts/kafka.sh stop "$pid"; rm -rf "$dir"; scripts/kafka.sh stop "$spid"; rm -rf "$sdir"; scripts/postgres.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
 export TIDEMARK_KAFKA_BROKERS="127.0.0.1:$port"
+export TIDEMARK_SECURED_KAFKA_DIR="$sdir"
 export TIDEMARK_POSTGRES_URL="postgresql://postgres@127.0.0.1:$pg_port/postgres"
 echo "apache kafka for this run: $TIDEMARK_KAFKA_BROKERS (pid $pid, log $dir/broker.log)"
+echo "secured apache kafka for this run: $sdir (pid $spid)"
 echo "postgresql for this run: $TIDEMARK_POSTGRES_URL (log $pg_dir/server.log)"
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo test --workspace --doc

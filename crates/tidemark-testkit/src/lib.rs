@@ -14,12 +14,14 @@ mod kafka;
 pub mod memory;
 mod postgres;
 pub mod processors;
+pub mod secured;
 pub mod verify;
 pub mod workload;
 
 pub use embedded::EmbeddedCluster;
 pub use kafka::{kafka_script, unique_name, KafkaBroker, SHARED_BROKERS_ENV};
 pub use postgres::{postgres_script, PostgresClient, PostgresServer, SHARED_POSTGRES_ENV};
+pub use secured::{SecuredKafka, SHARED_SECURED_ENV};
 
 /// Errors of the fixtures.
 #[derive(Debug, thiserror::Error)]
