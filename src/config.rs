@@ -954,6 +954,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn debug_never_shows_a_secret_and_every_client_gets_the_shared_properties() {
+        let mut c = Config::new("b:9093", "g", ["t"]);
+        c.client_properties
+            .insert("sasl.password".into(), "hunter2-client".into());
+        c.client_properties
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        c.consumer_properties
+            .insert("ssl.key.password".into(), "hunter2-consumer".into());
+        c.producer_properties
+            .insert("sasl.oauthbearer.client.secret".into(), "hunter2-producer".into());
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("SASL_SSL"));
+        for properties in [c.consumer_client_properties(), c.producer_client_properties()] {
+            assert_eq!(properties["sasl.password"], "hunter2-client");
+            assert_eq!(properties["security.protocol"], "SASL_SSL");
+            assert_eq!(properties["bootstrap.servers"], "b:9093");
+        }
+        assert_eq!(c.connection().properties["security.protocol"], "SASL_SSL");
+    }
+
+    #[test]
     fn deserializes_with_defaults() {
         let c: Config = serde_json::from_str(
             r#"{"brokers":"b:9092","membership":{"group":{"group_id":"g","topics":["t"]}},
