@@ -6,7 +6,9 @@
 #   scripts/kafka.sh start [DIR]    format a fresh log dir (DIR, else a new temporary one) and start a
 #                                   broker on free loopback ports; when DIR already holds a formatted
 #                                   broker, start it again with the same ports and data. Waits until it
-#                                   accepts connections and prints "PORT PID DIR" (logs in DIR/broker.log)
+#                                   accepts connections and prints "PORT PID DIR" (logs in DIR/broker.log).
+#                                   With KAFKA_ADVERTISED_PORT, clients are told to connect there (a
+#                                   proxy forwarding to PORT) while the broker reaches itself directly
 #   scripts/kafka.sh start-secured  a secured node (SASL_SSL with SCRAM-SHA-512, SSL with client
 #                                   certificates, ACLs; certificates made with openssl): prints
 #                                   "SASL_SSL_PORT SSL_PORT PLAINTEXT_PORT PID DIR" (see start_secured)
@@ -96,20 +98,23 @@ start() {
   java_ok || die "java is missing or older than 17"
   dir="${1:-}"
   if [ -n "$dir" ] && [ -f "$dir/server.properties" ]; then
-    port=$(sed -n 's/^advertised.listeners=PLAINTEXT:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$dir/server.properties")
+    port=$(sed -n 's/^listeners=PLAINTEXT:\/\/127.0.0.1:\([0-9]*\),.*/\1/p' "$dir/server.properties")
   else
     [ -n "$dir" ] || dir=$(mktemp -d "${TMPDIR:-/tmp}/tidemark-kafka.XXXXXX")
     mkdir -p "$dir"
-    port=$(free_port); local cport; cport=$(free_port)
+    port=$(free_port); local cport iport; cport=$(free_port); iport=$(free_port)
     while [ "$cport" = "$port" ]; do cport=$(free_port); done
+    while [ "$iport" = "$port" ] || [ "$iport" = "$cport" ]; do iport=$(free_port); done
+    # Clients use PLAINTEXT, advertised at $KAFKA_ADVERTISED_PORT when set (a proxy in
+    # front of the broker: Toxiproxy); the broker talks to itself over INTERNAL, direct.
     cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,INTERNAL://127.0.0.1:$iport,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:${KAFKA_ADVERTISED_PORT:-$port},INTERNAL://127.0.0.1:$iport
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=INTERNAL
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
 log.dirs=$dir/data
 num.partitions=1
@@ -278,5 +283,5 @@ case "${1:-}" in
   start) shift; start "$@" ;;
   start-secured) start_secured ;;
   stop) shift; stop "$@" ;;
-  *) sed -n '2,16p' "$0"; exit 2 ;;
+  *) sed -n '2,18p' "$0"; exit 2 ;;
 esac

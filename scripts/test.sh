@@ -18,6 +18,8 @@ if ! pkg-config --exists openssl 2>/dev/null && command -v apt-get >/dev/null 2>
 fi
 scripts/kafka.sh install
 scripts/postgres.sh install
+# Toxiproxy for the network-fault tests (built from the Go module proxy, cached).
+scripts/toxiproxy.sh install >/dev/null
 # promtool (Debian's prometheus package) checks the /metrics exposition in
 # crates/tidemark-cli/tests/metrics.rs.
 if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then

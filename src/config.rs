@@ -391,6 +391,8 @@ pub struct LifecycleConfig {
     /// `read_committed`), no assigned partition is paused, nothing is staged, in
     /// flight, waiting in a lane or waiting for a retry, and no record has arrived
     /// for this long (counted from the latest assignment at the earliest). A member
+    /// whose assignment was lost (session timeout, network cut) is not idle until it
+    /// has rejoined and received an assignment again. A member
     /// with an empty assignment (more members than partitions) stops this long after
     /// its join. `None` (the default) runs until shut down.
     pub exit_when_idle_ms: Option<u64>,
@@ -962,12 +964,17 @@ mod tests {
             .insert("security.protocol".into(), "SASL_SSL".into());
         c.consumer_properties
             .insert("ssl.key.password".into(), "hunter2-consumer".into());
-        c.producer_properties
-            .insert("sasl.oauthbearer.client.secret".into(), "hunter2-producer".into());
+        c.producer_properties.insert(
+            "sasl.oauthbearer.client.secret".into(),
+            "hunter2-producer".into(),
+        );
         let shown = format!("{c:?} {c:#?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("SASL_SSL"));
-        for properties in [c.consumer_client_properties(), c.producer_client_properties()] {
+        for properties in [
+            c.consumer_client_properties(),
+            c.producer_client_properties(),
+        ] {
             assert_eq!(properties["sasl.password"], "hunter2-client");
             assert_eq!(properties["security.protocol"], "SASL_SSL");
             assert_eq!(properties["bootstrap.servers"], "b:9093");

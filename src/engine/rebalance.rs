@@ -65,6 +65,10 @@ impl Engine {
                 "assignment lost: dropping state without commit"
             );
             Counters::add(&self.metrics.counters.lost, revoked.len() as u64);
+            // Out of the group until it rejoins: not idle before its next
+            // assignment (the idle stop's "every assigned partition at its end"
+            // would hold of the empty set), and the idle clock restarts there.
+            st.stats.joined = None;
             if transaction.is_some() {
                 self.drain(st, self.drain_timeout, scope);
                 abort = Some(KafkaError::Rebalance(RDKafkaErrorCode::AssignmentLost));

@@ -147,8 +147,9 @@ pub(crate) struct RunStats {
     /// When a partition was last assigned (the idle clock starts no earlier).
     pub(super) last_assigned: Option<Instant>,
     /// When the member received its first assignment, an empty one included (a
-    /// free consumer: when it assigned its partitions). The idle stop never fires
-    /// before it.
+    /// free consumer: when it assigned its partitions); cleared when the
+    /// assignment is lost (a session timeout, a fenced member epoch), until the
+    /// member's next assignment. The idle stop never fires while it is `None`.
     pub(super) joined: Option<Instant>,
     /// When the last record completed.
     pub(super) last_completion: Option<Instant>,

@@ -71,7 +71,7 @@ impl KafkaBroker {
     /// missing, the broker exits); [`TestkitError::Timeout`] when it does not serve
     /// metadata within 60 s.
     pub fn start() -> Result<Self, TestkitError> {
-        let (port, pid, dir) = run_start(None)?;
+        let (port, pid, dir) = run_start(None, None)?;
         let broker = KafkaBroker {
             bootstrap: format!("127.0.0.1:{port}"),
             process: Some(BrokerProcess {
@@ -81,6 +81,35 @@ impl KafkaBroker {
         };
         broker.wait_ready(Duration::from_secs(60))?;
         Ok(broker)
+    }
+
+    /// Starts a broker of its own whose clients are told to connect to
+    /// `127.0.0.1:advertised_port` (a proxy in front of it, e.g. Toxiproxy) while it
+    /// reaches itself directly; returns it (its bootstrap address is the proxy's)
+    /// and the port it listens on for clients. Not waited for: the proxy may not
+    /// forward yet.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_behind(advertised_port: u16) -> Result<(Self, u16), TestkitError> {
+        let (port, pid, dir) = run_start(None, Some(advertised_port))?;
+        let broker = KafkaBroker {
+            bootstrap: format!("127.0.0.1:{advertised_port}"),
+            process: Some(BrokerProcess {
+                pid: Some(pid),
+                dir,
+            }),
+        };
+        Ok((broker, port))
+    }
+
+    /// Waits until the broker serves metadata and its group coordinator answers
+    /// (through its advertised address).
+    ///
+    /// # Errors
+    /// [`TestkitError::Timeout`] when it does not within `limit`.
+    pub fn ready(&self, limit: Duration) -> Result<(), TestkitError> {
+        self.wait_ready(limit)
     }
 
     /// Stops the broker gracefully (SIGTERM; its log dir stays for
@@ -111,7 +140,7 @@ impl KafkaBroker {
             process.pid.is_none(),
             "stop the broker before restarting it"
         );
-        let (_, pid, _) = run_start(Some(&process.dir))?;
+        let (_, pid, _) = run_start(Some(&process.dir), None)?;
         process.pid = Some(pid);
         self.wait_ready(Duration::from_secs(60))
     }
@@ -166,11 +195,17 @@ impl Drop for KafkaBroker {
 }
 
 /// `scripts/kafka.sh start [DIR]`, watched by this process; returns port, pid, dir.
-fn run_start(dir: Option<&Path>) -> Result<(u16, u32, PathBuf), TestkitError> {
+fn run_start(
+    dir: Option<&Path>,
+    advertised_port: Option<u16>,
+) -> Result<(u16, u32, PathBuf), TestkitError> {
     let mut cmd = Command::new("bash");
     cmd.arg(kafka_script()).arg("start");
     if let Some(d) = dir {
         cmd.arg(d);
+    }
+    if let Some(port) = advertised_port {
+        cmd.env("KAFKA_ADVERTISED_PORT", port.to_string());
     }
     let out = cmd
         .env("KAFKA_WATCH_PID", std::process::id().to_string())

@@ -15,6 +15,7 @@ pub mod memory;
 mod postgres;
 pub mod processors;
 pub mod secured;
+pub mod toxiproxy;
 pub mod verify;
 pub mod workload;
 

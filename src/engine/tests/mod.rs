@@ -848,6 +848,37 @@ fn the_idle_stop_waits_for_the_first_assignment_and_an_empty_one_counts() {
 }
 
 #[test]
+fn after_a_lost_assignment_the_idle_stop_waits_for_the_next_assignment() {
+    // Issue 31: a member cut off from the group loses its assignment; with no
+    // partition left, "every assigned partition at its end" was true of an empty
+    // set and the member stopped (exit 0) with most of its input unread.
+    let c = config(|c| c.lifecycle.exit_when_idle_ms = Some(0));
+    let (mut d, fake) = synced(&c, Gated::default(), &[0]);
+    fake.queue(T, 0, 0..5);
+    d.turn(&fake);
+    drain_all(&d);
+    fake.lose_assignment();
+    d.engine.on_revoke(
+        &fake,
+        &mut d.engine.state.lock(),
+        &[TopicPartition::new(T, 0)],
+    );
+    fake.report_eof();
+    for _ in 0..3 {
+        assert_eq!(
+            d.turn(&fake),
+            super::driver::Turn::Continue,
+            "stopped while cut off from the group, holding no partition"
+        );
+    }
+    // Back in the group: partition 0 again, read to its end, then idle.
+    assign(&d, &[0]);
+    fake.queue(T, 0, 5..8);
+    let stopped = turns_until_stop(&mut d, &fake, 50);
+    assert!(stopped.is_some(), "never idle after the new assignment");
+}
+
+#[test]
 fn the_idle_stop_waits_for_a_record_waiting_for_its_retry() {
     // A retriable failure with a long backoff: nothing is running, the partition is
     // at its end, but the record is not done.
