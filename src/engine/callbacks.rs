@@ -92,18 +92,54 @@ impl ConsumerContext for PipelineContext {
         let mut maps = Vec::new();
         if assign {
             let with_maps = self.engine.state.lock().partitions.map_budget() > 0;
-            for start in start_offsets(
+            let starts = start_offsets(
                 consumer,
                 &self.client_config,
                 self.engine.start_position,
                 &partitions,
                 with_maps,
-            ) {
+            );
+            for start in &starts {
                 let _ = tpl.set_partition_offset(&start.tp.topic, start.tp.partition, start.offset);
-                if let Some(map) = start.map {
-                    maps.push((start.tp, map));
+            }
+            let mut starts: Vec<_> = starts
+                .into_iter()
+                .map(|s| (s.tp, (s.offset, s.map)))
+                .collect();
+            // A partition back after a lost assignment: what this member completed
+            // under it is skipped (unless the committed offset moved back), and with
+            // no committed offset known it starts where that assignment's first
+            // record not covered by a commit was.
+            let mut st = self.engine.state.lock();
+            for tp in &partitions {
+                let i = starts.iter().position(|(t, _)| t == tp);
+                let committed = i.and_then(|i| match starts[i].1 .0 {
+                    rdkafka::Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+                let Some((from, map)) =
+                    st.partitions
+                        .take_set_aside(&tp.topic, tp.partition, committed)
+                else {
+                    continue;
+                };
+                tracing::info!(%tp, offset = from, %map, "back after a lost assignment: skipping what this member completed before");
+                let _ = tpl.set_partition_offset(
+                    &tp.topic,
+                    tp.partition,
+                    rdkafka::Offset::Offset(from),
+                );
+                match i {
+                    Some(i) => starts[i].1 = (rdkafka::Offset::Offset(from), Some(map)),
+                    None => starts.push((tp.clone(), (rdkafka::Offset::Offset(from), Some(map)))),
                 }
             }
+            drop(st);
+            maps.extend(
+                starts
+                    .into_iter()
+                    .filter_map(|(tp, (_, map))| Some((tp, map?))),
+            );
         } else {
             let mut st = self.engine.state.lock();
             self.engine.on_revoke(consumer, &mut st, &partitions);

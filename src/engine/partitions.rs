@@ -82,20 +82,7 @@ impl PartitionState {
         if budget == 0 {
             return po;
         }
-        let above = self.tracker.highest_delivered().map_or(offset, |h| h + 1);
-        let inherited = self
-            .inherited
-            .iter()
-            .flat_map(|m| m.completed())
-            .filter_map(|r| {
-                let start = r.start.max(above);
-                (start < r.end).then_some(start..r.end)
-            });
-        let encoded = OffsetMap::encode(
-            offset,
-            self.tracker.completed_ranges().chain(inherited),
-            budget,
-        );
+        let encoded = OffsetMap::encode(offset, self.completed_above(offset), budget);
         if encoded.dropped > 0 {
             tracing::debug!(
                 topic = %self.topic, partition = self.partition, offset,
@@ -106,6 +93,44 @@ impl PartitionState {
         self.map_bytes = encoded.metadata.len();
         po.metadata = encoded.metadata;
         po
+    }
+
+    /// The offsets known complete above `offset`, ascending: this owner's
+    /// completions, then the inherited map's offsets not delivered yet.
+    fn completed_above(&self, offset: i64) -> impl Iterator<Item = std::ops::Range<i64>> + '_ {
+        let above = self.tracker.highest_delivered().map_or(offset, |h| h + 1);
+        let inherited = self
+            .inherited
+            .iter()
+            .flat_map(|m| m.completed())
+            .filter_map(move |r| {
+                let start = r.start.max(above);
+                (start < r.end).then_some(start..r.end)
+            });
+        self.tracker.completed_ranges().chain(inherited)
+    }
+
+    /// What this member completed above its last confirmed commit, as an offset map
+    /// based at the lowest record that commit does not cover (the committed offset,
+    /// when delivery is contiguous from it): set aside when the assignment is lost
+    /// ([`Partitions::take_set_aside`]). Not the last commit *sent*: during a network
+    /// cut commits are sent that may or may not reach the broker. `None` when every
+    /// delivered record is covered.
+    fn completed_since_commit(&self) -> Option<OffsetMap> {
+        let base = self.tracker.first_unconfirmed()?;
+        // Everything below the committable offset is complete too (but `base`
+        // itself: a map never marks its base).
+        let below = self
+            .tracker
+            .committable()
+            .filter(|c| *c > base)
+            .map(|c| base..c);
+        let ranges: Vec<_> = below
+            .into_iter()
+            .chain(self.completed_above(base))
+            .collect();
+        let encoded = OffsetMap::encode(base, ranges, usize::MAX);
+        OffsetMap::decode(&encoded.metadata).ok()
     }
 
     /// The oldest in-flight record (the lowest incomplete one) and how long ago it
@@ -164,6 +189,9 @@ pub(crate) struct Partitions {
     last_epoch: Epoch,
     /// Σ `uncommitted()` over the partitions, kept incrementally.
     records_uncommitted: usize,
+    /// Partitions whose assignment was lost, kept aside with their trackers
+    /// ([`Partitions::set_aside`]): completions of their records still arrive.
+    set_aside: Vec<PartitionState>,
     /// Key + payload bytes staged or dispatched and not yet done (including tasks of
     /// partitions revoked since: their memory is held until the worker finishes).
     bytes_in_flight: usize,
@@ -182,6 +210,58 @@ impl Partitions {
     /// The byte budget of each commit's offset map (0: maps are off).
     pub(crate) fn map_budget(&self) -> usize {
         self.map_budget
+    }
+
+    /// The assignment of `state`'s partition was lost: nothing may be committed, but
+    /// the partition is kept aside (its staged records dropped) so that the records
+    /// it completed — and those still in flight, whose outputs are acknowledged once
+    /// the network is back — need not be processed again if the partition comes back
+    /// with its committed offset not moved back ([`Partitions::take_set_aside`]; issue 31:
+    /// a cut longer than the session timeout otherwise redoes all of them).
+    pub(crate) fn set_aside(&mut self, mut state: PartitionState) {
+        self.set_aside
+            .retain(|s| !(*s.topic == *state.topic && s.partition == state.partition));
+        state.staged = Vec::new();
+        state.arena = BytesMut::new();
+        state.delivered_at.clear();
+        self.set_aside.push(state);
+    }
+
+    /// The records completed under the assignment of `topic`/`partition` that was
+    /// lost, as an offset map, with the offset the new assignment starts from: the
+    /// committed offset `committed` when known, else where the lost assignment's
+    /// first record not covered by a confirmed commit was (nothing committed, or the
+    /// look-up failed: starting there is never past anything unprocessed). `None`
+    /// when nothing is set aside, nothing is to skip, or the committed offset went
+    /// back below what this member's last confirmed commit covered (a reset: the
+    /// group is asked to process those records again). A committed offset further on
+    /// is this member's own commit that was sent but never confirmed, or another
+    /// member's progress: either way the records this member completed are done
+    /// (their outputs acknowledged), so skipping them keeps at-least-once. Taken
+    /// either way.
+    pub(crate) fn take_set_aside(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        committed: Option<i64>,
+    ) -> Option<(i64, OffsetMap)> {
+        let i = self
+            .set_aside
+            .iter()
+            .position(|s| &*s.topic == topic && s.partition == partition)?;
+        let state = self.set_aside.swap_remove(i);
+        let map = state.completed_since_commit()?;
+        let start = committed.unwrap_or(map.base());
+        if start < map.base() {
+            return None;
+        }
+        let above = map.completed().iter().filter_map(|r| {
+            let from = r.start.max(start + 1);
+            (from < r.end).then_some(from..r.end)
+        });
+        let rebased =
+            OffsetMap::decode(&OffsetMap::encode(start, above, usize::MAX).metadata).ok()?;
+        (rebased.completed_count() > 0).then_some((start, rebased))
     }
 
     /// Takes the offset map the previous owner of `topic`/`partition` committed
@@ -394,8 +474,21 @@ impl Partitions {
         offsets: impl FnOnce(&mut dyn FnMut(i64)),
     ) -> u64 {
         let mut done = 0u64;
-        match self.get_mut(topic, partition) {
-            Some(state) if state.tracker.epoch() == epoch => offsets(&mut |offset| {
+        let live = self
+            .by_topic
+            .get_mut(topic)
+            .and_then(|parts| parts.get_mut(&partition))
+            .filter(|s| s.tracker.epoch() == epoch);
+        // Not assigned under this epoch: a partition set aside after a lost
+        // assignment still takes its records' completions.
+        let state = match live {
+            Some(state) => Some(state),
+            None => self.set_aside.iter_mut().find(|s| {
+                &*s.topic == topic && s.partition == partition && s.tracker.epoch() == epoch
+            }),
+        };
+        match state {
+            Some(state) => offsets(&mut |offset| {
                 if state.tracker.complete(epoch, offset) == Completion::Completed {
                     done += 1;
                 }

@@ -59,7 +59,8 @@ impl Engine {
         let transaction = self.target.transaction().cloned();
         let scope = |t: &str, p: i32| transaction.is_some() || is_revoked(t, p);
         let mut abort = None;
-        if consumer.assignment_lost() {
+        let lost = consumer.assignment_lost();
+        if lost {
             tracing::warn!(
                 partitions = revoked.len(),
                 "assignment lost: dropping state without commit"
@@ -98,14 +99,19 @@ impl Engine {
         // assignments: resume what back-pressure paused, so a later assignment of the
         // same partition starts clean.
         let mut paused = Vec::new();
+        // A lost assignment commits nothing; what it completed is set aside (not
+        // under transactions: their outputs were aborted with the transaction).
+        let set_aside = lost && transaction.is_none() && !self.delivery.commits_before_processing();
         for tp in revoked {
             st.scheduler.remove(&tp.topic, tp.partition);
-            if st
-                .partitions
-                .remove(&tp.topic, tp.partition)
-                .is_some_and(|s| s.paused)
-            {
+            let Some(state) = st.partitions.remove(&tp.topic, tp.partition) else {
+                continue;
+            };
+            if state.paused {
                 paused.push(tp.clone());
+            }
+            if set_aside {
+                st.partitions.set_aside(state);
             }
         }
         if !paused.is_empty() {

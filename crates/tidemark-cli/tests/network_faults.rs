@@ -70,6 +70,7 @@ fn a_cut_longer_than_the_session_never_makes_the_idle_stop_exit_with_work_left()
             "-X",
             "heartbeat.interval.ms=500",
         ])
+        .env("TIDEMARK_LOG", "warn,tidemark::engine::callbacks=info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log.reopen().unwrap())
@@ -138,9 +139,18 @@ fn a_cut_longer_than_the_session_never_makes_the_idle_stop_exit_with_work_left()
         committed, expected,
         "exit 0 with offsets below the high watermarks"
     );
-    eprintln!(
-        "network cut: {} inputs, {} processed twice",
-        BEFORE + AFTER,
+    // The documented bound: the commit-lag bound (records not covered by a
+    // confirmed commit); what the member completed before the loss is skipped when
+    // its partitions come back, so usually far fewer.
+    assert!(
+        report.duplicates <= common::MAX_IN_FLIGHT as u64,
+        "{} duplicates",
         report.duplicates
+    );
+    eprintln!(
+        "network cut: {} inputs, {} processed twice; {} partitions came back with what was completed before set aside",
+        BEFORE + AFTER,
+        report.duplicates,
+        stderr.matches("back after a lost assignment").count()
     );
 }

@@ -878,6 +878,104 @@ fn after_a_lost_assignment_the_idle_stop_waits_for_the_next_assignment() {
     assert!(stopped.is_some(), "never idle after the new assignment");
 }
 
+/// A member that committed offset 5 of partition 0, then completed 5..12 while no
+/// commit reached the broker (a network cut) and lost its assignment.
+fn lost_after_completing() -> (Driver, FakeConsumer, Arc<StdMutex<Vec<i64>>>) {
+    let processor = Gated::default();
+    let seen = processor.seen.clone();
+    let (mut d, fake) = synced(&config(|_| {}), processor, &[0]);
+    fake.queue(T, 0, 0..5);
+    d.turn(&fake);
+    drain_all(&d);
+    d.engine
+        .commit_dirty(&fake, &mut d.engine.state.lock(), |_, _| true);
+    assert_eq!(fake.committed(T, 0), Some(5));
+    fake.queue(T, 0, 5..12);
+    d.turn(&fake);
+    drain_all(&d);
+    fake.lose_assignment();
+    d.engine.on_revoke(
+        &fake,
+        &mut d.engine.state.lock(),
+        &[TopicPartition::new(T, 0)],
+    );
+    assert_eq!(
+        fake.committed(T, 0),
+        Some(5),
+        "a lost partition commits nothing"
+    );
+    seen.lock().unwrap().clear();
+    (d, fake, seen)
+}
+
+#[test]
+fn what_was_completed_before_a_lost_assignment_is_skipped_when_it_comes_back() {
+    let (mut d, fake, seen) = lost_after_completing();
+    let map = d
+        .engine
+        .state
+        .lock()
+        .partitions
+        .take_set_aside(T, 0, Some(5));
+    let (_, map) = map.expect("set aside, the committed offset unchanged");
+    assert_eq!((map.base(), map.completed()), (5, &[6..12][..]));
+    d.engine.on_assign(
+        &mut d.engine.state.lock(),
+        &[TopicPartition::new(T, 0)],
+        vec![(TopicPartition::new(T, 0), map)],
+    );
+    fake.queue(T, 0, 5..12);
+    d.turn(&fake);
+    drain_all(&d);
+    // Offset 5, the map's base, is processed again; 6..12 are not.
+    assert_eq!(*seen.lock().unwrap(), vec![5]);
+    assert_eq!(committable(&d, 0), Some(12));
+}
+
+#[test]
+fn a_committed_offset_further_on_keeps_the_rest_and_one_moved_back_nothing() {
+    // Committed 8 meanwhile (this member's commit sent during the cut and never
+    // confirmed, or another member's progress): 9..12 are still done.
+    let (d, _, _) = lost_after_completing();
+    let (from, map) = d
+        .engine
+        .state
+        .lock()
+        .partitions
+        .take_set_aside(T, 0, Some(8))
+        .unwrap();
+    assert_eq!((from, map.base(), map.completed()), (8, 8, &[9..12][..]));
+    assert!(
+        d.engine
+            .state
+            .lock()
+            .partitions
+            .take_set_aside(T, 0, Some(8))
+            .is_none(),
+        "taken"
+    );
+    // Moved back (a reset: process those again): nothing is skipped.
+    let (d, _, _) = lost_after_completing();
+    assert!(d
+        .engine
+        .state
+        .lock()
+        .partitions
+        .take_set_aside(T, 0, Some(3))
+        .is_none());
+    // No committed offset known: the new assignment starts where the lost one's
+    // first unconfirmed record was (5), skipping what it completed above.
+    let (d, _, _) = lost_after_completing();
+    let (from, map) = d
+        .engine
+        .state
+        .lock()
+        .partitions
+        .take_set_aside(T, 0, None)
+        .unwrap();
+    assert_eq!((from, map.completed()), (5, &[6..12][..]));
+}
+
 #[test]
 fn the_idle_stop_waits_for_a_record_waiting_for_its_retry() {
     // A retriable failure with a long backoff: nothing is running, the partition is
