@@ -50,7 +50,7 @@ launch() {
   local dir="$1" port
   port=$(cat "$dir/port")
   as_owner "$(bindir)/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1" start >/dev/null \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 $(cat "$dir/options" 2>/dev/null)" start >/dev/null \
     || { tail -20 "$dir/server.log" >&2; die "the server of $dir did not start"; }
   local pid; pid=$(head -1 "$dir/data/postmaster.pid")
   echo "$port $pid $dir"
@@ -64,6 +64,7 @@ start() {
   [ "$(id -u)" -eq 0 ] && { id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres; chown postgres "$dir"; }
   as_owner "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+  [ -n "${PG_TLS:-}" ] && tls "$dir"
   local line; line=$(launch "$dir")
   if [ -n "${PG_WATCH_PID:-}" ]; then
     # Stop the server when the process that started it is gone (a test binary).
@@ -71,6 +72,30 @@ start() {
       stop "$dir" ) </dev/null >/dev/null 2>&1 &
   fi
   echo "$line"
+}
+
+# PG_TLS=1: TLS on (a test CA in DIR/tls: ca.pem, and other-ca.pem that nobody
+# trusts; the server's certificate for localhost and 127.0.0.1), and the role
+# `tidemark` may connect over TLS only (hostnossl … reject); others as before.
+tls() {
+  local dir="$1" t="$1/tls"
+  mkdir -p "$t"
+  (
+    cd "$t"
+    openssl req -x509 -newkey rsa:2048 -noenc -keyout ca.key -out ca.pem -days 30 -subj "/CN=tidemark-pg-ca"
+    openssl req -x509 -newkey rsa:2048 -noenc -keyout other-ca.key -out other-ca.pem -days 30 -subj "/CN=untrusted"
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >server.ext
+    openssl req -newkey rsa:2048 -noenc -keyout server.key -out server.csr -subj "/CN=localhost"
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.crt -days 30 -extfile server.ext
+  ) >"$t/openssl.log" 2>&1 || { cat "$t/openssl.log" >&2; die "making the TLS certificates failed"; }
+  chmod 600 "$t/server.key"
+  [ "$(id -u)" -eq 0 ] && chown -R postgres "$t"
+  chmod 755 "$t"; chmod 644 "$t/ca.pem" "$t/other-ca.pem"
+  echo "-c ssl=on -c ssl_cert_file=$t/server.crt -c ssl_key_file=$t/server.key" >"$dir/options"
+  local hba="$dir/data/pg_hba.conf"
+  { echo "hostssl all all 127.0.0.1/32 trust"; echo "hostnossl all tidemark 127.0.0.1/32 reject"; cat "$hba"; } >"$hba.new"
+  mv "$hba.new" "$hba"; [ "$(id -u)" -eq 0 ] && chown postgres "$hba"
+  return 0
 }
 
 stop() {

@@ -171,7 +171,7 @@ pub enum SinkConfig {
 /// (`UNNEST` of one array per column), each its own transaction, over
 /// `connections` connections. A header value that is not UTF-8 is written as a
 /// `\x`-prefixed hex string.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct PostgresSink {
@@ -187,6 +187,42 @@ pub struct PostgresSink {
     /// Connections writing at once. Default 4.
     #[serde(default = "default_postgres_connections")]
     pub connections: usize,
+}
+
+/// The URL's password never shows: `postgresql://user:[redacted]@host/db`, or
+/// `password=[redacted]` in a key=value string.
+impl std::fmt::Debug for PostgresSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSink")
+            .field("url", &redact_url(&self.url))
+            .field("table", &self.table)
+            .field("batch_rows", &self.batch_rows)
+            .field("connections", &self.connections)
+            .finish()
+    }
+}
+
+/// A libpq connection string with its password replaced by `[redacted]`.
+fn redact_url(url: &str) -> String {
+    if let Some(rest) = url.split_once("://").map(|(_, r)| r) {
+        let scheme = &url[..url.len() - rest.len()];
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                return format!("{scheme}{user}:[redacted]@{host}");
+            }
+        }
+        return url.to_string();
+    }
+    url.split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=[redacted]"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl PostgresSink {
@@ -980,6 +1016,22 @@ mod tests {
             assert_eq!(properties["bootstrap.servers"], "b:9093");
         }
         assert_eq!(c.connection().properties["security.protocol"], "SASL_SSL");
+    }
+
+    #[test]
+    fn a_postgres_password_never_shows() {
+        let mut c = Config::new("b:9092", "g", ["t"]);
+        c.sink = SinkConfig::Postgres(PostgresSink::new(
+            "postgresql://app:pg-s3cret@db:5432/x",
+            "t",
+        ));
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("pg-s3cret") && shown.contains("app:[redacted]@db:5432/x"),
+            "{shown}"
+        );
+        let kv = PostgresSink::new("host=db user=app password=pg-s3cret", "t");
+        assert!(!format!("{kv:?}").contains("pg-s3cret"));
     }
 
     #[test]

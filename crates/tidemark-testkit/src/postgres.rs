@@ -62,6 +62,40 @@ impl PostgresServer {
         })
     }
 
+    /// Starts a server of its own with TLS on (`PG_TLS=1 scripts/postgres.sh start`):
+    /// its certificate for `localhost` is signed by the CA [`tls_file`](Self::tls_file)
+    /// `("ca.pem")` (`"other-ca.pem"` is trusted by nobody), and the role `tidemark`
+    /// (which the caller creates) may connect over TLS only; `postgres` as before.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_tls() -> Result<Self, TestkitError> {
+        let line = script_with(&["start"], &[("PG_TLS", "1")])?;
+        let mut fields = line.split_whitespace();
+        let (Some(port), Some(_pid), Some(dir)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(TestkitError::Database(format!(
+                "unexpected output of start: {line:?}"
+            )));
+        };
+        Ok(PostgresServer {
+            url: format!("postgresql://postgres@127.0.0.1:{port}/postgres"),
+            dir: Some(PathBuf::from(dir)),
+        })
+    }
+
+    /// A file of a TLS server's `tls` folder (`ca.pem`, `other-ca.pem`).
+    ///
+    /// # Panics
+    /// On the shared server (not this value's).
+    pub fn tls_file(&self, name: &str) -> PathBuf {
+        self.dir
+            .as_ref()
+            .expect("an owned server")
+            .join("tls")
+            .join(name)
+    }
+
     /// The libpq URL of the server (user `postgres`, database `postgres`).
     pub fn url(&self) -> &str {
         &self.url
@@ -106,9 +140,15 @@ impl Drop for PostgresServer {
 
 /// Runs `scripts/postgres.sh ARGS` (the server watched by this process); its stdout.
 fn script(args: &[&str]) -> Result<String, TestkitError> {
+    script_with(args, &[])
+}
+
+/// [`script`] with more environment variables.
+fn script_with(args: &[&str], envs: &[(&str, &str)]) -> Result<String, TestkitError> {
     let out = Command::new("bash")
         .arg(postgres_script())
         .args(args)
+        .envs(envs.iter().copied())
         .env("PG_WATCH_PID", std::process::id().to_string())
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())

@@ -3,6 +3,8 @@
 
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_tls;
 mod producer;
 
 #[cfg(test)]

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use tokio_postgres::NoTls;
 
 use super::super::completion::Ack;
 use crate::error::Error;
@@ -69,7 +68,8 @@ impl PostgresWriter {
     /// the server does not answer within the connect timeout, refuses the login, or
     /// the table cannot be created or lacks a column.
     pub(crate) fn start(sink: &PostgresSink) -> Result<Self, Error> {
-        let mut config = tokio_postgres::Config::from_str(&sink.url)
+        let (url, tls) = super::postgres_tls::connector(&sink.url)?;
+        let mut config = tokio_postgres::Config::from_str(&url)
             .map_err(|e| Error::Config(format!("sink.url: not a libpq connection string: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
@@ -83,7 +83,7 @@ impl PostgresWriter {
             .map_err(|e| database(format!("starting the writer runtime for {server}"), e))?;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
