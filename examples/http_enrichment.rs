@@ -18,7 +18,8 @@
 //! ```text
 //! cargo run --release --example http_enrichment -- BROKERS INPUT OUTPUT DEAD_LETTERS GROUP
 //! ```
-//! Stops on Ctrl-C (drain, final commit) or after 5 s without records.
+//! Stops on Ctrl-C or SIGTERM (drain, final commit; `ShutdownHandle::stop_on_signals`)
+//! or after 5 s without records.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -193,7 +194,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (addr, stats) = start_service().await?;
     let processor = Enrich::new(format!("http://{addr}"), Duration::from_secs(2))?;
     let config = config(brokers, group, input, output, dead_letters, 5_000);
-    let summary = Pipeline::new_async(config, processor).run_async().await?;
+    let pipeline = Pipeline::new_async(config, processor);
+    // Ctrl-C or SIGTERM: drain, final commit (a second one aborts).
+    pipeline.shutdown_handle().stop_on_signals()?;
+    let summary = pipeline.run_async().await?;
     println!(
         "{} records in {:.1} s; the service answered {} requests ({} with 503)",
         summary.records,

@@ -37,7 +37,8 @@
 //! ```text
 //! cargo run --release --example postgres_upsert -- POSTGRES_URL BROKERS INPUT GROUP
 //! ```
-//! Stops on Ctrl-C (drain, final commit) or after 5 s without records.
+//! Stops on Ctrl-C or SIGTERM (drain, final commit; `ShutdownHandle::stop_on_signals`)
+//! or after 5 s without records.
 
 use std::future::Future;
 
@@ -195,9 +196,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         return Err("usage: postgres_upsert POSTGRES_URL BROKERS INPUT GROUP".into());
     };
     let processor = Upsert::connect(url).await?;
-    let summary = Pipeline::new_async(config(brokers, group, input, 5_000), processor)
-        .run_async()
-        .await?;
+    let pipeline = Pipeline::new_async(config(brokers, group, input, 5_000), processor);
+    // Ctrl-C or SIGTERM: drain, final commit (a second one aborts).
+    pipeline.shutdown_handle().stop_on_signals()?;
+    let summary = pipeline.run_async().await?;
     println!(
         "{} records in {:.1} s into {TABLE}",
         summary.records,

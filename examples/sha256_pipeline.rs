@@ -4,7 +4,8 @@
 //! ```text
 //! cargo run --release --example sha256_pipeline -- BROKERS INPUT OUTPUT GROUP
 //! ```
-//! Stops on Ctrl-C (drain, final commit) or after 5 s without records.
+//! Stops on Ctrl-C or SIGTERM (drain, final commit; `ShutdownHandle::stop_on_signals`)
+//! or after 5 s without records.
 
 use sha2::{Digest, Sha256};
 use tidemark::{Config, Outputs, Pipeline, ProcessResult, Processor, Record, SinkConfig};
@@ -38,13 +39,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         topic: output.clone(),
     };
     config.lifecycle.exit_when_idle_ms = Some(5_000);
-    let summary = Pipeline::new(config, Sha256Chain { rounds: 100 })
-        .on_commit(|event| {
-            if let Err(e) = &event.result {
-                eprintln!("commit failed: {e}");
-            }
-        })
-        .run()?;
+    let pipeline = Pipeline::new(config, Sha256Chain { rounds: 100 }).on_commit(|event| {
+        if let Err(e) = &event.result {
+            eprintln!("commit failed: {e}");
+        }
+    });
+    // Ctrl-C or SIGTERM: drain, final commit (a second one aborts).
+    pipeline.shutdown_handle().stop_on_signals()?;
+    let summary = pipeline.run()?;
     println!(
         "{} records, {:.0} records/s",
         summary.records,

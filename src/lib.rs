@@ -66,7 +66,7 @@ pub use lag::{consumer_lag, high_watermarks, PartitionLag};
 pub use metrics::{Health, Metrics, MetricsHandle, PartitionMetrics};
 pub use offset_store::{FileOffsetStore, OffsetAndMetadata, OffsetStore};
 pub use ordering::ProcessingOrder;
-pub use processor::{Batch, FailureKind, ProcessError, ProcessResult, Processor};
+pub use processor::{from_fn, Batch, FailureKind, FromFn, ProcessError, ProcessResult, Processor};
 pub use record::{Bytes, Header, OutputRecord, Outputs, Record};
 pub use shutdown::ShutdownHandle;
 pub use topic_partition::TopicPartition;

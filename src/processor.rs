@@ -16,8 +16,7 @@ pub enum FailureKind {
 }
 
 /// A processor's failure for one record.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{kind:?} failure: {message}")]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ProcessError {
     /// Retriable or permanent.
@@ -28,6 +27,27 @@ pub struct ProcessError {
     /// A retriable failure's own wait before the next attempt (e.g. a rate limit's
     /// `Retry-After`), instead of the retry policy's backoff.
     pub retry_after: Option<std::time::Duration>,
+    /// The error that caused this failure, when it was made from one
+    /// ([`retriable_from`](Self::retriable_from), [`permanent_from`](Self::permanent_from)):
+    /// this error's [`source`](std::error::Error::source), so it stays in the chain of
+    /// [`Error::Processor`](crate::Error::Processor), and its messages go into the
+    /// dead letter's `tidemark-error` header. Downcast it to get your type back.
+    pub source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl std::fmt::Display for ProcessError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.headline())
+    }
+}
+
+impl std::error::Error for ProcessError {
+    /// The user's own error (not the `Arc` around it), so it downcasts.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl ProcessError {
@@ -37,6 +57,7 @@ impl ProcessError {
             kind: FailureKind::Retriable,
             message: message.into(),
             retry_after: None,
+            source: None,
         }
     }
 
@@ -46,7 +67,60 @@ impl ProcessError {
             kind: FailureKind::Permanent,
             message: message.into(),
             retry_after: None,
+            source: None,
         }
+    }
+
+    /// A retriable failure caused by `error`: its message is `error`'s, and `error`
+    /// stays reachable as [`source`](Self::source) (e.g.
+    /// `client.get(url).await.map_err(ProcessError::retriable_from)?`).
+    pub fn retriable_from(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ProcessError {
+            source: Some(std::sync::Arc::new(error)),
+            ..ProcessError::retriable(String::new())
+        }
+        .with_source_message()
+    }
+
+    /// A permanent failure caused by `error` (e.g. a payload that does not parse:
+    /// `serde_json::from_slice(payload).map_err(ProcessError::permanent_from)?`).
+    pub fn permanent_from(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ProcessError {
+            source: Some(std::sync::Arc::new(error)),
+            ..ProcessError::permanent(String::new())
+        }
+        .with_source_message()
+    }
+
+    /// What `Display` prints: the kind and the message, or only the kind when the
+    /// message is the source's (the chain prints it next, once).
+    fn headline(&self) -> String {
+        match &self.source {
+            Some(_) => format!("{:?} failure", self.kind),
+            None => format!("{:?} failure: {}", self.kind, self.message),
+        }
+    }
+
+    /// The message: the source's own text.
+    fn with_source_message(mut self) -> Self {
+        if let Some(source) = &self.source {
+            self.message = source.to_string();
+        }
+        self
+    }
+
+    /// `message` and the messages of the source chain below it, joined with ": "
+    /// (what a dead letter's `tidemark-error` header carries).
+    pub fn chain_message(&self) -> String {
+        let mut out = self.message.clone();
+        let mut next: Option<&(dyn std::error::Error + 'static)> =
+            self.source.as_deref().and_then(|s| s.source());
+        while let Some(e) = next {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            next = e.source();
+        }
+        out
     }
 
     /// This (retriable) failure asks to be retried after `wait`, not after the
@@ -59,6 +133,38 @@ impl ProcessError {
 
 /// The result of processing one record: its outputs for the sink, or why it failed.
 pub type ProcessResult = Result<Outputs, ProcessError>;
+
+/// A [`Processor`] made of a closure, for pipelines whose processing is one function:
+///
+/// ```
+/// use tidemark::{Outputs, ProcessError};
+///
+/// let upper = tidemark::from_fn(|record: &tidemark::Record| {
+///     let text = std::str::from_utf8(record.payload.as_deref().unwrap_or_default())
+///         .map_err(ProcessError::permanent_from)?;
+///     Ok(Outputs::one(record.key.clone(), text.to_uppercase().into_bytes()))
+/// });
+/// # let _ = tidemark::Pipeline::new(tidemark::Config::new("b:9092", "g", ["t"]), upper);
+/// ```
+pub fn from_fn<F>(process: F) -> FromFn<F>
+where
+    F: Fn(&Record) -> ProcessResult + Send + Sync + 'static,
+{
+    FromFn(process)
+}
+
+/// The [`Processor`] of [`from_fn`]: calls the closure for each record.
+#[derive(Debug, Clone, Copy)]
+pub struct FromFn<F>(F);
+
+impl<F> Processor for FromFn<F>
+where
+    F: Fn(&Record) -> ProcessResult + Send + Sync + 'static,
+{
+    fn process(&self, record: &Record) -> ProcessResult {
+        (self.0)(record)
+    }
+}
 
 /// User code that processes records. One instance is shared by every worker of the pool
 /// (`&self`, `Send + Sync`), so keep per-record state local or behind your own sync.
@@ -273,5 +379,45 @@ impl<P: Processor + ?Sized> Processor for std::sync::Arc<P> {
 
     fn process_batch(&self, batch: Batch<'_>) -> Vec<ProcessResult> {
         (**self).process_batch(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("upstream said 503")]
+    struct Upstream(#[source] std::io::Error);
+
+    #[test]
+    fn a_failure_from_an_error_keeps_it_as_its_source() {
+        let e = ProcessError::retriable_from(Upstream(std::io::Error::other("connection reset")));
+        assert_eq!(e.kind, FailureKind::Retriable);
+        assert_eq!(e.message, "upstream said 503");
+        assert_eq!(
+            e.to_string(),
+            "Retriable failure",
+            "the chain prints the cause once"
+        );
+        let source = std::error::Error::source(&e).expect("the cause");
+        assert!(source.downcast_ref::<Upstream>().is_some());
+        assert_eq!(e.chain_message(), "upstream said 503: connection reset");
+        let plain = ProcessError::permanent("bad payload");
+        assert_eq!(plain.to_string(), "Permanent failure: bad payload");
+        assert!(std::error::Error::source(&plain).is_none());
+    }
+
+    #[test]
+    fn a_closure_is_a_processor() {
+        let p = from_fn(|r: &Record| {
+            if r.offset == 1 {
+                Err(ProcessError::permanent("one"))
+            } else {
+                Ok(Outputs::none())
+            }
+        });
+        assert!(p.process(&Record::new("t", 0, 0)).is_ok());
+        assert!(p.process(&Record::new("t", 0, 1)).is_err());
     }
 }

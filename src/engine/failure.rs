@@ -34,7 +34,7 @@ impl FailureCause {
     /// The message a dead letter carries.
     pub(crate) fn message(&self) -> String {
         match self {
-            FailureCause::Processor(e) => e.message.clone(),
+            FailureCause::Processor(e) => e.chain_message(),
             FailureCause::Sink(e) | FailureCause::DeadLetter(e) => e.to_string(),
         }
     }

@@ -1,6 +1,5 @@
 //! `tidemark run`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -373,17 +372,10 @@ pub fn execute(
     if let Some(addr) = metrics_addr {
         crate::serve::start(addr, pipeline.metrics())?;
     }
-    let handle = pipeline.shutdown_handle();
-    let presses = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    ctrlc::set_handler(move || {
-        if presses.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            eprintln!("stopping: draining in-flight records and committing (again to abort)");
-            handle.shutdown();
-        } else {
-            std::process::exit(130);
-        }
-    })
-    .context("installing the Ctrl-C handler")?;
+    pipeline
+        .shutdown_handle()
+        .stop_on_signals()
+        .context("installing the signal handler")?;
     let progress = pipeline.metrics();
     let bar = crate::spinner(label);
     let label = label.to_string();
