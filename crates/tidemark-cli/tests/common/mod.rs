@@ -229,8 +229,9 @@ pub fn assert_committed_to_end(brokers: &str, group: &str, input: &str, ends: &B
 }
 
 /// The crash chaos both delivery modes share: `kills` members of `group` started
-/// with `extra` arguments and SIGKILLed after a random time in `alive_ms` each, then
-/// one that runs until idle. Asserts the kills hit work in progress, the last member
+/// with `extra` arguments, each SIGKILLed once it has committed a random 2–5 % of the
+/// input itself (waiting at most three times `alive_ms.end` for that), then one that
+/// runs until idle. Asserts every kill hit work in progress, the last member
 /// exits 0, committed offsets never went backwards and end at `ends`; returns what
 /// the sink holds.
 #[allow(clippy::too_many_arguments)]
@@ -266,28 +267,37 @@ pub fn kill_and_recover_sinking(
     let records: i64 = ends.values().sum();
     let watcher = CommitWatcher::start(brokers, group, input);
     let mut rng = rand::rng();
-    // Chaos stops once three quarters are committed, so the final member always
-    // has work left (a fast member could otherwise finish during the kills).
-    let enough = records * 3 / 4;
+    // Each member is killed once it has made progress of its own — a random share
+    // of the input committed since it started (1/50 to 1/20) — so every kill lands
+    // on a member at work, on a fast machine or a slow one (issue 31: a fixed alive
+    // time let a fast async member finish everything before its kill). `alive_ms`
+    // bounds the wait for that progress, three times over (a member behind a killed
+    // one's session timeout waits about 6 s for its partitions).
+    let most = Duration::from_millis(alive_ms.end * 3);
+    let mut hits = 0;
     for _ in 0..kills {
         let child = member_sinking(brokers, input, sink, group, None, extra);
-        // Long enough for the group to expire the previous, killed member (session
-        // timeout 6 s), rejoin, and process for a while.
-        let alive = Duration::from_millis(rng.random_range(alive_ms.clone()));
+        let step = rng.random_range(records / 50..records / 20).max(1);
+        let from = committed_total(brokers, group, input);
         let started = std::time::Instant::now();
-        while started.elapsed() < alive && committed_total(brokers, group, input) < enough {
-            std::thread::sleep(Duration::from_millis(200));
+        let mut now = from;
+        while now < from + step && started.elapsed() < most {
+            std::thread::sleep(Duration::from_millis(50));
+            now = committed_total(brokers, group, input);
         }
         kill(child);
-        if committed_total(brokers, group, input) >= enough {
-            break;
+        if now > from && now < records {
+            hits += 1;
         }
     }
-    // The kills must have hit a member at work, not an idle or finished one.
+    assert_eq!(
+        hits, kills,
+        "a kill landed on a member that was not at work"
+    );
     let during = committed_total(brokers, group, input);
     assert!(
-        0 < during && during < records,
-        "chaos did not overlap the work: {during} committed"
+        during < records,
+        "the chaos left no work for the last member"
     );
     let mut last = member_sinking(brokers, input, sink, group, Some(8), extra);
     let status = last.wait().unwrap();
