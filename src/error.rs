@@ -211,11 +211,10 @@ impl Error {
 pub struct KafkaClientError(rdkafka::error::KafkaError);
 
 impl KafkaClientError {
-    /// librdkafka's error code when it gave one, by its `RDKafkaErrorCode` name (e.g.
-    /// `"RebalanceInProgress"`, `"UnknownTopicOrPartition"`, `"QueueFull"`); `None`
+    /// librdkafka's error code when it gave one, typed ([`KafkaErrorCode`]); `None`
     /// for errors without a code (a bad configuration value, say).
-    pub fn code(&self) -> Option<String> {
-        self.0.rdkafka_error_code().map(|c| format!("{c:?}"))
+    pub fn code(&self) -> Option<KafkaErrorCode> {
+        self.0.rdkafka_error_code().map(KafkaErrorCode::from)
     }
 
     /// The rdkafka error (inside the crate, where rdkafka's types are fine).
@@ -226,9 +225,105 @@ impl KafkaClientError {
 
 impl std::fmt::Display for KafkaClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.code() {
-            Some(code) => write!(f, "Kafka client error {code}"),
+        match self.0.rdkafka_error_code() {
+            Some(code) => write!(f, "Kafka client error {code:?}"),
             None => f.write_str("Kafka client error"),
+        }
+    }
+}
+
+/// A librdkafka error code, as [`KafkaClientError::code`] gives it: the codes a
+/// pipeline's caller branches on by name (Kafka's protocol error codes and
+/// librdkafka's local ones, `rdkafka.h`), every other one as [`Other`](Self::Other)
+/// with its number and librdkafka's name. New variants may be added.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KafkaErrorCode {
+    /// Local `ERR__AUTHENTICATION` (-169): SASL authentication failed.
+    Authentication,
+    /// Local `ERR__SSL` (-181): the TLS handshake failed.
+    Ssl,
+    /// Local `ERR__ALL_BROKERS_DOWN` (-187).
+    AllBrokersDown,
+    /// Local `ERR__TRANSPORT` (-195): a broker connection failed.
+    BrokerTransportFailure,
+    /// Local `ERR__TIMED_OUT` (-185).
+    OperationTimedOut,
+    /// Local `ERR__MSG_TIMED_OUT` (-192): a produced message was not acknowledged
+    /// within `message.timeout.ms`.
+    MessageTimedOut,
+    /// Local `ERR__QUEUE_FULL` (-184): the producer's queue is full.
+    QueueFull,
+    /// Local `ERR__ASSIGNMENT_LOST` (-142).
+    AssignmentLost,
+    /// Local `ERR__AUTO_OFFSET_RESET` (-140): no valid offset and
+    /// `auto.offset.reset=error`.
+    AutoOffsetReset,
+    /// `UNKNOWN_TOPIC_OR_PARTITION` (3).
+    UnknownTopicOrPartition,
+    /// `NOT_COORDINATOR` (16).
+    NotCoordinator,
+    /// `ILLEGAL_GENERATION` (22): a commit from an old group generation.
+    IllegalGeneration,
+    /// `UNKNOWN_MEMBER_ID` (25).
+    UnknownMemberId,
+    /// `REBALANCE_IN_PROGRESS` (27).
+    RebalanceInProgress,
+    /// `TOPIC_AUTHORIZATION_FAILED` (29).
+    TopicAuthorizationFailed,
+    /// `GROUP_AUTHORIZATION_FAILED` (30).
+    GroupAuthorizationFailed,
+    /// `CLUSTER_AUTHORIZATION_FAILED` (31).
+    ClusterAuthorizationFailed,
+    /// `TRANSACTIONAL_ID_AUTHORIZATION_FAILED` (53).
+    TransactionalIdAuthorizationFailed,
+    /// `SASL_AUTHENTICATION_FAILED` (58).
+    SaslAuthenticationFailed,
+    /// `INVALID_PRODUCER_EPOCH` (47): fenced by a newer producer (KIP-98).
+    InvalidProducerEpoch,
+    /// `PRODUCER_FENCED` (90): fenced by a newer producer with the same
+    /// `transactional.id` (KIP-588).
+    ProducerFenced,
+    /// Any other code: librdkafka's number and its `RDKafkaErrorCode` name.
+    Other {
+        /// The code (negative: librdkafka's local errors; positive: Kafka's).
+        code: i32,
+        /// librdkafka's name for it (e.g. `"OffsetOutOfRange"`).
+        name: String,
+    },
+}
+
+impl From<rdkafka::error::RDKafkaErrorCode> for KafkaErrorCode {
+    fn from(c: rdkafka::error::RDKafkaErrorCode) -> Self {
+        use rdkafka::error::RDKafkaErrorCode as C;
+        match c {
+            C::Authentication => KafkaErrorCode::Authentication,
+            C::SSL => KafkaErrorCode::Ssl,
+            C::AllBrokersDown => KafkaErrorCode::AllBrokersDown,
+            C::BrokerTransportFailure => KafkaErrorCode::BrokerTransportFailure,
+            C::OperationTimedOut => KafkaErrorCode::OperationTimedOut,
+            C::MessageTimedOut => KafkaErrorCode::MessageTimedOut,
+            C::QueueFull => KafkaErrorCode::QueueFull,
+            C::AssignmentLost => KafkaErrorCode::AssignmentLost,
+            C::AutoOffsetReset => KafkaErrorCode::AutoOffsetReset,
+            C::UnknownTopicOrPartition => KafkaErrorCode::UnknownTopicOrPartition,
+            C::NotCoordinator => KafkaErrorCode::NotCoordinator,
+            C::IllegalGeneration => KafkaErrorCode::IllegalGeneration,
+            C::UnknownMemberId => KafkaErrorCode::UnknownMemberId,
+            C::RebalanceInProgress => KafkaErrorCode::RebalanceInProgress,
+            C::TopicAuthorizationFailed => KafkaErrorCode::TopicAuthorizationFailed,
+            C::GroupAuthorizationFailed => KafkaErrorCode::GroupAuthorizationFailed,
+            C::ClusterAuthorizationFailed => KafkaErrorCode::ClusterAuthorizationFailed,
+            C::TransactionalIdAuthorizationFailed => {
+                KafkaErrorCode::TransactionalIdAuthorizationFailed
+            }
+            C::SaslAuthenticationFailed => KafkaErrorCode::SaslAuthenticationFailed,
+            C::InvalidProducerEpoch => KafkaErrorCode::InvalidProducerEpoch,
+            C::ProducerFenced => KafkaErrorCode::ProducerFenced,
+            other => KafkaErrorCode::Other {
+                code: other as i32,
+                name: format!("{other:?}"),
+            },
         }
     }
 }
@@ -261,6 +356,24 @@ pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codes_are_typed_and_the_rest_keep_their_number_and_name() {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        let e = KafkaClientError::from(KafkaError::MessageConsumption(
+            RDKafkaErrorCode::GroupAuthorizationFailed,
+        ));
+        assert_eq!(e.code(), Some(KafkaErrorCode::GroupAuthorizationFailed));
+        let e = KafkaClientError::from(KafkaError::Global(RDKafkaErrorCode::OffsetOutOfRange));
+        assert_eq!(
+            e.code(),
+            Some(KafkaErrorCode::Other {
+                code: 1,
+                name: "OffsetOutOfRange".into()
+            })
+        );
+        assert_eq!(e.to_string(), "Kafka client error OffsetOutOfRange");
+    }
 
     #[test]
     fn a_commit_error_logs_librdkafkas_reason_through_its_chain() {

@@ -58,7 +58,7 @@ pub use config::{
 pub use connection::{is_secret_property, Connection, Properties};
 pub use engine::sink::{HEADER_SRC_OFFSET, HEADER_SRC_PARTITION};
 pub use engine::{Pipeline, RunSummary};
-pub use error::{Error, KafkaClientError, Refusal};
+pub use error::{Error, KafkaClientError, KafkaErrorCode, Refusal};
 pub use failures::{
     DeadLetterConfig, RetryPolicy, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_SRC_TOPIC,
 };
