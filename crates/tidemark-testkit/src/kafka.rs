@@ -199,27 +199,14 @@ fn run_start(
     dir: Option<&Path>,
     advertised_port: Option<u16>,
 ) -> Result<(u16, u32, PathBuf), TestkitError> {
-    let mut cmd = Command::new("bash");
-    cmd.arg(kafka_script()).arg("start");
-    if let Some(d) = dir {
-        cmd.arg(d);
-    }
-    if let Some(port) = advertised_port {
-        cmd.env("KAFKA_ADVERTISED_PORT", port.to_string());
-    }
-    let out = cmd
-        .env("KAFKA_WATCH_PID", std::process::id().to_string())
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| TestkitError::Broker(format!("cannot run scripts/kafka.sh: {e}")))?;
-    if !out.status.success() {
-        return Err(TestkitError::Broker(format!(
-            "scripts/kafka.sh start exited with {} (installed? scripts/kafka.sh install)",
-            out.status
-        )));
-    }
-    let line = String::from_utf8_lossy(&out.stdout);
+    let mut args = vec!["start".to_string()];
+    args.extend(dir.map(|d| d.display().to_string()));
+    let port = advertised_port.map(|p| p.to_string());
+    let envs: Vec<(&str, &str)> = port
+        .iter()
+        .map(|p| ("KAFKA_ADVERTISED_PORT", p.as_str()))
+        .collect();
+    let line = run_script(&args, &envs)?;
     let mut fields = line.split_whitespace();
     let parsed = (|| {
         let port = fields.next()?.parse().ok()?;
@@ -228,6 +215,31 @@ fn run_start(
         Some((port, pid, dir))
     })();
     parsed.ok_or_else(|| TestkitError::Broker(format!("unexpected output of start: {line:?}")))
+}
+
+/// Runs `scripts/kafka.sh ARGS` with `envs`, watched by this process (a broker it
+/// starts stops when this process exits); its standard output.
+///
+/// # Errors
+/// [`TestkitError::Broker`] when the script cannot run or exits non-zero.
+pub(crate) fn run_script(args: &[String], envs: &[(&str, &str)]) -> Result<String, TestkitError> {
+    let out = Command::new("bash")
+        .arg(kafka_script())
+        .args(args)
+        .envs(envs.iter().copied())
+        .env("KAFKA_WATCH_PID", std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| TestkitError::Broker(format!("cannot run scripts/kafka.sh: {e}")))?;
+    if !out.status.success() {
+        return Err(TestkitError::Broker(format!(
+            "scripts/kafka.sh {} exited with {} (installed? scripts/kafka.sh install)",
+            args.join(" "),
+            out.status
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn stop_pid(pid: u32) {

@@ -48,7 +48,12 @@ impl PostgresServer {
     /// [`TestkitError::Database`] when the script fails (PostgreSQL not installed,
     /// initdb or the server failing).
     pub fn start() -> Result<Self, TestkitError> {
-        let line = script(&["start"])?;
+        Self::start_with(&[])
+    }
+
+    /// `scripts/postgres.sh start` with `envs`; the server it printed.
+    fn start_with(envs: &[(&str, &str)]) -> Result<Self, TestkitError> {
+        let line = script_with(&["start"], envs)?;
         let mut fields = line.split_whitespace();
         let (Some(port), Some(_pid), Some(dir)) = (fields.next(), fields.next(), fields.next())
         else {
@@ -70,18 +75,7 @@ impl PostgresServer {
     /// # Errors
     /// As [`start`](Self::start).
     pub fn start_tls() -> Result<Self, TestkitError> {
-        let line = script_with(&["start"], &[("PG_TLS", "1")])?;
-        let mut fields = line.split_whitespace();
-        let (Some(port), Some(_pid), Some(dir)) = (fields.next(), fields.next(), fields.next())
-        else {
-            return Err(TestkitError::Database(format!(
-                "unexpected output of start: {line:?}"
-            )));
-        };
-        Ok(PostgresServer {
-            url: format!("postgresql://postgres@127.0.0.1:{port}/postgres"),
-            dir: Some(PathBuf::from(dir)),
-        })
+        Self::start_with(&[("PG_TLS", "1")])
     }
 
     /// A file of a TLS server's `tls` folder (`ca.pem`, `other-ca.pem`).

@@ -12,12 +12,10 @@
 //! Topics are created by `admin` ([`SecuredKafka::admin`]).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use tidemark::Connection;
 
-use crate::kafka::kafka_script;
 use crate::TestkitError;
 
 /// The environment variable naming a running secured node's directory (what
@@ -126,21 +124,7 @@ pub fn write_properties(connection: &Connection, path: &Path) -> std::io::Result
 
 /// `scripts/kafka.sh start-secured`, watched by this process; returns its directory.
 fn start() -> Result<PathBuf, TestkitError> {
-    let out = Command::new("bash")
-        .arg(kafka_script())
-        .arg("start-secured")
-        .env("KAFKA_WATCH_PID", std::process::id().to_string())
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| TestkitError::Broker(format!("cannot run scripts/kafka.sh: {e}")))?;
-    if !out.status.success() {
-        return Err(TestkitError::Broker(format!(
-            "scripts/kafka.sh start-secured exited with {}",
-            out.status
-        )));
-    }
-    let line = String::from_utf8_lossy(&out.stdout);
+    let line = crate::kafka::run_script(&["start-secured".to_string()], &[])?;
     line.split_whitespace()
         .nth(4)
         .map(PathBuf::from)
