@@ -18,6 +18,24 @@ use tidemark_testkit::{unique_name, verify, workload, SecuredKafka};
 
 const RECORDS: u64 = 4_000;
 
+/// Input topic, output topic and group names under `user`'s ACL prefix.
+fn names(user: &str) -> (String, String, String) {
+    (
+        unique_name(&format!("{user}-in")),
+        unique_name(&format!("{user}-out")),
+        unique_name(&format!("{user}-g")),
+    )
+}
+
+/// The command exited 0 (else its standard error is the failure's message).
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `connection` written to a fresh properties file.
 fn properties_file(connection: &Connection) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -94,11 +112,7 @@ fn assert_complete(
         user_file,
         &[],
     );
-    assert!(
-        lag.status.success(),
-        "{}",
-        String::from_utf8_lossy(&lag.stderr)
-    );
+    assert_ok(&lag);
     let json: serde_json::Value = serde_json::from_slice(&lag.stdout).unwrap();
     assert_eq!(json["total_lag"], 0, "{json}");
 }
@@ -106,11 +120,7 @@ fn assert_complete(
 #[test]
 fn scram_over_tls_runs_end_to_end_with_one_properties_file() {
     let kafka = SecuredKafka::shared();
-    let (input_topic, output, group) = (
-        unique_name("alice-in"),
-        unique_name("alice-out"),
-        unique_name("alice-g"),
-    );
+    let (input_topic, output, group) = names("alice");
     let (_dir, file) = properties_file(&kafka.scram("alice", "alice-secret"));
     // alice produces her own input through the CLI.
     let produced = tidemark(
@@ -126,32 +136,20 @@ fn scram_over_tls_runs_end_to_end_with_one_properties_file() {
         &file,
         &[],
     );
-    assert!(
-        produced.status.success(),
-        "{}",
-        String::from_utf8_lossy(&produced.stderr)
-    );
+    assert_ok(&produced);
     let ends =
         tidemark::high_watermarks(&kafka.admin(), &input_topic, Duration::from_secs(10)).unwrap();
     assert_eq!(ends.values().sum::<i64>(), RECORDS as i64);
     let sink = format!("topic:{output}");
     let out = run(&file, &input_topic, &group, &["--sink", &sink], &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_complete(kafka, &file, &input_topic, &output, &group, &ends);
 }
 
 #[test]
 fn a_java_style_properties_file_with_a_password_from_the_environment_works() {
     let kafka = SecuredKafka::shared();
-    let (input_topic, output, group) = (
-        unique_name("alice-in"),
-        unique_name("alice-out"),
-        unique_name("alice-g"),
-    );
+    let (input_topic, output, group) = names("alice");
     let ends = input(kafka, &input_topic, RECORDS);
     // The file Kafka's own tools take with --command-config, the password in the
     // environment (KIP-887's ${env:NAME}).
@@ -178,11 +176,7 @@ fn a_java_style_properties_file_with_a_password_from_the_environment_works() {
         &["--sink", &sink],
         &[("ALICE_PASSWORD", "alice-secret")],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     verify::sink_report(&kafka.admin(), &output, &ends)
         .unwrap()
         .assert_nothing_lost();
@@ -191,31 +185,19 @@ fn a_java_style_properties_file_with_a_password_from_the_environment_works() {
 #[test]
 fn mtls_runs_end_to_end() {
     let kafka = SecuredKafka::shared();
-    let (input_topic, output, group) = (
-        unique_name("carol-in"),
-        unique_name("carol-out"),
-        unique_name("carol-g"),
-    );
+    let (input_topic, output, group) = names("carol");
     let ends = input(kafka, &input_topic, RECORDS);
     let (_dir, file) = properties_file(&kafka.mtls());
     let sink = format!("topic:{output}");
     let out = run(&file, &input_topic, &group, &["--sink", &sink], &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_complete(kafka, &file, &input_topic, &output, &group, &ends);
 }
 
 #[test]
 fn exactly_once_over_scram_with_a_transactional_id_acl() {
     let kafka = SecuredKafka::shared();
-    let (input_topic, output, group) = (
-        unique_name("alice-in"),
-        unique_name("alice-out"),
-        unique_name("alice-g"),
-    );
+    let (input_topic, output, group) = names("alice");
     let ends = input(kafka, &input_topic, RECORDS);
     let (_dir, file) = properties_file(&kafka.scram("alice", "alice-secret"));
     let sink = format!("topic:{output}");
@@ -226,11 +208,7 @@ fn exactly_once_over_scram_with_a_transactional_id_acl() {
         &["--sink", &sink, "--delivery", "exactly-once"],
         &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let report = verify::sink_report(&kafka.admin(), &output, &ends).unwrap();
     report.assert_nothing_lost();
     assert_eq!(report.duplicates, 0, "exactly-once: each output once");
