@@ -12,13 +12,17 @@
 #   scripts/kafka.sh start-secured  a secured node (SASL_SSL with SCRAM-SHA-512, SSL with client
 #                                   certificates, ACLs; certificates made with openssl): prints
 #                                   "SASL_SSL_PORT SSL_PORT PLAINTEXT_PORT PID DIR" (see start_secured)
+#   scripts/kafka.sh start-cluster N [DIR]
+#                                   an N-node cluster (each node broker+controller, static voters,
+#                                   replication factor 3): prints "BOOTSTRAP DIR" (see start_cluster)
 #   scripts/kafka.sh stop PID       stop it gracefully (SIGTERM, then SIGKILL after 60 s)
 # With KAFKA_WATCH_PID set, `start` also stops the broker once that process has exited.
 # The tests start their own brokers through tidemark-testkit (KafkaBroker), which calls this
 # script; it is also how to try the CLI by hand.
 set -euo pipefail
-VERSION=4.3.1          # 4.4.0 is listed in maven-metadata.xml but kafka-tools-api:4.4.0 is missing
-                       # from Central (2026-11-22); 4.3.1 is the newest complete 4.x. Java >= 17
+# KAFKA_VERSION picks another Apache Kafka release (scripts/versions.sh runs the core
+# tests on 3.9.1 and 4.4.0 too); each version installs into its own $KAFKA_HOME. Java >= 17.
+VERSION="${KAFKA_VERSION:-4.3.1}"
 LOG4J=2.24.3           # log4j2 with its SLF4J 1.x binding (Kafka pins slf4j-api 1.7.36)
 KAFKA_HOME="${KAFKA_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/tidemark/kafka-$VERSION}"
 HEAP="${KAFKA_HEAP:-768m}"
@@ -156,25 +160,117 @@ EOF
 # Starts the broker of $dir/server.properties and waits until it accepts connections on
 # $port; sets $pid.
 launch() {
-  local seen; seen=$(cat "$dir/broker.log" 2>/dev/null | wc -l)
+  spawn_node "$dir"
+  pid=$spawned
+  await_node "$dir" "$port" "$pid" "$spawned_seen"
+}
+
+# Starts the node of $1/server.properties in the background without waiting; sets
+# $spawned (its pid, also in $1/pid) and $spawned_seen (the lines its broker.log had).
+spawn_node() {
+  local d="$1"
+  spawned_seen=$(cat "$d/broker.log" 2>/dev/null | wc -l)
   nohup java -Xms256m "-Xmx$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
-    "-Dlog4j2.configurationFile=$KAFKA_HOME/log4j2.properties" "-Dkafka.logs.dir=$dir" \
-    -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 600); do
-    if tail -n "+$((seen + 1))" "$dir/broker.log" 2>/dev/null | grep -q "Kafka Server started" \
-       && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    "-Dlog4j2.configurationFile=$KAFKA_HOME/log4j2.properties" "-Dkafka.logs.dir=$d" \
+    -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$d/server.properties" >"$d/stdout.log" 2>&1 &
+  spawned=$!
+  echo "$spawned" >"$d/pid"
+}
+
+# Waits until the node in $1 (port $2, pid $3, $4 log lines before its start) has
+# started and accepts connections (120 s at most: a cluster's nodes wait for a quorum).
+await_node() {
+  local d="$1" p="$2" id="$3" seen="$4"
+  for _ in $(seq 1 1200); do
+    if tail -n "+$((seen + 1))" "$d/broker.log" 2>/dev/null | grep -q "Kafka Server started" \
+       && (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       if [ -n "${KAFKA_WATCH_PID:-}" ]; then
         # Stop the broker when the process that started it is gone (a test binary).
-        ( while kill -0 "$KAFKA_WATCH_PID" 2>/dev/null && kill -0 "$pid" 2>/dev/null; do sleep 1; done
-          stop "$pid" ) </dev/null >/dev/null 2>&1 &
+        ( while kill -0 "$KAFKA_WATCH_PID" 2>/dev/null && kill -0 "$id" 2>/dev/null; do sleep 1; done
+          stop "$id" ) </dev/null >/dev/null 2>&1 &
       fi
       return 0
     fi
-    kill -0 "$pid" 2>/dev/null || { tail -30 "$dir/broker.log" "$dir/stdout.log" >&2 2>/dev/null; die "broker exited"; }
+    kill -0 "$id" 2>/dev/null || { tail -30 "$d/broker.log" "$d/stdout.log" >&2 2>/dev/null; die "broker in $d exited"; }
     sleep 0.1
   done
-  kill "$pid"; die "broker did not start within 60 s (see $dir/broker.log)"
+  kill "$id"; die "broker did not start within 120 s (see $d/broker.log)"
+}
+
+# An N-node cluster in DIR (else a new temporary folder): nodes 1..N, each
+# broker+controller with its own folder DIR/node-I, a static voter set
+# (controller.quorum.voters), replication factor 3 (N when smaller) with
+# min.insync.replicas 2 for new topics and the internal ones, and a 4 s broker session
+# (a killed node is fenced and its leaderships move in ~4 s). Starts every node, waits
+# until all have started, and prints "BOOTSTRAP DIR"; DIR/cluster.env holds NODES,
+# BOOTSTRAP and NODE_I_PORT. One node stops with `stop $(cat DIR/node-I/pid)` (or a
+# SIGKILL) and starts again with `start DIR/node-I` (same ports and data).
+start_cluster() {
+  installed || die "kafka is not installed: run $0 install"
+  java_ok || die "java is missing or older than 17"
+  local n="${1:?number of nodes}"; dir="${2:-}"
+  [ "$n" -ge 1 ] || die "a cluster needs at least one node"
+  HEAP="${KAFKA_HEAP:-640m}"
+  [ -n "$dir" ] || dir=$(mktemp -d "${TMPDIR:-/tmp}/tidemark-kafka-cluster.XXXXXX")
+  mkdir -p "$dir"
+  local ports=() cports=() used="" i p kind voters="" bootstrap="" rf isr
+  rf=$(( n < 3 ? n : 3 )); isr=$(( rf < 2 ? 1 : 2 ))
+  for i in $(seq 1 "$n"); do
+    for kind in client controller; do
+      p=$(free_port); while [[ " $used " == *" $p "* ]]; do p=$(free_port); done
+      used="$used $p"
+      if [ "$kind" = client ]; then ports+=("$p"); else cports+=("$p"); fi
+    done
+    voters="${voters:+$voters,}$i@127.0.0.1:${cports[$((i - 1))]}"
+    bootstrap="${bootstrap:+$bootstrap,}127.0.0.1:${ports[$((i - 1))]}"
+  done
+  local id; id=$(kjava kafka.tools.StorageTool random-uuid)
+  printf 'NODES=%s\nBOOTSTRAP=%s\n' "$n" "$bootstrap" >"$dir/cluster.env"
+  for i in $(seq 1 "$n"); do
+    local d="$dir/node-$i"; mkdir -p "$d"
+    cat >"$d/server.properties" <<EOF
+process.roles=broker,controller
+node.id=$i
+listeners=PLAINTEXT://127.0.0.1:${ports[$((i - 1))]},CONTROLLER://127.0.0.1:${cports[$((i - 1))]}
+advertised.listeners=PLAINTEXT://127.0.0.1:${ports[$((i - 1))]}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+controller.quorum.voters=$voters
+log.dirs=$d/data
+num.partitions=1
+auto.create.topics.enable=false
+default.replication.factor=$rf
+min.insync.replicas=$isr
+offsets.topic.replication.factor=$rf
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
+group.initial.rebalance.delay.ms=0
+group.consumer.min.session.timeout.ms=6000
+group.consumer.session.timeout.ms=10000
+broker.session.timeout.ms=4000
+broker.heartbeat.interval.ms=1000
+num.network.threads=2
+num.io.threads=2
+background.threads=2
+EOF
+    printf 'NODE_%s_PORT=%s\n' "$i" "${ports[$((i - 1))]}" >>"$dir/cluster.env"
+    dir="$d" kjava kafka.tools.StorageTool format -t "$id" -c "$d/server.properties" \
+      >"$d/format.log" 2>&1 || { cat "$d/format.log" >&2; die "formatting $d failed"; }
+  done
+  local pids=() seens=()
+  for i in $(seq 1 "$n"); do
+    spawn_node "$dir/node-$i"
+    pids+=("$spawned"); seens+=("$spawned_seen")
+  done
+  for i in $(seq 1 "$n"); do
+    await_node "$dir/node-$i" "${ports[$((i - 1))]}" "${pids[$((i - 1))]}" "${seens[$((i - 1))]}"
+  done
+  echo "$bootstrap $dir"
 }
 
 # Test certificates in $1: a CA (ca.pem), the broker's key and certificate for localhost
@@ -280,6 +376,7 @@ case "${1:-}" in
   install) install ;;
   start) shift; start "$@" ;;
   start-secured) start_secured ;;
+  start-cluster) shift; start_cluster "$@" ;;
   stop) shift; stop "$@" ;;
-  *) sed -n '2,18p' "$0"; exit 2 ;;
+  *) sed -n '2,21p' "$0"; exit 2 ;;
 esac

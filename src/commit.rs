@@ -69,6 +69,18 @@ pub enum CommitError {
     /// The free consumer's [`OffsetStore`](crate::OffsetStore) failed to save.
     #[error("offset store")]
     OffsetStore(#[source] Arc<std::io::Error>),
+    /// Exactly-once: the transaction's offsets and commit got no answer within
+    /// `waited_ms` although librdkafka was given a shorter timeout. librdkafka 2.12's
+    /// `send_offsets_to_transaction` can block for good once the group
+    /// coordinator's broker has left the cluster's metadata (librdkafka issues #5456
+    /// and #5511); the transaction stays open and the producer cannot be used again.
+    /// A restart with the same `transactional.id` aborts the open transaction and
+    /// resumes from the last committed one.
+    #[error("the transaction got no answer within {waited_ms} ms (librdkafka #5456/#5511); restart to abort it")]
+    TransactionStuck {
+        /// How long tidemark waited, ms.
+        waited_ms: u64,
+    },
 }
 
 impl CommitError {

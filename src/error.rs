@@ -134,6 +134,13 @@ pub enum Error {
     #[error("final commit failed")]
     FinalCommit(#[source] CommitError),
 
+    /// A commit failed in a way that stops the run: today an exactly-once
+    /// transaction with no answer ([`CommitError::TransactionStuck`]). The last
+    /// committed transaction stands; a restart with the same `transactional.id`
+    /// aborts the open one and resumes from there.
+    #[error("commit failed")]
+    Commit(#[source] CommitError),
+
     /// The free consumer's offset store could not be read at start-up; nothing was
     /// processed.
     #[error("offset store: {context}")]

@@ -45,7 +45,8 @@ pub fn topic_partitions(
 }
 
 /// Creates `topic` with `partitions` partitions and replication factor
-/// `replication` unless it exists (CreateTopics; TOPIC_ALREADY_EXISTS counts as
+/// `replication` (-1: the broker's `default.replication.factor`, KIP-464, Kafka 2.4+)
+/// unless it exists (CreateTopics; TOPIC_ALREADY_EXISTS counts as
 /// success), then waits up to 30 s until it shows in metadata. Returns its
 /// partition count, which is the existing topic's when it was there already.
 ///

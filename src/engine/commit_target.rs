@@ -133,9 +133,7 @@ impl CommitTarget {
                 .save(offsets)
                 .map_err(|e| CommitError::OffsetStore(Arc::new(e))),
             CommitTarget::Transaction(sink) => match consumer.group_metadata() {
-                Some(group) => sink
-                    .commit_transaction(offsets, &group, TRANSACTION_TIMEOUT)
-                    .map_err(CommitError::from),
+                Some(group) => sink.commit_transaction(offsets, group, TRANSACTION_TIMEOUT),
                 // Only a consumer that has not joined the group yet has none.
                 None => Err(CommitError::from(KafkaError::ConsumerCommit(
                     RDKafkaErrorCode::State,

@@ -44,10 +44,17 @@ impl Engine {
             }
             Sent::Done(result, latency) => {
                 self.record_commit(st, offsets, result.clone(), Some(latency));
-                if let (Some(sink), Err(CommitError::Kafka(cause))) =
-                    (self.target.transaction(), &result)
-                {
-                    self.abort_and_rewind(consumer, st, sink, cause.kafka());
+                match (self.target.transaction(), &result) {
+                    (Some(sink), Err(CommitError::Kafka(cause))) => {
+                        self.abort_and_rewind(consumer, st, sink, cause.kafka())
+                    }
+                    // Nothing can use the producer again: stop (a restart aborts the
+                    // open transaction by fencing it).
+                    (Some(_), Err(stuck @ CommitError::TransactionStuck { .. })) => {
+                        tracing::error!(error = %stuck, "stopping");
+                        st.fatal.get_or_insert(Error::Commit(stuck.clone()));
+                    }
+                    _ => {}
                 }
                 result
             }

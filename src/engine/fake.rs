@@ -311,6 +311,7 @@ pub(crate) struct ProducerLog {
     transactional: bool,
     pending_offsets: Vec<PartitionOffset>,
     failing_commits: usize,
+    hang_sending_offsets: bool,
 }
 
 /// A producer for the engine's unit tests: takes every record and acknowledges it
@@ -323,6 +324,12 @@ impl FakeProducer {
     /// The next `n` transaction commits fail (as a coordinator timeout would).
     pub(crate) fn fail_commits(&self, n: usize) {
         self.0.lock().failing_commits = n;
+    }
+
+    /// Every later `send_offsets_to_transaction` blocks for good (librdkafka #5511:
+    /// the group coordinator's broker decommissioned).
+    pub(crate) fn hang_sending_offsets(&self) {
+        self.0.lock().hang_sending_offsets = true;
     }
 
     /// The log so far.
@@ -378,6 +385,11 @@ impl crate::engine::sink::KafkaProducer for FakeProducer {
         _: &GroupMetadata,
         _: Duration,
     ) -> KafkaResult<()> {
+        if self.0.lock().hang_sending_offsets {
+            loop {
+                std::thread::park();
+            }
+        }
         self.0.lock().pending_offsets = offsets.to_vec();
         Ok(())
     }

@@ -342,7 +342,9 @@ pub fn main(a: Args) -> anyhow::Result<()> {
             .with_context(|| format!("reaching {}", connection.brokers))?
             .ok_or_else(|| tidemark::Error::UnknownTopic(input.clone()))?;
         for topic in &outputs {
-            tidemark::ensure_topic(&connection, topic, partitions, 1)
+            // The cluster's default.replication.factor (-1, KIP-464): a replication factor
+            // of 1 would lose outputs with one broker on a multi-node cluster.
+            tidemark::ensure_topic(&connection, topic, partitions, -1)
                 .with_context(|| format!("creating topic {topic}"))?;
         }
     }

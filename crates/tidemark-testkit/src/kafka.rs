@@ -145,33 +145,8 @@ impl KafkaBroker {
         self.wait_ready(Duration::from_secs(60))
     }
 
-    /// Waits until the broker serves metadata and its group coordinator answers
-    /// OffsetFetch: a fresh broker creates `__consumer_offsets` on the first
-    /// FindCoordinator and answers NOT_COORDINATOR until then, which librdkafka's
-    /// `committed_offsets` does not retry.
     fn wait_ready(&self, limit: Duration) -> Result<(), TestkitError> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .set("group.id", "tidemark-testkit-probe")
-            .create()
-            .map_err(TestkitError::kafka("metadata client"))?;
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            let ready = consumer
-                .fetch_metadata(None, Duration::from_secs(2))
-                .is_ok_and(|m| !m.brokers().is_empty())
-                && consumer
-                    .committed_offsets(rdkafka::TopicPartitionList::new(), Duration::from_secs(2))
-                    .is_ok();
-            if ready {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(TestkitError::Timeout(format!(
-            "kafka at {} not serving metadata",
-            self.bootstrap
-        )))
+        wait_ready(&self.bootstrap, limit)
     }
 }
 
@@ -242,7 +217,7 @@ pub(crate) fn run_script(args: &[String], envs: &[(&str, &str)]) -> Result<Strin
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn stop_pid(pid: u32) {
+pub(crate) fn stop_pid(pid: u32) {
     let _ = Command::new("bash")
         .arg(kafka_script())
         .args(["stop", &pid.to_string()])
@@ -253,4 +228,32 @@ fn stop_pid(pid: u32) {
 /// shared broker.
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+/// Waits until `bootstrap` serves metadata and its group coordinator answers
+/// OffsetFetch: a fresh broker creates `__consumer_offsets` on the first
+/// FindCoordinator and answers NOT_COORDINATOR until then, which librdkafka's
+/// `committed_offsets` does not retry.
+pub(crate) fn wait_ready(bootstrap: &str, limit: Duration) -> Result<(), TestkitError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "tidemark-testkit-probe")
+        .create()
+        .map_err(TestkitError::kafka("metadata client"))?;
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let ready = consumer
+            .fetch_metadata(None, Duration::from_secs(2))
+            .is_ok_and(|m| !m.brokers().is_empty())
+            && consumer
+                .committed_offsets(rdkafka::TopicPartitionList::new(), Duration::from_secs(2))
+                .is_ok();
+        if ready {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(TestkitError::Timeout(format!(
+        "kafka at {bootstrap} not serving metadata"
+    )))
 }

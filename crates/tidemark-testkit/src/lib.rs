@@ -4,11 +4,13 @@
 //! - [`EmbeddedCluster`]: librdkafka's in-process mock cluster (no install needed);
 //! - [`KafkaBroker`]: Apache Kafka 4.x (single node, KRaft) on free loopback ports,
 //!   shared by a test run or owned by one test;
+//! - [`KafkaCluster`]: an N-node Apache Kafka cluster with node-level kill and start;
 //! - [`workload`]: topic creation and a JSON workload producer;
 //! - [`verify`]: high watermarks, committed offsets, and reading a topic back;
 //! - [`processors`]: processors the tests share.
 
 pub mod builtin;
+mod cluster;
 mod embedded;
 mod kafka;
 pub mod memory;
@@ -19,6 +21,7 @@ pub mod toxiproxy;
 pub mod verify;
 pub mod workload;
 
+pub use cluster::KafkaCluster;
 pub use embedded::EmbeddedCluster;
 pub use kafka::{kafka_script, unique_name, KafkaBroker, SHARED_BROKERS_ENV};
 pub use postgres::{postgres_script, PostgresClient, PostgresServer, SHARED_POSTGRES_ENV};

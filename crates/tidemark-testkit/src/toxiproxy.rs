@@ -160,6 +160,15 @@ impl ProxiedKafka {
         )
     }
 
+    /// Enables the proxy and removes every toxic (Toxiproxy's `POST /reset`): the
+    /// state a test starts from.
+    ///
+    /// # Errors
+    /// When Toxiproxy refuses it.
+    pub fn reset(&self) -> Result<(), TestkitError> {
+        self.call(reqwest::Method::POST, "/reset", serde_json::Value::Null)
+    }
+
     fn call(
         &self,
         method: reqwest::Method,

@@ -22,7 +22,9 @@ pub fn topic_partitions(
     Ok(tidemark::topic_partitions(brokers, topic, timeout)?)
 }
 
-/// Creates `topic` with `partitions` partitions (replication 1) unless it exists;
+/// Creates `topic` with `partitions` partitions (the broker's
+/// `default.replication.factor`: 1 on a single node, 3 on [`crate::KafkaCluster`])
+/// unless it exists;
 /// returns its partition count ([`tidemark::ensure_topic`]).
 ///
 /// # Errors
@@ -33,7 +35,7 @@ pub fn ensure_topic(
     topic: &str,
     partitions: i32,
 ) -> Result<i32, TestkitError> {
-    Ok(tidemark::ensure_topic(brokers, topic, partitions, 1)?)
+    Ok(tidemark::ensure_topic(brokers, topic, partitions, -1)?)
 }
 
 /// The JSON value of every workload record: `{"id":7,"key":"k3","data":"..."}`.

@@ -12,6 +12,7 @@ pub(crate) use producer::Refused;
 pub(crate) use producer::{GroupMetadata, KafkaProducer, Produce};
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -20,9 +21,13 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 
 use super::completion::Ack;
-use crate::commit::PartitionOffset;
+use crate::commit::{CommitError, PartitionOffset};
 use crate::error::Error;
 use crate::record::{OutputRecord, Record};
+
+/// A transaction commit unanswered after this many times its librdkafka timeout is
+/// stuck ([`CommitError::TransactionStuck`]).
+pub(crate) const STUCK_AFTER: u32 = 2;
 
 /// Header naming the input record's partition on every sink output (decimal string).
 pub const HEADER_SRC_PARTITION: &str = "tidemark-src-partition";
@@ -290,16 +295,50 @@ impl Sink {
     /// (its outputs and the offsets become visible together), and opens the next one.
     /// The caller has drained the records in flight, so every output of a record
     /// below `offsets` is in this or an earlier transaction, and none above.
+    ///
+    /// The librdkafka calls run on a thread of their own, waited for at most
+    /// [`STUCK_AFTER`] times `timeout`: `send_offsets_to_transaction` can block past
+    /// its timeout for good when the group coordinator's broker has gone (librdkafka
+    /// #5456, #5511; open in 2.12). Then this returns
+    /// [`CommitError::TransactionStuck`] and the thread keeps the sink (and its
+    /// producer) alive, so nothing waits on it again.
     pub(crate) fn commit_transaction(
-        &self,
+        self: &Arc<Self>,
         offsets: &[PartitionOffset],
-        group: &GroupMetadata,
+        group: GroupMetadata,
         timeout: Duration,
-    ) -> KafkaResult<()> {
-        let producer = self.producer();
-        producer.send_offsets_to_transaction(offsets, group, timeout)?;
-        producer.commit_transaction(timeout)?;
-        producer.begin_transaction()
+    ) -> Result<(), CommitError> {
+        fn commit(
+            producer: &dyn KafkaProducer,
+            offsets: &[PartitionOffset],
+            group: &GroupMetadata,
+            timeout: Duration,
+        ) -> KafkaResult<()> {
+            producer.send_offsets_to_transaction(offsets, group, timeout)?;
+            producer.commit_transaction(timeout)?;
+            producer.begin_transaction()
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (sink, owned) = (Arc::clone(self), offsets.to_vec());
+        let group = Arc::new(group);
+        let for_thread = Arc::clone(&group);
+        let spawned = std::thread::Builder::new()
+            .name("tidemark-transaction".into())
+            .spawn(move || {
+                let _ = tx.send(commit(sink.producer(), &owned, &for_thread, timeout));
+            });
+        if let Err(e) = spawned {
+            // No thread to spare: the calls block this one, unbounded as before.
+            tracing::warn!(error = %e, "no thread for the transaction; committing it inline");
+            return commit(self.producer(), offsets, &group, timeout).map_err(CommitError::from);
+        }
+        let limit = timeout * STUCK_AFTER;
+        match rx.recv_timeout(limit) {
+            Ok(result) => result.map_err(CommitError::from),
+            Err(_) => Err(CommitError::TransactionStuck {
+                waited_ms: limit.as_millis() as u64,
+            }),
+        }
     }
 
     /// Exactly-once: aborts the open transaction (its outputs are never visible to

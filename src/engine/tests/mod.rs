@@ -1344,3 +1344,30 @@ fn a_revoke_under_exactly_once_commits_one_transaction_for_every_partition() {
 }
 
 mod decorators;
+
+/// librdkafka #5456/#5511: `send_offsets_to_transaction` can block for good. The
+/// commit gives up after twice its timeout with `TransactionStuck` instead of
+/// blocking the poll thread (and the run) for ever.
+#[test]
+fn a_transaction_commit_that_never_answers_is_reported_stuck() {
+    let producer = FakeProducer::default();
+    let sink = Arc::new(Sink::over(Box::new(producer.clone()), Some("out"), None));
+    sink.start_transactions(Duration::from_secs(1)).unwrap();
+    producer.hang_sending_offsets();
+    let offsets = [crate::commit::PartitionOffset::new(T, 0, 5)];
+    let err = sink
+        .commit_transaction(
+            &offsets,
+            crate::engine::sink::GroupMetadata::Fake,
+            Duration::from_millis(50),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            crate::commit::CommitError::TransactionStuck { waited_ms: 100 }
+        ),
+        "got {err:?}"
+    );
+    assert!(producer.log().committed_offsets.is_empty());
+}

@@ -82,6 +82,21 @@ pub fn member_sinking(
     idle_secs: Option<u32>,
     extra: &[&str],
 ) -> Child {
+    member_command(brokers, input, sink, group, idle_secs, extra)
+        .spawn()
+        .expect("tidemark binary runs")
+}
+
+/// The command [`member_sinking`] runs (its standard error inherited), to change
+/// before spawning.
+pub fn member_command(
+    brokers: &str,
+    input: &str,
+    sink: &[String],
+    group: &str,
+    idle_secs: Option<u32>,
+    extra: &[&str],
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
     cmd.args([
         "run",
@@ -112,7 +127,7 @@ pub fn member_sinking(
         cmd.args(["--exit-when-idle", &s.to_string()]);
     }
     cmd.args(extra);
-    cmd.spawn().expect("tidemark binary runs")
+    cmd
 }
 
 /// Starts `tidemark run` as a free consumer of `assign` (`TOPIC:P,...`) keeping its
@@ -308,4 +323,111 @@ pub fn kill_and_recover_sinking(
         "committed offsets went backwards: {backwards:?}"
     );
     assert_committed_to_end(brokers, group, input, ends);
+}
+
+/// Produces `batch` records to `topic` (8 partitions) every `every` on a thread of
+/// its own until [`finish`](Feeder::finish): work that keeps arriving while a fault
+/// lands, so the fault always hits a member at work however fast it is.
+pub struct Feeder {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<u64>,
+}
+
+impl Feeder {
+    /// Starts feeding after `first_id` records already produced.
+    pub fn start(brokers: &str, topic: &str, first_id: u64, batch: u64, every: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (b, t, s) = (brokers.to_string(), topic.to_string(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            let mut next = first_id;
+            while !s.load(Ordering::Relaxed) {
+                let w = tidemark_testkit::workload::Workload {
+                    first_id: next,
+                    ..tidemark_testkit::workload::Workload::new(t.clone(), batch, 8)
+                };
+                // A batch the cluster refuses mid-fault is tried again (the input
+                // offsets it did get are checked like any other).
+                if tidemark_testkit::workload::produce(&b, &w, |_| {}).is_ok() {
+                    next += batch;
+                }
+                std::thread::sleep(every);
+            }
+            next
+        });
+        Feeder { stop, handle }
+    }
+
+    /// Stops feeding; returns the id after the last record produced.
+    pub fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}
+
+/// Waits until `group` has committed at least `at_least` records of `topic`; panics
+/// after `limit` (a bound on the wait).
+pub fn wait_committed(brokers: &str, group: &str, topic: &str, at_least: i64, limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while committed_total(brokers, group, topic) < at_least {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{group} did not commit {at_least} records of {topic} within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A member that is SIGKILLed when dropped unless it was waited for: a test that
+/// fails midway leaves no `tidemark run` behind.
+pub struct Member(Option<Child>);
+
+impl Member {
+    pub fn new(child: Child) -> Self {
+        Member(Some(child))
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
+    /// Waits for the member to exit.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.0.take().unwrap().wait().unwrap()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A free loopback port (for `--metrics-addr`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on 127.0.0.1:`port`: (status, body), or `None` when nothing listens.
+pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
 }
