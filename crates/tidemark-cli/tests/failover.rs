@@ -38,7 +38,7 @@ fn topics(c: &KafkaCluster, label: &str) -> (String, String, String) {
     c.create_topic(&input, 8).unwrap();
     c.create_topic(&output, 8).unwrap();
     workload::produce(
-        &c.bootstrap_servers(),
+        c.bootstrap_servers(),
         &c.workload(&input, PRELOAD, 8),
         |_| {},
     )
