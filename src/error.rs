@@ -129,6 +129,17 @@ pub enum Error {
     #[error("no valid offset to start from and auto.offset.reset=error")]
     OffsetReset(#[source] KafkaClientError),
 
+    /// A lifecycle hook of the processor (`partitions_assigned`, `partitions_revoked`,
+    /// `partitions_lost`, `stopping`) panicked; the run stops as after a failed
+    /// record (in-flight records drain; the final commit covers what completed).
+    #[error("the processor's {hook} hook panicked: {message}")]
+    Hook {
+        /// Which hook.
+        hook: &'static str,
+        /// The panic's message.
+        message: String,
+    },
+
     /// The final synchronous commit failed; the offsets of the last successful commit
     /// stand, so a restart re-processes what follows them.
     #[error("final commit failed")]

@@ -1,6 +1,7 @@
 //! The user's side of tidemark: the [`Processor`] trait and its error type.
 
 use crate::record::{Outputs, Record};
+use crate::topic_partition::TopicPartition;
 
 /// Whether a failed record may succeed when tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +257,43 @@ pub trait Processor: Send + Sync + 'static {
     fn process_batch(&self, batch: Batch<'_>) -> Vec<ProcessResult> {
         batch.process_each(|record| self.process(record))
     }
+
+    /// Partitions were assigned to this member (a rebalance; a free consumer's start):
+    /// called on the poll thread before any of their records is processed. Build
+    /// per-partition state here. The default does nothing.
+    ///
+    /// Every hook runs on the poll thread while the engine waits, inside the
+    /// rebalance (the group's `max.poll.interval.ms` keeps running): keep it short.
+    /// A hook that panics stops the run with [`Error::Hook`](crate::Error::Hook).
+    fn partitions_assigned(&self, partitions: &[TopicPartition]) {
+        let _ = partitions;
+    }
+
+    /// Partitions leave this member in an orderly way (a rebalance revokes them, or
+    /// the pipeline stops): called once their in-flight records have drained (or
+    /// `drain_timeout_ms` passed) and **before their final synchronous commit**, so
+    /// state flushed here is covered by that commit — what the commit says is done
+    /// is flushed, and a crash before the commit re-processes the records the
+    /// flushed state came from (at-least-once). The default does nothing.
+    fn partitions_revoked(&self, partitions: &[TopicPartition]) {
+        let _ = partitions;
+    }
+
+    /// The assignment was lost (the session timed out, a network cut; KIP-848: a
+    /// fenced member epoch): another member may own these partitions already and
+    /// nothing is committed for them, so drop their state without flushing it — the
+    /// next owner processes their records again from the committed offset. The
+    /// default does nothing.
+    fn partitions_lost(&self, partitions: &[TopicPartition]) {
+        let _ = partitions;
+    }
+
+    /// The pipeline stops (its shutdown handle, a signal, the idle stop, an error):
+    /// called once, after every in-flight record drained and after
+    /// [`partitions_revoked`](Self::partitions_revoked) for the partitions still
+    /// assigned, before the final commit; no hook is called after it. Release what
+    /// is shared across partitions here. The default does nothing.
+    fn stopping(&self) {}
 }
 
 /// The records of one `process_batch` call (a layer of a task: one partition's
@@ -379,6 +417,22 @@ impl<P: Processor + ?Sized> Processor for std::sync::Arc<P> {
 
     fn process_batch(&self, batch: Batch<'_>) -> Vec<ProcessResult> {
         (**self).process_batch(batch)
+    }
+
+    fn partitions_assigned(&self, partitions: &[TopicPartition]) {
+        (**self).partitions_assigned(partitions)
+    }
+
+    fn partitions_revoked(&self, partitions: &[TopicPartition]) {
+        (**self).partitions_revoked(partitions)
+    }
+
+    fn partitions_lost(&self, partitions: &[TopicPartition]) {
+        (**self).partitions_lost(partitions)
+    }
+
+    fn stopping(&self) {
+        (**self).stopping()
     }
 }
 

@@ -48,6 +48,8 @@ pub(crate) struct Engine {
     /// The facade's processing-time histogram, registered once (recorded per task).
     pub(super) record_processing: metrics::Histogram,
     pub(super) on_commit: Option<CommitCallback>,
+    /// The processor's lifecycle hooks (called through [`Engine::hook`]).
+    pub(super) hooks: Arc<dyn super::execution::Hooks>,
     pub(super) delivery: Delivery,
     /// Longest a revoke or a stop waits for in-flight records.
     pub(super) drain_timeout: Duration,
@@ -439,6 +441,19 @@ impl Driver {
                 "drain timeout on shutdown: those records will be processed again"
             );
         }
+        // Drained, before the final commit: the hooks flush what it covers.
+        let assigned: Vec<TopicPartition> = st
+            .partitions
+            .iter()
+            .map(|s| TopicPartition::new(s.topic.clone(), s.partition))
+            .collect();
+        if !assigned.is_empty() {
+            engine.hook(&mut st, "partitions_revoked", |h| {
+                h.partitions_revoked(&assigned)
+            });
+        }
+        engine.hook(&mut st, "stopping", |h| h.stopping());
+        st.stats.stopped_hooks = true;
         if engine.delivery.commits_before_processing()
             || (engine.target.covers_every_partition() && (st.fatal.is_some() || left > 0))
         {

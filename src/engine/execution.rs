@@ -25,6 +25,7 @@ use crate::async_processor::AsyncProcessor;
 use crate::metrics::Shared;
 use crate::processor::{panic_message, ProcessError, Processor};
 use crate::record::Record;
+use crate::topic_partition::TopicPartition;
 
 /// What the pipeline runs: a blocking processor or an async one (type-erased).
 #[derive(Clone)]
@@ -33,8 +34,59 @@ pub(crate) enum Work {
     Async(Arc<dyn AsyncRunner>),
 }
 
+impl Work {
+    /// The processor's lifecycle hooks, whichever kind it is.
+    pub(crate) fn hooks(&self) -> Arc<dyn Hooks> {
+        match self {
+            Work::Blocking(p) => Arc::new(BlockingHooks(p.clone())),
+            Work::Async(r) => r.clone(),
+        }
+    }
+}
+
+/// A processor's lifecycle hooks behind a trait object
+/// ([`Processor::partitions_assigned`] and the others), for the poll thread.
+pub(crate) trait Hooks: Send + Sync {
+    fn partitions_assigned(&self, partitions: &[TopicPartition]);
+    fn partitions_revoked(&self, partitions: &[TopicPartition]);
+    fn partitions_lost(&self, partitions: &[TopicPartition]);
+    fn stopping(&self);
+}
+
+struct BlockingHooks(Arc<dyn Processor>);
+
+impl Hooks for BlockingHooks {
+    fn partitions_assigned(&self, partitions: &[TopicPartition]) {
+        self.0.partitions_assigned(partitions)
+    }
+    fn partitions_revoked(&self, partitions: &[TopicPartition]) {
+        self.0.partitions_revoked(partitions)
+    }
+    fn partitions_lost(&self, partitions: &[TopicPartition]) {
+        self.0.partitions_lost(partitions)
+    }
+    fn stopping(&self) {
+        self.0.stopping()
+    }
+}
+
+impl<P: AsyncProcessor> Hooks for AsyncWork<P> {
+    fn partitions_assigned(&self, partitions: &[TopicPartition]) {
+        self.0.partitions_assigned(partitions)
+    }
+    fn partitions_revoked(&self, partitions: &[TopicPartition]) {
+        self.0.partitions_revoked(partitions)
+    }
+    fn partitions_lost(&self, partitions: &[TopicPartition]) {
+        self.0.partitions_lost(partitions)
+    }
+    fn stopping(&self) {
+        self.0.stopping()
+    }
+}
+
 /// An async processor behind a trait object: spawns one task's run on a runtime.
-pub(crate) trait AsyncRunner: Send + Sync {
+pub(crate) trait AsyncRunner: Hooks {
     fn spawn(
         &self,
         handle: &Handle,

@@ -93,6 +93,11 @@ impl FakeConsumer {
         self.script.borrow_mut().lost = true;
     }
 
+    /// The next revokes are orderly again (after [`lose_assignment`](Self::lose_assignment)).
+    pub(crate) fn keep_assignment(&self) {
+        self.script.borrow_mut().lost = false;
+    }
+
     /// Moves the position of a partition, as librdkafka does past control records.
     pub(crate) fn set_position(&self, topic: &str, partition: i32, offset: i64) {
         self.script

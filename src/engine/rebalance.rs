@@ -4,6 +4,7 @@
 //! callbacks (`engine::callbacks`); tests call them directly.
 
 use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -11,8 +12,11 @@ use tidemark_offsets::OffsetMap;
 
 use super::consumer::KafkaConsumer;
 use super::driver::Engine;
+use super::execution::Hooks;
 use super::state::RunState;
+use crate::error::Error;
 use crate::metrics::Counters;
+use crate::processor::panic_message;
 use crate::topic_partition::TopicPartition;
 
 impl Engine {
@@ -35,6 +39,33 @@ impl Engine {
         }
         for (tp, map) in maps {
             st.partitions.inherit(&tp.topic, tp.partition, map);
+        }
+        if !assigned.is_empty() {
+            self.hook(st, "partitions_assigned", |h| {
+                h.partitions_assigned(assigned)
+            });
+        }
+    }
+
+    /// Calls a lifecycle hook of the processor (none once the stop has called
+    /// `stopping`); a panic in it stops the run with [`Error::Hook`].
+    pub(crate) fn hook(
+        &self,
+        st: &mut RunState,
+        name: &'static str,
+        call: impl FnOnce(&dyn Hooks),
+    ) {
+        if st.stats.stopped_hooks {
+            return;
+        }
+        let hooks = &*self.hooks;
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| call(hooks))) {
+            let message = panic_message(&*panic);
+            tracing::error!(hook = name, %message, "a lifecycle hook panicked: stopping");
+            st.fatal.get_or_insert(Error::Hook {
+                hook: name,
+                message,
+            });
         }
     }
 
@@ -60,6 +91,13 @@ impl Engine {
         let scope = |t: &str, p: i32| transaction.is_some() || is_revoked(t, p);
         let mut abort = None;
         let lost = consumer.assignment_lost();
+        // The hooks hear of the partitions this member still tracks (a close after
+        // the stop revokes what `finish` already handed to `partitions_revoked`).
+        let tracked: Vec<TopicPartition> = revoked
+            .iter()
+            .filter(|tp| st.partitions.get(&tp.topic, tp.partition).is_some())
+            .cloned()
+            .collect();
         if lost {
             tracing::warn!(
                 partitions = revoked.len(),
@@ -74,6 +112,9 @@ impl Engine {
                 self.drain(st, self.drain_timeout, scope);
                 abort = Some(KafkaError::Rebalance(RDKafkaErrorCode::AssignmentLost));
             }
+            if !tracked.is_empty() {
+                self.hook(st, "partitions_lost", |h| h.partitions_lost(&tracked));
+            }
         } else {
             let _span = tracing::info_span!("revoke", partitions = revoked.len()).entered();
             let started = Instant::now();
@@ -82,6 +123,10 @@ impl Engine {
                 .record(started.elapsed().as_secs_f64());
             if left > 0 {
                 tracing::warn!(in_flight = left, "drain timeout on revoke: those records will be processed again by the next owner");
+            }
+            // Drained, not yet committed: what the hook flushes, the commit covers.
+            if !tracked.is_empty() {
+                self.hook(st, "partitions_revoked", |h| h.partitions_revoked(&tracked));
             }
             if transaction.is_some() && left > 0 {
                 // Outputs of records still in flight may be in the transaction:

@@ -146,6 +146,8 @@ pub(crate) struct RunStats {
     pub(super) completed: u64,
     /// When a partition was last assigned (the idle clock starts no earlier).
     pub(super) last_assigned: Option<Instant>,
+    /// The stop has called the processor's `stopping` hook: no hook after it.
+    pub(super) stopped_hooks: bool,
     /// When the member received its first assignment, an empty one included (a
     /// free consumer: when it assigned its partitions); cleared when the
     /// assignment is lost (a session timeout, a fenced member epoch), until the

@@ -11,7 +11,7 @@ use super::driver::{Driver, Engine};
 use super::fake::{Call, FakeConsumer, FakeProducer};
 use super::sink::Sink;
 use super::state::RunState;
-use crate::commit::{CommitError, CommitMode, CommitPolicy, PartitionOffset};
+use crate::commit::{CommitError, CommitEvent, CommitMode, CommitPolicy, PartitionOffset};
 use crate::config::Config;
 use crate::error::Error;
 use crate::metrics::Counters;
@@ -105,6 +105,7 @@ fn driver_over(
         metrics: Arc::default(),
         record_processing: metrics::Histogram::noop(),
         on_commit: None,
+        hooks: work.hooks(),
         delivery: config.delivery,
         drain_timeout: Duration::from_millis(config.lifecycle.drain_timeout_ms),
         start_position: None,
@@ -1370,4 +1371,139 @@ fn a_transaction_commit_that_never_answers_is_reported_stuck() {
         "got {err:?}"
     );
     assert!(producer.log().committed_offsets.is_empty());
+}
+
+/// A processor that logs its lifecycle hooks and how many records it had processed
+/// when each ran, into the same log as the commits (through `on_commit`).
+#[derive(Clone, Default)]
+struct Hooked {
+    log: Arc<StdMutex<Vec<String>>>,
+    processed: Arc<std::sync::atomic::AtomicUsize>,
+    panic_on_revoke: bool,
+}
+
+impl Processor for Hooked {
+    fn process(&self, _: &Record) -> ProcessResult {
+        self.processed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Outputs::none())
+    }
+    fn partitions_assigned(&self, partitions: &[TopicPartition]) {
+        self.note("assigned", partitions);
+    }
+    fn partitions_revoked(&self, partitions: &[TopicPartition]) {
+        self.note("revoked", partitions);
+        assert!(!self.panic_on_revoke, "flush failed");
+    }
+    fn partitions_lost(&self, partitions: &[TopicPartition]) {
+        self.note("lost", partitions);
+    }
+    fn stopping(&self) {
+        self.note("stopping", &[]);
+    }
+}
+
+impl Hooked {
+    fn note(&self, hook: &str, partitions: &[TopicPartition]) {
+        let done = self.processed.load(std::sync::atomic::Ordering::SeqCst);
+        let parts: Vec<String> = partitions.iter().map(ToString::to_string).collect();
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{hook} {parts:?} after {done}"));
+    }
+
+    /// A driver over this processor whose commits land in the same log.
+    fn driver(&self) -> Driver {
+        let mut d = driver(
+            &config(|_| {}),
+            CommitTarget::Group(CommitMode::Sync),
+            self.clone(),
+        );
+        let log = self.log.clone();
+        Arc::get_mut(&mut d.engine)
+            .expect("the driver owns its engine")
+            .on_commit = Some(Arc::new(move |e: &CommitEvent| {
+            let offsets: Vec<i64> = e.offsets.iter().map(|o| o.offset).collect();
+            log.lock().unwrap().push(format!("commit {offsets:?}"));
+        }));
+        d
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+/// Issue 32: assigned before any record; revoked after the partition's records
+/// drained and before its final commit; lost with no commit; on stop, revoked for
+/// what is still assigned, then stopping, then the final commit, and no hook after.
+#[test]
+fn lifecycle_hooks_run_between_drain_and_commit() {
+    let p = Hooked::default();
+    let mut d = p.driver();
+    let fake = FakeConsumer::default();
+    assign(&d, &[0, 1, 2]);
+    // The revoke comes right after dispatch: the hook sees all 10 processed only
+    // because the revoke drained them first.
+    fake.queue(T, 0, 0..10);
+    d.turn(&fake);
+    d.engine.on_revoke(
+        &fake,
+        &mut d.engine.state.lock(),
+        &[TopicPartition::new(T, 0)],
+    );
+    fake.queue(T, 1, 0..10);
+    fake.queue(T, 2, 0..10);
+    d.turn(&fake);
+    drain_all(&d);
+    fake.lose_assignment();
+    d.engine.on_revoke(
+        &fake,
+        &mut d.engine.state.lock(),
+        &[TopicPartition::new(T, 1)],
+    );
+    fake.keep_assignment();
+    d.finish(&fake).unwrap();
+    // Closing the consumer revokes what is left: no hook after `stopping`.
+    d.engine.on_revoke(
+        &fake,
+        &mut d.engine.state.lock(),
+        &[TopicPartition::new(T, 2)],
+    );
+    assert_eq!(
+        p.log(),
+        vec![
+            format!("assigned [\"{T}:0\", \"{T}:1\", \"{T}:2\"] after 0"),
+            format!("revoked [\"{T}:0\"] after 10"),
+            "commit [10]".to_string(),
+            format!("lost [\"{T}:1\"] after 30"),
+            format!("revoked [\"{T}:2\"] after 30"),
+            "stopping [] after 30".to_string(),
+            "commit [10]".to_string(),
+        ]
+    );
+}
+
+/// A hook that panics stops the run with `Error::Hook`, naming it.
+#[test]
+fn a_panicking_hook_stops_the_run_naming_it() {
+    let p = Hooked {
+        panic_on_revoke: true,
+        ..Hooked::default()
+    };
+    let d = p.driver();
+    let fake = FakeConsumer::default();
+    assign(&d, &[0]);
+    d.engine.on_revoke(
+        &fake,
+        &mut d.engine.state.lock(),
+        &[TopicPartition::new(T, 0)],
+    );
+    let st = d.engine.state.lock();
+    assert!(
+        matches!(&st.fatal, Some(Error::Hook { hook: "partitions_revoked", message }) if message.contains("flush failed")),
+        "{:?}",
+        st.fatal
+    );
 }
