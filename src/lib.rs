@@ -74,3 +74,8 @@ pub use topics::{ensure_topic, topic_partitions};
 
 /// The pure offset tracker, re-exported from `tidemark-offsets`.
 pub use tidemark_offsets as offsets;
+
+/// README.md's Rust snippets, compiled as doctests (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -192,7 +192,8 @@ unsafe fn take_error(error: *mut rdsys::rd_kafka_error_t) -> bool {
     if error.is_null() {
         false
     } else {
-        rdsys::rd_kafka_error_destroy(error);
+        // SAFETY: the caller hands an error object librdkafka returned, not freed yet.
+        unsafe { rdsys::rd_kafka_error_destroy(error) };
         true
     }
 }

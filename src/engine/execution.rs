@@ -39,7 +39,7 @@ impl Work {
     pub(crate) fn hooks(&self) -> Arc<dyn Hooks> {
         match self {
             Work::Blocking(p) => Arc::new(BlockingHooks(p.clone())),
-            Work::Async(r) => r.clone(),
+            Work::Async(r) => Arc::new(AsyncHooks(r.clone())),
         }
     }
 }
@@ -56,6 +56,25 @@ pub(crate) trait Hooks: Send + Sync {
 struct BlockingHooks(Arc<dyn Processor>);
 
 impl Hooks for BlockingHooks {
+    fn partitions_assigned(&self, partitions: &[TopicPartition]) {
+        self.0.partitions_assigned(partitions)
+    }
+    fn partitions_revoked(&self, partitions: &[TopicPartition]) {
+        self.0.partitions_revoked(partitions)
+    }
+    fn partitions_lost(&self, partitions: &[TopicPartition]) {
+        self.0.partitions_lost(partitions)
+    }
+    fn stopping(&self) {
+        self.0.stopping()
+    }
+}
+
+/// An async processor's hooks (a supertrait object of its runner: no upcasting, which
+/// needs Rust 1.86).
+struct AsyncHooks(Arc<dyn AsyncRunner>);
+
+impl Hooks for AsyncHooks {
     fn partitions_assigned(&self, partitions: &[TopicPartition]) {
         self.0.partitions_assigned(partitions)
     }

@@ -142,6 +142,7 @@ struct Claims {
 
 // SAFETY: `run` is `Sync` and only called while the owner waits (see above).
 unsafe impl Send for Claims {}
+// SAFETY: as for `Send`: shared access only calls `run`, which is `Sync`.
 unsafe impl Sync for Claims {}
 
 impl Claims {
@@ -218,7 +219,8 @@ pub(crate) fn claim_each(len: usize, busy: Option<&AtomicU64>, run: &(dyn Fn(usi
         }
         return;
     };
-    // SAFETY (lifetime erased): see `Claims::run`.
+    // SAFETY: only the lifetime is erased; `Claims::run` says why it is never
+    // called after `run` ends.
     let run: *const (dyn Fn(usize) + Sync + 'static) = unsafe { std::mem::transmute(run) };
     let (done, finished) = crossbeam_channel::bounded(1);
     let claims = Arc::new(Claims {

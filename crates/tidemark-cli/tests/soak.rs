@@ -8,7 +8,8 @@
 //! an independent reader checks the output: nothing lost. Prints the figures that
 //! BENCHMARKS.md's "Reliability" section records.
 //!
-//! `TIDEMARK_SOAK_MINUTES=30 cargo test --release -p tidemark-cli --test soak -- --ignored --nocapture`
+//! `TIDEMARK_SOAK_MINUTES=30 cargo test --release -p tidemark-cli --test soak -- --ignored --nocapture`;
+//! `TIDEMARK_SOAK_FAULTS=kill,restart,freeze,broker` (the default: all) picks the faults.
 //! (`scripts/test.sh` runs it for 2 minutes).
 
 mod common;
@@ -62,6 +63,11 @@ fn soak() {
     // 1,000 records/s: a steady load the three members hold with room for faults.
     let feeder = common::Feeder::start(&brokers, &input, 2_000, 500, Duration::from_millis(500));
 
+    let kinds: Vec<String> = std::env::var("TIDEMARK_SOAK_FAULTS")
+        .unwrap_or_else(|_| "kill,restart,freeze,broker".into())
+        .split(',')
+        .map(str::to_string)
+        .collect();
     let mut rng = rand::rng();
     let started = Instant::now();
     let end = started + Duration::from_secs_f64(minutes * 60.0);
@@ -80,31 +86,32 @@ fn soak() {
         }
         next_fault = Instant::now() + Duration::from_secs(rng.random_range(15..30));
         let slot = rng.random_range(0..MEMBERS);
-        match rng.random_range(0..4) {
-            0 => {
+        match kinds[rng.random_range(0..kinds.len())].as_str() {
+            "kill" => {
                 members[slot] = member(); // the old one is SIGKILLed when dropped
                 *faults.entry("member SIGKILLed").or_default() += 1;
             }
-            1 => {
+            "restart" => {
                 signal(members[slot].id(), "-TERM");
                 let old = std::mem::replace(&mut members[slot], member());
                 assert!(old.wait().success(), "a graceful stop failed");
                 *faults.entry("member restarted gracefully").or_default() += 1;
             }
-            2 => {
+            "freeze" => {
                 let pid = members[slot].id();
                 signal(pid, "-STOP");
                 std::thread::sleep(Duration::from_secs(10));
                 signal(pid, "-CONT");
                 *faults.entry("member frozen 10 s").or_default() += 1;
             }
-            _ => {
+            "broker" => {
                 let node = rng.random_range(1..=3);
                 cluster.kill(node);
                 std::thread::sleep(Duration::from_secs(5));
                 cluster.start_node(node).unwrap();
                 *faults.entry("broker node SIGKILLed").or_default() += 1;
             }
+            other => panic!("unknown fault {other:?} in TIDEMARK_SOAK_FAULTS"),
         }
     }
     let fed = feeder.finish();

@@ -72,7 +72,7 @@ pub trait Broker {
     /// # Errors
     /// [`TestkitError`] when the broker refuses or does not answer.
     fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), TestkitError> {
-        workload::ensure_topic(&self.bootstrap_servers(), topic, partitions).map(|_| ())
+        workload::ensure_topic(self.bootstrap_servers(), topic, partitions).map(|_| ())
     }
 
     /// A workload for this broker: [`workload::Workload::new`].

@@ -28,8 +28,9 @@ pub fn peak_rss_kib() -> u64 {
 /// noisy machine disturbs far less than wall time.
 pub fn cpu_time() -> std::time::Duration {
     fn of(who: libc::c_int) -> std::time::Duration {
-        // SAFETY: getrusage writes one rusage into the zeroed value we pass.
+        // SAFETY: rusage is plain data; all zeroes is a valid value.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage writes one rusage into the value we pass.
         if unsafe { libc::getrusage(who, &mut usage) } != 0 {
             return std::time::Duration::ZERO;
         }
