@@ -171,11 +171,7 @@ pub fn config(
         topic: output.into(),
     };
     config.failures.dead_letter = Some(DeadLetterConfig::new(dead_letters));
-    config.failures.retry = RetryPolicy {
-        max_attempts: 5,
-        initial_backoff_ms: 50,
-        ..RetryPolicy::default()
-    };
+    config.failures.retry = RetryPolicy::attempts(5).with_backoff_ms(50, 10_000);
     config.ordering = ProcessingOrder::Unordered;
     config.concurrency = 256;
     config.lifecycle.exit_when_idle_ms = Some(idle_ms);

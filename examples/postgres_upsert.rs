@@ -178,10 +178,7 @@ impl AsyncProcessor for Upsert {
 pub fn config(brokers: &str, group: &str, input: &str, idle_ms: u64) -> Config {
     let mut config = Config::new(brokers, group, [input]);
     config.ordering = ProcessingOrder::Key;
-    config.failures.retry = RetryPolicy {
-        max_attempts: 20,
-        ..RetryPolicy::default()
-    };
+    config.failures.retry = RetryPolicy::attempts(20);
     config.lifecycle.exit_when_idle_ms = Some(idle_ms);
     config
 }

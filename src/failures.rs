@@ -22,8 +22,12 @@ pub const HEADER_ATTEMPTS: &str = "tidemark-attempts";
 /// `retry_after`. While it waits the record holds its partition's committable offset
 /// and blocks what the processing order says (its key; its partition; nothing); the
 /// poll loop and other partitions go on.
+///
+/// `#[non_exhaustive]`: build it with [`RetryPolicy::attempts`] or `default()` and the
+/// `with_*` methods (or set its public fields on a value you have).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Attempts in all, the first included; 1 disables retries. Default 3.
     #[serde(default = "default_max_attempts")]
@@ -64,6 +68,31 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// `max_attempts` attempts in all (the first included; 1 disables retries), the
+    /// default backoff (100 ms growing ×2 up to 10 s).
+    pub fn attempts(max_attempts: u32) -> Self {
+        RetryPolicy {
+            max_attempts,
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// The same policy waiting `initial_ms` before the first retry and at most
+    /// `max_ms` between attempts (ms).
+    pub fn with_backoff_ms(self, initial_ms: u64, max_ms: u64) -> Self {
+        RetryPolicy {
+            initial_backoff_ms: initial_ms,
+            max_backoff_ms: max_ms,
+            ..self
+        }
+    }
+
+    /// The same policy with the wait growing by `multiplier` per retry (values below
+    /// 1 count as 1).
+    pub fn with_multiplier(self, multiplier: f64) -> Self {
+        RetryPolicy { multiplier, ..self }
+    }
+
     /// The wait before attempt `attempt + 1` after `attempt` failed attempts (≥ 1),
     /// with jitter drawn from `jitter` (a uniform value in `[0, 1)`).
     pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
@@ -84,8 +113,12 @@ impl RetryPolicy {
 /// `tidemark-attempts`; it counts complete once that produce is acknowledged
 /// (under exactly-once, inside the transaction). Without a dead-letter queue such a
 /// record stops the pipeline at its committable offset.
+///
+/// `#[non_exhaustive]`: build it with [`DeadLetterConfig::new`] and
+/// [`with_max_consecutive`](DeadLetterConfig::with_max_consecutive).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct DeadLetterConfig {
     /// The dead-letter topic (created with the input's partition count by the CLI
     /// when missing).
@@ -108,6 +141,15 @@ impl DeadLetterConfig {
         DeadLetterConfig {
             topic: topic.into(),
             max_consecutive: default_max_consecutive(),
+        }
+    }
+
+    /// The same, stopping after `n` dead letters in a row with no record completing
+    /// in between ([`Error::DeadLetterLimit`](crate::Error::DeadLetterLimit)).
+    pub fn with_max_consecutive(self, n: u64) -> Self {
+        DeadLetterConfig {
+            max_consecutive: n,
+            ..self
         }
     }
 }

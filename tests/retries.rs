@@ -146,10 +146,7 @@ fn the_dead_letter_guard_stops_a_pipeline_whose_every_record_fails() {
     workload::produce(&brokers, &workload::Workload::new("in", 2_000, 2), |_| {}).unwrap();
     let mut c = Config::new(&brokers, "guard", ["in"]);
     c.workers = 2;
-    c.failures.dead_letter = Some(DeadLetterConfig {
-        max_consecutive: 50,
-        ..DeadLetterConfig::new("dlq")
-    });
+    c.failures.dead_letter = Some(DeadLetterConfig::new("dlq").with_max_consecutive(50));
     c.consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());
     let err = Pipeline::new(c, AllBad).run().unwrap_err();
