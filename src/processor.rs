@@ -264,7 +264,9 @@ pub trait Processor: Send + Sync + 'static {
     ///
     /// Every hook runs on the poll thread while the engine waits, inside the
     /// rebalance (the group's `max.poll.interval.ms` keeps running): keep it short.
-    /// A hook that panics stops the run with [`Error::Hook`](crate::Error::Hook).
+    /// A hook that panics stops the run with [`Error::Hook`](crate::Error::Hook), and
+    /// what `partitions_revoked` or `stopping` was to flush is not committed (the next
+    /// owner processes those records again).
     fn partitions_assigned(&self, partitions: &[TopicPartition]) {
         let _ = partitions;
     }

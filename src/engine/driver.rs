@@ -447,14 +447,14 @@ impl Driver {
             .iter()
             .map(|s| TopicPartition::new(s.topic.clone(), s.partition))
             .collect();
-        if !assigned.is_empty() {
-            engine.hook(&mut st, "partitions_revoked", |h| {
+        let flushed = (assigned.is_empty()
+            || engine.hook(&mut st, "partitions_revoked", |h| {
                 h.partitions_revoked(&assigned)
-            });
-        }
-        engine.hook(&mut st, "stopping", |h| h.stopping());
+            }))
+            & engine.hook(&mut st, "stopping", |h| h.stopping());
         st.stats.stopped_hooks = true;
-        if engine.delivery.commits_before_processing()
+        if !flushed
+            || engine.delivery.commits_before_processing()
             || (engine.target.covers_every_partition() && (st.fatal.is_some() || left > 0))
         {
             return Ok(());

@@ -48,24 +48,30 @@ impl Engine {
     }
 
     /// Calls a lifecycle hook of the processor (none once the stop has called
-    /// `stopping`); a panic in it stops the run with [`Error::Hook`].
+    /// `stopping`). A panic in it stops the run with [`Error::Hook`] and returns
+    /// false: the caller then commits nothing the hook was to flush state for (the
+    /// next owner processes those records again).
     pub(crate) fn hook(
         &self,
         st: &mut RunState,
         name: &'static str,
         call: impl FnOnce(&dyn Hooks),
-    ) {
+    ) -> bool {
         if st.stats.stopped_hooks {
-            return;
+            return true;
         }
         let hooks = &*self.hooks;
-        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| call(hooks))) {
-            let message = panic_message(&*panic);
-            tracing::error!(hook = name, %message, "a lifecycle hook panicked: stopping");
-            st.fatal.get_or_insert(Error::Hook {
-                hook: name,
-                message,
-            });
+        match std::panic::catch_unwind(AssertUnwindSafe(|| call(hooks))) {
+            Ok(()) => true,
+            Err(panic) => {
+                let message = panic_message(&*panic);
+                tracing::error!(hook = name, %message, "a lifecycle hook panicked: stopping without committing what it was to flush");
+                st.fatal.get_or_insert(Error::Hook {
+                    hook: name,
+                    message,
+                });
+                false
+            }
         }
     }
 
@@ -124,15 +130,15 @@ impl Engine {
             if left > 0 {
                 tracing::warn!(in_flight = left, "drain timeout on revoke: those records will be processed again by the next owner");
             }
-            // Drained, not yet committed: what the hook flushes, the commit covers.
-            if !tracked.is_empty() {
-                self.hook(st, "partitions_revoked", |h| h.partitions_revoked(&tracked));
-            }
-            if transaction.is_some() && left > 0 {
+            // Drained, not yet committed: what the hook flushes, the commit covers
+            // (and a hook that failed to flush gets no commit).
+            let flushed = tracked.is_empty()
+                || self.hook(st, "partitions_revoked", |h| h.partitions_revoked(&tracked));
+            if transaction.is_some() && (left > 0 || !flushed) {
                 // Outputs of records still in flight may be in the transaction:
                 // committing it would publish them without their offsets.
                 abort = Some(KafkaError::Rebalance(RDKafkaErrorCode::OperationTimedOut));
-            } else if !self.delivery.commits_before_processing() {
+            } else if !self.delivery.commits_before_processing() && flushed {
                 // With an eager protocol the group is already rebalancing, and a
                 // commit may be refused (REBALANCE_IN_PROGRESS): those records are
                 // then processed again by the next owner (at-least-once).

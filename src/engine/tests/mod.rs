@@ -1485,16 +1485,19 @@ fn lifecycle_hooks_run_between_drain_and_commit() {
     );
 }
 
-/// A hook that panics stops the run with `Error::Hook`, naming it.
+/// A hook that panics stops the run with `Error::Hook`, naming it, and what it was
+/// to flush is not committed (the next owner processes those records again).
 #[test]
 fn a_panicking_hook_stops_the_run_naming_it() {
     let p = Hooked {
         panic_on_revoke: true,
         ..Hooked::default()
     };
-    let d = p.driver();
+    let mut d = p.driver();
     let fake = FakeConsumer::default();
     assign(&d, &[0]);
+    fake.queue(T, 0, 0..10);
+    d.turn(&fake);
     d.engine.on_revoke(
         &fake,
         &mut d.engine.state.lock(),
@@ -1505,5 +1508,10 @@ fn a_panicking_hook_stops_the_run_naming_it() {
         matches!(&st.fatal, Some(Error::Hook { hook: "partitions_revoked", message }) if message.contains("flush failed")),
         "{:?}",
         st.fatal
+    );
+    drop(st);
+    assert!(
+        commits(&fake).is_empty(),
+        "committed past state the hook did not flush"
     );
 }
