@@ -84,46 +84,27 @@ pub trait AsyncProcessor: Send + Sync + 'static {
         None::<std::future::Ready<Vec<ProcessResult>>>
     }
 
-    /// The lifecycle hooks, as for [`Processor`](crate::Processor) (plain functions:
-    /// they run on the poll thread, not on the runtime).
-    ///
-    /// Partitions were assigned to this member (a rebalance; a free consumer's start):
-    /// called on the poll thread before any of their records is processed. Build
-    /// per-partition state here. The default does nothing.
-    ///
-    /// Every hook runs on the poll thread while the engine waits, inside the
-    /// rebalance (the group's `max.poll.interval.ms` keeps running): keep it short.
-    /// A hook that panics stops the run with [`Error::Hook`](crate::Error::Hook), and
-    /// what `partitions_revoked` or `stopping` was to flush is not committed (the next
-    /// owner processes those records again).
+    /// Partitions were assigned: as
+    /// [`Processor::partitions_assigned`](crate::Processor::partitions_assigned) (the
+    /// hooks are plain functions run on the poll thread, not on the runtime).
     fn partitions_assigned(&self, partitions: &[TopicPartition]) {
         let _ = partitions;
     }
 
-    /// Partitions leave this member in an orderly way (a rebalance revokes them, or
-    /// the pipeline stops): called once their in-flight records have drained (or
-    /// `drain_timeout_ms` passed) and **before their final synchronous commit**, so
-    /// state flushed here is covered by that commit — what the commit says is done
-    /// is flushed, and a crash before the commit re-processes the records the
-    /// flushed state came from (at-least-once). The default does nothing.
+    /// Partitions leave in an orderly way, after their drain and before their final
+    /// commit: as [`Processor::partitions_revoked`](crate::Processor::partitions_revoked).
     fn partitions_revoked(&self, partitions: &[TopicPartition]) {
         let _ = partitions;
     }
 
-    /// The assignment was lost (the session timed out, a network cut; KIP-848: a
-    /// fenced member epoch): another member may own these partitions already and
-    /// nothing is committed for them, so drop their state without flushing it — the
-    /// next owner processes their records again from the committed offset. The
-    /// default does nothing.
+    /// The assignment was lost, nothing is committed: as
+    /// [`Processor::partitions_lost`](crate::Processor::partitions_lost).
     fn partitions_lost(&self, partitions: &[TopicPartition]) {
         let _ = partitions;
     }
 
-    /// The pipeline stops (its shutdown handle, a signal, the idle stop, an error):
-    /// called once, after every in-flight record drained and after
-    /// [`partitions_revoked`](Self::partitions_revoked) for the partitions still
-    /// assigned, before the final commit; no hook is called after it. Release what
-    /// is shared across partitions here. The default does nothing.
+    /// The pipeline stops, before its final commit: as
+    /// [`Processor::stopping`](crate::Processor::stopping).
     fn stopping(&self) {}
 }
 

@@ -34,16 +34,6 @@ pub(crate) enum Work {
     Async(Arc<dyn AsyncRunner>),
 }
 
-impl Work {
-    /// The processor's lifecycle hooks, whichever kind it is.
-    pub(crate) fn hooks(&self) -> Arc<dyn Hooks> {
-        match self {
-            Work::Blocking(p) => Arc::new(BlockingHooks(p.clone())),
-            Work::Async(r) => Arc::new(AsyncHooks(r.clone())),
-        }
-    }
-}
-
 /// A processor's lifecycle hooks behind a trait object
 /// ([`Processor::partitions_assigned`] and the others), for the poll thread.
 pub(crate) trait Hooks: Send + Sync {
@@ -53,39 +43,31 @@ pub(crate) trait Hooks: Send + Sync {
     fn stopping(&self);
 }
 
-struct BlockingHooks(Arc<dyn Processor>);
-
-impl Hooks for BlockingHooks {
+/// The hooks of whichever kind of processor the pipeline runs.
+impl Hooks for Work {
     fn partitions_assigned(&self, partitions: &[TopicPartition]) {
-        self.0.partitions_assigned(partitions)
+        match self {
+            Work::Blocking(p) => p.partitions_assigned(partitions),
+            Work::Async(r) => r.partitions_assigned(partitions),
+        }
     }
     fn partitions_revoked(&self, partitions: &[TopicPartition]) {
-        self.0.partitions_revoked(partitions)
+        match self {
+            Work::Blocking(p) => p.partitions_revoked(partitions),
+            Work::Async(r) => r.partitions_revoked(partitions),
+        }
     }
     fn partitions_lost(&self, partitions: &[TopicPartition]) {
-        self.0.partitions_lost(partitions)
+        match self {
+            Work::Blocking(p) => p.partitions_lost(partitions),
+            Work::Async(r) => r.partitions_lost(partitions),
+        }
     }
     fn stopping(&self) {
-        self.0.stopping()
-    }
-}
-
-/// An async processor's hooks (a supertrait object of its runner: no upcasting, which
-/// needs Rust 1.86).
-struct AsyncHooks(Arc<dyn AsyncRunner>);
-
-impl Hooks for AsyncHooks {
-    fn partitions_assigned(&self, partitions: &[TopicPartition]) {
-        self.0.partitions_assigned(partitions)
-    }
-    fn partitions_revoked(&self, partitions: &[TopicPartition]) {
-        self.0.partitions_revoked(partitions)
-    }
-    fn partitions_lost(&self, partitions: &[TopicPartition]) {
-        self.0.partitions_lost(partitions)
-    }
-    fn stopping(&self) {
-        self.0.stopping()
+        match self {
+            Work::Blocking(p) => p.stopping(),
+            Work::Async(r) => r.stopping(),
+        }
     }
 }
 

@@ -279,7 +279,7 @@ impl Pipeline {
             metrics: self.metrics.0.clone(),
             record_processing: metrics::histogram!(crate::metrics::names::RECORD_PROCESSING),
             on_commit: self.on_commit.clone(),
-            hooks: self.work.hooks(),
+            hooks: Arc::new(self.work.clone()),
             delivery: config.delivery,
             drain_timeout: Duration::from_millis(config.lifecycle.drain_timeout_ms),
             start_position: config.start_position,

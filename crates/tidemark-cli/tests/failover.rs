@@ -65,15 +65,18 @@ fn finish(
     ends
 }
 
-/// The node that leads the most input partitions is SIGKILLed twice (restarted
-/// between) under at-least-once with a topic sink: nothing lost, commits at the
-/// high watermarks, duplicates within the commit-lag bound.
-#[test]
-fn leader_kills_under_at_least_once_lose_nothing() {
+/// An at-least-once member (`--exit-when-idle 8`, topic sink) works through input
+/// fed while `faults(cluster, group, input)` runs; then, as an independent client
+/// sees it: the member exited 0, committed offsets never went backwards and end at
+/// the high watermarks, every input reached the output. Returns the duplicates.
+fn at_least_once_through(
+    label: &str,
+    faults: impl FnOnce(&mut KafkaCluster, &str, &str, &str),
+) -> u64 {
     let mut guard = cluster();
     let c = guard.as_mut().unwrap();
     let brokers = c.bootstrap_servers();
-    let (input, output, group) = topics(c, "leaders");
+    let (input, output, group) = topics(c, label);
     let member = common::Member::new(common::member(&brokers, &input, &output, &group, Some(8)));
     let feeder = common::Feeder::start(
         &brokers,
@@ -83,19 +86,7 @@ fn leader_kills_under_at_least_once_lose_nothing() {
         Duration::from_millis(500),
     );
     let watcher = common::CommitWatcher::start(&brokers, &group, &input);
-    for round in 1..=2 {
-        common::wait_committed(
-            &brokers,
-            &group,
-            &input,
-            round * 3_000,
-            Duration::from_secs(120),
-        );
-        let victim = c.busiest_leader(&input).unwrap();
-        c.kill(victim);
-        std::thread::sleep(Duration::from_secs(3));
-        c.start_node(victim).unwrap();
-    }
+    faults(c, &brokers, &group, &input);
     let ends = finish(&brokers, &input, feeder, member);
     assert_eq!(
         watcher.finish(),
@@ -105,15 +96,37 @@ fn leader_kills_under_at_least_once_lose_nothing() {
     common::assert_committed_to_end(&brokers, &group, &input, &ends);
     let report = common::check_sink(&brokers, &output, &ends);
     report.assert_nothing_lost();
-    assert!(
-        report.duplicates <= common::MAX_IN_FLIGHT as u64,
-        "{} duplicates over two leader kills",
-        report.duplicates
-    );
     eprintln!(
-        "leader kills: {} inputs, {} processed twice",
+        "{label}: {} inputs, {} processed twice",
         ends.values().sum::<i64>(),
         report.duplicates
+    );
+    report.duplicates
+}
+
+/// The node that leads the most input partitions is SIGKILLed twice (restarted
+/// between) under at-least-once with a topic sink: nothing lost, commits at the
+/// high watermarks, duplicates within the commit-lag bound.
+#[test]
+fn leader_kills_under_at_least_once_lose_nothing() {
+    let duplicates = at_least_once_through("leaders", |c, brokers, group, input| {
+        for round in 1..=2 {
+            common::wait_committed(
+                brokers,
+                group,
+                input,
+                round * 3_000,
+                Duration::from_secs(120),
+            );
+            let victim = c.busiest_leader(input).unwrap();
+            c.kill(victim);
+            std::thread::sleep(Duration::from_secs(3));
+            c.start_node(victim).unwrap();
+        }
+    });
+    assert!(
+        duplicates <= common::MAX_IN_FLIGHT as u64,
+        "{duplicates} duplicates over two leader kills"
     );
 }
 
@@ -205,43 +218,24 @@ fn coordinator_and_leader_kills_under_exactly_once_keep_every_output_once() {
 /// throughout; the idempotent sink producer's retries do not duplicate).
 #[test]
 fn a_rolling_restart_under_load_loses_and_duplicates_nothing() {
-    let mut guard = cluster();
-    let c = guard.as_mut().unwrap();
-    let brokers = c.bootstrap_servers();
-    let (input, output, group) = topics(c, "rolling");
-    let member = common::Member::new(common::member(&brokers, &input, &output, &group, Some(8)));
-    let feeder = common::Feeder::start(
-        &brokers,
-        &input,
-        PRELOAD,
-        FEED_BATCH,
-        Duration::from_millis(500),
-    );
-    let watcher = common::CommitWatcher::start(&brokers, &group, &input);
-    let mut done = 0;
-    for node in c.node_ids() {
-        done += 2_000;
-        common::wait_committed(&brokers, &group, &input, done, Duration::from_secs(120));
-        c.stop(node);
-        c.start_node(node).unwrap();
-        c.wait_in_sync(
-            &[&input, &output, "__consumer_offsets"],
-            Duration::from_secs(120),
-        )
-        .unwrap();
-        done = common::committed_total(&brokers, &group, &input);
-    }
-    let ends = finish(&brokers, &input, feeder, member);
+    let duplicates = at_least_once_through("rolling", |c, brokers, group, input| {
+        let mut done = 0;
+        for node in c.node_ids() {
+            common::wait_committed(
+                brokers,
+                group,
+                input,
+                done + 2_000,
+                Duration::from_secs(120),
+            );
+            c.stop(node);
+            c.start_node(node).unwrap();
+            c.wait_in_sync(&[], Duration::from_secs(120)).unwrap();
+            done = common::committed_total(brokers, group, input);
+        }
+    });
     assert_eq!(
-        watcher.finish(),
-        Vec::<String>::new(),
-        "committed offsets went backwards"
-    );
-    common::assert_committed_to_end(&brokers, &group, &input, &ends);
-    let report = common::check_sink(&brokers, &output, &ends);
-    report.assert_nothing_lost();
-    assert_eq!(
-        report.duplicates, 0,
+        duplicates, 0,
         "a rolling restart made the member process inputs twice"
     );
 }
@@ -251,51 +245,25 @@ fn a_rolling_restart_under_load_loses_and_duplicates_nothing() {
 /// coordinator, never go backwards, and end at the high watermarks.
 #[test]
 fn the_group_coordinators_node_killed_mid_commit() {
-    let mut guard = cluster();
-    let c = guard.as_mut().unwrap();
-    let brokers = c.bootstrap_servers();
-    let (input, output, group) = topics(c, "coordinator");
-    let member = common::Member::new(common::member(&brokers, &input, &output, &group, Some(8)));
-    let feeder = common::Feeder::start(
-        &brokers,
-        &input,
-        PRELOAD,
-        FEED_BATCH,
-        Duration::from_millis(500),
-    );
-    let watcher = common::CommitWatcher::start(&brokers, &group, &input);
-    let mut done = 0;
-    for _ in 0..2 {
-        common::wait_committed(
-            &brokers,
-            &group,
-            &input,
-            done + 2_000,
-            Duration::from_secs(120),
-        );
-        let coordinator = c.group_coordinator(&group).unwrap();
-        c.kill(coordinator);
-        std::thread::sleep(Duration::from_secs(3));
-        c.start_node(coordinator).unwrap();
-        done = common::committed_total(&brokers, &group, &input);
-    }
-    let ends = finish(&brokers, &input, feeder, member);
-    assert_eq!(
-        watcher.finish(),
-        Vec::<String>::new(),
-        "committed offsets went backwards"
-    );
-    common::assert_committed_to_end(&brokers, &group, &input, &ends);
-    let report = common::check_sink(&brokers, &output, &ends);
-    report.assert_nothing_lost();
+    let duplicates = at_least_once_through("coordinator", |c, brokers, group, input| {
+        let mut done = 0;
+        for _ in 0..2 {
+            common::wait_committed(
+                brokers,
+                group,
+                input,
+                done + 2_000,
+                Duration::from_secs(120),
+            );
+            let coordinator = c.group_coordinator(group).unwrap();
+            c.kill(coordinator);
+            std::thread::sleep(Duration::from_secs(3));
+            c.start_node(coordinator).unwrap();
+            done = common::committed_total(brokers, group, input);
+        }
+    });
     assert!(
-        report.duplicates <= common::MAX_IN_FLIGHT as u64,
-        "{} duplicates over two coordinator kills",
-        report.duplicates
-    );
-    eprintln!(
-        "coordinator kills: {} inputs, {} processed twice",
-        ends.values().sum::<i64>(),
-        report.duplicates
+        duplicates <= common::MAX_IN_FLIGHT as u64,
+        "{duplicates} duplicates over two coordinator kills"
     );
 }

@@ -176,9 +176,9 @@ impl KafkaCluster {
         Ok(self.leaders("__transaction_state")?[&partition])
     }
 
-    /// Waits until every partition of each of `topics` has a leader and all nodes in
-    /// its in-sync replica set (what a rolling restart waits for between nodes:
-    /// no under-replicated partition).
+    /// Waits until every partition of each of `topics` (of every topic when `topics`
+    /// is empty) has a leader and all its replicas in its in-sync replica set (what a
+    /// rolling restart waits for between nodes: no under-replicated partition).
     ///
     /// # Errors
     /// [`TestkitError::Timeout`] when that does not happen within `limit`.
@@ -188,6 +188,13 @@ impl KafkaCluster {
         loop {
             // (topic, partition, leader, in-sync replicas) of each partition not in sync.
             let mut behind = Vec::new();
+            let all;
+            let topics = if topics.is_empty() {
+                all = self.topic_names()?;
+                all.iter().map(String::as_str).collect::<Vec<_>>()
+            } else {
+                topics.to_vec()
+            };
             for topic in topics {
                 match self.partitions(topic) {
                     Ok(parts) => behind.extend(
@@ -228,6 +235,22 @@ impl KafkaCluster {
         Ok(t.partitions()
             .iter()
             .map(|p| (p.id(), (p.leader(), p.isr().to_vec())))
+            .collect())
+    }
+
+    /// Every topic's name (internal ones included).
+    fn topic_names(&self) -> Result<Vec<String>, TestkitError> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .map_err(TestkitError::kafka("metadata client"))?;
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map_err(TestkitError::kafka("metadata"))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_string())
             .collect())
     }
 

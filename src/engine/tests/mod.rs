@@ -105,7 +105,7 @@ fn driver_over(
         metrics: Arc::default(),
         record_processing: metrics::Histogram::noop(),
         on_commit: None,
-        hooks: work.hooks(),
+        hooks: Arc::new(work.clone()),
         delivery: config.delivery,
         drain_timeout: Duration::from_millis(config.lifecycle.drain_timeout_ms),
         start_position: None,
