@@ -107,7 +107,7 @@ pub fn member_command(
         "--group",
         group,
     ])
-    .args(["--processor", PROCESSOR, "--workers", "2"])
+    .args(["--workers", "2"])
     .args(sink)
     .args(["--commit", "every-ms:200"])
     .args(["--max-in-flight-records", &MAX_IN_FLIGHT.to_string()])
@@ -125,6 +125,10 @@ pub fn member_command(
     .stderr(Stdio::inherit());
     if let Some(s) = idle_secs {
         cmd.args(["--exit-when-idle", &s.to_string()]);
+    }
+    // PROCESSOR unless `extra` names its own.
+    if !extra.contains(&"--processor") {
+        cmd.args(["--processor", PROCESSOR]);
     }
     cmd.args(extra);
     cmd
