@@ -61,8 +61,11 @@ fn killed_and_restarted_members_lose_nothing() {
 /// the next owner, never skipped.
 #[test]
 fn killed_and_restarted_async_members_lose_nothing() {
+    // An async member is fast: one 200 ms commit interval can cover ten thousand
+    // records, so a kill lands up to that far past its trigger. 200,000 records keep
+    // four kills from consuming the input before the last member (it did with 50,000).
     kill_and_check(
-        50_000,
+        200_000,
         &["--processor", "io:500", "--concurrency", "2000"],
         "async crash chaos",
     );
