@@ -42,20 +42,23 @@ echo "apache kafka for this run: $TIDEMARK_KAFKA_BROKERS (pid $pid, log $dir/bro
 echo "secured apache kafka for this run: $sdir (pid $spid)"
 echo "postgresql for this run: $TIDEMARK_POSTGRES_URL (log $pg_dir/server.log)"
 status=0
+# The broker- and database-backed tests are behind the feature `broker-tests`
+# (plain `cargo test` runs the unit tests, the fakes and the embedded cluster only).
+features=(--features "tidemark/broker-tests tidemark-cli/broker-tests")
 if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo test --workspace --doc
+  cargo test --workspace --doc "${features[@]}"
   # Broker-backed tests run one at a time (.config/nextest.toml); unit tests two.
-  cargo nextest run --workspace --no-fail-fast --test-threads 2 "$@" || status=$?
+  cargo nextest run --workspace "${features[@]}" --no-fail-fast --test-threads 2 "$@" || status=$?
 else
   # Without nextest: one test at a time, so broker-backed tests never overlap.
-  cargo test --workspace --no-fail-fast "$@" -- --test-threads 1 || status=$?
+  cargo test --workspace "${features[@]}" --no-fail-fast "$@" -- --test-threads 1 || status=$?
 fi
 # The long runs with short settings (the documented commands run them in full): the
 # soak for 2 minutes on its own three-node cluster, and the core tests on the other
 # broker versions (end to end, exactly-once, idle stop on 3.9.1 and 4.4.0).
 if [ $# -eq 0 ]; then
   TIDEMARK_SOAK_MINUTES="${TIDEMARK_SOAK_MINUTES:-2}" \
-    cargo test -p tidemark-cli --test soak -- --ignored --nocapture || status=$?
+    cargo test -p tidemark-cli "${features[@]}" --test soak -- --ignored --nocapture || status=$?
   TIDEMARK_VERSIONS_QUICK="${TIDEMARK_VERSIONS_QUICK:-1}" scripts/versions.sh || status=$?
 fi
 exit $status

@@ -29,7 +29,7 @@ for v in "${versions[@]}"; do
     3.*) skip=(--skip kip848_consumer_protocol) ;;  # KIP-848 is generally available from 4.0
   esac
   # shellcheck disable=SC2086
-  if TIDEMARK_KAFKA_BROKERS="127.0.0.1:$port" cargo test -p tidemark ${TIDEMARK_VERSIONS_CARGO_ARGS:-} \
+  if TIDEMARK_KAFKA_BROKERS="127.0.0.1:$port" cargo test -p tidemark --features broker-tests ${TIDEMARK_VERSIONS_CARGO_ARGS:-} \
        "${test_args[@]}" -- --test-threads 1 "${skip[@]}"; then
     echo "=== Apache Kafka $v: passed"
   else

@@ -3,6 +3,9 @@
 //! pipeline goes on. Results are checked as an independent client sees them
 //! (committed offsets, the dead-letter topic).
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

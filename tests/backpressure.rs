@@ -2,6 +2,9 @@
 //! for a whole batch keeps its membership because polling never stops; and the
 //! in-flight counters never exceed their bounds under a large backlog.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 use std::time::Duration;
 
 use tidemark::{Config, MetricsHandle, Pipeline};

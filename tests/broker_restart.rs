@@ -3,6 +3,9 @@
 //! and after the restart commits resume up to the high watermarks, as an independent
 //! client sees them.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,6 +2,9 @@
 //! OffsetCommit comes back with the committed offset, both to an independent
 //! OffsetFetch and to the next member of the group in its assignment.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};

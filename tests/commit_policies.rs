@@ -27,6 +27,16 @@ impl Processor for Noop {
 
 /// Runs `policy`/`mode` over a fresh workload; returns the successful commit events.
 fn run(policy: CommitPolicy, mode: CommitMode) -> Vec<CommitEvent> {
+    run_with(policy, mode, Noop, |_| {})
+}
+
+/// [`run`] with `tune` applied to the config.
+fn run_with(
+    policy: CommitPolicy,
+    mode: CommitMode,
+    processor: impl Processor + 'static,
+    tune: impl FnOnce(&mut Config),
+) -> Vec<CommitEvent> {
     let (_cluster, brokers) = EmbeddedCluster::with_workload("in", PARTITIONS, RECORDS).unwrap();
     let ends = tidemark::high_watermarks(&brokers, "in", Duration::from_secs(10)).unwrap();
 
@@ -38,9 +48,10 @@ fn run(policy: CommitPolicy, mode: CommitMode) -> Vec<CommitEvent> {
     config
         .consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());
+    tune(&mut config);
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
-    Pipeline::new(config, Noop)
+    Pipeline::new(config, processor)
         .on_commit(move |e: &CommitEvent| sink.lock().push(e.clone()))
         .run()
         .expect("clean stop");
@@ -102,7 +113,19 @@ fn every_records_commits_once_per_n_completed() {
 
 #[test]
 fn every_batch_commits_after_batches() {
-    let events = run(CommitPolicy::EveryBatch, CommitMode::Async);
+    // Poll rounds of at most 500 records (`max_batch_records`) of records taking
+    // 1 ms each: the batches complete over about two seconds, not at once (batches
+    // that complete before the poll thread looks share a commit, so with a no-op
+    // processor one commit could cover everything).
+    let events = run_with(
+        CommitPolicy::EveryBatch,
+        CommitMode::Async,
+        tidemark::from_fn(|_: &Record| {
+            std::thread::sleep(Duration::from_millis(1));
+            Ok(Outputs::none())
+        }),
+        |c| c.flow.max_batch_records = 500,
+    );
     assert!(events.len() >= 2, "{} commits", events.len());
 }
 

@@ -9,6 +9,9 @@
 //! default ran first) the filter attributed ~13,000 of ~13,300 outputs to other
 //! inputs.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 

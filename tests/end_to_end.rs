@@ -5,6 +5,9 @@
 //! equal the high watermarks; committed offsets seen by the commit callback never
 //! decrease; after a clean shutdown a restart in the same group processes 0 records.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

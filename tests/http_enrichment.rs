@@ -4,6 +4,9 @@
 //! answered 404 is in the dead-letter topic and nowhere else, and the committed
 //! offsets are at the end — as an independent client reads the topics.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 #[path = "../examples/http_enrichment.rs"]
 #[allow(dead_code)]
 mod example;

@@ -5,6 +5,9 @@
 //! polled is complete. Checked by an independent client: the committed offsets equal
 //! the high watermarks.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 use std::time::Duration;
 
 use tidemark::{Config, Pipeline, ProcessingOrder};

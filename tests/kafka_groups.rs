@@ -7,6 +7,9 @@
 //!   eager protocol it would give up all of its partitions and get some back.
 //! - KIP-848 (`group.protocol=consumer`): the same join and leave, end to end.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

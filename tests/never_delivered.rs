@@ -5,6 +5,9 @@
 //! committed offsets equal the high watermarks, exactly the records an independent
 //! reader sees are processed, and no aborted record is.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 

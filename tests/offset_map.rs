@@ -8,6 +8,8 @@
 //! after a graceful rebalance between two members. (The SIGKILL case is a CLI test:
 //! `crates/tidemark-cli/tests/offset_map_crash.rs`.)
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
 // Offset ranges compared as one-element lists.
 #![allow(clippy::single_range_in_vec_init)]
 

@@ -3,6 +3,9 @@
 //! the start, `error` stops with a clear error and processes nothing; an explicit
 //! `StartPosition` applies to partitions without a committed offset only.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,6 +4,9 @@
 //! (read by an independent client); an untrusted CA is a clear error at start that
 //! names the certificate check, and nothing is consumed.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 use std::time::Duration;
 
 use tidemark::{

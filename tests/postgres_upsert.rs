@@ -4,6 +4,9 @@
 //! (what a new owner does after a crash, at worst) changes nothing, as an independent
 //! client reads the table.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 #[path = "../examples/postgres_upsert.rs"]
 #[allow(dead_code)]
 mod example;

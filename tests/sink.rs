@@ -1,6 +1,9 @@
 //! With a topic sink, every input's coordinates reach the output topic (read back by an
 //! independent client), and the committed offsets still end at the high watermarks.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 

@@ -6,6 +6,9 @@
 //! it and an offset map marking every record above it complete; after a graceful
 //! stop the next owner processes that record again and no other of its partition.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -331,7 +331,9 @@ impl Driver {
                     break;
                 }
                 Err(KafkaError::PartitionEOF(partition)) => {
-                    self.engine.state.lock().partitions.reached_end(partition)
+                    let positions = consumer.positions().unwrap_or_default();
+                    let mut st = self.engine.state.lock();
+                    st.partitions.reached_end(partition, &positions)
                 }
                 Err(e) => {
                     self.engine.refusals.saw(&e, "");

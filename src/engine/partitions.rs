@@ -37,6 +37,13 @@ pub(crate) struct PartitionState {
     /// The consumer reported the end of this partition's log (librdkafka's
     /// partition EOF) and no record of it was polled since: it is caught up.
     pub(super) at_end: bool,
+    /// The consumer's position when the end of the log was reported (the offset
+    /// after the last record or marker it passed). A later position differs only
+    /// when records were consumed that never reached `stage` — rdkafka's close polls
+    /// the consumer queue and drops what it gets, and each record dropped moves the
+    /// position — so only this position may move the committable offset past
+    /// offsets never delivered ([`Partitions::skip_to_position`]).
+    end_position: Option<i64>,
     /// Over its per-partition bound (cleared below half of it).
     pub(super) held: bool,
     /// Over its share of the commit-lag bound while the bound is reached (see
@@ -297,6 +304,7 @@ impl Partitions {
                 stopped: 0,
                 paused: false,
                 at_end: false,
+                end_position: None,
                 held: false,
                 held_uncommitted: false,
                 stored: None,
@@ -388,6 +396,7 @@ impl Partitions {
         };
         let size = record.size_bytes();
         state.at_end = false;
+        state.end_position = None;
         state.staged.push(record);
         state.staged_bytes += size;
         let in_flight = state.in_flight();
@@ -543,11 +552,16 @@ impl Partitions {
     /// partition EOF, which names no topic: every assigned topic's partition of that
     /// number is marked, and the first record polled from one clears its mark again;
     /// `Driver::caught_up` also waits out the idle time, in which a partition with
-    /// records left would deliver some).
-    pub(crate) fn reached_end(&mut self, partition: i32) {
+    /// records left would deliver some). `positions`: the consumer's positions now
+    /// (`KafkaConsumer::positions`), kept as each marked partition's end position.
+    pub(crate) fn reached_end(&mut self, partition: i32, positions: &[PartitionOffset]) {
         for state in self.iter_mut() {
             if state.partition == partition {
                 state.at_end = true;
+                state.end_position = positions
+                    .iter()
+                    .find(|p| p.partition == partition && *p.topic == *state.topic)
+                    .map(|p| p.offset);
             }
         }
     }
@@ -575,16 +589,19 @@ impl Partitions {
 
     /// Moves the committable offset of `topic`/`partition` up to the consumer's
     /// `position` when every record polled from it is complete and the end of its
-    /// log was reported after the last one: the offsets in between were never
-    /// delivered (transaction markers, aborted or compacted records; docs/DESIGN.md
-    /// invariant 1). Without the end of log the position is not trusted: on Apache
-    /// Kafka, under group chaos, librdkafka reported a position thousands of offsets
-    /// past the last record a member had polled, and committing it lost them. See
-    /// `PartitionTracker::skip_to_position`.
+    /// log was reported after the last one *at this very position*: the offsets in
+    /// between were never delivered (transaction markers, aborted or compacted
+    /// records; docs/DESIGN.md invariant 1). Any other position is not trusted: on
+    /// Apache Kafka, under group chaos, librdkafka reported a position thousands of
+    /// offsets past the last record a member had polled, and in the soak a member
+    /// stopping gracefully committed the position its close had reached by dropping
+    /// the records it polled (rdkafka's close drains the queue), losing them (issue
+    /// 31). See `PartitionTracker::skip_to_position`.
     pub(crate) fn skip_to_position(&mut self, topic: &str, partition: i32, position: i64) {
         if let Some(state) = self.get_mut(topic, partition) {
             let from = state.tracker.highest_delivered().map(|h| h + 1);
             if state.at_end
+                && state.end_position == Some(position)
                 && state.staged.is_empty()
                 && !state.position_ahead
                 && state.tracker.skip_to_position(position)

@@ -606,4 +606,236 @@ mod tests {
         assert_eq!(tasks.len(), 1);
         assert_eq!(tasks[0].layer, 3);
     }
+
+    /// The scheduler against random deliveries, failures and retries, for every
+    /// order: a layer never holds two records of one lane, a lane never has two
+    /// tasks in flight, each lane's records succeed in offset order, and every
+    /// record delivered succeeds exactly once (nothing dropped or duplicated).
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::{BTreeMap, HashSet};
+        use std::time::Duration;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            /// Deliver records of `partition` with these keys (`None`: no key).
+            Deliver(i32, Vec<Option<u8>>),
+            /// Run the in-flight task at this index (modulo their number); the lane
+            /// at `fail.0` (modulo the layer) fails at step `fail.1` (modulo its
+            /// chain), retried after `fail.2` ms.
+            Run(usize, Option<(usize, usize, u64)>),
+            /// Time passes (ms).
+            Tick(u64),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (
+                    0..2i32,
+                    prop::collection::vec(prop::option::weighted(0.8, 0..4u8), 1..12)
+                )
+                    .prop_map(|(p, keys)| Op::Deliver(p, keys)),
+                (
+                    any::<usize>(),
+                    prop::option::weighted(0.3, (any::<usize>(), any::<usize>(), 0..50u64))
+                )
+                    .prop_map(|(i, f)| Op::Run(i, f)),
+                (0..40u64).prop_map(Op::Tick),
+            ]
+        }
+
+        /// A record's lane as the property sees it: `None` runs free.
+        fn lane(order: ProcessingOrder, r: &Record) -> Option<(i32, Option<Vec<u8>>)> {
+            match order {
+                ProcessingOrder::Key => r.key.as_ref().map(|k| (r.partition, Some(k.to_vec()))),
+                ProcessingOrder::Partition => Some((r.partition, None)),
+                ProcessingOrder::Unordered => None,
+            }
+        }
+
+        struct Model {
+            order: ProcessingOrder,
+            s: Scheduler,
+            now: Instant,
+            next_offset: [i64; 2],
+            delivered: Vec<Record>,
+            in_flight: Vec<Task>,
+            /// Offsets that succeeded, per (partition, offset): how many times.
+            succeeded: BTreeMap<(i32, i64), u32>,
+            /// The offsets each lane succeeded, in order.
+            lane_log: HashMap<(i32, Option<Vec<u8>>), Vec<i64>>,
+        }
+
+        impl Model {
+            fn dispatch(&mut self, delivered: Vec<Delivered>) {
+                let tasks = self.s.tasks(delivered, self.now, 0);
+                for t in tasks {
+                    // A layer never holds two records of one lane.
+                    for layer in t.records.chunks(t.layer.max(1)) {
+                        let mut seen = HashSet::new();
+                        for r in layer {
+                            if let Some(l) = lane(self.order, r) {
+                                assert!(
+                                    seen.insert(l.clone()),
+                                    "two records of lane {l:?} in one layer"
+                                );
+                            }
+                        }
+                    }
+                    // A lane never has two tasks in flight.
+                    let lanes: HashSet<_> = t
+                        .records
+                        .iter()
+                        .filter_map(|r| lane(self.order, r))
+                        .collect();
+                    for other in &self.in_flight {
+                        for r in &other.records {
+                            if let Some(l) = lane(self.order, r) {
+                                assert!(!lanes.contains(&l), "lane {l:?} in two tasks at once");
+                            }
+                        }
+                    }
+                    self.in_flight.push(t);
+                }
+            }
+
+            /// Runs `task` as a worker and the poll thread would: chain by chain,
+            /// the failing lane stops there (its record retried, the rest skipped).
+            fn run(&mut self, task: Task, fail: Option<(usize, usize, u64)>) {
+                let layer = task.layer.max(1);
+                let fail = fail.map(|(j, n, wait)| {
+                    let j = j % layer;
+                    let chain = task.records.iter().skip(j).step_by(layer).count();
+                    (j, n % chain, wait)
+                });
+                let (mut failed, mut skipped) = (None, Vec::new());
+                for (i, r) in task.records.iter().enumerate() {
+                    let (j, n) = (i % layer, i / layer);
+                    match fail {
+                        Some((fj, fn_, _)) if fj == j && n == fn_ => failed = Some(r.clone()),
+                        Some((fj, fn_, _)) if fj == j && n > fn_ => skipped.push(r.clone()),
+                        _ => {
+                            *self.succeeded.entry((r.partition, r.offset)).or_default() += 1;
+                            if let Some(l) = lane(self.order, r) {
+                                self.lane_log.entry(l).or_default().push(r.offset);
+                            }
+                        }
+                    }
+                }
+                let mut keep = Vec::new();
+                if let (Some(record), Some((_, _, wait))) = (failed, fail) {
+                    let attempts = self.s.attempts(&record);
+                    self.s.retry(
+                        record.clone(),
+                        task.epoch,
+                        attempts,
+                        self.now + Duration::from_millis(wait),
+                    );
+                    keep.push(record);
+                }
+                if !skipped.is_empty() {
+                    skipped.sort_by_key(|r| r.offset);
+                    self.s.requeue(task.epoch, skipped);
+                }
+                let kept: Vec<&Record> = keep.iter().collect();
+                self.s.finish(task.id, &kept);
+            }
+        }
+
+        fn check(order: ProcessingOrder, ops: Vec<Op>) {
+            let mut m = Model {
+                order,
+                s: Scheduler::new(order),
+                now: Instant::now(),
+                next_offset: [0; 2],
+                delivered: Vec::new(),
+                in_flight: Vec::new(),
+                succeeded: BTreeMap::new(),
+                lane_log: HashMap::new(),
+            };
+            for op in ops {
+                match op {
+                    Op::Deliver(p, keys) => {
+                        let records: Vec<Record> = keys
+                            .into_iter()
+                            .map(|k| {
+                                let o = m.next_offset[p as usize];
+                                m.next_offset[p as usize] += 1;
+                                let mut r = rec(p, o, "");
+                                r.key = k.map(|k| Bytes::copy_from_slice(&[k]));
+                                r
+                            })
+                            .collect();
+                        m.delivered.extend(records.iter().cloned());
+                        m.dispatch(vec![Delivered {
+                            epoch: Epoch(1),
+                            records,
+                        }]);
+                    }
+                    Op::Run(i, fail) if !m.in_flight.is_empty() => {
+                        let task = m.in_flight.swap_remove(i % m.in_flight.len());
+                        m.run(task, fail);
+                        m.dispatch(Vec::new());
+                    }
+                    Op::Run(..) => {}
+                    Op::Tick(ms) => {
+                        m.now += Duration::from_millis(ms);
+                        m.dispatch(Vec::new());
+                    }
+                }
+            }
+            // Everything left runs to success.
+            for _ in 0..10_000 {
+                m.now += Duration::from_millis(100);
+                m.dispatch(Vec::new());
+                let Some(task) = m.in_flight.pop() else {
+                    if !m.s.has_waiting() && m.s.retries_waiting() == 0 {
+                        break;
+                    }
+                    continue;
+                };
+                m.run(task, None);
+            }
+            for r in &m.delivered {
+                assert_eq!(
+                    m.succeeded.get(&(r.partition, r.offset)),
+                    Some(&1),
+                    "record {}@{} succeeded {:?} times",
+                    r.partition,
+                    r.offset,
+                    m.succeeded.get(&(r.partition, r.offset))
+                );
+            }
+            assert_eq!(
+                m.succeeded.len(),
+                m.delivered.len(),
+                "a record never delivered succeeded"
+            );
+            for (l, offsets) in &m.lane_log {
+                assert!(
+                    offsets.windows(2).all(|w| w[0] < w[1]),
+                    "lane {l:?} out of order: {offsets:?}"
+                );
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+            #[test]
+            fn key_order(ops in prop::collection::vec(op(), 1..60)) {
+                check(ProcessingOrder::Key, ops);
+            }
+
+            #[test]
+            fn partition_order(ops in prop::collection::vec(op(), 1..60)) {
+                check(ProcessingOrder::Partition, ops);
+            }
+
+            #[test]
+            fn unordered(ops in prop::collection::vec(op(), 1..60)) {
+                check(ProcessingOrder::Unordered, ops);
+            }
+        }
+    }
 }

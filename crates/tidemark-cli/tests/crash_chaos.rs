@@ -6,6 +6,9 @@
 //! Longer run: `TIDEMARK_CHAOS_RECORDS=1000000 TIDEMARK_CHAOS_EVENTS=20 cargo nextest
 //! run -p tidemark-cli --test crash_chaos --run-ignored all`.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,9 @@
 //! independent reader of the output and dead-letter topics and of the committed
 //! offsets.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 mod common;
 
 use std::collections::{BTreeMap, HashMap};

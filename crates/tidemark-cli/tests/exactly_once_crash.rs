@@ -5,6 +5,9 @@
 //! find every input's output exactly once — no duplicate, nothing missing — and the
 //! group's committed offsets must equal the input's high watermarks.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 mod common;
 
 use std::time::Duration;

@@ -5,6 +5,9 @@
 //! output topic and the committed offsets. One cluster per test binary; a test
 //! starts every node again before the next one runs.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 mod common;
 
 use std::collections::BTreeMap;

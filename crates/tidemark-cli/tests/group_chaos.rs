@@ -8,6 +8,9 @@
 //! Longer run: `TIDEMARK_CHAOS_RECORDS=1000000 TIDEMARK_CHAOS_EVENTS=40 cargo nextest
 //! run -p tidemark-cli --test group_chaos`.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 mod common;
 
 use std::process::Child;

@@ -4,6 +4,9 @@
 //! assignment. Before, it stopped after the idle time with nothing processed and
 //! exited 0. Checked by an independent client: committed offsets = high watermarks.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 mod common;
 
 use std::time::{Duration, Instant};

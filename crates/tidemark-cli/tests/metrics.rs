@@ -12,6 +12,9 @@
 //! - `promtool check metrics` accepts the exposition (required under `CI`, skipped
 //!   elsewhere when promtool is missing).
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -5,6 +5,9 @@
 //! committed offsets, and through the member's `/health` and `/metrics`. One proxied
 //! broker per test binary, reset (no toxic, proxy enabled) before each test.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 mod common;
 
 use std::io::Read;

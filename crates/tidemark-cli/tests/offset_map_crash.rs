@@ -7,6 +7,8 @@
 //! the sink topic holds every input exactly once. Without the map the next member
 //! would process again every record above the held one.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
 // Offset ranges compared as one-element lists.
 #![allow(clippy::single_range_in_vec_init)]
 

@@ -3,6 +3,9 @@
 //! restarted mid-run, rows the table refuses, an unreachable database. Each check
 //! reads the table and the committed offsets as independent clients.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -7,6 +7,9 @@
 //! the password, even at the most verbose log levels. Checked by an independent
 //! client (the `admin` super user).
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};

@@ -4,6 +4,9 @@
 //! restarted member processes only the rest — no input twice, none lost — as an
 //! independent client of the output topic and the group's offsets sees it.
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 mod common;
 
 use std::time::{Duration, Instant};

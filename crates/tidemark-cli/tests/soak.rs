@@ -12,6 +12,9 @@
 //! `TIDEMARK_SOAK_FAULTS=kill,restart,freeze,broker` (the default: all) picks the faults.
 //! (`scripts/test.sh` runs it for 2 minutes).
 
+// Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
+#![cfg(feature = "broker-tests")]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -568,9 +568,10 @@ fn an_idle_partition_commits_past_offsets_never_delivered() {
     fake.queue(T, 0, 0..10);
     d.turn(&fake);
     drain_all(&d);
-    // librdkafka moved the position past a commit marker at offset 10, and
-    // reported the end of the log there.
+    // librdkafka fetched a commit marker at offset 10, moved the position past it,
+    // and reported the end of the log there.
     fake.set_position(T, 0, 11);
+    fake.queue(T, 0, std::iter::empty());
     d.turn(&fake);
     d.finish(&fake).unwrap();
     assert_eq!(fake.committed(T, 0), Some(11));
@@ -781,6 +782,39 @@ fn records_discarded_at_stop_are_never_skipped_by_the_position() {
         fake.committed(T, 0),
         Some(3),
         "the discarded records 3..6 must be read again"
+    );
+}
+
+#[test]
+fn records_a_close_polled_and_dropped_are_never_skipped_by_the_position() {
+    // The soak (issue 31): a member stopping gracefully had delivered partition 1 up
+    // to 4,937 and seen its end of log there; then 62 new records arrived, and the
+    // consumer's close — rdkafka polls the queue and drops what it gets — took
+    // them, moving the position to 5,000. The revoke during the close committed
+    // 5,000: 4,938..4,999 were lost. Only the position the end of log was reported
+    // at may move the committable offset.
+    use super::consumer::KafkaConsumer as _;
+    let c = config(|_| {});
+    let (mut d, fake) = synced(&c, Gated::default(), &[0]);
+    fake.report_eof();
+    fake.queue(T, 0, 0..3);
+    d.turn(&fake);
+    drain_all(&d);
+    d.turn(&fake);
+    // New records, polled by the close and dropped: never staged.
+    fake.queue(T, 0, 3..6);
+    for _ in 0..3 {
+        assert!(matches!(fake.poll(Duration::ZERO), Some(Ok(_))));
+    }
+    d.engine.on_revoke(
+        &fake,
+        &mut d.engine.state.lock(),
+        &[TopicPartition::new(T, 0)],
+    );
+    assert_eq!(
+        fake.committed(T, 0),
+        Some(3),
+        "3..6 were never processed: they must be read again"
     );
 }
 

@@ -97,7 +97,11 @@ pub fn member_command(
     idle_secs: Option<u32>,
     extra: &[&str],
 ) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+    // TIDEMARK_BIN: a copy of the binary, so a long run (the soak) is not rebuilt
+    // under its feet.
+    let bin =
+        std::env::var("TIDEMARK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tidemark").into());
+    let mut cmd = Command::new(bin);
     cmd.args([
         "run",
         "--brokers",
