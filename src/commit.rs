@@ -1,4 +1,7 @@
-//! What the user's commit callback sees.
+//! Commit types: when commits go out ([`CommitPolicy`]) and how ([`CommitMode`]),
+//! what a commit carries ([`PartitionOffset`]), what the user's callback sees of
+//! each ([`CommitEvent`], [`CommitError`]), and the handle that asks for one
+//! ([`CommitHandle`]).
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -56,7 +56,7 @@ pub use config::{
     ObservabilityConfig, PostgresSink, SinkConfig, StartPosition, FORCED_CONSUMER_PROPERTIES,
 };
 pub use connection::{is_secret_property, Connection, Properties};
-pub use engine::sink::{HEADER_SRC_OFFSET, HEADER_SRC_PARTITION};
+pub use engine::seams::sink::{HEADER_SRC_OFFSET, HEADER_SRC_PARTITION};
 pub use engine::{Pipeline, RunSummary};
 pub use error::{Error, KafkaClientError, KafkaErrorCode, Refusal};
 pub use failures::{

@@ -309,7 +309,7 @@ pub trait Processor: Send + Sync + 'static {
 pub struct Batch<'a> {
     records: &'a [Record],
     /// The engine's early completion for these very records (`None`: detached).
-    early: Option<&'a crate::engine::worker::Reporter<'a>>,
+    early: Option<&'a crate::engine::execution::worker::Reporter<'a>>,
 }
 
 impl<'a> Batch<'a> {
@@ -325,7 +325,9 @@ impl<'a> Batch<'a> {
     }
 
     /// The engine's batch over `reporter`'s records, completing them early.
-    pub(crate) fn with_early_completion(reporter: &'a crate::engine::worker::Reporter<'a>) -> Self {
+    pub(crate) fn with_early_completion(
+        reporter: &'a crate::engine::execution::worker::Reporter<'a>,
+    ) -> Self {
         Batch {
             records: reporter.records(),
             early: Some(reporter),
@@ -353,13 +355,17 @@ impl<'a> Batch<'a> {
         if let Some(reporter) = early {
             reporter.claim();
         }
-        crate::engine::worker::claim_each(self.records, early.map(|r| r.busy), |i, record| {
-            let mut result = catch_panic("process", || process(record));
-            if let Some(reporter) = early {
-                reporter.report(i, &mut result);
-            }
-            result
-        })
+        crate::engine::execution::worker::claim_each(
+            self.records,
+            early.map(|r| r.busy),
+            |i, record| {
+                let mut result = catch_panic("process", || process(record));
+                if let Some(reporter) = early {
+                    reporter.report(i, &mut result);
+                }
+                result
+            },
+        )
     }
 }
 

@@ -14,8 +14,6 @@ use tidemark::{Config, Pipeline, ProcessingOrder};
 use tidemark_testkit::processors::Sleepy;
 use tidemark_testkit::{unique_name, verify, workload, Broker, KafkaBroker};
 
-/// A slow call: sleeps, then succeeds.
-
 /// 2 workers, 2 ms a record, at most 2,000 records in flight: a full window takes
 /// about 2 s while the partitions are paused and nothing arrives, twice the idle
 /// time. The old rule (nothing in flight, no record for the idle time) stopped at the

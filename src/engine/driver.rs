@@ -18,16 +18,16 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use super::commit_schedule::CommitSchedule;
-use super::commit_target::CommitTarget;
-use super::completion::{PendingTask, TaskDone};
-use super::consumer::KafkaConsumer;
+use super::commits::schedule::CommitSchedule;
+use super::commits::target::CommitTarget;
+use super::completion::progress::{PendingTask, TaskDone};
 use super::execution::Execution;
-use super::flow::{self, Limits};
-use super::partitions::Partitions;
-use super::publish::{HighWatermarks, Publisher};
-use super::scheduler::Task;
-use super::sink::Sink;
+use super::intake::partitions::Partitions;
+use super::observation::publish::{HighWatermarks, Publisher};
+use super::scheduling::flow::{self, Limits};
+use super::scheduling::scheduler::Task;
+use super::seams::consumer::KafkaConsumer;
+use super::seams::sink::Sink;
 use super::state::{LiveTask, RunState};
 use super::wake::Wake;
 use crate::commit::{CommitCallback, CommitError, CommitRequest};
@@ -63,7 +63,7 @@ pub(crate) struct Engine {
     /// Wakes the poll thread parked on an empty consumer queue.
     pub(super) wake: Arc<Wake>,
     /// What the cluster refused (authentication, TLS, ACLs): stops the run.
-    pub(super) refusals: super::refusal::Refusals,
+    pub(super) refusals: super::observation::refusal::Refusals,
 }
 
 /// True when `task` holds the lowest incomplete record of its partition. That record

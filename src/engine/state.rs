@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use super::completion::{Applied, PendingTask};
-use super::failure::FailurePolicy;
-use super::partitions::Partitions;
-use super::scheduler::Scheduler;
+use super::completion::failure::FailurePolicy;
+use super::completion::progress::{Applied, PendingTask};
+use super::intake::partitions::Partitions;
+use super::scheduling::scheduler::Scheduler;
 use super::FastMap;
 use crate::commit::PartitionOffset;
 use crate::config::Config;

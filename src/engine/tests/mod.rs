@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::commit_target::CommitTarget;
+use super::commits::target::CommitTarget;
 use super::driver::{Driver, Engine};
-use super::fake::{Call, FakeConsumer, FakeProducer};
-use super::sink::Sink;
+use super::seams::fake::{Call, FakeConsumer, FakeProducer};
+use super::seams::sink::Sink;
 use super::state::RunState;
 use crate::commit::{CommitError, CommitEvent, CommitMode, CommitPolicy, PartitionOffset};
 use crate::config::Config;
@@ -110,7 +110,11 @@ fn driver_over(
         drain_timeout: Duration::from_millis(config.lifecycle.drain_timeout_ms),
         start_position: None,
         target,
-        refusals: super::refusal::Refusals::new(Duration::from_secs(10), Vec::new(), None),
+        refusals: super::observation::refusal::Refusals::new(
+            Duration::from_secs(10),
+            Vec::new(),
+            None,
+        ),
     });
     let execution =
         super::execution::Execution::start(&work, config.workers, config.concurrency, None)
@@ -765,7 +769,7 @@ fn a_map_over_budget_keeps_a_prefix_and_the_rest_is_redone() {
 
 #[test]
 fn records_discarded_at_stop_are_never_skipped_by_the_position() {
-    use super::consumer::KafkaConsumer as _;
+    use super::seams::consumer::KafkaConsumer as _;
     let c = config(|_| {});
     let (mut d, fake) = synced(&c, Gated::default(), &[0]);
     fake.queue(T, 0, 0..3);
@@ -793,7 +797,7 @@ fn records_a_close_polled_and_dropped_are_never_skipped_by_the_position() {
     // them, moving the position to 5,000. The revoke during the close committed
     // 5,000: 4,938..4,999 were lost. Only the position the end of log was reported
     // at may move the committable offset.
-    use super::consumer::KafkaConsumer as _;
+    use super::seams::consumer::KafkaConsumer as _;
     let c = config(|_| {});
     let (mut d, fake) = synced(&c, Gated::default(), &[0]);
     fake.report_eof();
@@ -1393,7 +1397,7 @@ fn a_transaction_commit_that_never_answers_is_reported_stuck() {
     let err = sink
         .commit_transaction(
             &offsets,
-            crate::engine::sink::GroupMetadata::Fake,
+            crate::engine::seams::sink::GroupMetadata::Fake,
             Duration::from_millis(50),
         )
         .unwrap_err();

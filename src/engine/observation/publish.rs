@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::state::RunState;
+use crate::engine::state::RunState;
 use crate::metrics::names::*;
 use crate::metrics::{Counters, PartitionMetrics, Shared};
 use crate::topic_partition::TopicPartition;

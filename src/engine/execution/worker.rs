@@ -19,11 +19,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use super::completion::{FailedRecord, PendingTask};
-use super::failure::FailureCause;
-use super::pool;
-use super::scheduler::Task;
-use super::sink::Sink;
+use crate::engine::completion::failure::FailureCause;
+use crate::engine::completion::progress::{FailedRecord, PendingTask};
+use crate::engine::execution::pool;
+use crate::engine::scheduling::scheduler::Task;
+use crate::engine::seams::sink::Sink;
 use crate::processor::{panic_message, Batch, ProcessError, ProcessResult, Processor};
 use crate::record::Record;
 

@@ -3,21 +3,24 @@
 //! delivered), sending it to the [`CommitTarget`], applying the answer (confirmed
 //! offsets release their records, failed ones leave their partitions dirty, the
 //! user's callback), and the exactly-once abort and rewind. The schedule that says
-//! when (`commit_schedule`) and the targets' I/O (`commit_target`) are beside it;
+//! when ([`schedule`]) and the targets' I/O ([`target`]) are beside it;
 //! librdkafka's commit callback hands async results back to
 //! [`Engine::record_commit`].
+
+pub(in crate::engine) mod schedule;
+pub(in crate::engine) mod target;
 
 use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
 
-use super::commit_schedule::Due;
-use super::commit_target::{CommitTarget, Sent, TRANSACTION_TIMEOUT};
-use super::consumer::KafkaConsumer;
-use super::driver::Engine;
-use super::sink::Sink;
-use super::state::RunState;
 use crate::commit::{CommitError, CommitEvent, PartitionOffset};
+use crate::engine::commits::schedule::Due;
+use crate::engine::commits::target::{CommitTarget, Sent, TRANSACTION_TIMEOUT};
+use crate::engine::driver::Engine;
+use crate::engine::seams::consumer::KafkaConsumer;
+use crate::engine::seams::sink::Sink;
+use crate::engine::state::RunState;
 use crate::error::Error;
 use crate::metrics::{names, Counters};
 use crate::topic_partition::TopicPartition;

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use super::consumer::KafkaConsumer;
-use super::sink::Sink;
 use crate::commit::{CommitError, CommitMode, CommitPolicy, PartitionOffset};
 use crate::config::Config;
+use crate::engine::seams::consumer::KafkaConsumer;
+use crate::engine::seams::sink::Sink;
 use crate::error::Error;
 use crate::offset_store::OffsetStore;
 
@@ -149,7 +149,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::engine::fake::{Call, FakeConsumer};
+    use crate::engine::seams::fake::{Call, FakeConsumer};
     use crate::offset_store::OffsetAndMetadata;
     use crate::topic_partition::TopicPartition;
 

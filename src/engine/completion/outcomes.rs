@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
-use super::completion::{PendingTask, TaskDone};
-use super::driver::Engine;
-use super::failure::{FailureCause, FailureDecision, RecordFailure};
-use super::state::{LiveTask, RunState};
+use crate::engine::completion::failure::{FailureCause, FailureDecision, RecordFailure};
+use crate::engine::completion::progress::{PendingTask, TaskDone};
+use crate::engine::driver::Engine;
+use crate::engine::state::{LiveTask, RunState};
 use crate::metrics::Counters;
 use crate::record::Record;
 

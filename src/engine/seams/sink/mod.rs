@@ -20,8 +20,8 @@ use parking_lot::RwLock;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 
-use super::completion::Ack;
 use crate::commit::{CommitError, PartitionOffset};
+use crate::engine::completion::progress::Ack;
 use crate::error::Error;
 use crate::record::{OutputRecord, Record};
 

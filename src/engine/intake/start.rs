@@ -8,8 +8,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::Offset;
 use tidemark_offsets::{MapError, OffsetMap};
 
-use super::consumer::KafkaConsumer;
 use crate::config::{Config, StartPosition};
+use crate::engine::seams::consumer::KafkaConsumer;
 use crate::error::Error;
 use crate::offset_store::{OffsetAndMetadata, OffsetStore};
 use crate::topic_partition::TopicPartition;
@@ -242,7 +242,7 @@ mod tests {
 
     use super::*;
     use crate::commit::PartitionOffset;
-    use crate::engine::fake::FakeConsumer;
+    use crate::engine::seams::fake::FakeConsumer;
 
     fn tp(p: i32) -> TopicPartition {
         TopicPartition::new("t", p)

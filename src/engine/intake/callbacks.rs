@@ -12,10 +12,10 @@ use rdkafka::error::{IsError, KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, TopicPartitionList};
 
-use super::consumer::offsets_of;
-use super::driver::Engine;
-use super::start::start_offsets;
 use crate::commit::CommitError;
+use crate::engine::driver::Engine;
+use crate::engine::intake::start::start_offsets;
+use crate::engine::seams::consumer::offsets_of;
 use crate::metrics::Counters;
 use crate::topic_partition::TopicPartition;
 

@@ -1,7 +1,7 @@
 //! Rebalances, as the driver handles them: partitions assigned (a fresh epoch each),
 //! revoked (drain, commit synchronously, drop; docs/DESIGN.md invariant 6) or lost (drop without
 //! commit). librdkafka calls these from inside `poll` through the consumer's
-//! callbacks (`engine::callbacks`); tests call them directly.
+//! callbacks (`intake::callbacks`); tests call them directly.
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
@@ -10,10 +10,10 @@ use std::time::Instant;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tidemark_offsets::OffsetMap;
 
-use super::consumer::KafkaConsumer;
-use super::driver::Engine;
-use super::execution::Hooks;
-use super::state::RunState;
+use crate::engine::driver::Engine;
+use crate::engine::execution::Hooks;
+use crate::engine::seams::consumer::KafkaConsumer;
+use crate::engine::state::RunState;
 use crate::error::Error;
 use crate::metrics::Counters;
 use crate::processor::panic_message;

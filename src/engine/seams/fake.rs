@@ -8,9 +8,9 @@ use std::time::Duration;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{OwnedMessage, Timestamp};
 
-use super::consumer::KafkaConsumer;
-use super::sink::GroupMetadata;
 use crate::commit::PartitionOffset;
+use crate::engine::seams::consumer::KafkaConsumer;
+use crate::engine::seams::sink::GroupMetadata;
 use crate::offset_store::OffsetAndMetadata;
 use crate::topic_partition::TopicPartition;
 
@@ -343,12 +343,12 @@ impl FakeProducer {
     }
 }
 
-impl crate::engine::sink::KafkaProducer for FakeProducer {
+impl crate::engine::seams::sink::KafkaProducer for FakeProducer {
     fn send<'a>(
         &self,
-        record: crate::engine::sink::Produce<'a>,
-        ack: Box<crate::engine::completion::Ack>,
-    ) -> Result<(), crate::engine::sink::Refused<'a>> {
+        record: crate::engine::seams::sink::Produce<'a>,
+        ack: Box<crate::engine::completion::progress::Ack>,
+    ) -> Result<(), crate::engine::seams::sink::Refused<'a>> {
         use rdkafka::message::Headers;
         let headers = record
             .headers

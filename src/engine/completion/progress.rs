@@ -25,33 +25,33 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use tidemark_offsets::Epoch;
 
-use super::failure::FailureCause;
-use super::wake::Wake;
+use crate::engine::completion::failure::FailureCause;
+use crate::engine::wake::Wake;
 use crate::record::Record;
 
 /// A record that failed in a task.
 #[derive(Debug)]
 pub(crate) struct FailedRecord {
-    pub(super) offset: i64,
-    pub(super) cause: FailureCause,
+    pub(in crate::engine) offset: i64,
+    pub(in crate::engine) cause: FailureCause,
     /// The record itself when the processor failed it (to retry or dead-letter);
     /// `None` for a failed output, which stops the run.
-    pub(super) record: Option<Record>,
+    pub(in crate::engine) record: Option<Record>,
 }
 
 /// The end of one task: what is not a completion.
 #[derive(Debug)]
 pub(crate) struct TaskDone {
     /// The scheduler's task id.
-    pub(super) task: u64,
+    pub(in crate::engine) task: u64,
     /// Key + payload bytes of the task, free again.
-    pub(super) bytes: usize,
+    pub(in crate::engine) bytes: usize,
     /// Each failed offset once, with the first cause seen for it.
-    pub(super) failed: Vec<FailedRecord>,
+    pub(in crate::engine) failed: Vec<FailedRecord>,
     /// Records not run because an earlier record of their lane failed in this task.
-    pub(super) skipped: Vec<Record>,
+    pub(in crate::engine) skipped: Vec<Record>,
     /// Worker time spent in the processor for this task.
-    pub(super) processing: std::time::Duration,
+    pub(in crate::engine) processing: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -170,10 +170,10 @@ pub(crate) struct PendingTask {
     outstanding: AtomicUsize,
     outcome: Mutex<Outcome>,
     progress: Progress,
-    pub(super) task: u64,
-    pub(super) topic: Arc<str>,
-    pub(super) partition: i32,
-    pub(super) epoch: Epoch,
+    pub(in crate::engine) task: u64,
+    pub(in crate::engine) topic: Arc<str>,
+    pub(in crate::engine) partition: i32,
+    pub(in crate::engine) epoch: Epoch,
     bytes: usize,
     done: Sender<TaskDone>,
     wake: Arc<Wake>,

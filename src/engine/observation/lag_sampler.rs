@@ -12,8 +12,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 
-use super::publish::HighWatermarks;
 use crate::config::Config;
+use crate::engine::observation::publish::HighWatermarks;
 use crate::metrics::Shared;
 use crate::topic_partition::TopicPartition;
 

@@ -1,6 +1,6 @@
 //! The seam between the engine and Kafka: every call the engine makes on its
 //! consumer, as a trait. rdkafka's `BaseConsumer` implements it for real runs; the
-//! engine's unit tests implement it with a scripted fake (`engine::fake`).
+//! engine's unit tests implement it with a scripted fake (`seams::fake`).
 //!
 //! It speaks in plain values (`PartitionOffset`, `(topic, partition)`), so the rest of
 //! the engine never builds a `TopicPartitionList`.
@@ -13,8 +13,8 @@ use rdkafka::error::{IsError, KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::sink::GroupMetadata;
 use crate::commit::PartitionOffset;
+use crate::engine::seams::sink::GroupMetadata;
 use crate::offset_store::OffsetAndMetadata;
 use crate::topic_partition::TopicPartition;
 

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::state::RunState;
 use crate::commit::CommitPolicy;
+use crate::engine::state::RunState;
 
 /// After a failed commit, commits forced by back-pressure wait this long.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);

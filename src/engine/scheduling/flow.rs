@@ -12,9 +12,9 @@
 //! prefetched; resuming fetches again from the position after the last record
 //! polled, so nothing is skipped.
 
-use super::partitions::Partitions;
-use super::state::RunState;
 use crate::config::Config;
+use crate::engine::intake::partitions::Partitions;
+use crate::engine::state::RunState;
 use crate::metrics::Counters;
 use crate::topic_partition::TopicPartition;
 
@@ -22,13 +22,13 @@ use crate::topic_partition::TopicPartition;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     /// `max_in_flight_records`.
-    pub(super) records: usize,
+    pub(in crate::engine) records: usize,
     /// `max_in_flight_bytes`.
-    pub(super) bytes: usize,
+    pub(in crate::engine) bytes: usize,
     /// `max_uncommitted_records`.
-    pub(super) uncommitted: usize,
+    pub(in crate::engine) uncommitted: usize,
     /// `max_in_flight_records_per_partition`.
-    pub(super) per_partition: Option<usize>,
+    pub(in crate::engine) per_partition: Option<usize>,
 }
 
 impl Limits {
@@ -71,13 +71,13 @@ impl Limits {
 /// A partition whose back-pressure flags change: the values it must have now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PartitionFlow {
-    pub(super) tp: TopicPartition,
+    pub(in crate::engine) tp: TopicPartition,
     /// Over its per-partition bound (`PartitionState::held`).
-    pub(super) held: bool,
+    pub(in crate::engine) held: bool,
     /// Over its share of the commit-lag bound (`PartitionState::held_uncommitted`).
-    pub(super) held_uncommitted: bool,
+    pub(in crate::engine) held_uncommitted: bool,
     /// Whether the consumer must have it paused.
-    pub(super) paused: bool,
+    pub(in crate::engine) paused: bool,
 }
 
 /// What back-pressure decided this round; the driver applies it to the run state
@@ -85,9 +85,9 @@ pub(crate) struct PartitionFlow {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct FlowDecision {
     /// Every partition is paused for the global bounds (`RunState::paused_all`).
-    pub(super) paused_all: bool,
+    pub(in crate::engine) paused_all: bool,
     /// The partitions whose flags change, with their new values.
-    pub(super) changed: Vec<PartitionFlow>,
+    pub(in crate::engine) changed: Vec<PartitionFlow>,
 }
 
 /// Decides which partitions to pause (at a bound) and resume (below half of every
@@ -172,7 +172,7 @@ mod tests {
     use rdkafka::message::{OwnedMessage, Timestamp};
 
     use super::*;
-    use crate::engine::partitions::Delivered;
+    use crate::engine::intake::partitions::Delivered;
 
     const LIMITS: Limits = Limits {
         records: 100,

@@ -1,5 +1,5 @@
 //! The producer seam: every call the sink makes to a Kafka producer, so the
-//! engine's unit tests can script one (`engine::fake::FakeProducer`) the way they
+//! engine's unit tests can script one (`seams::fake::FakeProducer`) the way they
 //! script the consumer. rdkafka's `ThreadedProducer` implements it.
 
 use std::time::Duration;
@@ -13,8 +13,8 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientConfig, ClientContext};
 
 use crate::commit::PartitionOffset;
-use crate::engine::completion::Ack;
-use crate::engine::consumer::to_list;
+use crate::engine::completion::progress::Ack;
+use crate::engine::seams::consumer::to_list;
 use crate::error::Error;
 
 /// One record to produce, borrowed for the call.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use super::super::completion::Ack;
+use crate::engine::completion::progress::Ack;
 use crate::error::Error;
 use crate::processor::ProcessError;
 use crate::record::{OutputRecord, Record};

@@ -29,8 +29,8 @@ use std::time::Instant;
 
 use tidemark_offsets::Epoch;
 
-use super::partitions::Delivered;
-use super::FastMap;
+use crate::engine::intake::partitions::Delivered;
+use crate::engine::FastMap;
 use crate::ordering::ProcessingOrder;
 use crate::record::Record;
 use crate::topic_partition::TopicPartition;
@@ -38,18 +38,18 @@ use crate::topic_partition::TopicPartition;
 /// Records of one partition that may run now, dispatched under one epoch.
 pub(crate) struct Task {
     /// Identifies the task's outcome to the scheduler.
-    pub(super) id: u64,
-    pub(super) topic: Arc<str>,
-    pub(super) partition: i32,
-    pub(super) epoch: Epoch,
+    pub(in crate::engine) id: u64,
+    pub(in crate::engine) topic: Arc<str>,
+    pub(in crate::engine) partition: i32,
+    pub(in crate::engine) epoch: Epoch,
     /// Key + payload bytes of `records`.
-    pub(super) bytes: usize,
+    pub(in crate::engine) bytes: usize,
     /// Layer by layer (see the module documentation); offset order within a lane.
-    pub(super) records: Vec<Record>,
+    pub(in crate::engine) records: Vec<Record>,
     /// Records per layer: `records[j], records[j + layer], …` are one lane's chain.
-    pub(super) layer: usize,
+    pub(in crate::engine) layer: usize,
     /// Exactly-once: the sink's abort count at dispatch (see `Sink::send`).
-    pub(super) aborts: u64,
+    pub(in crate::engine) aborts: u64,
 }
 
 type PartitionKey = TopicPartition;

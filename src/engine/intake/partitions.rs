@@ -14,17 +14,17 @@ use bytes::{Bytes, BytesMut};
 use rdkafka::message::{Headers, Message};
 use tidemark_offsets::{Completion, DeliverError, Epoch, OffsetMap, PartitionTracker};
 
-use super::FastMap;
 use crate::commit::PartitionOffset;
+use crate::engine::FastMap;
 use crate::record::{Header, Record};
 
 /// One assigned partition.
 pub(crate) struct PartitionState {
-    pub(super) topic: Arc<str>,
-    pub(super) partition: i32,
-    pub(super) tracker: PartitionTracker,
+    pub(in crate::engine) topic: Arc<str>,
+    pub(in crate::engine) partition: i32,
+    pub(in crate::engine) tracker: PartitionTracker,
     /// Records polled since the last dispatch (not yet delivered to the tracker).
-    pub(super) staged: Vec<Record>,
+    pub(in crate::engine) staged: Vec<Record>,
     staged_bytes: usize,
     /// Where the keys and payloads of this partition's records are copied, back
     /// to back (see [`Record`]).
@@ -33,10 +33,10 @@ pub(crate) struct PartitionState {
     /// will never complete under this epoch, so draining does not wait for them.
     stopped: usize,
     /// Whether the consumer has this partition paused.
-    pub(super) paused: bool,
+    pub(in crate::engine) paused: bool,
     /// The consumer reported the end of this partition's log (librdkafka's
     /// partition EOF) and no record of it was polled since: it is caught up.
-    pub(super) at_end: bool,
+    pub(in crate::engine) at_end: bool,
     /// The consumer's position when the end of the log was reported (the offset
     /// after the last record or marker it passed). A later position differs only
     /// when records were consumed that never reached `stage` — rdkafka's close polls
@@ -45,18 +45,18 @@ pub(crate) struct PartitionState {
     /// offsets never delivered ([`Partitions::skip_to_position`]).
     end_position: Option<i64>,
     /// Over its per-partition bound (cleared below half of it).
-    pub(super) held: bool,
+    pub(in crate::engine) held: bool,
     /// Over its share of the commit-lag bound while the bound is reached (see
     /// `flow::regulate`).
-    pub(super) held_uncommitted: bool,
+    pub(in crate::engine) held_uncommitted: bool,
     /// librdkafka auto-commit: the offset last stored with `store_offsets`.
-    pub(super) stored: Option<i64>,
+    pub(in crate::engine) stored: Option<i64>,
     /// The offset map committed by the partition's previous owner, read on
     /// assignment: its offsets are skipped when delivered, and those not delivered
     /// yet stay in this owner's maps. Dropped once delivery passes its end.
     inherited: Option<OffsetMap>,
     /// Bytes of the offset map of the last commit (the gauge against the budget).
-    pub(super) map_bytes: usize,
+    pub(in crate::engine) map_bytes: usize,
     /// When each round's records were delivered: (first offset, time), ascending.
     delivered_at: VecDeque<(i64, Instant)>,
     /// Polled records were discarded unprocessed: the consumer position is past
@@ -721,7 +721,7 @@ impl Partitions {
 
 /// The records of one partition delivered to its tracker in one round.
 pub(crate) struct Delivered {
-    pub(super) epoch: Epoch,
+    pub(in crate::engine) epoch: Epoch,
     /// In offset order; every record has the same topic and partition.
-    pub(super) records: Vec<Record>,
+    pub(in crate::engine) records: Vec<Record>,
 }

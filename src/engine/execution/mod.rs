@@ -1,9 +1,12 @@
 //! The execution seam: where a dispatched task runs. A blocking [`Processor`] runs
-//! on the worker pool ([`pool`](super::pool), [`worker`](super::worker)); an
+//! on the worker pool ([`pool`], [`worker`]); an
 //! [`AsyncProcessor`] runs on a tokio runtime, one tokio task per dispatched task
 //! driving its records' futures (or one batch future per layer), under a bound on
 //! the records processed at once. Both complete records and end tasks the same way
-//! ([`completion`](super::completion)): the poll thread cannot tell them apart.
+//! ([`completion`](crate::engine::completion)): the poll thread cannot tell them apart.
+
+pub(in crate::engine) mod pool;
+pub(crate) mod worker;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,13 +18,13 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
-use super::completion::{FailedRecord, PendingTask};
-use super::failure::FailureCause;
-use super::pool::Pool;
-use super::scheduler::Task;
-use super::sink::Sink;
-use super::worker::{run_task, send_outputs};
 use crate::async_processor::AsyncProcessor;
+use crate::engine::completion::failure::FailureCause;
+use crate::engine::completion::progress::{FailedRecord, PendingTask};
+use crate::engine::execution::pool::Pool;
+use crate::engine::execution::worker::{run_task, send_outputs};
+use crate::engine::scheduling::scheduler::Task;
+use crate::engine::seams::sink::Sink;
 use crate::metrics::Shared;
 use crate::processor::{panic_message, ProcessError, Processor};
 use crate::record::Record;
