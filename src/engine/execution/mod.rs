@@ -5,6 +5,7 @@
 //! the records processed at once. Both complete records and end tasks the same way
 //! ([`completion`](crate::engine::completion)): the poll thread cannot tell them apart.
 
+pub(in crate::engine) mod layers;
 pub(in crate::engine) mod pool;
 pub(crate) mod worker;
 
@@ -21,6 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use crate::async_processor::AsyncProcessor;
 use crate::engine::completion::failure::FailureCause;
 use crate::engine::completion::progress::{FailedRecord, PendingTask};
+use crate::engine::execution::layers::{LayerStep, LayerWalk};
 use crate::engine::execution::pool::Pool;
 use crate::engine::execution::worker::{run_task, send_outputs};
 use crate::engine::scheduling::scheduler::Task;
@@ -241,40 +243,22 @@ async fn run_task_async<P: AsyncProcessor>(
     sink: Option<Arc<Sink>>,
     limit: Arc<Limit>,
 ) {
-    let layer = task.layer.max(1);
     let aborts = task.aborts;
     let records = task.records;
-    let mut stopped = vec![false; layer];
-    let mut any_stopped = false;
-    let mut base = 0;
-    while base < records.len() {
-        let end = (base + layer).min(records.len());
+    let mut walk = LayerWalk::new(&records, task.layer);
+    while let Some(step) = walk.next_layer() {
         let started = Instant::now();
-        let mut skipped = Vec::new();
         let mut failed = Vec::new();
         let (processor, pending, sink, records) =
             (&*processor, &pending, sink.as_deref(), &records);
-        let batch = Layer {
-            records,
-            base,
-            end,
-            stopped: any_stopped.then_some(&stopped[..]),
-        };
-        match run_batch(processor, batch, pending, sink, aborts, &limit).await {
+        match run_batch(processor, &step, pending, sink, aborts, &limit).await {
             Batched::Closed => return,
             Batched::Done(failures) => {
-                skipped.extend(
-                    (base..end)
-                        .filter(|&p| stopped[p - base])
-                        .map(|p| records[p].clone()),
-                );
                 for (position, failure) in failures {
-                    stopped[position - base] = true;
-                    any_stopped = true;
+                    walk.fail(position);
                     failed.push(failure);
                 }
-                pending.processed(failed, skipped, started.elapsed());
-                base = end;
+                pending.processed(failed, step.skipped, started.elapsed());
                 continue;
             }
             Batched::No => {}
@@ -291,19 +275,15 @@ async fn run_task_async<P: AsyncProcessor>(
             .catch_unwind()
             .map(move |outcome| (position, outcome))
         };
-        let mut next = base;
+        let mut live = step.live.iter().copied().peekable();
         loop {
             // Start what a free permit allows; wait for a permit or a record of
             // this layer, whichever comes first.
-            while next < end && stopped[next - base] {
-                skipped.push(records[next].clone());
-                next += 1;
-            }
-            let outcome = if next < end {
+            let outcome = if let Some(&next) = live.peek() {
                 match limit.semaphore.clone().try_acquire_owned() {
                     Ok(permit) => {
                         running.push(start(next, permit));
-                        next += 1;
+                        live.next();
                         continue;
                     }
                     // Closed only when the runtime goes: then nothing more runs.
@@ -314,7 +294,7 @@ async fn run_task_async<P: AsyncProcessor>(
                     permit = limit.semaphore.clone().acquire_owned() => {
                         let Ok(permit) = permit else { return };
                         running.push(start(next, permit));
-                        next += 1;
+                        live.next();
                         continue;
                     }
                     Some(outcome) = running.next(), if !running.is_empty() => outcome,
@@ -333,8 +313,7 @@ async fn run_task_async<P: AsyncProcessor>(
                     ProcessError::permanent(format!("process panicked: {}", panic_message(&*panic)))
                 }
             };
-            stopped[position - base] = true;
-            any_stopped = true;
+            walk.fail(position);
             failed.push(FailedRecord {
                 offset: records[position].offset,
                 cause: FailureCause::Processor(error),
@@ -342,19 +321,9 @@ async fn run_task_async<P: AsyncProcessor>(
             });
         }
         drop(running);
-        pending.processed(failed, skipped, started.elapsed());
-        base = end;
+        pending.processed(failed, step.skipped, started.elapsed());
     }
     pending.release();
-}
-
-/// One layer of a task: `records[base..end]` without the positions of `stopped`
-/// lanes (`None`: no lane has stopped).
-struct Layer<'a> {
-    records: &'a [Record],
-    base: usize,
-    end: usize,
-    stopped: Option<&'a [bool]>,
 }
 
 /// What [`run_batch`] did with a layer.
@@ -372,25 +341,13 @@ enum Batched {
 /// holding one permit of `limit` per record (at most all of them) while it runs.
 async fn run_batch<P: AsyncProcessor>(
     processor: &P,
-    layer: Layer<'_>,
+    step: &LayerStep<'_>,
     pending: &Arc<PendingTask>,
     sink: Option<&Sink>,
     aborts: u64,
     limit: &Limit,
 ) -> Batched {
-    let live: Vec<usize> = match layer.stopped {
-        None => (layer.base..layer.end).collect(),
-        Some(stopped) => (layer.base..layer.end)
-            .filter(|&p| !stopped[p - layer.base])
-            .collect(),
-    };
-    let owned: Vec<Record>;
-    let batch: &[Record] = if layer.stopped.is_none() {
-        &layer.records[layer.base..layer.end]
-    } else {
-        owned = live.iter().map(|&p| layer.records[p].clone()).collect();
-        &owned
-    };
+    let batch: &[Record] = &step.records;
     let Some(future) = processor.process_batch(batch) else {
         return Batched::No;
     };
@@ -420,8 +377,7 @@ async fn run_batch<P: AsyncProcessor>(
     }
     let mut results = results.into_iter();
     let mut failed = Vec::new();
-    for &position in &live {
-        let record = &layer.records[position];
+    for (&position, record) in step.live.iter().zip(batch) {
         let error = match results.next() {
             Some(Ok(outputs)) => {
                 send_outputs(pending, sink, aborts, position, record, outputs);

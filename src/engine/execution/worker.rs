@@ -21,14 +21,12 @@ use std::time::Instant;
 
 use crate::engine::completion::failure::FailureCause;
 use crate::engine::completion::progress::{FailedRecord, PendingTask};
+use crate::engine::execution::layers::LayerWalk;
 use crate::engine::execution::pool;
 use crate::engine::scheduling::scheduler::Task;
 use crate::engine::seams::sink::Sink;
 use crate::processor::{panic_message, Batch, ProcessError, ProcessResult, Processor};
 use crate::record::Record;
-
-/// A record of a layer with its position in it (its lane).
-type Positioned<'a> = (usize, &'a Record);
 
 /// Handles a record's `Ok` result the moment `process` returns it: sends its
 /// outputs and completes it. Made by the worker for one `process_batch` call and
@@ -157,38 +155,28 @@ pub(crate) fn run_task(
     busy: &AtomicU64,
 ) {
     let _span = tracing::trace_span!("task", topic = %task.topic, partition = task.partition, records = task.records.len()).entered();
-    let layer = task.layer.max(1);
-    let mut stopped = vec![false; layer];
-    let mut any_stopped = false;
-    let mut positions: Vec<usize> = Vec::with_capacity(layer);
-    let reported: Vec<AtomicBool> = (0..layer).map(|_| AtomicBool::new(false)).collect();
-    for (n, chunk) in task.records.chunks(layer).enumerate() {
-        let base = n * layer;
-        let (live, skipped): (Vec<Positioned<'_>>, Vec<Positioned<'_>>) =
-            chunk.iter().enumerate().partition(|(j, _)| !stopped[*j]);
-        positions.clear();
-        positions.extend(live.iter().map(|(j, _)| base + j));
+    let reported: Vec<AtomicBool> = (0..task.layer.max(1))
+        .map(|_| AtomicBool::new(false))
+        .collect();
+    let mut walk = LayerWalk::new(&task.records, task.layer);
+    while let Some(step) = walk.next_layer() {
         let started = std::time::Instant::now();
-        let owned: Vec<Record>;
-        let records: &[Record] = if !any_stopped {
-            chunk
-        } else {
-            owned = live.iter().map(|(_, r)| (*r).clone()).collect();
-            &owned
-        };
+        let records: &[Record] = &step.records;
         let reporter = Reporter {
             pending: &pending,
             sink,
             aborts: task.aborts,
             records,
-            positions: &positions,
+            positions: &step.live,
             reported: &reported[..records.len()],
             claimed: AtomicBool::new(false),
             busy,
         };
         let results = run_batch(processor, &task, &reporter);
         let mut failed = Vec::new();
-        for (i, ((j, record), result)) in live.iter().zip(results).enumerate() {
+        for (i, ((&position, record), result)) in
+            step.live.iter().zip(records).zip(results).enumerate()
+        {
             if reported[i].swap(false, Ordering::Relaxed) {
                 if !matches!(&result, Ok(outputs) if outputs.is_empty()) {
                     warn_changed_result(&task, record.offset);
@@ -196,23 +184,18 @@ pub(crate) fn run_task(
                 continue;
             }
             match result {
-                Ok(outputs) => send_outputs(&pending, sink, task.aborts, base + j, record, outputs),
+                Ok(outputs) => send_outputs(&pending, sink, task.aborts, position, record, outputs),
                 Err(e) => {
-                    stopped[*j] = true;
-                    any_stopped = true;
+                    walk.fail(position);
                     failed.push(FailedRecord {
                         offset: record.offset,
                         cause: FailureCause::Processor(e),
-                        record: Some((*record).clone()),
+                        record: Some(record.clone()),
                     });
                 }
             }
         }
-        pending.processed(
-            failed,
-            skipped.into_iter().map(|(_, r)| r.clone()),
-            started.elapsed(),
-        );
+        pending.processed(failed, step.skipped, started.elapsed());
     }
     pending.release();
 }
