@@ -171,10 +171,11 @@ pub fn config(
         topic: output.into(),
     };
     config.failures.dead_letter = Some(DeadLetterConfig::new(dead_letters));
-    config.failures.retry = RetryPolicy::attempts(5).with_backoff_ms(50, 10_000);
+    config.failures.retry =
+        RetryPolicy::attempts(5).with_backoff(Duration::from_millis(50), Duration::from_secs(10));
     config.ordering = ProcessingOrder::Unordered;
     config.concurrency = 256;
-    config.lifecycle.exit_when_idle_ms = Some(idle_ms);
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(idle_ms));
     config
 }
 

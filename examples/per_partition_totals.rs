@@ -77,7 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: per_partition_totals BROKERS INPUT GROUP".into());
     };
     let mut config = Config::new(brokers, group, [input]);
-    config.lifecycle.exit_when_idle_ms = Some(5_000);
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(5_000));
     let pipeline = Pipeline::new(config, Totals::default());
     pipeline.shutdown_handle().stop_on_signals()?;
     let summary = pipeline.run()?;

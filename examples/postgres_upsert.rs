@@ -179,7 +179,7 @@ pub fn config(brokers: &str, group: &str, input: &str, idle_ms: u64) -> Config {
     let mut config = Config::new(brokers, group, [input]);
     config.ordering = ProcessingOrder::Key;
     config.failures.retry = RetryPolicy::attempts(20);
-    config.lifecycle.exit_when_idle_ms = Some(idle_ms);
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(idle_ms));
     config
 }
 

@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.sink = SinkConfig::Topic {
         topic: output.clone(),
     };
-    config.lifecycle.exit_when_idle_ms = Some(5_000);
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(5_000));
     let pipeline = Pipeline::new(config, Sha256Chain { rounds: 100 }).on_commit(|event| {
         if let Err(e) = &event.result {
             eprintln!("commit failed: {e}");

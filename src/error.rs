@@ -20,7 +20,7 @@ pub enum Error {
     #[error("the pipeline's thread panicked: {0}")]
     Panicked(String),
 
-    /// No broker answered a metadata request within `startup_timeout_ms`.
+    /// No broker answered a metadata request within `startup_timeout`.
     #[error("brokers {brokers} unreachable within {timeout_ms} ms")]
     BrokerUnreachable {
         /// The `bootstrap.servers` that were tried.
@@ -34,7 +34,7 @@ pub enum Error {
     /// The cluster refused this client: its credentials, its TLS handshake, or an ACL
     /// (docs/SECURITY.md lists the ACLs a member needs). An authorization failure stops
     /// the run at once; an authentication or TLS failure once it has lasted
-    /// `LifecycleConfig::refusal_timeout_ms` (librdkafka retries those forever). Offsets
+    /// `LifecycleConfig::refusal_timeout` (librdkafka retries those forever). Offsets
     /// were committed up to, never past, what was processed.
     #[error("the cluster refused this client: {0}")]
     Refused(Refusal),

@@ -16,8 +16,8 @@ pub const HEADER_ATTEMPTS: &str = "tidemark-attempts";
 /// Retries of records whose processor returned a
 /// [`Retriable`](crate::FailureKind::Retriable) error (`FailureConfig::retry`).
 ///
-/// The n-th retry waits `initial_backoff_ms × multiplier^(n-1)`, capped at
-/// `max_backoff_ms`, with full jitter (a uniformly random wait between half and all
+/// The n-th retry waits `initial_backoff × multiplier^(n-1)`, capped at
+/// `max_backoff`, with full jitter (a uniformly random wait between half and all
 /// of it, so retries of many records spread out), unless the error carries its own
 /// `retry_after`. While it waits the record holds its partition's committable offset
 /// and blocks what the processing order says (its key; its partition; nothing); the
@@ -32,12 +32,22 @@ pub struct RetryPolicy {
     /// Attempts in all, the first included; 1 disables retries. Default 3.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
-    /// Wait before the first retry, ms. Default 100.
-    #[serde(default = "default_initial_backoff_ms")]
-    pub initial_backoff_ms: u64,
-    /// Longest wait between attempts, ms. Default 10000.
-    #[serde(default = "default_max_backoff_ms")]
-    pub max_backoff_ms: u64,
+    /// Wait before the first retry. Default 100 ms. Serde: milliseconds or a string
+    /// with units (`"100ms"`), also as `initial_backoff_ms`.
+    #[serde(
+        default = "default_initial_backoff",
+        with = "crate::config::duration::ms",
+        alias = "initial_backoff_ms"
+    )]
+    pub initial_backoff: Duration,
+    /// Longest wait between attempts. Default 10 s (serde as `initial_backoff`,
+    /// also as `max_backoff_ms`).
+    #[serde(
+        default = "default_max_backoff",
+        with = "crate::config::duration::ms",
+        alias = "max_backoff_ms"
+    )]
+    pub max_backoff: Duration,
     /// Growth of the wait per retry. Default 2.0.
     #[serde(default = "default_multiplier")]
     pub multiplier: f64,
@@ -46,11 +56,11 @@ pub struct RetryPolicy {
 fn default_max_attempts() -> u32 {
     3
 }
-fn default_initial_backoff_ms() -> u64 {
-    100
+fn default_initial_backoff() -> Duration {
+    Duration::from_millis(100)
 }
-fn default_max_backoff_ms() -> u64 {
-    10_000
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_multiplier() -> f64 {
     2.0
@@ -60,8 +70,8 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             max_attempts: default_max_attempts(),
-            initial_backoff_ms: default_initial_backoff_ms(),
-            max_backoff_ms: default_max_backoff_ms(),
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
             multiplier: default_multiplier(),
         }
     }
@@ -77,12 +87,12 @@ impl RetryPolicy {
         }
     }
 
-    /// The same policy waiting `initial_ms` before the first retry and at most
-    /// `max_ms` between attempts (ms).
-    pub fn with_backoff_ms(self, initial_ms: u64, max_ms: u64) -> Self {
+    /// The same policy waiting `initial` before the first retry and at most `max`
+    /// between attempts.
+    pub fn with_backoff(self, initial: Duration, max: Duration) -> Self {
         RetryPolicy {
-            initial_backoff_ms: initial_ms,
-            max_backoff_ms: max_ms,
+            initial_backoff: initial,
+            max_backoff: max,
             ..self
         }
     }
@@ -100,8 +110,8 @@ impl RetryPolicy {
             .multiplier
             .max(1.0)
             .powi(attempt.saturating_sub(1) as i32);
-        let full = (self.initial_backoff_ms as f64 * exp).min(self.max_backoff_ms as f64);
-        Duration::from_secs_f64(full * (0.5 + 0.5 * jitter.clamp(0.0, 1.0)) / 1000.0)
+        let full = (self.initial_backoff.as_secs_f64() * exp).min(self.max_backoff.as_secs_f64());
+        Duration::from_secs_f64(full * (0.5 + 0.5 * jitter.clamp(0.0, 1.0)))
     }
 }
 
@@ -162,8 +172,8 @@ mod tests {
     fn backoff_grows_caps_and_jitters() {
         let r = RetryPolicy {
             max_attempts: 10,
-            initial_backoff_ms: 100,
-            max_backoff_ms: 1_000,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
             multiplier: 2.0,
         };
         assert_eq!(r.backoff(1, 1.0), Duration::from_millis(100));

@@ -273,7 +273,7 @@ pub trait Processor: Send + Sync + 'static {
 
     /// Partitions leave this member in an orderly way (a rebalance revokes them, or
     /// the pipeline stops): called once their in-flight records have drained (or
-    /// `drain_timeout_ms` passed) and **before their final synchronous commit**, so
+    /// `drain_timeout` passed) and **before their final synchronous commit**, so
     /// state flushed here is covered by that commit — what the commit says is done
     /// is flushed, and a crash before the commit re-processes the records the
     /// flushed state came from (at-least-once). The default does nothing.

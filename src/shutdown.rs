@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// A cloneable handle that asks a running [`Pipeline`](crate::Pipeline) to stop
-/// gracefully: stop fetching, drain in-flight records (up to `drain_timeout_ms`),
+/// gracefully: stop fetching, drain in-flight records (up to `drain_timeout`),
 /// commit synchronously, leave the group. Safe to call from any thread or a signal
 /// handler's thread, any number of times.
 #[derive(Debug, Clone, Default)]

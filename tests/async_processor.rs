@@ -163,7 +163,7 @@ fn a_panicking_future_fails_its_record_alone_and_the_pipeline_goes_on() {
     let mut config = Config::new(&brokers, &group, [&input]);
     config.ordering = ProcessingOrder::Unordered;
     config.failures.dead_letter = Some(DeadLetterConfig::new(&dlq));
-    config.lifecycle.exit_when_idle_ms = Some(1_000);
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(1_000));
     Pipeline::new_async(config, PanicsAt50)
         .run()
         .expect("the pipeline goes on");
@@ -221,8 +221,8 @@ fn thousands_in_flight_keep_the_member_in_its_group_and_pause_at_the_bound() {
     config.ordering = ProcessingOrder::Unordered;
     config.concurrency = 2_000;
     config.flow.max_in_flight_records = 4_000;
-    config.lifecycle.exit_when_idle_ms = Some(1_000);
-    config.lifecycle.drain_timeout_ms = 3_000;
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(1_000));
+    config.lifecycle.drain_timeout = std::time::Duration::from_millis(3_000);
     // The poll thread must keep polling while thousands of futures wait.
     config
         .consumer_properties

@@ -29,7 +29,7 @@ fn slow_processor_keeps_membership() {
     config.flow.max_batch_records = 2_000;
     config.flow.max_in_flight_records = 20;
     config.commits.policy = tidemark::CommitPolicy::EveryMs(500);
-    config.lifecycle.drain_timeout_ms = 2_000;
+    config.lifecycle.drain_timeout = std::time::Duration::from_millis(2_000);
     for (k, v) in [
         ("session.timeout.ms", "6000"),
         ("max.poll.interval.ms", "6000"),
@@ -103,7 +103,7 @@ fn in_flight_stays_within_bounds() {
     config.flow.max_in_flight_bytes = MAX_BYTES;
     config.flow.max_in_flight_records = MAX_RECORDS;
     config.commits.policy = tidemark::CommitPolicy::EveryMs(200);
-    config.lifecycle.exit_when_idle_ms = Some(5_000);
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(5_000));
     config
         .consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());

@@ -40,7 +40,7 @@ fn failed_async_commits_are_retried_and_never_go_back() {
     let mut config = Config::new(&brokers, "failing-commits", ["in"]);
     config.workers = 2;
     config.commits.policy = CommitPolicy::EveryMs(20);
-    config.lifecycle.exit_when_idle_ms = Some(2_000);
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(2_000));
     config
         .consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());

@@ -44,7 +44,7 @@ fn run_with(
     config.workers = 2;
     config.commits.policy = policy;
     config.commits.mode = mode;
-    config.lifecycle.exit_when_idle_ms = Some(1_500);
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(1_500));
     config
         .consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());

@@ -121,7 +121,7 @@ fn attributes_every_output(processor: impl Processor, drops: bool) {
     let mut config = Config::new(&brokers, &group, [&input]);
     config.workers = 3;
     config.commits.policy = tidemark::CommitPolicy::EveryMs(100);
-    config.lifecycle.exit_when_idle_ms = Some(4_000);
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(4_000));
     config.sink = SinkConfig::Topic {
         topic: output.clone(),
     };

@@ -50,7 +50,7 @@ fn config(brokers: &str, group: &str, topic: &str) -> Config {
     let mut c = Config::new(brokers, group, [topic]);
     c.workers = WORKERS;
     c.commits.policy = tidemark::CommitPolicy::EveryMs(50);
-    c.lifecycle.exit_when_idle_ms = Some(4_000);
+    c.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(4_000));
     c.consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());
     c

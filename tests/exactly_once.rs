@@ -53,7 +53,7 @@ fn eos_config(brokers: &str, group: &str) -> Config {
     config.commits.policy = CommitPolicy::EveryMs(50);
     // Several transactions over the input.
     config.flow.max_in_flight_records = 500;
-    config.lifecycle.exit_when_idle_ms = Some(1_500);
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(1_500));
     config
         .consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());

@@ -31,7 +31,7 @@ fn run_free(brokers: &str, store: &std::path::Path) -> (u64, BTreeMap<TopicParti
     let mut config = Config::free(brokers, assignment);
     config.workers = 2;
     config.commits.policy = CommitPolicy::EveryMs(50);
-    config.lifecycle.exit_when_idle_ms = Some(1_000);
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(1_000));
     let summary = Pipeline::new(config, Noop)
         .with_offset_store(FileOffsetStore::open(store).unwrap())
         .run()

@@ -1,4 +1,4 @@
-//! The idle stop (`LifecycleConfig::exit_when_idle_ms`) on Apache Kafka means caught up: a
+//! The idle stop (`LifecycleConfig::exit_when_idle`) on Apache Kafka means caught up: a
 //! member whose partitions sit paused at the in-flight bound while slow records run
 //! has seen no new record for longer than the idle time, yet has records left to
 //! read; it must not stop until every partition is read to its end and everything
@@ -32,7 +32,7 @@ fn the_idle_stop_waits_until_every_partition_is_read_to_its_end() {
     config.ordering = ProcessingOrder::Unordered;
     config.flow.max_in_flight_records = 2_000;
     config.commits.policy = tidemark::CommitPolicy::EveryMs(200);
-    config.lifecycle.exit_when_idle_ms = Some(1_000);
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(1_000));
     let summary = Pipeline::new(config, Sleepy(Duration::from_millis(2)))
         .run()
         .expect("clean stop");

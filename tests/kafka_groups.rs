@@ -62,8 +62,8 @@ fn join_and_leave(properties: &[(&str, &str)]) -> Run {
         c.workers = 2;
         c.commits.policy = tidemark::CommitPolicy::EveryMs(100);
         c.flow.max_in_flight_records = 2_000;
-        c.lifecycle.exit_when_idle_ms = idle_ms;
-        c.lifecycle.drain_timeout_ms = 5_000;
+        c.lifecycle.exit_when_idle = idle_ms.map(Duration::from_millis);
+        c.lifecycle.drain_timeout = std::time::Duration::from_millis(5_000);
         c.sink = SinkConfig::Topic {
             topic: output.clone(),
         };
@@ -241,7 +241,7 @@ fn per_partition_state_flushed_on_revoke_counts_every_record_once() {
         let mut c = Config::new(&brokers, &group, [&input]);
         c.workers = 2;
         c.commits.policy = tidemark::CommitPolicy::EveryMs(100);
-        c.lifecycle.exit_when_idle_ms = idle_ms;
+        c.lifecycle.exit_when_idle = idle_ms.map(Duration::from_millis);
         c.consumer_properties
             .insert("session.timeout.ms".into(), "6000".into());
         c

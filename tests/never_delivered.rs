@@ -60,7 +60,7 @@ fn run_to_the_end(brokers: &str, topic: &str) -> BTreeMap<(i32, i64), String> {
     let processed = Arc::new(Collect::default());
     let mut c = Config::new(brokers, &group, [topic]);
     c.workers = 2;
-    c.lifecycle.exit_when_idle_ms = Some(3_000);
+    c.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(3_000));
     c.commits.policy = tidemark::CommitPolicy::EveryMs(100);
     c.consumer_properties
         .insert("isolation.level".into(), "read_committed".into());

@@ -72,13 +72,13 @@ fn config(brokers: &str, group: &str, topic: &str) -> Config {
     let mut c = Config::new(brokers, group, [topic]);
     c.workers = 2;
     c.commits.policy = CommitPolicy::EveryMs(100);
-    c.lifecycle.drain_timeout_ms = 300;
-    c.lifecycle.exit_when_idle_ms = Some(2_000);
+    c.lifecycle.drain_timeout = std::time::Duration::from_millis(300);
+    c.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(2_000));
     // The held record must not hold back others of its key.
     c.ordering = ProcessingOrder::Unordered;
     c.failures.retry.max_attempts = u32::MAX;
-    c.failures.retry.initial_backoff_ms = 10;
-    c.failures.retry.max_backoff_ms = 50;
+    c.failures.retry.initial_backoff = std::time::Duration::from_millis(10);
+    c.failures.retry.max_backoff = std::time::Duration::from_millis(50);
     c.consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());
     c
@@ -129,7 +129,7 @@ fn after_a_graceful_stop_the_next_member_redoes_only_the_held_record() {
 
     let first = Holding::new(&[held]);
     let mut c = config(&t.brokers, &t.group, &t.name);
-    c.lifecycle.exit_when_idle_ms = None;
+    c.lifecycle.exit_when_idle = None;
     let pipeline = Pipeline::new(c, first.clone());
     let stop = pipeline.shutdown_handle();
     let metrics = pipeline.metrics();
@@ -206,7 +206,7 @@ fn a_graceful_rebalance_redoes_only_what_was_in_flight() {
 
     let a = Holding::new(&held);
     let mut c = config(&t.brokers, &t.group, &t.name);
-    c.lifecycle.exit_when_idle_ms = None;
+    c.lifecycle.exit_when_idle = None;
     let pipeline = Pipeline::new(c.clone(), a.clone());
     let a_stop = pipeline.shutdown_handle();
     let a_run = std::thread::spawn(move || pipeline.run());

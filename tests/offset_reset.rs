@@ -36,7 +36,7 @@ fn setup() -> (EmbeddedCluster, String) {
 
 fn config(brokers: &str, reset: &str) -> Config {
     let mut c = Config::new(brokers, format!("reset-{reset}"), ["in"]);
-    c.lifecycle.exit_when_idle_ms = Some(5_000);
+    c.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(5_000));
     c.consumer_properties
         .insert("auto.offset.reset".into(), reset.into());
     c.consumer_properties
@@ -171,7 +171,7 @@ fn kafka_start_at_a_timestamp() {
         group_id: c.group_id().unwrap().into(),
         topics: vec![input.clone()],
     };
-    c.lifecycle.exit_when_idle_ms = Some(5_000);
+    c.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(5_000));
     Pipeline::new(c, count.clone()).run().unwrap();
     assert_eq!(
         count.0.load(Ordering::Relaxed),

@@ -86,7 +86,7 @@ fn run(
     let mut c = Config::new(&brokers, "order", ["in"]);
     c.workers = 4;
     c.ordering = order;
-    c.lifecycle.exit_when_idle_ms = Some(2_000);
+    c.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(2_000));
     c.consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());
     let watch = Arc::new(Watch::default());

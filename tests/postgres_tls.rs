@@ -44,7 +44,7 @@ fn server() -> (PostgresServer, String) {
 fn config(cluster: &EmbeddedCluster, topic: &str, url: String, table: &str) -> Config {
     let mut c = Config::new(cluster.bootstrap_servers(), unique_name("pg"), [topic]);
     c.workers = 2;
-    c.lifecycle.exit_when_idle_ms = Some(1_000);
+    c.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(1_000));
     c.sink = SinkConfig::Postgres(PostgresSink::new(url, table));
     c
 }

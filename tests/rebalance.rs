@@ -44,8 +44,8 @@ fn second_member_joins(strategy: &str) -> (u64, u64) {
         c.flow.max_in_flight_records = 1_000;
         // The duplicate bound below: records not covered by a confirmed commit.
         c.flow.max_uncommitted_records = 1_000;
-        c.lifecycle.exit_when_idle_ms = Some(8_000);
-        c.lifecycle.drain_timeout_ms = 3_000;
+        c.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(8_000));
+        c.lifecycle.drain_timeout = std::time::Duration::from_millis(3_000);
         for (k, v) in [
             ("partition.assignment.strategy", strategy),
             ("session.timeout.ms", "3000"),

@@ -60,10 +60,10 @@ fn a_retrying_key_holds_back_only_itself() {
     let mut c = Config::new(&brokers, "retry", ["in"]);
     c.workers = 2;
     c.commits.policy = tidemark::CommitPolicy::EveryMs(50);
-    c.lifecycle.exit_when_idle_ms = Some(3_000);
+    c.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(3_000));
     c.failures.retry.max_attempts = 10_000;
-    c.failures.retry.initial_backoff_ms = 20;
-    c.failures.retry.max_backoff_ms = 100;
+    c.failures.retry.initial_backoff = std::time::Duration::from_millis(20);
+    c.failures.retry.max_backoff = std::time::Duration::from_millis(100);
     c.consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());
     let processor = Arc::new(Stuck::default());

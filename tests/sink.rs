@@ -35,7 +35,7 @@ fn every_input_reaches_the_sink(broker: &dyn Broker) {
     let mut config = Config::new(&brokers, &group, [&input]);
     config.workers = 3;
     config.commits.policy = tidemark::CommitPolicy::EveryMs(100);
-    config.lifecycle.exit_when_idle_ms = Some(4_000);
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(4_000));
     config.sink = SinkConfig::Topic {
         topic: output.clone(),
     };

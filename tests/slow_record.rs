@@ -48,7 +48,7 @@ fn config(brokers: &str, group: &str, input: &str) -> Config {
     let mut config = Config::new(brokers, group, [input]);
     config.workers = 4;
     config.commits.policy = tidemark::CommitPolicy::EveryMs(200);
-    config.lifecycle.drain_timeout_ms = 500;
+    config.lifecycle.drain_timeout = std::time::Duration::from_millis(500);
     config
 }
 
@@ -110,7 +110,7 @@ fn a_sleeping_record_holds_back_only_itself() {
     let next = SleepsAt100::default();
     let redone = next.partition0.clone();
     let mut c = config(&brokers, &group, &input);
-    c.lifecycle.exit_when_idle_ms = Some(1_000);
+    c.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(1_000));
     Pipeline::new(c, next).run().expect("clean run");
     assert_eq!(*redone.lock().unwrap(), vec![SLOW.1]);
     let committed = verify::committed_offsets(&brokers, &group, &input).unwrap();

@@ -121,18 +121,15 @@ impl Driver {
             limits: Limits::from_config(config),
             requests,
             shutdown,
-            poll_timeout: Duration::from_millis(config.flow.poll_timeout_ms),
+            poll_timeout: config.flow.poll_timeout,
             max_batch_records: config.flow.max_batch_records,
-            idle_limit: config
-                .lifecycle
-                .exit_when_idle_ms
-                .map(Duration::from_millis),
+            idle_limit: config.lifecycle.exit_when_idle,
             pressed: false,
             first_dispatch: None,
             last_record: Instant::now(),
             publisher: Publisher::new(
                 engine_metrics,
-                Duration::from_millis(config.observability.stuck_threshold_ms),
+                config.observability.stuck_threshold,
                 config.commits.offset_map_max_bytes,
                 None,
             ),
@@ -152,7 +149,7 @@ impl Driver {
         self.publisher.publish(&st, Instant::now());
     }
 
-    /// Turns until shut down, idle for `exit_when_idle_ms`, a record failure the
+    /// Turns until shut down, idle for `exit_when_idle`, a record failure the
     /// policy stops on, or a fatal error.
     pub(crate) fn run(&mut self, consumer: &impl KafkaConsumer) {
         while self.turn(consumer) == Turn::Continue {}
@@ -243,7 +240,7 @@ impl Driver {
         Turn::Continue
     }
 
-    /// The idle stop (`LifecycleConfig::exit_when_idle_ms`): the member has received its first
+    /// The idle stop (`LifecycleConfig::exit_when_idle`): the member has received its first
     /// assignment (an empty one counts), no record arrived for `limit` since then,
     /// every assigned partition reached its end of log and is not paused, and
     /// nothing polled is unfinished, nor a dead letter on its way.
@@ -262,7 +259,7 @@ impl Driver {
             && !st.scheduler.has_waiting()
     }
 
-    /// How long the next poll may wait (`poll_timeout_ms`, never past the next
+    /// How long the next poll may wait (`poll_timeout`, never past the next
     /// retry's due time), and how many completed records wake it early: while
     /// back-pressure pauses every partition, as many as bring the records in flight
     /// to half the bound (the resume); with a commit per record, each one.
@@ -428,7 +425,7 @@ impl Driver {
     }
 
     /// The graceful stop: nothing new is dispatched; what is in flight drains (up to
-    /// `drain_timeout_ms`); the committable offsets are committed synchronously
+    /// `drain_timeout`); the committable offsets are committed synchronously
     /// (not with exactly-once when the producer failed or records are still in
     /// flight: the open transaction is then aborted by closing the producer).
     /// Returns the final commit's result. The caller then closes the consumer.

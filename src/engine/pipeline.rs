@@ -143,7 +143,7 @@ impl Pipeline {
     /// the poll thread) and resolves with its result. Stop it with the
     /// [`ShutdownHandle`]; dropping (cancelling) the future also asks for the
     /// graceful stop, which then completes in the background (drain up to
-    /// `drain_timeout_ms`, final commit) with nobody awaiting it.
+    /// `drain_timeout`, final commit) with nobody awaiting it.
     ///
     /// # Errors
     /// Those of [`run`](Self::run); [`Error::Panicked`] if the run's thread panicked.
@@ -195,13 +195,13 @@ impl Pipeline {
         self.metrics.clone()
     }
 
-    /// Runs until shut down, idle for `exit_when_idle_ms`, or a record fails. On every
-    /// such stop it drains in-flight records (up to `drain_timeout_ms`), commits the
+    /// Runs until shut down, idle for `exit_when_idle`, or a record fails. On every
+    /// such stop it drains in-flight records (up to `drain_timeout`), commits the
     /// committable offsets synchronously and leaves the group.
     ///
     /// # Errors
     /// - [`Error::Config`]: invalid configuration, before connecting;
-    /// - [`Error::BrokerUnreachable`]: no metadata within `startup_timeout_ms`;
+    /// - [`Error::BrokerUnreachable`]: no metadata within `startup_timeout`;
     /// - [`Error::UnknownTopic`]: a subscribed topic does not exist;
     /// - [`Error::Kafka`]: creating the consumer or producer, or subscribing, failed;
     /// - [`Error::Processor`] / [`Error::Sink`]: a record failed; offsets were committed
@@ -241,11 +241,11 @@ impl Pipeline {
             on_commit: self.on_commit.clone(),
             hooks: Arc::new(self.work.clone()),
             delivery: config.delivery,
-            drain_timeout: Duration::from_millis(config.lifecycle.drain_timeout_ms),
+            drain_timeout: config.lifecycle.drain_timeout,
             start_position: config.start_position,
             target,
             refusals: crate::engine::observation::refusal::Refusals::new(
-                Duration::from_millis(config.lifecycle.refusal_timeout_ms),
+                config.lifecycle.refusal_timeout,
                 config.input_topics(),
                 config.group_id().map(str::to_string),
             ),
@@ -262,12 +262,12 @@ impl Pipeline {
             self.shutdown.clone(),
         );
         let shared = &self.metrics.0;
-        let _sampler = match config.observability.lag_refresh_ms {
-            0 => None,
-            ms => LagSampler::start(
+        let _sampler = match config.observability.lag_refresh {
+            Duration::ZERO => None,
+            every => LagSampler::start(
                 &crate::engine::observation::lag_sampler::client_config(config),
                 shared.clone(),
-                Duration::from_millis(ms),
+                every,
             )
             .map(|(sampler, sampled)| {
                 driver.take_high_watermarks(sampled);
@@ -479,7 +479,7 @@ fn check_topics(
     config: &Config,
     engine: &Engine,
 ) -> Result<(), Error> {
-    let timeout = Duration::from_millis(config.lifecycle.startup_timeout_ms);
+    let timeout = config.lifecycle.startup_timeout;
     let metadata = consumer.fetch_metadata(None, timeout).map_err(|source| {
         // The error events queued meanwhile say why (a wrong password, an
         // untrusted certificate) better than "unreachable" does.
@@ -494,7 +494,7 @@ fn check_topics(
             Some(refusal) => Error::Refused(refusal),
             None => Error::BrokerUnreachable {
                 brokers: config.brokers.clone(),
-                timeout_ms: config.lifecycle.startup_timeout_ms,
+                timeout_ms: config.lifecycle.startup_timeout.as_millis() as u64,
                 source: source.into(),
             },
         }

@@ -32,7 +32,7 @@ pub struct PartitionMetrics {
     /// + 1). `None` before the first delivery.
     pub committable_offset: Option<i64>,
     /// The partition's high watermark (the offset after its last record), from a
-    /// ListOffsets every `lag_refresh_ms`, so it stays fresh while the partition is
+    /// ListOffsets every `lag_refresh`, so it stays fresh while the partition is
     /// paused. `None` before the first answer.
     pub high_watermark: Option<i64>,
     /// Consumer lag: `high_watermark − committed_offset` (Kafka's definition, as
@@ -106,7 +106,7 @@ pub struct Metrics {
     pub max_poll_exceeded: u64,
     /// Exactly-once: transactions aborted.
     pub aborts: u64,
-    /// Records found in flight longer than `stuck_threshold_ms` (each counted once).
+    /// Records found in flight longer than `stuck_threshold` (each counted once).
     pub stuck_records: u64,
     /// Worker time spent in the processor, ms (pool utilisation = its rate over
     /// `workers` × wall time).

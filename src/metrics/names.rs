@@ -8,7 +8,7 @@
 pub const COMMITTED_OFFSET: &str = "tidemark_committed_offset";
 /// Gauge, per partition: the offset a commit now would send.
 pub const COMMITTABLE_OFFSET: &str = "tidemark_committable_offset";
-/// Gauge, per partition: the high watermark, refreshed every `lag_refresh_ms`
+/// Gauge, per partition: the high watermark, refreshed every `lag_refresh`
 /// by ListOffsets (fresh while the partition is paused).
 pub const HIGH_WATERMARK: &str = "tidemark_high_watermark";
 /// Gauge, per partition: high watermark − committed offset, records.
@@ -63,9 +63,9 @@ pub const RECORD_PROCESSING: &str = "tidemark_record_processing_seconds";
 /// Counter: worker time spent in the processor, seconds (pool utilisation =
 /// its rate / `workers`).
 pub const PROCESSING_TIME: &str = "tidemark_processing_seconds_total";
-/// Counter: records found in flight longer than `stuck_threshold_ms`.
+/// Counter: records found in flight longer than `stuck_threshold`.
 pub const STUCK_RECORDS: &str = "tidemark_stuck_records_total";
-/// Gauge: partitions whose oldest in-flight record is past `stuck_threshold_ms`.
+/// Gauge: partitions whose oldest in-flight record is past `stuck_threshold`.
 pub const STUCK_PARTITIONS: &str = "tidemark_stuck_partitions";
 /// Counter: transactions aborted (exactly-once).
 pub const TRANSACTIONS_ABORTED: &str = "tidemark_transactions_aborted_total";
@@ -78,7 +78,7 @@ pub const MAX_POLL_EXCEEDED: &str = "tidemark_max_poll_exceeded_total";
 pub fn describe() {
     metrics::describe_gauge!(COMMITTED_OFFSET, "the last offset accepted by the group coordinator (or store, or transaction) from this member.");
     metrics::describe_gauge!(COMMITTABLE_OFFSET, "the offset a commit now would send.");
-    metrics::describe_gauge!(HIGH_WATERMARK, "the high watermark, refreshed every lag_refresh_ms by ListOffsets (fresh while the partition is paused).");
+    metrics::describe_gauge!(HIGH_WATERMARK, "the high watermark, refreshed every lag_refresh by ListOffsets (fresh while the partition is paused).");
     metrics::describe_gauge!(CONSUMER_LAG, "high watermark − committed offset, records.");
     metrics::describe_gauge!(
         PARTITION_IN_FLIGHT,
@@ -144,11 +144,11 @@ pub fn describe() {
     );
     metrics::describe_counter!(
         STUCK_RECORDS,
-        "records found in flight longer than stuck_threshold_ms."
+        "records found in flight longer than stuck_threshold."
     );
     metrics::describe_gauge!(
         STUCK_PARTITIONS,
-        "partitions whose oldest in-flight record is past stuck_threshold_ms."
+        "partitions whose oldest in-flight record is past stuck_threshold."
     );
     metrics::describe_counter!(TRANSACTIONS_ABORTED, "transactions aborted (exactly-once).");
     metrics::describe_counter!(

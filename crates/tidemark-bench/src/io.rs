@@ -44,7 +44,7 @@ fn run_once(
     );
     config.ordering = ordering;
     config.concurrency = concurrency;
-    config.lifecycle.exit_when_idle_ms = Some(1_000);
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(1_000));
     let pipeline = match kind {
         Kind::Io { micros } => Pipeline::new_async(config, IoProcessor { micros }),
         _ => Pipeline::new(config, CliProcessor::new(kind, None)),

@@ -252,7 +252,7 @@ fn tidemark_sink(
     );
     config.sink = SinkConfig::Postgres(sink);
     config.ordering = ProcessingOrder::Unordered;
-    config.lifecycle.exit_when_idle_ms = Some(1_000);
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(1_000));
     let summary = Pipeline::new(config, CliProcessor::new(Kind::Noop, None)).run()?;
     anyhow::ensure!(
         summary.records == records,

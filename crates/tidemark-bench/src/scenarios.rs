@@ -404,7 +404,7 @@ pub fn tidemark(
     if policy == CommitPolicy::EveryRecord {
         config.commits.mode = tidemark::CommitMode::Sync;
     }
-    config.lifecycle.exit_when_idle_ms = Some(1_000);
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(1_000));
     let events = Arc::new(Mutex::new(Vec::<CommitEvent>::new()));
     let sink = events.clone();
     let pipeline =
@@ -445,7 +445,7 @@ pub fn tidemark_default(
 ) -> anyhow::Result<Measurement> {
     reset_peak_rss();
     let mut config = Config::new(brokers, format!("bench-{}", rand_suffix()), [topic]);
-    config.lifecycle.exit_when_idle_ms = Some(1_000);
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(1_000));
     if let Some(output) = sink {
         config.sink = tidemark::SinkConfig::Topic {
             topic: output.to_string(),

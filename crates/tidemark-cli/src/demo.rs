@@ -201,7 +201,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     }
     config.commits.policy = tidemark::CommitPolicy::EveryMs(100);
     // Caught up (every partition at its end, nothing in flight) and no record for 2 s.
-    config.lifecycle.exit_when_idle_ms = Some(2_000);
+    config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(2_000));
     config
         .consumer_properties
         .insert("session.timeout.ms".into(), "6000".into());

@@ -129,7 +129,7 @@ pub struct Args {
     /// Stop gracefully once caught up: joined with an assignment (an empty one
     /// counts), every assigned partition read to its end (high watermark), none
     /// paused, nothing in flight or waiting for a retry, and no new record for this
-    /// many seconds (see LifecycleConfig::exit_when_idle_ms).
+    /// many seconds (see LifecycleConfig::exit_when_idle).
     #[arg(long)]
     exit_when_idle: Option<f64>,
     /// Where partitions without a committed offset start: beginning, end, offset:N or
@@ -252,7 +252,13 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     config.delivery = a.delivery;
     config.commits.transactional_id = a.transactional_id;
     config.start_position = a.start;
-    config.lifecycle.exit_when_idle_ms = a.exit_when_idle.map(|s| (s * 1000.0) as u64);
+    config.lifecycle.exit_when_idle = a
+        .exit_when_idle
+        .map(std::time::Duration::try_from_secs_f64)
+        .transpose()
+        .map_err(|_| {
+            anyhow::anyhow!("--exit-when-idle: expected a number of seconds, at least 0")
+        })?;
     config.sink = a.sink.0;
     match &mut config.sink {
         SinkConfig::Postgres(sink) => {
@@ -287,25 +293,25 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         config.flow.max_in_flight_bytes = n;
     }
     if let Some(ms) = a.drain_timeout_ms {
-        config.lifecycle.drain_timeout_ms = ms;
+        config.lifecycle.drain_timeout = std::time::Duration::from_millis(ms);
     }
     config.ordering = a.ordering;
     if let Some(n) = a.max_attempts {
         config.failures.retry.max_attempts = n;
     }
     if let Some((initial, max)) = a.retry_backoff_ms {
-        config.failures.retry.initial_backoff_ms = initial;
-        config.failures.retry.max_backoff_ms = max;
+        config.failures.retry.initial_backoff = std::time::Duration::from_millis(initial);
+        config.failures.retry.max_backoff = std::time::Duration::from_millis(max);
     }
     config.failures.dead_letter = a.dead_letter_topic.map(tidemark::DeadLetterConfig::new);
     if let Some(n) = a.offset_map_max_bytes {
         config.commits.offset_map_max_bytes = n;
     }
     if let Some(ms) = a.stuck_threshold_ms {
-        config.observability.stuck_threshold_ms = ms;
+        config.observability.stuck_threshold = std::time::Duration::from_millis(ms);
     }
     if let Some(ms) = a.lag_refresh_ms {
-        config.observability.lag_refresh_ms = ms;
+        config.observability.lag_refresh = std::time::Duration::from_millis(ms);
     }
     config.consumer_properties.extend(a.property);
     if let Some(reset) = a.auto_offset_reset {

@@ -266,7 +266,7 @@ fn refused(
 }
 
 /// The documented bound of an authentication or TLS refusal: start-up's 10 s (or
-/// `refusal_timeout_ms`, 10 s) plus the 500 ms the error events are given, with room
+/// `refusal_timeout`, 10 s) plus the 500 ms the error events are given, with room
 /// for a slow machine; under 30 s as the documentation promises.
 const SLOW_REFUSAL: Duration = Duration::from_secs(30);
 

@@ -58,7 +58,7 @@ impl CommitTarget {
     ///
     /// # Errors
     /// [`Error::Transaction`] when the transactional producer cannot start within
-    /// `startup_timeout_ms` (the coordinator unreachable, the id fenced).
+    /// `startup_timeout` (the coordinator unreachable, the id fenced).
     pub(crate) fn for_run(
         config: &Config,
         store: Option<&Arc<dyn OffsetStore>>,
@@ -69,7 +69,7 @@ impl CommitTarget {
             (None, Some(sink))
                 if config.delivery.commits_in_transaction() && sink.has_output_topic() =>
             {
-                let timeout = Duration::from_millis(config.lifecycle.startup_timeout_ms);
+                let timeout = config.lifecycle.startup_timeout;
                 sink.start_transactions(timeout)
                     .map_err(|e| Error::Transaction(e.into()))?;
                 CommitTarget::Transaction(sink.clone())

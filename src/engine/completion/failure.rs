@@ -189,8 +189,8 @@ mod tests {
 
     const RETRY: RetryPolicy = RetryPolicy {
         max_attempts: 3,
-        initial_backoff_ms: 100,
-        max_backoff_ms: 1_000,
+        initial_backoff: std::time::Duration::from_millis(100),
+        max_backoff: std::time::Duration::from_millis(1_000),
         multiplier: 2.0,
     };
 

@@ -76,7 +76,7 @@ impl Engine {
     }
 
     /// Partitions leave this member. Revoked: records staged for them are dropped,
-    /// their in-flight records drain (up to `drain_timeout_ms`), their committable
+    /// their in-flight records drain (up to `drain_timeout`), their committable
     /// offsets are committed synchronously, their state is dropped. Lost (the
     /// consumer says the assignment was lost): their state is dropped and nothing
     /// is committed, since another member may own them already. With exactly-once

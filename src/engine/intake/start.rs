@@ -223,7 +223,7 @@ pub(crate) fn free_assignment(
         starts.push(Start::at(a.clone(), offset));
     }
     if !by_time.is_empty() {
-        let timeout = Duration::from_millis(config.lifecycle.startup_timeout_ms);
+        let timeout = config.lifecycle.startup_timeout;
         let found = consumer
             .offsets_for_times(&by_time, timeout)
             .map_err(Error::kafka("looking up offsets by timestamp"))?;

@@ -1,5 +1,5 @@
 //! High watermarks for the lag gauges, sampled off the poll thread: every
-//! `lag_refresh_ms` a separate client asks the brokers (ListOffsets, through
+//! `lag_refresh` a separate client asks the brokers (ListOffsets, through
 //! librdkafka's `query_watermark_offsets`) for the high watermark of each partition
 //! the last publish listed, and sends them to the driver, which alone writes the
 //! gauges. A paused partition fetches nothing, so watermarks taken from fetch

@@ -89,7 +89,7 @@ impl Publisher {
                         tracing::warn!(
                             topic = %s.topic, partition = s.partition, offset,
                             age_ms = age.as_millis() as u64,
-                            "record in flight longer than stuck_threshold_ms: it holds the partition's committed offset"
+                            "record in flight longer than stuck_threshold: it holds the partition's committed offset"
                         );
                     }
                     reported.insert(key.clone(), offset);

@@ -7,7 +7,7 @@
 //! * an **authorization** failure (topic, group, cluster, transactional id) stops the
 //!   run at the next turn: no ACL appears by waiting;
 //! * an **authentication** or **TLS** failure stops it once refusals have gone on for
-//!   `LifecycleConfig::refusal_timeout_ms` with no progress in between (a record, an
+//!   `LifecycleConfig::refusal_timeout` with no progress in between (a record, an
 //!   assignment): a broker that restarts mid-handshake is waited out, a wrong
 //!   password is not.
 //!

@@ -69,7 +69,7 @@ impl Processor for Gated {
 fn config(edit: impl FnOnce(&mut Config)) -> Config {
     let mut c = Config::new("fake:9092", "g", [T]);
     c.workers = 2;
-    c.lifecycle.drain_timeout_ms = 2_000;
+    c.lifecycle.drain_timeout = std::time::Duration::from_millis(2_000);
     c.commits.policy = CommitPolicy::AtEnd;
     edit(&mut c);
     c
@@ -107,7 +107,7 @@ fn driver_over(
         on_commit: None,
         hooks: Arc::new(work.clone()),
         delivery: config.delivery,
-        drain_timeout: Duration::from_millis(config.lifecycle.drain_timeout_ms),
+        drain_timeout: config.lifecycle.drain_timeout,
         start_position: None,
         target,
         refusals: super::observation::refusal::Refusals::new(
@@ -451,7 +451,7 @@ fn a_stuck_record_pauses_only_its_own_partition_at_the_commit_lag_bound() {
 fn drain_timeout_on_revoke_commits_up_to_the_stuck_record() {
     let processor = Gated::blocking([3]);
     let open = processor.opener();
-    let c = config(|c| c.lifecycle.drain_timeout_ms = 50);
+    let c = config(|c| c.lifecycle.drain_timeout = std::time::Duration::from_millis(50));
     let (mut d, fake) = synced(&c, processor, &[0]);
     // Two tasks: 0..3 completes, 3..6 is stuck on offset 3.
     fake.queue(T, 0, 0..3);
@@ -484,7 +484,7 @@ fn drain_timeout_on_revoke_commits_up_to_the_stuck_record() {
 fn drain_timeout_on_stop_commits_up_to_the_stuck_record() {
     let processor = Gated::blocking([4]);
     let open = processor.opener();
-    let c = config(|c| c.lifecycle.drain_timeout_ms = 50);
+    let c = config(|c| c.lifecycle.drain_timeout = std::time::Duration::from_millis(50));
     let mut d = driver(&c, CommitTarget::Group(CommitMode::Async), processor);
     let fake = FakeConsumer::default();
     assign(&d, &[0]);
@@ -627,7 +627,7 @@ fn the_offset_map_lets_a_new_owner_skip_what_the_old_one_completed() {
     // The old owner: offset 0 is stuck, 1..6 complete (in a later round).
     let processor = Gated::blocking([0]);
     let open = processor.opener();
-    let c = config(|c| c.lifecycle.drain_timeout_ms = 50);
+    let c = config(|c| c.lifecycle.drain_timeout = std::time::Duration::from_millis(50));
     let (mut d, fake) = synced(&c, processor, &[0]);
     fake.queue(T, 0, 0..1);
     d.turn(&fake);
@@ -687,7 +687,7 @@ fn a_zero_budget_turns_the_map_off() {
     let processor = Gated::blocking([0]);
     let open = processor.opener();
     let c = config(|c| {
-        c.lifecycle.drain_timeout_ms = 50;
+        c.lifecycle.drain_timeout = std::time::Duration::from_millis(50);
         c.commits.offset_map_max_bytes = 0;
     });
     let (mut d, fake) = synced(&c, processor, &[0]);
@@ -726,8 +726,8 @@ fn a_map_over_budget_keeps_a_prefix_and_the_rest_is_redone() {
         c.commits.offset_map_max_bytes = 24;
         c.ordering = crate::ordering::ProcessingOrder::Unordered;
         c.failures.retry.max_attempts = u32::MAX;
-        c.failures.retry.initial_backoff_ms = 60_000;
-        c.failures.retry.max_backoff_ms = 60_000;
+        c.failures.retry.initial_backoff = std::time::Duration::from_millis(60_000);
+        c.failures.retry.max_backoff = std::time::Duration::from_millis(60_000);
     });
     let (mut d, fake) = synced(&c, EvenRetry, &[0]);
     fake.queue(T, 0, 0..200);
@@ -844,7 +844,7 @@ fn the_idle_stop_waits_for_paused_partitions_to_reach_their_end() {
     let seen = processor.seen.clone();
     let c = config(|c| {
         c.flow.max_in_flight_records = 10;
-        c.lifecycle.exit_when_idle_ms = Some(0);
+        c.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(0));
     });
     let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), processor);
     let fake = FakeConsumer::default();
@@ -870,7 +870,7 @@ fn the_idle_stop_waits_for_paused_partitions_to_reach_their_end() {
 
 #[test]
 fn the_idle_stop_waits_for_the_first_assignment_and_an_empty_one_counts() {
-    let c = config(|c| c.lifecycle.exit_when_idle_ms = Some(0));
+    let c = config(|c| c.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(0)));
     let mut d = driver(&c, CommitTarget::Group(CommitMode::Sync), Gated::default());
     let fake = FakeConsumer::default();
     fake.report_eof();
@@ -891,7 +891,7 @@ fn after_a_lost_assignment_the_idle_stop_waits_for_the_next_assignment() {
     // Issue 31: a member cut off from the group loses its assignment; with no
     // partition left, "every assigned partition at its end" was true of an empty
     // set and the member stopped (exit 0) with most of its input unread.
-    let c = config(|c| c.lifecycle.exit_when_idle_ms = Some(0));
+    let c = config(|c| c.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(0)));
     let (mut d, fake) = synced(&c, Gated::default(), &[0]);
     fake.queue(T, 0, 0..5);
     d.turn(&fake);
@@ -1029,8 +1029,8 @@ fn the_idle_stop_waits_for_a_record_waiting_for_its_retry() {
         }
     }
     let c = config(|c| {
-        c.lifecycle.exit_when_idle_ms = Some(0);
-        c.failures.retry.initial_backoff_ms = 50;
+        c.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(0));
+        c.failures.retry.initial_backoff = std::time::Duration::from_millis(50);
     });
     let mut d = driver(
         &c,
