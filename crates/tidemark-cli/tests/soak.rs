@@ -8,7 +8,7 @@
 //! an independent reader checks the output: nothing lost. Prints the figures that
 //! BENCHMARKS.md's "Reliability" section records.
 //!
-//! `TIDEMARK_SOAK_MINUTES=30 cargo test --release -p tidemark-cli --test soak -- --ignored --nocapture`;
+//! `TIDEMARK_SOAK_MINUTES=30 cargo test --release -p tidemark-cli --features broker-tests --test soak -- --ignored --nocapture`;
 //! `TIDEMARK_SOAK_FAULTS=kill,restart,freeze,broker` (the default: all) picks the faults.
 //! (`scripts/test.sh` runs it for 2 minutes).
 
@@ -49,7 +49,7 @@ fn signal(pid: u32, sig: &str) {
 }
 
 #[test]
-#[ignore = "a long run: TIDEMARK_SOAK_MINUTES=30 cargo test -p tidemark-cli --test soak -- --ignored"]
+#[ignore = "a long run: TIDEMARK_SOAK_MINUTES=30 cargo test -p tidemark-cli --features broker-tests --test soak -- --ignored"]
 fn soak() {
     let minutes: f64 = std::env::var("TIDEMARK_SOAK_MINUTES")
         .ok()
