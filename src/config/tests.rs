@@ -156,7 +156,10 @@ fn durations_take_milliseconds_units_and_their_old_names() {
     .unwrap();
     assert_eq!(c.flow.poll_timeout, Duration::from_millis(50));
     assert_eq!(c.lifecycle.drain_timeout, Duration::from_secs(2));
-    assert_eq!(c.lifecycle.exit_when_idle, Some(Duration::from_millis(1500)));
+    assert_eq!(
+        c.lifecycle.exit_when_idle,
+        Some(Duration::from_millis(1500))
+    );
     assert_eq!(c.lifecycle.startup_timeout, Duration::from_secs(10));
     assert_eq!(c.observability.lag_refresh, Duration::ZERO);
     assert_eq!(c.observability.stuck_threshold, Duration::from_secs(90));

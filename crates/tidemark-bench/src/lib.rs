@@ -472,9 +472,13 @@ fn quick(
         report::progress(&m);
         rows.push(m);
     };
-    push(scenarios::median_of(QUICK_RUNS, || {
-        Ok(scenarios::raw_poll(brokers, main, a.partitions, records, false)?.0)
-    })?);
+    // Each limit interleaved with the tidemark row it is the limit of (limit,
+    // tidemark, limit, …), so a busy broker or machine disturbs both alike.
+    let (raw, noop) = scenarios::median_interleaved(
+        QUICK_RUNS,
+        || Ok(scenarios::raw_poll(brokers, main, a.partitions, records, false)?.0),
+        || scenarios::tidemark_default(brokers, main, Kind::Noop, records, None),
+    )?;
     let (_, kept) = scenarios::raw_poll(brokers, main, a.partitions, records, true)?;
     push(scenarios::median_of(QUICK_RUNS, || {
         scenarios::in_memory(&kept, Kind::Noop, workers, QUICK_MIN_BUSY)
@@ -482,25 +486,31 @@ fn quick(
     drop(kept);
     let (_, kept) =
         scenarios::raw_poll(brokers, cpu_topic, cpu_partitions, QUICK_CPU_RECORDS, true)?;
-    push(scenarios::median_of(QUICK_RUNS, || {
-        scenarios::in_memory(&kept, cpu, workers, QUICK_MIN_BUSY)
-    })?);
+    let (in_memory, cpu_bound) = scenarios::median_interleaved(
+        QUICK_RUNS,
+        || scenarios::in_memory(&kept, cpu, workers, QUICK_MIN_BUSY),
+        || scenarios::tidemark_default(brokers, cpu_topic, cpu, QUICK_CPU_RECORDS, None),
+    )?;
     drop(kept);
-    push(scenarios::median_of(QUICK_RUNS, || {
-        scenarios::tidemark_default(brokers, main, Kind::Noop, records, None)
-    })?);
-    push(scenarios::median_of(QUICK_RUNS, || {
-        scenarios::tidemark_default(brokers, cpu_topic, cpu, QUICK_CPU_RECORDS, None)
-    })?);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let counted = scenarios::counted_limit(&in_memory, &raw, cores);
+    push(raw);
+    push(in_memory);
+    if let Some(counted) = counted {
+        push(counted);
+    }
+    push(noop);
+    push(cpu_bound);
     // The sink path: one output per input, against a raw consume-produce loop.
     fill("bench-out-raw", 0, a.partitions)?;
     fill("bench-out", 0, a.partitions)?;
-    push(scenarios::median_of(QUICK_RUNS, || {
-        scenarios::raw_consume_produce(brokers, main, "bench-out-raw", a.partitions, records)
-    })?);
-    push(scenarios::median_of(QUICK_RUNS, || {
-        scenarios::tidemark_default(brokers, main, Kind::Noop, records, Some("bench-out"))
-    })?);
+    let (raw_sink, sink) = scenarios::median_interleaved(
+        QUICK_RUNS,
+        || scenarios::raw_consume_produce(brokers, main, "bench-out-raw", a.partitions, records),
+        || scenarios::tidemark_default(brokers, main, Kind::Noop, records, Some("bench-out")),
+    )?;
+    push(raw_sink);
+    push(sink);
     Ok(())
 }
 

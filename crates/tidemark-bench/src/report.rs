@@ -19,6 +19,27 @@ pub fn progress(m: &Measurement) {
     );
 }
 
+/// A row's ratio to its limit as the table shows it: above 100 % is no result but a
+/// failed measurement (the limit ran while something else slowed it), and says so.
+fn fmt_ratio(ratio: Option<f64>) -> String {
+    match ratio {
+        None => "-".into(),
+        Some(r) if r > 1.0 => format!("**failed measurement** ({:.0}% > 100%)", r * 100.0),
+        Some(r) => format!("{:.0}%", r * 100.0),
+    }
+}
+
+/// The counted limit of a CPU-bound row (`limit: counted …`, the in-memory work plus
+/// the raw poll loop's CPU per record), when measured.
+fn counted_limit_of(rows: &[Measurement], m: &Measurement) -> Option<f64> {
+    if m.scenario.starts_with("limit") || m.processor == "noop" || m.scenario.contains("sink") {
+        return None;
+    }
+    rows.iter()
+        .find(|r| r.scenario.starts_with("limit: counted") && r.processor == m.processor)
+        .map(Measurement::records_per_sec)
+}
+
 /// The records/s a row is compared with: the raw consume-produce loop for the sink
 /// path, the raw poll loop for `noop`, the rayon in-memory run of the same processor
 /// for CPU-bound work.
@@ -56,6 +77,7 @@ pub fn write_main(out: &Path, rows: &[Measurement], cpu: &str) -> anyhow::Result
         .map(Measurement::records_per_sec);
     for m in rows {
         let ratio = limit_of(rows, m).map(|l| m.records_per_sec() / l);
+        let csv_ratio = ratio.filter(|r| *r <= 1.0);
         let (p50, p99) = (m.latency_ms(0.5), m.latency_ms(0.99));
         let _ = writeln!(
             csv,
@@ -65,7 +87,7 @@ pub fn write_main(out: &Path, rows: &[Measurement], cpu: &str) -> anyhow::Result
             m.records,
             m.busy.as_secs_f64(),
             m.records_per_sec(),
-            fmt_opt(ratio, 3),
+            fmt_opt(csv_ratio, 3),
             m.commits,
             m.commits_per_sec(),
             fmt_opt(m.commit_interval_ms(), 2),
@@ -93,7 +115,14 @@ pub fn write_main(out: &Path, rows: &[Measurement], cpu: &str) -> anyhow::Result
             fmt_opt(m.cpu_us_per_record(), 2),
             m.workers_busy
                 .map_or("-".into(), |b| format!("{:.0}%", b * 100.0)),
-            ratio.map_or("-".into(), |r| format!("{:.0}%", r * 100.0)),
+            match counted_limit_of(rows, m) {
+                Some(counted) => format!(
+                    "{} (counted limit: {})",
+                    fmt_ratio(ratio),
+                    fmt_ratio(Some(m.records_per_sec() / counted))
+                ),
+                None => fmt_ratio(ratio),
+            },
             m.commits_per_sec(),
             fmt_opt(p50, 2),
             fmt_opt(p99, 2),

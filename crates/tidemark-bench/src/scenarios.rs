@@ -86,6 +86,34 @@ pub fn median_of(
         tracing::info!(scenario = %m.scenario, processor = %m.processor, records_per_s = m.records_per_sec(), "run");
         all.push(m);
     }
+    Ok(median_of_runs(all))
+}
+
+/// Runs `limit` and `measure` alternately, `runs` times each (limit first), and
+/// returns the median of each: a broker or machine that is busy for a while slows
+/// both alike, instead of the one that happened to run then (issue 33: an in-memory
+/// limit measured while the broker was busy printed tidemark at "173 %" of it).
+pub fn median_interleaved(
+    runs: usize,
+    mut limit: impl FnMut() -> anyhow::Result<Measurement>,
+    mut measure: impl FnMut() -> anyhow::Result<Measurement>,
+) -> anyhow::Result<(Measurement, Measurement)> {
+    let (mut limits, mut measured) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        for (run, into) in [
+            (&mut limit as &mut dyn FnMut() -> _, &mut limits),
+            (&mut measure, &mut measured),
+        ] {
+            let m = with_cpu(run)?;
+            tracing::info!(scenario = %m.scenario, processor = %m.processor, records_per_s = m.records_per_sec(), "run");
+            into.push(m);
+        }
+    }
+    Ok((median_of_runs(limits), median_of_runs(measured)))
+}
+
+/// The median of `all` (by records/s) with their spread.
+fn median_of_runs(mut all: Vec<Measurement>) -> Measurement {
     all.sort_by(|a, b| a.records_per_sec().total_cmp(&b.records_per_sec()));
     let spread = Spread {
         runs: all.len(),
@@ -94,7 +122,27 @@ pub fn median_of(
     };
     let mut median = all.swap_remove(all.len() / 2);
     median.spread = Some(spread);
-    Ok(median)
+    median
+}
+
+/// The CPU-bound limit that counts the consumer's own unavoidable cost:
+/// `cores / (work µs + raw poll loop µs)` per record, from the CPU per record of
+/// the in-memory run of the work (`work`) and of the raw poll loop (`consumer`).
+/// `None` when either has no CPU measured.
+pub fn counted_limit(
+    work: &Measurement,
+    consumer: &Measurement,
+    cores: usize,
+) -> Option<Measurement> {
+    let per_record_us = work.cpu_us_per_record()? + consumer.cpu_us_per_record()?;
+    let records = 1_000_000u64;
+    Some(Measurement {
+        scenario: "limit: counted (cores / (work + raw poll loop CPU))".into(),
+        processor: work.processor.clone(),
+        records,
+        busy: Duration::from_secs_f64(records as f64 * per_record_us * 1e-6 / cores.max(1) as f64),
+        ..Measurement::default()
+    })
 }
 
 impl Measurement {

@@ -107,17 +107,13 @@ pub fn main(a: Args) -> anyhow::Result<()> {
                 );
             }
             workload::ensure_topic(b, TOPIC, a.partitions)?;
-            if a.rounds == 0 {
-                workload::ensure_topic(b, LIMIT_TOPIC, a.partitions)?;
-            }
+            workload::ensure_topic(b, LIMIT_TOPIC, a.partitions)?;
             b.clone()
         }
         None => {
             embedded = EmbeddedCluster::start(3).context("starting the embedded cluster")?;
             embedded.create_topic(TOPIC, a.partitions)?;
-            if a.rounds == 0 {
-                embedded.create_topic(LIMIT_TOPIC, a.partitions)?;
-            }
+            embedded.create_topic(LIMIT_TOPIC, a.partitions)?;
             println!("embedded mock cluster at {}", embedded.bootstrap_servers());
             embedded.bootstrap_servers()
         }
@@ -235,9 +231,20 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         a.records,
     )?;
     println!(
-        "this machine's limit for this work: {limit:.0} records/s ({what}): tidemark reached {:.0}% of it",
-        100.0 * summary.records_per_sec() / limit
+        "this machine's limit for this work: {:.0} records/s ({what}): tidemark reached {:.0}% of it",
+        limit.records_per_s,
+        100.0 * summary.records_per_sec() / limit.records_per_s
     );
+    if let Some(counted) = &limit.counted {
+        println!(
+            "counting the consumer's own cost ({:.2} µs of CPU a record for the work + {:.2} µs for a raw poll loop, on {} cores): {:.0} records/s; tidemark reached {:.0}% of it",
+            counted.work_us,
+            counted.consumer_us,
+            counted.cores,
+            counted.records_per_s,
+            100.0 * summary.records_per_sec() / counted.records_per_s
+        );
+    }
 
     let ends = tidemark::high_watermarks(&brokers, TOPIC, Duration::from_secs(10))?;
     let committed = verify::committed_offsets(&brokers, GROUP, TOPIC)?;
@@ -290,10 +297,26 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The most any consumer could reach for this work on this machine, and what it
-/// is: for no-op the raw `BaseConsumer` poll loop over up to one window of records
-/// of a topic of its own (created beforehand); for CPU work the same processor on `workers` threads over
-/// records in memory.
+/// The demo's limit for its work. For the no-op processor, the raw poll loop
+/// (librdkafka's consumer alone, no processing) over a topic of its own; for CPU
+/// work, the same processor on `workers` threads over records in memory, and beside
+/// it the limit that counts the consumer's own unavoidable cost (issue 33).
+struct Limit {
+    records_per_s: f64,
+    counted: Option<CountedLimit>,
+}
+
+/// `cores / (work µs + consumer µs)` records/s: the CPU-bound limit of a pipeline
+/// that must also consume its records.
+struct CountedLimit {
+    records_per_s: f64,
+    /// CPU per record of the work in memory, µs.
+    work_us: f64,
+    /// CPU per record of a raw poll loop on the same cluster, µs.
+    consumer_us: f64,
+    cores: usize,
+}
+
 fn limit(
     brokers: &str,
     kind: Kind,
@@ -301,34 +324,53 @@ fn limit(
     payload_bytes: usize,
     workers: usize,
     records: u64,
-) -> anyhow::Result<(f64, String)> {
+) -> anyhow::Result<(Limit, String)> {
     let n = records.min(WINDOW_PER_PARTITION * partitions as u64);
+    workload::produce(
+        brokers,
+        &workload::Workload::new(LIMIT_TOPIC, n, partitions),
+        |_| {},
+    )?;
+    let before = tidemark_testkit::memory::cpu_time();
+    let raw = tidemark_bench::raw_poll(brokers, LIMIT_TOPIC, partitions, n, false)?.0;
+    let consumer_us = (tidemark_testkit::memory::cpu_time() - before).as_secs_f64() * 1e6
+        / raw.records.max(1) as f64;
     if kind == Kind::Noop {
-        workload::produce(
-            brokers,
-            &workload::Workload::new(LIMIT_TOPIC, n, partitions),
-            |_| {},
-        )?;
-        let m = tidemark_bench::raw_poll(brokers, LIMIT_TOPIC, partitions, n, false)?.0;
+        let limit = Limit {
+            records_per_s: raw.records_per_sec(),
+            counted: None,
+        };
         return Ok((
-            m.records_per_sec(),
+            limit,
             format!("the raw poll loop, no processing, over {n} records"),
         ));
     }
+    let (records_per_s, work_us) =
+        in_memory_limit(kind, payload_bytes, workers, records.min(50_000))?;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let limit = Limit {
+        records_per_s,
+        counted: Some(CountedLimit {
+            records_per_s: cores as f64 * 1e6 / (work_us + consumer_us),
+            work_us,
+            consumer_us,
+            cores,
+        }),
+    };
     Ok((
-        in_memory_limit(kind, payload_bytes, workers, records.min(50_000))?,
+        limit,
         format!("the same processor on {workers} workers over records in memory"),
     ))
 }
 
 /// Records/s of `kind` over `records` records held in memory, on a rayon pool of
-/// `workers` threads.
+/// `workers` threads, and the CPU it took per record (µs).
 fn in_memory_limit(
     kind: Kind,
     payload_bytes: usize,
     workers: usize,
     records: u64,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     use rayon::prelude::*;
     let processor = CliProcessor::new(kind, None);
     let topic: Arc<str> = Arc::from(TOPIC);
@@ -342,10 +384,16 @@ fn in_memory_limit(
         .num_threads(workers)
         .build()?;
     let start = std::time::Instant::now();
+    let cpu = tidemark_testkit::memory::cpu_time();
     pool.install(|| {
         batch.par_iter().for_each(|r| {
             std::hint::black_box(processor.process(r).ok());
         })
     });
-    Ok(records as f64 / start.elapsed().as_secs_f64().max(1e-9))
+    let cpu_us =
+        (tidemark_testkit::memory::cpu_time() - cpu).as_secs_f64() * 1e6 / records.max(1) as f64;
+    Ok((
+        records as f64 / start.elapsed().as_secs_f64().max(1e-9),
+        cpu_us,
+    ))
 }
