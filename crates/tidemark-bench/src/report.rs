@@ -40,15 +40,15 @@ fn counted_limit_of(rows: &[Measurement], m: &Measurement) -> Option<f64> {
         .map(Measurement::records_per_sec)
 }
 
-/// The records/s a row is compared with: the raw consume-produce loop for the sink
-/// path, the raw poll loop for `noop`, the rayon in-memory run of the same processor
+/// The records/s a row is compared with: the raw consume-produce loop running the
+/// same processor's work for the sink path, the raw poll loop for `noop`, the rayon in-memory run of the same processor
 /// for CPU-bound work.
 fn limit_of(rows: &[Measurement], m: &Measurement) -> Option<f64> {
     if m.scenario.starts_with("limit") {
         return None;
     }
     let want = if m.scenario.contains("sink") {
-        ("limit: raw consume-produce loop", "-")
+        ("limit: raw consume-produce loop", m.processor.as_str())
     } else if m.processor == "noop" {
         ("limit: raw poll loop", "-")
     } else {

@@ -323,6 +323,7 @@ pub fn raw_consume_produce(
     output: &str,
     partitions: i32,
     total: u64,
+    kind: Kind,
 ) -> anyhow::Result<Measurement> {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -356,8 +357,16 @@ pub fn raw_consume_produce(
                 if let Some(k) = m.key() {
                     record = record.key(k);
                 }
+                let transformed;
                 if let Some(p) = m.payload() {
-                    record = record.payload(p);
+                    record = match kind {
+                        Kind::Noop => record.payload(p),
+                        _ => {
+                            transformed = tidemark_testkit::builtin::transform(kind, p)
+                                .map_err(|e| anyhow::anyhow!("raw consume-produce loop: {e}"))?;
+                            record.payload(&transformed[..])
+                        }
+                    };
                 }
                 loop {
                     match producer.send(record) {
@@ -385,7 +394,7 @@ pub fn raw_consume_produce(
         .context("flushing the outputs")?;
     Ok(Measurement {
         scenario: "limit: raw consume-produce loop".into(),
-        processor: "-".into(),
+        processor: kind_name(kind),
         records: n,
         busy: first.map_or(Duration::ZERO, |f| f.elapsed()),
         peak_rss_kib: peak_rss_kib(),

@@ -122,7 +122,21 @@ impl Processor for CliProcessor {
             }
         }
         let payload = record.payload.as_deref().unwrap_or_default();
-        let out = match self.kind {
+        Ok(Outputs::one(
+            record.key.clone(),
+            transform(self.kind, payload)?,
+        ))
+    }
+}
+
+/// What a built-in processor of `kind` makes of `payload` (the output's payload),
+/// for the benchmark's hand-written loops to run the same work.
+///
+/// # Errors
+/// A permanent [`ProcessError`] for a malformed payload ([`Kind::Json`]).
+pub fn transform(kind: Kind, payload: &[u8]) -> Result<Vec<u8>, ProcessError> {
+    {
+        let out = match kind {
             Kind::Noop | Kind::Io { .. } => payload.to_vec(),
             Kind::Sleep { micros } => {
                 std::thread::sleep(std::time::Duration::from_micros(micros));
@@ -139,7 +153,7 @@ impl Processor for CliProcessor {
                 serde_json::to_vec(&value).expect("a JSON value serializes")
             }
         };
-        Ok(Outputs::one(record.key.clone(), out))
+        Ok(out)
     }
 }
 
