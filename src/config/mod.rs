@@ -54,7 +54,8 @@ pub const FORCED_CONSUMER_PROPERTIES: &[(&str, &str)] = &[
 /// Deserializable from any serde format; every field but `brokers` and
 /// `membership` has a default, and a group may name only the fields it changes
 /// (`{"flow": {"max_in_flight_records": 5000}}`). Unknown fields are refused.
-/// Durations are in milliseconds.
+/// Durations are [`Duration`](std::time::Duration)s; their serde forms take
+/// milliseconds or strings with units (`"250ms"`, `"10s"`), and write milliseconds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
