@@ -53,10 +53,13 @@ pub use commit::{
 };
 pub use config::{
     CommitConfig, Config, Delivery, FailureConfig, FlowConfig, LifecycleConfig, Membership,
-    ObservabilityConfig, PostgresSink, SinkConfig, StartPosition, FORCED_CONSUMER_PROPERTIES,
+    ObservabilityConfig, PostgresSink, ProducerContext, SinkConfig, StartPosition,
+    FORCED_CONSUMER_PROPERTIES,
 };
 pub use connection::{is_secret_property, Connection, Properties};
-pub use engine::seams::sink::{HEADER_SRC_OFFSET, HEADER_SRC_PARTITION};
+pub use engine::seams::sink::{
+    HEADER_SRC_OFFSET, HEADER_SRC_PARTITION, HEADER_TRACEPARENT, HEADER_TRACESTATE,
+};
 pub use engine::{Pipeline, RunSummary};
 pub use error::{Error, KafkaClientError, KafkaErrorCode, Refusal};
 pub use failures::{

@@ -358,12 +358,13 @@ impl<'a> Batch<'a> {
         crate::engine::execution::worker::claim_each(
             self.records,
             early.map(|r| r.busy),
-            |i, record| {
-                let mut result = catch_panic("process", || process(record));
-                if let Some(reporter) = early {
+            |i, record| match early {
+                Some(reporter) => reporter.span(i).in_scope(|| {
+                    let mut result = catch_panic("process", || process(record));
                     reporter.report(i, &mut result);
-                }
-                result
+                    result
+                }),
+                None => catch_panic("process", || process(record)),
             },
         )
     }

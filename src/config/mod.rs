@@ -20,7 +20,7 @@ pub use failures::FailureConfig;
 pub use flow::FlowConfig;
 pub use lifecycle::LifecycleConfig;
 pub use membership::Membership;
-pub use observability::ObservabilityConfig;
+pub use observability::{ObservabilityConfig, ProducerContext};
 pub use sink::{PostgresSink, SinkConfig};
 
 use serde::{Deserialize, Serialize};

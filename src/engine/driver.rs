@@ -64,6 +64,9 @@ pub(crate) struct Engine {
     pub(super) wake: Arc<Wake>,
     /// What the cluster refused (authentication, TLS, ACLs): stops the run.
     pub(super) refusals: super::observation::refusal::Refusals,
+    /// The records' spans (feature `otel`): a retried attempt's context is kept
+    /// here for the next attempt's span.
+    pub(super) tracer: Arc<super::observation::trace::Tracer>,
 }
 
 /// True when `task` holds the lowest incomplete record of its partition. That record

@@ -20,7 +20,7 @@ mod completion;
 mod driver;
 pub(crate) mod execution;
 mod intake;
-mod observation;
+pub(crate) mod observation;
 mod pipeline;
 mod scheduling;
 pub(crate) mod seams;

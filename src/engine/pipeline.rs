@@ -220,17 +220,20 @@ impl Pipeline {
         config.validate()?;
         check_offset_store(config, self.offset_store.is_some())?;
         let started = Instant::now();
+        let tracer = Arc::new(crate::engine::observation::trace::Tracer::new(config));
         let execution = Execution::start(
             &self.work,
             config.workers,
             config.concurrency,
             self.runtime.clone(),
+            tracer.clone(),
         )
         .map_err(|e| Error::Config(format!("workers: cannot start them: {e}")))?;
         let sink = Sink::new(config)?.map(Arc::new);
         let target = CommitTarget::for_run(config, self.offset_store.as_ref(), sink.as_ref())?;
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let engine = Arc::new(Engine {
+            tracer,
             state: Mutex::new(RunState::new(config)),
             completions: done_rx,
             sink: sink.clone(),

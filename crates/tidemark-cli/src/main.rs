@@ -4,6 +4,8 @@
 mod cluster;
 mod demo;
 mod lag;
+#[cfg(feature = "otel")]
+mod otel;
 mod produce;
 mod run;
 mod serve;
@@ -39,20 +41,52 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG")
-                // librdkafka reports every failed connection attempt as an error; the
-                // CLI reports what matters in one line, so its logs are off by default.
-                .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new("warn,librdkafka=off,rdkafka=off")
-                }),
-        )
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+
+    let cli = Cli::parse();
+    // librdkafka reports every failed connection attempt as an error; the CLI reports
+    // what matters in one line, so its logs are off by default.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,librdkafka=off,rdkafka=off"));
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_filter(filter);
+    #[cfg(feature = "otel")]
+    let (export, otel_layer) = {
+        let endpoint = match &cli.command {
+            Command::Run(a) => Some(a.otlp_endpoint.as_deref()),
+            _ => None,
+        };
+        match endpoint.map(otel::start).transpose() {
+            Ok(started) => started.flatten().unzip(),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    #[cfg(not(feature = "otel"))]
+    let otel_layer: Option<
+        Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>,
+    > = {
+        if let Command::Run(a) = &cli.command {
+            if a.otlp_endpoint.is_some() {
+                eprintln!(
+                    "error: --otlp-endpoint: this tidemark was built without the `otel` feature"
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+        None
+    };
+    tracing_subscriber::registry()
+        .with(otel_layer)
+        .with(log)
         .init();
     // Several members often log to one terminal (or one test's output): tag each line.
     let _process = tracing::info_span!("member", pid = std::process::id()).entered();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Produce(a) => produce::main(a),
         Command::Run(a) => run::main(*a),
@@ -60,6 +94,10 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::main(a),
         Command::Bench(a) => tidemark_bench::main(a),
     };
+    #[cfg(feature = "otel")]
+    if let Some(export) = export {
+        export.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

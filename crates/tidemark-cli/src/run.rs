@@ -7,6 +7,13 @@ use tidemark::{Config, FileOffsetStore, Pipeline, RunSummary, SinkConfig, TopicP
 
 use crate::processors::{CliProcessor, IoProcessor, Kind};
 
+/// `--producer-context` ([`tidemark::ProducerContext`]).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ProducerContextArg {
+    Parent,
+    Link,
+}
+
 /// Where outputs go: `none`, `topic:NAME` or `postgres:URL` (the table from
 /// `--sink-table`, filled in by `run`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +201,20 @@ pub struct Args {
     /// /health/live and /health/ready (200 yes, 503 no).
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Export a `process {topic}` span per record over OTLP/HTTP to this base URL
+    /// (e.g. http://127.0.0.1:4318; `/v1/traces` is appended), continuing the W3C
+    /// `traceparent` of each input and writing its own on every output and dead
+    /// letter. Without it, `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) turns the export on;
+    /// `OTEL_SERVICE_NAME` (default tidemark) and `OTEL_TRACES_SAMPLER` are honoured.
+    /// Needs the CLI's `otel` feature (on by default).
+    #[arg(long, value_name = "URL")]
+    pub(crate) otlp_endpoint: Option<String>,
+    /// How each record's `process` span relates to the producer's span of its
+    /// `traceparent`: parent (one trace end to end) or link (a new trace linked to
+    /// the producer's).
+    #[arg(long, value_name = "parent|link", default_value = "parent")]
+    producer_context: ProducerContextArg,
     /// A record in flight longer than this many ms is logged once and counted as
     /// stuck (shown in the progress line). Default 60000.
     #[arg(long)]
@@ -313,6 +334,10 @@ pub fn main(a: Args) -> anyhow::Result<()> {
     if let Some(ms) = a.lag_refresh_ms {
         config.observability.lag_refresh = std::time::Duration::from_millis(ms);
     }
+    config.observability.producer_context = match a.producer_context {
+        ProducerContextArg::Parent => tidemark::ProducerContext::Parent,
+        ProducerContextArg::Link => tidemark::ProducerContext::Link,
+    };
     config.consumer_properties.extend(a.property);
     if let Some(reset) = a.auto_offset_reset {
         config

@@ -7,11 +7,13 @@
 //! - [`KafkaCluster`]: an N-node Apache Kafka cluster with node-level kill and start;
 //! - [`workload`]: topic creation and a JSON workload producer;
 //! - [`verify`]: high watermarks, committed offsets, and reading a topic back;
-//! - [`processors`]: processors the tests share.
+//! - [`processors`]: processors the tests share;
+//! - [`jaeger`]: a tracing backend (Jaeger v2) for the tracing tests.
 
 pub mod builtin;
 mod cluster;
 mod embedded;
+pub mod jaeger;
 mod kafka;
 pub mod memory;
 mod postgres;

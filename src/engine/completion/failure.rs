@@ -31,6 +31,21 @@ pub(crate) enum FailureCause {
 }
 
 impl FailureCause {
+    /// The failure's class, for a span's `error.type` (OpenTelemetry: low
+    /// cardinality): `retriable` or `permanent` from the processor, `sink` or
+    /// `dead_letter` from the producer.
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    pub(crate) fn error_type(&self) -> &'static str {
+        match self {
+            FailureCause::Processor(e) => match e.kind {
+                crate::FailureKind::Retriable => "retriable",
+                crate::FailureKind::Permanent => "permanent",
+            },
+            FailureCause::Sink(_) => "sink",
+            FailureCause::DeadLetter(_) => "dead_letter",
+        }
+    }
+
     /// The message a dead letter carries.
     pub(crate) fn message(&self) -> String {
         match self {

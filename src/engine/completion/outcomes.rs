@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
-use crate::engine::completion::failure::{FailureCause, FailureDecision, RecordFailure};
+use crate::engine::completion::failure::{FailureDecision, RecordFailure};
 use crate::engine::completion::progress::{PendingTask, TaskDone};
 use crate::engine::driver::Engine;
+use crate::engine::observation::trace::{Outcome, RecordSpan};
 use crate::engine::state::{LiveTask, RunState};
 use crate::metrics::Counters;
 use crate::record::Record;
@@ -127,18 +128,28 @@ impl Engine {
                 cause: &f.cause,
                 attempts,
             });
+            let (error_type, message) = (f.cause.error_type(), f.cause.message());
             match (decision, f.record) {
                 (FailureDecision::Retry(wait), Some(record)) => {
+                    f.span
+                        .failed(Outcome::Retried, error_type, &message, attempts, Some(wait));
+                    self.tracer.retried(&record, &f.span);
                     st.partitions.hold_bytes(record.size_bytes());
                     keep_busy.push(record.clone());
                     st.scheduler
                         .retry(record, epoch, attempts, Instant::now() + wait);
                 }
                 (FailureDecision::DeadLetter, Some(record)) => {
+                    f.span
+                        .failed(Outcome::DeadLettered, error_type, &message, attempts, None);
                     keep_busy.push(record.clone());
-                    self.dead_letter(st, record, epoch, &f.cause, attempts);
+                    self.dead_letter(st, record, epoch, &message, attempts, &f.span);
                 }
-                _ => st.partitions.mark_stopped(&topic, partition, 1),
+                _ => {
+                    f.span
+                        .failed(Outcome::Failed, error_type, &message, attempts, None);
+                    st.partitions.mark_stopped(&topic, partition, 1)
+                }
             }
         }
         if !skipped.is_empty() {
@@ -151,15 +162,17 @@ impl Engine {
         n
     }
 
-    /// Produces `record` to the dead-letter topic; it completes (under its epoch)
-    /// when the producer acknowledges it, its lane held until then.
+    /// Produces `record` to the dead-letter topic with `error` and the trace context
+    /// of its last attempt's `span`; it completes (under its epoch) when the
+    /// producer acknowledges it, its lane held until then.
     fn dead_letter(
         &self,
         st: &mut RunState,
         record: Record,
         epoch: tidemark_offsets::Epoch,
-        cause: &FailureCause,
+        error: &str,
         attempts: u32,
+        span: &RecordSpan,
     ) {
         let sink = self
             .sink
@@ -181,10 +194,11 @@ impl Engine {
         st.live.insert(id, LiveTask::new(pending.clone(), true));
         sink.dead_letter(
             &record,
-            &cause.message(),
+            error,
             attempts,
             pending.expect_ack(0, true),
             sink.aborts(),
+            span,
         );
         pending.succeeded(0);
         pending.release();

@@ -26,6 +26,7 @@ use parking_lot::Mutex;
 use tidemark_offsets::Epoch;
 
 use crate::engine::completion::failure::FailureCause;
+use crate::engine::observation::trace::RecordSpan;
 use crate::engine::wake::Wake;
 use crate::record::Record;
 
@@ -37,6 +38,9 @@ pub(crate) struct FailedRecord {
     /// The record itself when the processor failed it (to retry or dead-letter);
     /// `None` for a failed output, which stops the run.
     pub(in crate::engine) record: Option<Record>,
+    /// The attempt's span (feature `otel`), for its outcome and the dead letter's
+    /// trace context; none for a failed output.
+    pub(in crate::engine) span: RecordSpan,
 }
 
 /// The end of one task: what is not a completion.
@@ -292,6 +296,7 @@ impl Ack {
                     offset,
                     cause,
                     record: None,
+                    span: RecordSpan::none(),
                 });
             }
         }
@@ -313,6 +318,7 @@ impl Ack {
                     offset,
                     cause: FailureCause::Processor(error),
                     record: Some(record),
+                    span: RecordSpan::none(),
                 });
             }
         }

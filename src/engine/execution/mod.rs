@@ -25,6 +25,7 @@ use crate::engine::completion::progress::{FailedRecord, PendingTask};
 use crate::engine::execution::layers::{LayerStep, LayerWalk};
 use crate::engine::execution::pool::Pool;
 use crate::engine::execution::worker::{run_task, send_outputs};
+use crate::engine::observation::trace::{RecordSpan, Tracer};
 use crate::engine::scheduling::scheduler::Task;
 use crate::engine::seams::sink::Sink;
 use crate::metrics::Shared;
@@ -99,6 +100,7 @@ pub(crate) trait AsyncRunner: Hooks {
         task: Task,
         pending: Arc<PendingTask>,
         sink: Option<Arc<Sink>>,
+        tracer: Arc<Tracer>,
         limit: Arc<Limit>,
     );
 }
@@ -113,9 +115,17 @@ impl<P: AsyncProcessor> AsyncRunner for AsyncWork<P> {
         task: Task,
         pending: Arc<PendingTask>,
         sink: Option<Arc<Sink>>,
+        tracer: Arc<Tracer>,
         limit: Arc<Limit>,
     ) {
-        handle.spawn(run_task_async(self.0.clone(), task, pending, sink, limit));
+        handle.spawn(run_task_async(
+            self.0.clone(),
+            task,
+            pending,
+            sink,
+            tracer,
+            limit,
+        ));
     }
 }
 
@@ -126,8 +136,14 @@ pub(crate) struct Limit {
     total: usize,
 }
 
-/// Where tasks run during one `Pipeline::run`.
-pub(crate) enum Execution {
+/// Where tasks run during one `Pipeline::run`, and the records' spans.
+pub(crate) struct Execution {
+    on: On,
+    tracer: Arc<Tracer>,
+}
+
+/// The pool or the runtime.
+enum On {
     Threads {
         pool: Pool,
         processor: Arc<dyn Processor>,
@@ -144,16 +160,17 @@ pub(crate) enum Execution {
 
 impl Execution {
     /// Starts running `work`: the worker pool of `workers` threads, or (async) the
-    /// runtime behind `handle`, else a runtime of its own with `workers` threads.
-    /// Errors when the OS refuses a thread.
+    /// runtime behind `handle`, else a runtime of its own with `workers` threads;
+    /// records get their spans from `tracer`. Errors when the OS refuses a thread.
     pub(crate) fn start(
         work: &Work,
         workers: usize,
         concurrency: usize,
         handle: Option<Handle>,
+        tracer: Arc<Tracer>,
     ) -> std::io::Result<Execution> {
-        Ok(match work {
-            Work::Blocking(processor) => Execution::Threads {
+        let on = match work {
+            Work::Blocking(processor) => On::Threads {
                 pool: Pool::new(workers)?,
                 processor: processor.clone(),
             },
@@ -170,7 +187,7 @@ impl Execution {
                         (Some(runtime), handle)
                     }
                 };
-                Execution::Async {
+                On::Async {
                     handle,
                     runner: runner.clone(),
                     limit: Arc::new(Limit {
@@ -180,7 +197,8 @@ impl Execution {
                     runtime,
                 }
             }
-        })
+        };
+        Ok(Execution { on, tracer })
     }
 
     /// Runs `task` (its records complete through `pending`).
@@ -191,28 +209,29 @@ impl Execution {
         sink: Option<Arc<Sink>>,
         metrics: &Arc<Shared>,
     ) {
-        match self {
-            Execution::Threads { pool, processor } => {
+        let tracer = self.tracer.clone();
+        match &self.on {
+            On::Threads { pool, processor } => {
                 let processor = processor.clone();
                 let metrics = metrics.clone();
                 pool.spawn(move || {
                     let busy = &metrics.counters.worker_busy_ns;
-                    run_task(&*processor, sink.as_deref(), task, pending, busy)
+                    run_task(&*processor, sink.as_deref(), &tracer, task, pending, busy)
                 });
             }
-            Execution::Async {
+            On::Async {
                 handle,
                 runner,
                 limit,
                 ..
-            } => runner.spawn(handle, task, pending, sink, limit.clone()),
+            } => runner.spawn(handle, task, pending, sink, tracer, limit.clone()),
         }
     }
 }
 
 impl Drop for Execution {
     fn drop(&mut self) {
-        if let Execution::Async { runtime, .. } = self {
+        if let On::Async { runtime, .. } = &mut self.on {
             if let Some(runtime) = runtime.take() {
                 // Records still running after the drain are abandoned (processed
                 // again by the next owner), never waited for.
@@ -241,6 +260,7 @@ async fn run_task_async<P: AsyncProcessor>(
     task: Task,
     pending: Arc<PendingTask>,
     sink: Option<Arc<Sink>>,
+    tracer: Arc<Tracer>,
     limit: Arc<Limit>,
 ) {
     let aborts = task.aborts;
@@ -249,9 +269,9 @@ async fn run_task_async<P: AsyncProcessor>(
     while let Some(step) = walk.next_layer() {
         let started = Instant::now();
         let mut failed = Vec::new();
-        let (processor, pending, sink, records) =
-            (&*processor, &pending, sink.as_deref(), &records);
-        match run_batch(processor, &step, pending, sink, aborts, &limit).await {
+        let (processor, pending, sink, records, tracer) =
+            (&*processor, &pending, sink.as_deref(), &records, &*tracer);
+        match run_batch(processor, &step, pending, sink, tracer, aborts, &limit).await {
             Batched::Closed => return,
             Batched::Done(failures) => {
                 for (position, failure) in failures {
@@ -263,19 +283,23 @@ async fn run_task_async<P: AsyncProcessor>(
             }
             Batched::No => {}
         }
+        let spans = tracer.spans(&step.records);
         let mut running = FuturesUnordered::new();
-        let start = |position: usize, permit: OwnedSemaphorePermit| {
+        // `j`: the record's index in the layer's live records; `position`: in the task.
+        let start = |(j, position): (usize, usize), permit: OwnedSemaphorePermit| {
+            let record = &records[position];
+            let span = RecordSpan::at(&spans, j);
+            let future = span.instrument(processor.process(record));
             AssertUnwindSafe(async move {
                 let _permit = permit;
-                let record = &records[position];
-                let outputs = processor.process(record).await?;
-                send_outputs(pending, sink, aborts, position, record, outputs);
+                let outputs = future.await?;
+                send_outputs(pending, sink, aborts, position, record, outputs, span);
                 Ok::<(), ProcessError>(())
             })
             .catch_unwind()
-            .map(move |outcome| (position, outcome))
+            .map(move |outcome| (j, position, outcome))
         };
-        let mut live = step.live.iter().copied().peekable();
+        let mut live = step.live.iter().copied().enumerate().peekable();
         loop {
             // Start what a free permit allows; wait for a permit or a record of
             // this layer, whichever comes first.
@@ -305,7 +329,7 @@ async fn run_task_async<P: AsyncProcessor>(
                     None => break,
                 }
             };
-            let (position, outcome) = outcome;
+            let (j, position, outcome) = outcome;
             let error = match outcome {
                 Ok(Ok(())) => continue,
                 Ok(Err(e)) => e,
@@ -318,6 +342,7 @@ async fn run_task_async<P: AsyncProcessor>(
                 offset: records[position].offset,
                 cause: FailureCause::Processor(error),
                 record: Some(records[position].clone()),
+                span: RecordSpan::at(&spans, j).handle(),
             });
         }
         drop(running);
@@ -339,11 +364,14 @@ enum Batched {
 
 /// Runs a layer's live records through the processor's batch form, if it has one,
 /// holding one permit of `limit` per record (at most all of them) while it runs.
+/// Each record has its span from the call to its result (one future covers them
+/// all, so none is entered: the user's spans inside the batch are not nested).
 async fn run_batch<P: AsyncProcessor>(
     processor: &P,
     step: &LayerStep<'_>,
     pending: &Arc<PendingTask>,
     sink: Option<&Sink>,
+    tracer: &Tracer,
     aborts: u64,
     limit: &Limit,
 ) -> Batched {
@@ -354,6 +382,7 @@ async fn run_batch<P: AsyncProcessor>(
     if batch.is_empty() {
         return Batched::Done(Vec::new());
     }
+    let mut spans = tracer.spans(batch);
     let permits = batch.len().min(limit.total) as u32;
     let Ok(_permits) = limit.semaphore.clone().acquire_many_owned(permits).await else {
         return Batched::Closed;
@@ -377,10 +406,11 @@ async fn run_batch<P: AsyncProcessor>(
     }
     let mut results = results.into_iter();
     let mut failed = Vec::new();
-    for (&position, record) in step.live.iter().zip(batch) {
+    for (j, (&position, record)) in step.live.iter().zip(batch).enumerate() {
         let error = match results.next() {
             Some(Ok(outputs)) => {
-                send_outputs(pending, sink, aborts, position, record, outputs);
+                let span = RecordSpan::at(&spans, j);
+                send_outputs(pending, sink, aborts, position, record, outputs, span);
                 continue;
             }
             Some(Err(e)) => e,
@@ -392,6 +422,7 @@ async fn run_batch<P: AsyncProcessor>(
                 offset: record.offset,
                 cause: FailureCause::Processor(error),
                 record: Some(record.clone()),
+                span: RecordSpan::take(&mut spans, j),
             },
         ));
     }

@@ -23,6 +23,7 @@ use crate::engine::completion::failure::FailureCause;
 use crate::engine::completion::progress::{FailedRecord, PendingTask};
 use crate::engine::execution::layers::LayerWalk;
 use crate::engine::execution::pool;
+use crate::engine::observation::trace::{RecordSpan, Tracer};
 use crate::engine::scheduling::scheduler::Task;
 use crate::engine::seams::sink::Sink;
 use crate::processor::{panic_message, Batch, ProcessError, ProcessResult, Processor};
@@ -38,6 +39,8 @@ pub(crate) struct Reporter<'a> {
     /// The records of the batch and each one's position in the task.
     records: &'a [Record],
     positions: &'a [usize],
+    /// Each record's span (feature `otel`; empty when tracing is off).
+    spans: &'a [RecordSpan],
     /// Per batch index: completed through this reporter.
     reported: &'a [AtomicBool],
     /// Set when `Batch::process_each` ran with this reporter (its workers account
@@ -51,6 +54,11 @@ impl<'a> Reporter<'a> {
     /// The records this reporter completes, by index.
     pub(crate) fn records(&self) -> &'a [Record] {
         self.records
+    }
+
+    /// The span of record `index` (none when tracing is off).
+    pub(crate) fn span(&self, index: usize) -> &'a RecordSpan {
+        RecordSpan::at(self.spans, index)
     }
 
     /// `Batch::process_each` runs with this reporter.
@@ -74,6 +82,7 @@ impl<'a> Reporter<'a> {
             self.positions[index],
             &self.records[index],
             outputs,
+            self.span(index),
         );
     }
 }
@@ -113,8 +122,9 @@ fn add_busy(busy: Option<&AtomicU64>, started: Instant) {
     }
 }
 
-/// Sends `outputs` of the record at task position `position`, then completes it
-/// (now, or with its last acknowledgement).
+/// Sends `outputs` of the record at task position `position` (each carrying
+/// `span`'s trace context), then completes it (now, or with its last
+/// acknowledgement).
 pub(crate) fn send_outputs(
     pending: &Arc<PendingTask>,
     sink: Option<&Sink>,
@@ -122,12 +132,14 @@ pub(crate) fn send_outputs(
     position: usize,
     record: &Record,
     outputs: crate::record::Outputs,
+    span: &RecordSpan,
 ) {
+    span.complete();
     match sink {
         Some(sink) if sink.has_output() => {
             for (index, output) in outputs.0.into_iter().enumerate() {
                 let ack = pending.expect_ack(position, false);
-                sink.send(record, index, output, ack, aborts);
+                sink.send(record, index, output, ack, aborts, span);
             }
         }
         _ if !outputs.is_empty() => {
@@ -147,9 +159,11 @@ pub(crate) fn send_outputs(
 /// outputs acknowledged); the task's end reaches the poll thread once every record
 /// is processed and every output acknowledged. Each layer goes to `process_batch`;
 /// a lane stops at its first failure (the rest of its chain comes back skipped).
+/// Each record of a layer gets its span from `tracer` when the layer starts.
 pub(crate) fn run_task(
     processor: &dyn Processor,
     sink: Option<&Sink>,
+    tracer: &Tracer,
     task: Task,
     pending: Arc<PendingTask>,
     busy: &AtomicU64,
@@ -162,12 +176,14 @@ pub(crate) fn run_task(
     while let Some(step) = walk.next_layer() {
         let started = std::time::Instant::now();
         let records: &[Record] = &step.records;
+        let mut spans = tracer.spans(records);
         let reporter = Reporter {
             pending: &pending,
             sink,
             aborts: task.aborts,
             records,
             positions: &step.live,
+            spans: &spans,
             reported: &reported[..records.len()],
             claimed: AtomicBool::new(false),
             busy,
@@ -184,13 +200,17 @@ pub(crate) fn run_task(
                 continue;
             }
             match result {
-                Ok(outputs) => send_outputs(&pending, sink, task.aborts, position, record, outputs),
+                Ok(outputs) => {
+                    let span = RecordSpan::at(&spans, i);
+                    send_outputs(&pending, sink, task.aborts, position, record, outputs, span)
+                }
                 Err(e) => {
                     walk.fail(position);
                     failed.push(FailedRecord {
                         offset: record.offset,
                         cause: FailureCause::Processor(e),
                         record: Some(record.clone()),
+                        span: RecordSpan::take(&mut spans, i),
                     });
                 }
             }

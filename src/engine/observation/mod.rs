@@ -7,3 +7,4 @@
 pub(in crate::engine) mod lag_sampler;
 pub(in crate::engine) mod publish;
 pub(in crate::engine) mod refusal;
+pub(crate) mod trace;

@@ -96,7 +96,9 @@ fn driver_over(
 ) -> Driver {
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
     let (_, requests) = crossbeam_channel::unbounded();
+    let tracer = Arc::new(crate::engine::observation::trace::Tracer::new(config));
     let engine = Arc::new(Engine {
+        tracer: tracer.clone(),
         state: Mutex::new(RunState::new(config)),
         completions: done_rx,
         sink,
@@ -117,7 +119,7 @@ fn driver_over(
         ),
     });
     let execution =
-        super::execution::Execution::start(&work, config.workers, config.concurrency, None)
+        super::execution::Execution::start(&work, config.workers, config.concurrency, None, tracer)
             .unwrap();
     Driver::new(
         config,

@@ -22,6 +22,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 
 use crate::commit::{CommitError, PartitionOffset};
 use crate::engine::completion::progress::Ack;
+use crate::engine::observation::trace::RecordSpan;
 use crate::error::Error;
 use crate::record::{OutputRecord, Record};
 
@@ -33,6 +34,13 @@ pub(crate) const STUCK_AFTER: u32 = 2;
 pub const HEADER_SRC_PARTITION: &str = "tidemark-src-partition";
 /// Header naming the input record's offset on every sink output (decimal string).
 pub const HEADER_SRC_OFFSET: &str = "tidemark-src-offset";
+/// W3C Trace Context's `traceparent` header (`00-{trace id}-{span id}-{flags}`,
+/// lower-case hex): read from inputs, and (feature `otel`) written on every output
+/// and dead letter, naming the `process` span that produced it.
+pub const HEADER_TRACEPARENT: &str = "traceparent";
+/// W3C Trace Context's `tracestate` header (vendor entries), carried with
+/// [`HEADER_TRACEPARENT`] when the context has one.
+pub const HEADER_TRACESTATE: &str = "tracestate";
 
 /// Where outputs go.
 enum Output {
@@ -159,7 +167,8 @@ impl Sink {
     /// ack resolves at once, and the record, whose completion belongs to an old
     /// epoch, is processed again after the rewind.
     /// `index` is the output's position among its input's outputs (the PostgreSQL
-    /// row's `src_output`).
+    /// row's `src_output`). The output carries `span`'s W3C trace context in place of
+    /// any it had (feature `otel`; nothing when there is no span).
     pub(crate) fn send(
         &self,
         input: &Record,
@@ -167,6 +176,7 @@ impl Sink {
         output: OutputRecord,
         ack: Ack,
         aborts: u64,
+        span: &RecordSpan,
     ) {
         let topic = match &self.output {
             Output::Topic(topic) => topic,
@@ -182,22 +192,14 @@ impl Sink {
         }
         let partition = input.partition.to_string();
         let offset = input.offset.to_string();
-        let mut headers = OwnedHeaders::new_with_capacity(output.headers.len() + 2);
-        for h in &output.headers {
-            headers = headers.insert(Header {
-                key: &h.key,
-                value: h.value.as_deref(),
-            });
-        }
-        let headers = headers
-            .insert(Header {
-                key: HEADER_SRC_PARTITION,
-                value: Some(partition.as_bytes()),
-            })
-            .insert(Header {
-                key: HEADER_SRC_OFFSET,
-                value: Some(offset.as_bytes()),
-            });
+        let headers = with_headers(
+            &output.headers,
+            &[
+                (HEADER_SRC_PARTITION, partition.as_bytes()),
+                (HEADER_SRC_OFFSET, offset.as_bytes()),
+            ],
+            span,
+        );
         self.produce(
             Produce {
                 topic,
@@ -212,7 +214,7 @@ impl Sink {
     /// Queues `input` to the dead-letter topic with its key, value and headers, plus
     /// `tidemark-src-topic`, `tidemark-src-partition`, `tidemark-src-offset`,
     /// `tidemark-error` (`error`) and `tidemark-attempts`; `ack` resolves with the
-    /// delivery report. `aborts` as in [`send`](Self::send).
+    /// delivery report. `aborts` and `span` as in [`send`](Self::send).
     pub(crate) fn dead_letter(
         &self,
         input: &Record,
@@ -220,6 +222,7 @@ impl Sink {
         attempts: u32,
         ack: Ack,
         aborts: u64,
+        span: &RecordSpan,
     ) {
         let _gate = self.gate.read();
         if aborts != self.aborts() {
@@ -230,30 +233,22 @@ impl Sink {
             .dead_letter_topic
             .as_deref()
             .expect("dead letters are sent only with a dead-letter topic");
-        let mut headers = OwnedHeaders::new_with_capacity(input.headers.len() + 5);
-        for h in &input.headers {
-            headers = headers.insert(Header {
-                key: &h.key,
-                value: h.value.as_deref(),
-            });
-        }
         let (partition, offset, attempts) = (
             input.partition.to_string(),
             input.offset.to_string(),
             attempts.to_string(),
         );
-        for (key, value) in [
-            (crate::failures::HEADER_SRC_TOPIC, input.topic.as_bytes()),
-            (HEADER_SRC_PARTITION, partition.as_bytes()),
-            (HEADER_SRC_OFFSET, offset.as_bytes()),
-            (crate::failures::HEADER_ERROR, error.as_bytes()),
-            (crate::failures::HEADER_ATTEMPTS, attempts.as_bytes()),
-        ] {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value),
-            });
-        }
+        let headers = with_headers(
+            &input.headers,
+            &[
+                (crate::failures::HEADER_SRC_TOPIC, input.topic.as_bytes()),
+                (HEADER_SRC_PARTITION, partition.as_bytes()),
+                (HEADER_SRC_OFFSET, offset.as_bytes()),
+                (crate::failures::HEADER_ERROR, error.as_bytes()),
+                (crate::failures::HEADER_ATTEMPTS, attempts.as_bytes()),
+            ],
+            span,
+        );
         self.produce(
             Produce {
                 topic,
@@ -368,4 +363,37 @@ impl Sink {
             }
         }
     }
+}
+
+/// The headers of a produced record: `own` (the output's, or the dead letter's
+/// input's) in order, then `engine`'s, then `span`'s W3C trace context, which
+/// replaces any `traceparent`/`tracestate` among `own` when there is a span.
+fn with_headers(
+    own: &[crate::record::Header],
+    engine: &[(&str, &[u8])],
+    span: &RecordSpan,
+) -> OwnedHeaders {
+    let context = span.context_headers();
+    let replaced =
+        |key: &str| !context.is_empty() && (key == HEADER_TRACEPARENT || key == HEADER_TRACESTATE);
+    let mut headers = OwnedHeaders::new_with_capacity(own.len() + engine.len() + context.len());
+    for h in own.iter().filter(|h| !replaced(&h.key)) {
+        headers = headers.insert(Header {
+            key: &h.key,
+            value: h.value.as_deref(),
+        });
+    }
+    for &(key, value) in engine {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    for (key, value) in &context {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        });
+    }
+    headers
 }
