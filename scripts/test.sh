@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need (Apache Kafka
-# from Maven Central, a JDK + Maven, PostgreSQL and promtool with apt-get when missing),
+# from Maven Central, a JDK + Maven, PostgreSQL and promtool with apt-get when missing;
+# Toxiproxy and Jaeger from the Go module proxy),
 # starts one Kafka broker and one PostgreSQL server that the whole run shares (each test
 # uses its own topics, groups and tables; a test that stops its broker or database
 # starts its own), runs every test of the workspace, and stops both. The embedded mock
@@ -20,6 +21,11 @@ scripts/kafka.sh install
 scripts/postgres.sh install
 # Toxiproxy for the network-fault tests (built from the Go module proxy, cached).
 scripts/toxiproxy.sh install >/dev/null
+# Jaeger v2 for the tracing tests (crates/tidemark-cli/tests/tracing.rs), built from
+# the Go module proxy in the background while the rest installs and the tests
+# compile (a few minutes on 2 cores, cached); the test waits for it (a lock).
+jaeger_log="$(mktemp -t tidemark-jaeger-build.XXXXXX)"
+scripts/jaeger.sh install >"$jaeger_log" 2>&1 &
 # promtool (Debian's prometheus package) checks the /metrics exposition in
 # crates/tidemark-cli/tests/metrics.rs.
 if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then

@@ -10,6 +10,7 @@ mod report;
 mod scale;
 mod scenarios;
 mod sleep;
+pub mod trace_cost;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -121,8 +122,23 @@ pub struct Args {
     /// tables `bench_*`, created and dropped).
     #[arg(long, value_name = "URL", conflicts_with_all = ["io", "scaling", "ordering", "quick", "scale", "sleep_sweep"])]
     postgres: Option<String>,
-    /// Runs per row of --io and --postgres (the median is reported, with the
-    /// slowest and fastest).
+    /// Only what tracing across Kafka (feature `otel`) costs on the sink path: the
+    /// default `Config`, no-op processor, one output per input, with no
+    /// OpenTelemetry layer, with the layer sampling nothing, and sampling
+    /// everything (spans dropped by the exporter); each run in a child process
+    /// (a `tracing` subscriber is global), the three interleaved, --runs each over
+    /// --records (default 1,000,000 with --brokers, 400,000 embedded) on topic `bench-trace` (16 partitions, created
+    /// and filled). Writes `trace.md` and `trace.csv`.
+    #[arg(long, conflicts_with_all = ["io", "scaling", "ordering", "quick", "scale", "sleep_sweep", "postgres"])]
+    pub trace_cost: bool,
+    /// Internal (`--trace-cost`'s child): one run traced per MODE.
+    #[arg(long, hide = true, requires = "brokers", value_name = "MODE")]
+    pub trace_run: Option<trace_cost::TraceMode>,
+    /// Internal: the child run's output topic.
+    #[arg(long, hide = true, requires = "trace_run")]
+    trace_output: Option<String>,
+    /// Runs per row of --io, --postgres and --trace-cost (the median is reported,
+    /// with the slowest and fastest).
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Sleep per record of --sleep-sweep, µs.
@@ -160,6 +176,21 @@ fn policies() -> Vec<(CommitPolicy, &'static str)> {
 }
 
 pub fn main(mut a: Args) -> anyhow::Result<()> {
+    if a.trace_run.is_some() {
+        let (brokers, output) = (
+            a.brokers
+                .as_deref()
+                .context("--trace-run needs --brokers")?,
+            a.trace_output
+                .as_deref()
+                .context("--trace-run needs --trace-output")?,
+        );
+        return trace_cost::child_run(
+            brokers,
+            a.records.context("--trace-run needs --records")?,
+            output,
+        );
+    }
     let requested_records = a.records;
     let scale_records = a.records.unwrap_or(if a.brokers.is_some() {
         200_000
@@ -230,6 +261,16 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
     }
     if a.sleep_sweep {
         sleep::run(&brokers, &create, a.payload_bytes, a.sleep_us, &a.out)?;
+        return Ok(());
+    }
+    if a.trace_cost {
+        // The embedded cluster keeps 5 MiB a partition: 25,000 records of 16.
+        let records = requested_records.unwrap_or(if a.brokers.is_some() {
+            1_000_000
+        } else {
+            400_000
+        });
+        trace_cost::run(&brokers, &create, a.payload_bytes, records, a.runs, &a.out)?;
         return Ok(());
     }
 

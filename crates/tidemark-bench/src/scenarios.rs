@@ -113,7 +113,8 @@ pub fn median_interleaved(
 }
 
 /// The median of `all` (by records/s) with their spread.
-fn median_of_runs(mut all: Vec<Measurement>) -> Measurement {
+/// The run with the median rate of `all` (not empty), with the spread of all of them.
+pub fn median_of_runs(mut all: Vec<Measurement>) -> Measurement {
     all.sort_by(|a, b| a.records_per_sec().total_cmp(&b.records_per_sec()));
     let spread = Spread {
         runs: all.len(),

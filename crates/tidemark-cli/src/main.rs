@@ -55,12 +55,13 @@ fn main() -> ExitCode {
         .with_filter(filter);
     #[cfg(feature = "otel")]
     let (export, otel_layer) = {
-        let endpoint = match &cli.command {
-            Command::Run(a) => Some(a.otlp_endpoint.as_deref()),
-            _ => None,
+        let started = match &cli.command {
+            Command::Run(a) => otel::start(a.otlp_endpoint.as_deref()),
+            Command::Bench(a) => Ok(a.trace_run.and_then(otel::for_bench)),
+            _ => Ok(None),
         };
-        match endpoint.map(otel::start).transpose() {
-            Ok(started) => started.flatten().unzip(),
+        match started {
+            Ok(started) => started.unzip(),
             Err(e) => {
                 eprintln!("error: {e:#}");
                 return ExitCode::FAILURE;

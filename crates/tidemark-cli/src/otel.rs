@@ -61,10 +61,56 @@ pub fn start(endpoint: Option<&str>) -> anyhow::Result<Option<(Export, OtelLayer
         .with_resource(resource.build())
         .with_batch_exporter(exporter)
         .build();
+    let layer = layer(&provider);
+    Ok(Some((Export { provider }, layer)))
+}
+
+/// The layer exporting the `tidemark::process` spans through `provider`: the
+/// messaging attributes only (no code location, thread, target, nor busy/idle
+/// times: each of those costs a record allocations or a clock read).
+fn layer(provider: &SdkTracerProvider) -> OtelLayer {
     let layer = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("tidemark"))
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_level(false)
+        .with_tracked_inactivity(false)
         .with_filter(Targets::new().with_target("tidemark::process", tracing::Level::INFO));
-    Ok(Some((Export { provider }, Box::new(layer))))
+    Box::new(layer)
+}
+
+/// Drops every span it is given (`tidemark bench --trace-cost`: the SDK's cost
+/// without a network's).
+#[derive(Debug)]
+struct Discard;
+
+impl opentelemetry_sdk::trace::SpanExporter for Discard {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        drop(batch);
+        Ok(())
+    }
+}
+
+/// The layer of a `tidemark bench --trace-cost` child run: none for `off`, else
+/// the sampler `always_off` or `always_on` and a batch processor dropping the spans.
+pub fn for_bench(mode: tidemark_bench::trace_cost::TraceMode) -> Option<(Export, OtelLayer)> {
+    use opentelemetry_sdk::trace::Sampler;
+    use tidemark_bench::trace_cost::TraceMode;
+    let sampler = match mode {
+        TraceMode::Off => return None,
+        TraceMode::SampledOut => Sampler::AlwaysOff,
+        TraceMode::Sampled => Sampler::AlwaysOn,
+    };
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(sampler)
+        .with_batch_exporter(Discard)
+        .build();
+    let layer = layer(&provider);
+    Some((Export { provider }, layer))
 }
 
 impl Export {

@@ -380,3 +380,52 @@ fn async_process_spans_continue_the_producers_trace() {
         assert_eq!(tag(span, "tidemark.outcome"), "complete", "{at:?}");
     }
 }
+
+/// `--producer-context link`: each record's span starts a trace of its own and links
+/// to the producer's span; the outputs carry the new trace.
+#[test]
+fn linked_process_spans_start_their_own_trace() {
+    let jaeger = Jaeger::start().unwrap();
+    let broker = KafkaBroker::shared();
+    let brokers = broker.bootstrap_servers();
+    let (topic, output, group) = (
+        unique_name("linked-in"),
+        unique_name("linked-out"),
+        unique_name("linked-g"),
+    );
+    broker.create_topic(&topic, 1).unwrap();
+    let inputs = produce(&brokers, &topic, 30, 1);
+    let status = tidemark_run(&brokers, &jaeger, &["--topic", &topic, "--group", &group])
+        .args(["--processor", "noop", "--sink", &format!("topic:{output}")])
+        .args(["--producer-context", "link"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "tidemark run: {status}");
+    let records = read_all(&brokers, &output);
+    assert_eq!(records.len(), inputs.len());
+    for r in records {
+        let at = r.source().unwrap();
+        let input = &inputs[&at];
+        let (trace, span_id, _) = parse_traceparent(r.header("traceparent").expect("traceparent"));
+        let spans = spans_when(&jaeger, &trace, |spans| {
+            spans.iter().any(|s| s.span_id == span_id)
+        });
+        let span = spans
+            .iter()
+            .find(|s| s.span_id == span_id)
+            .unwrap_or_else(|| panic!("{at:?}: span {span_id} not in Jaeger's trace {trace}"));
+        assert_process_span(span, &topic, &group, at, &input.key);
+        assert_eq!(span.parent, None, "{at:?}: a root span");
+        match &input.context {
+            Some((producer_trace, producer_span)) => {
+                assert_ne!(&trace, producer_trace, "{at:?}: a trace of its own");
+                assert_eq!(
+                    span.links,
+                    vec![(producer_trace.clone(), producer_span.clone())],
+                    "{at:?}: linked to the producer's span"
+                );
+            }
+            None => assert!(span.links.is_empty(), "{at:?}"),
+        }
+    }
+}

@@ -208,8 +208,11 @@ exporters:
     }
 }
 
-/// The spans of a query API answer (`{"data": [{"spans": [...]}, ...]}`).
+/// The spans of a query API answer (`{"data": [{"spans": [...]}, ...]}`), their ids
+/// in W3C form (the API drops leading zeros: padded back to 32 and 16 digits).
 fn spans_of(body: &serde_json::Value) -> Vec<Span> {
+    let trace_id = |v: &serde_json::Value| format!("{:0>32}", v.as_str().unwrap_or_default());
+    let span_id = |v: &serde_json::Value| format!("{:0>16}", v.as_str().unwrap_or_default());
     let text = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -220,7 +223,7 @@ fn spans_of(body: &serde_json::Value) -> Vec<Span> {
             let mut parent = None;
             let mut links = Vec::new();
             for r in s["references"].as_array().into_iter().flatten() {
-                let (t, id) = (text(&r["traceID"]), text(&r["spanID"]));
+                let (t, id) = (trace_id(&r["traceID"]), span_id(&r["spanID"]));
                 if r["refType"] == "CHILD_OF" && parent.is_none() {
                     parent = Some(id);
                 } else {
@@ -242,8 +245,8 @@ fn spans_of(body: &serde_json::Value) -> Vec<Span> {
                 .map(|f| text(&f["value"]))
                 .collect();
             spans.push(Span {
-                trace_id: text(&s["traceID"]),
-                span_id: text(&s["spanID"]),
+                trace_id: trace_id(&s["traceID"]),
+                span_id: span_id(&s["spanID"]),
                 name: text(&s["operationName"]),
                 parent,
                 links,
