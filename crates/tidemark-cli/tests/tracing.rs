@@ -22,7 +22,10 @@ use tidemark_testkit::verify::{read_topic, ReadRecord};
 use tidemark_testkit::{unique_name, Broker, KafkaBroker};
 
 /// A parsed `traceparent`: (trace id, span id, flags).
-fn parse_traceparent(value: &str) -> (String, String, String) {
+type TraceParent = (String, String, String);
+
+/// `value` parsed as a W3C `traceparent`.
+fn parse_traceparent(value: &str) -> TraceParent {
     let parts: Vec<&str> = value.split('-').collect();
     assert_eq!(parts.len(), 4, "not a W3C traceparent: {value:?}");
     assert_eq!(parts[0], "00", "version: {value:?}");
@@ -209,7 +212,7 @@ fn process_spans_continue_the_producers_trace_into_outputs_and_dead_letters() {
 
     // What an independent client reads: one output per good input, one dead letter
     // per poison one, each with a traceparent.
-    let mut produced: BTreeMap<(i32, i64), (String, (String, String, String))> = BTreeMap::new();
+    let mut produced: BTreeMap<(i32, i64), (String, TraceParent)> = BTreeMap::new();
     for (to, records) in [
         (&output, read_all(&brokers, &output)),
         (&dlq, read_all(&brokers, &dlq)),
