@@ -155,6 +155,7 @@ impl Engine {
         let set_aside = lost && transaction.is_none() && !self.delivery.commits_before_processing();
         for tp in revoked {
             st.scheduler.remove(&tp.topic, tp.partition);
+            self.tracer.forget(&tp.topic, tp.partition);
             let Some(state) = st.partitions.remove(&tp.topic, tp.partition) else {
                 continue;
             };

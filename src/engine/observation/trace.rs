@@ -203,6 +203,15 @@ impl Tracer {
         let _ = (record, span);
     }
 
+    /// The partition left this member: its records' pending retries will not run
+    /// here, so their failed attempts' contexts are dropped.
+    pub(crate) fn forget(&self, topic: &str, partition: i32) {
+        #[cfg(feature = "otel")]
+        self.retries.forget(topic, partition);
+        #[cfg(not(feature = "otel"))]
+        let _ = (topic, partition);
+    }
+
     /// One span per record of `records` (a layer's), in order; empty (no
     /// allocation) when nothing listens to [`TARGET`].
     #[inline]
@@ -287,6 +296,17 @@ mod otel {
             if self.contexts.lock().insert(key, span.context()).is_none() {
                 self.waiting.fetch_add(1, Ordering::Relaxed);
             }
+        }
+
+        pub(super) fn forget(&self, topic: &str, partition: i32) {
+            if self.waiting.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+            let mut contexts = self.contexts.lock();
+            let before = contexts.len();
+            contexts.retain(|(t, p, _), _| !(&**t == topic && *p == partition));
+            self.waiting
+                .fetch_sub(before - contexts.len(), Ordering::Relaxed);
         }
 
         pub(super) fn take(&self, record: &Record) -> Option<Context> {
