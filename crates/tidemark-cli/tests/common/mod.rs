@@ -399,6 +399,11 @@ impl Member {
         self.0.as_ref().map_or(0, Child::id)
     }
 
+    /// Its exit status if it has exited, without waiting.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Waits for the member to exit.
     pub fn wait(mut self) -> std::process::ExitStatus {
         self.0.take().unwrap().wait().unwrap()
