@@ -59,12 +59,14 @@ else
   # Without nextest: one test at a time, so broker-backed tests never overlap.
   cargo test --workspace "${features[@]}" --no-fail-fast "$@" -- --test-threads 1 || status=$?
 fi
-# The long runs with short settings (the documented commands run them in full): the
+# The long runs with short settings (the documented commands run them in full),
+# built with the same packages and features as the run above so nothing compiles
+# again (`-p` alone unifies dependencies' features differently: minutes here): the
 # soak for 2 minutes on its own three-node cluster, and the core tests on the other
 # broker versions (end to end, exactly-once, idle stop on 3.9.1 and 4.4.0).
 if [ $# -eq 0 ]; then
   TIDEMARK_SOAK_MINUTES="${TIDEMARK_SOAK_MINUTES:-2}" \
-    cargo test -p tidemark-cli "${features[@]}" --test soak -- --ignored --nocapture || status=$?
+    cargo test --workspace "${features[@]}" --test soak -- --ignored --nocapture || status=$?
   TIDEMARK_VERSIONS_QUICK="${TIDEMARK_VERSIONS_QUICK:-1}" scripts/versions.sh || status=$?
 fi
 exit $status

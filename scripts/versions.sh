@@ -28,8 +28,11 @@ for v in "${versions[@]}"; do
   case "$v" in
     3.*) skip=(--skip kip848_consumer_protocol) ;;  # KIP-848 is generally available from 4.0
   esac
+  # The workspace with scripts/test.sh's features, so that after it nothing compiles
+  # again (the CLI's idle_stop test runs on the version's broker too).
   # shellcheck disable=SC2086
-  if TIDEMARK_KAFKA_BROKERS="127.0.0.1:$port" cargo test -p tidemark --features broker-tests ${TIDEMARK_VERSIONS_CARGO_ARGS:-} \
+  if TIDEMARK_KAFKA_BROKERS="127.0.0.1:$port" cargo test --workspace \
+       --features "tidemark/broker-tests tidemark-cli/broker-tests" ${TIDEMARK_VERSIONS_CARGO_ARGS:-} \
        "${test_args[@]}" -- --test-threads 1 "${skip[@]}"; then
     echo "=== Apache Kafka $v: passed"
   else
