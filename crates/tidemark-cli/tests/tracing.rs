@@ -156,6 +156,21 @@ fn tag<'a>(span: &'a Span, key: &str) -> &'a str {
         .unwrap_or("<missing>")
 }
 
+/// The trace id of output (or dead letter) `r`'s `traceparent` and the span it
+/// names, as Jaeger holds it (waiting for the export).
+fn span_named_by(jaeger: &Jaeger, r: &ReadRecord) -> (String, Span) {
+    let at = r.source().unwrap();
+    let (trace, span_id, _) = parse_traceparent(r.header("traceparent").expect("traceparent"));
+    let spans = spans_when(jaeger, &trace, |spans| {
+        spans.iter().any(|s| s.span_id == span_id)
+    });
+    let span = spans
+        .into_iter()
+        .find(|s| s.span_id == span_id)
+        .unwrap_or_else(|| panic!("{at:?}: span {span_id} not in Jaeger's trace {trace}"));
+    (trace, span)
+}
+
 /// The checks a `process` span of `input` at (partition, offset) must pass.
 fn assert_process_span(span: &Span, topic: &str, group: &str, at: (i32, i64), key: &str) {
     let what = format!("process span of {topic}/{}@{}", at.0, at.1);
@@ -364,14 +379,8 @@ fn async_process_spans_continue_the_producers_trace() {
         let Some(input_record) = inputs.get(&at) else {
             continue;
         };
-        let (trace, span_id, _) = parse_traceparent(r.header("traceparent").expect("traceparent"));
-        let spans = spans_when(&jaeger, &trace, |spans| {
-            spans.iter().any(|s| s.span_id == span_id)
-        });
-        let span = spans
-            .iter()
-            .find(|s| s.span_id == span_id)
-            .unwrap_or_else(|| panic!("{at:?}: span {span_id} not in Jaeger's trace {trace}"));
+        let (trace, span) = span_named_by(&jaeger, &r);
+        let span = &span;
         assert_process_span(span, &input, &group, at, &input_record.key);
         match &input_record.context {
             Some((producer_trace, producer_span)) => {
@@ -409,14 +418,8 @@ fn linked_process_spans_start_their_own_trace() {
     for r in records {
         let at = r.source().unwrap();
         let input = &inputs[&at];
-        let (trace, span_id, _) = parse_traceparent(r.header("traceparent").expect("traceparent"));
-        let spans = spans_when(&jaeger, &trace, |spans| {
-            spans.iter().any(|s| s.span_id == span_id)
-        });
-        let span = spans
-            .iter()
-            .find(|s| s.span_id == span_id)
-            .unwrap_or_else(|| panic!("{at:?}: span {span_id} not in Jaeger's trace {trace}"));
+        let (trace, span) = span_named_by(&jaeger, &r);
+        let span = &span;
         assert_process_span(span, &topic, &group, at, &input.key);
         assert_eq!(span.parent, None, "{at:?}: a root span");
         match &input.context {

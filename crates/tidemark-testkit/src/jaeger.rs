@@ -154,23 +154,19 @@ exporters:
         format!("http://127.0.0.1:{}", self.otlp_port)
     }
 
-    fn get(&self, path: &str) -> Result<serde_json::Value, TestkitError> {
+    /// `GET path` on the query API: its JSON body, `None` for 404 (not stored).
+    fn get(&self, path: &str) -> Result<Option<serde_json::Value>, TestkitError> {
         let url = format!("http://127.0.0.1:{}{path}", self.query_port);
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .map_err(|e| TestkitError::Broker(format!("jaeger {url}: {e}")))?;
-        if !response.status().is_success() {
-            return Err(TestkitError::Broker(format!(
-                "jaeger {url}: {}",
-                response.status()
-            )));
+        let err = |e: &dyn std::fmt::Display| TestkitError::Broker(format!("jaeger {url}: {e}"));
+        let response = self.http.get(&url).send().map_err(|e| err(&e))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
         }
-        let text = response
-            .text()
-            .map_err(|e| TestkitError::Broker(format!("jaeger {url}: {e}")))?;
-        serde_json::from_str(&text).map_err(|e| TestkitError::Broker(format!("jaeger {url}: {e}")))
+        if !response.status().is_success() {
+            return Err(err(&response.status()));
+        }
+        let text = response.text().map_err(|e| err(&e))?;
+        serde_json::from_str(&text).map(Some).map_err(|e| err(&e))
     }
 
     /// The spans of trace `trace_id` (32 hex digits) stored so far; empty when
@@ -179,21 +175,9 @@ exporters:
     /// # Errors
     /// When the query API cannot be reached or answers with something else.
     pub fn trace(&self, trace_id: &str) -> Result<Vec<Span>, TestkitError> {
-        let url = format!("http://127.0.0.1:{}/api/traces/{trace_id}", self.query_port);
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .map_err(|e| TestkitError::Broker(format!("jaeger {url}: {e}")))?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(Vec::new());
-        }
-        let text = response
-            .text()
-            .map_err(|e| TestkitError::Broker(format!("jaeger {url}: {e}")))?;
-        let body: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| TestkitError::Broker(format!("jaeger {url}: {e}")))?;
-        Ok(spans_of(&body))
+        Ok(self
+            .get(&format!("/api/traces/{trace_id}"))?
+            .map_or_else(Vec::new, |body| spans_of(&body)))
     }
 
     /// The spans of every trace of `service` stored so far (at most `limit` traces).
@@ -201,10 +185,11 @@ exporters:
     /// # Errors
     /// As [`trace`](Self::trace).
     pub fn traces_of(&self, service: &str, limit: usize) -> Result<Vec<Span>, TestkitError> {
-        let body = self.get(&format!(
-            "/api/traces?service={service}&limit={limit}&lookback=1h"
-        ))?;
-        Ok(spans_of(&body))
+        Ok(self
+            .get(&format!(
+                "/api/traces?service={service}&limit={limit}&lookback=1h"
+            ))?
+            .map_or_else(Vec::new, |body| spans_of(&body)))
     }
 }
 
