@@ -30,13 +30,16 @@ pub struct FlowConfig {
     pub max_in_flight_records: usize,
     /// Commit-lag bound on records polled and not yet covered by a confirmed commit,
     /// over all partitions: in flight, or completed above a partition's committed
-    /// offset. Past half of it a commit goes out whatever the policy (one at a time);
-    /// at the bound tidemark pauses the partitions holding at least their share of
-    /// it (the bound divided by the assigned partitions) until they are back under
-    /// half their share, so a record stuck at one partition's committable offset
-    /// (or a failing coordinator) stops that partition, not the others.
-    /// Without an offset map this is the most a crash makes the next owner process
-    /// again. Default 100000; must be at least `max_in_flight_records`.
+    /// offset. Past half of it a commit goes out whatever the policy (one at a
+    /// time), and a partition whose completed records waiting above its committable
+    /// offset reach its share of the bound (the bound divided by the assigned
+    /// partitions) pauses, so a record stuck at one partition's committable offset
+    /// stops that partition, not the others; at the bound every partition pauses
+    /// (a coordinator that does not confirm commits). Paused partitions resume
+    /// below half the bound or below half their share. Never exceeded: without an
+    /// offset map this is the most a crash or a lost assignment makes the next
+    /// owner process again. Default 100000; must be at least
+    /// `max_in_flight_records`.
     pub max_uncommitted_records: usize,
     /// Back-pressure bound on the key + payload bytes of the records polled and not
     /// yet processed, bytes, over all partitions (records waiting for a retry

@@ -184,7 +184,7 @@ fn finish(
     report.assert_nothing_lost();
     assert!(
         report.duplicates <= common::MAX_IN_FLIGHT as u64,
-        "{} duplicates",
+        "{} duplicates\n{stderr}",
         report.duplicates
     );
     (report.duplicates, stderr)

@@ -46,8 +46,8 @@ pub(crate) struct PartitionState {
     end_position: Option<i64>,
     /// Over its per-partition bound (cleared below half of it).
     pub(in crate::engine) held: bool,
-    /// Over its share of the commit-lag bound while the bound is reached (see
-    /// `flow::regulate`).
+    /// Paused by the commit-lag bound: all partitions at the bound, one stuck
+    /// partition past half of it (see `flow::regulate`).
     pub(in crate::engine) held_uncommitted: bool,
     /// librdkafka auto-commit: the offset last stored with `store_offsets`.
     pub(in crate::engine) stored: Option<i64>,

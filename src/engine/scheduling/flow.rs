@@ -42,21 +42,14 @@ impl Limits {
     }
 
     /// How many records a poll round may take now before the record bounds are
-    /// reached (computed once per round: it walks the partitions). The records of
-    /// partitions paused over their share of the commit-lag bound do not count
-    /// against it: they come no nearer, and counting them would leave the others
-    /// one record per round.
+    /// reached (computed once per round: it walks the partitions). Every
+    /// uncommitted record counts, those of paused partitions too, so the records
+    /// not covered by a confirmed commit never exceed `max_uncommitted_records`
+    /// (what a crash makes the next owner process again).
     pub(crate) fn room(&self, partitions: &Partitions) -> usize {
-        let (mut in_flight, mut uncommitted) = (0, 0);
-        for state in partitions.iter() {
-            in_flight += state.in_flight();
-            if !state.held_uncommitted {
-                uncommitted += state.uncommitted();
-            }
-        }
         self.records
-            .saturating_sub(in_flight)
-            .min(self.uncommitted.saturating_sub(uncommitted))
+            .saturating_sub(partitions.records_in_flight())
+            .min(self.uncommitted.saturating_sub(partitions.records_uncommitted()))
     }
 
     /// True when a poll round must stop taking records: the byte bound is reached
@@ -117,13 +110,17 @@ pub(crate) fn regulate(st: &RunState, limits: Limits, counters: &Counters) -> Fl
         tracing::debug!(records, bytes, "below half the bounds: resuming");
     }
 
-    // The commit-lag bound pauses only the partitions over their share of it: a
-    // record stuck at one partition's committable offset must not stop the others,
-    // whose commits follow their completions (pausing all and resuming below half
-    // never resumed when the stuck partition alone held over half the bound). The
-    // sum reaching the bound means some partition holds at least its share.
-    let lag_reached = uncommitted >= limits.uncommitted;
-    let lag_half = uncommitted <= limits.uncommitted / 2;
+    // The commit-lag bound. At the bound every partition pauses: `room` counts
+    // every uncommitted record, so nothing past the bound is taken, and the poll a
+    // round always makes (for callbacks) finds paused partitions only. Before it, a
+    // record stuck at one partition's committable offset must not stop the others
+    // (their commits follow their completions): past half the bound, a partition
+    // whose completed records waiting above its committable offset reach its share
+    // (bound ÷ assigned partitions) pauses alone, so it never holds more than about
+    // half the bound and the others keep the rest. A partition resumes below half
+    // the bound or below half its share.
+    let full = uncommitted >= limits.uncommitted;
+    let past_half = uncommitted >= limits.uncommitted / 2;
     let share = (limits.uncommitted / st.partitions.len().max(1)).max(1);
     let mut decision = FlowDecision {
         paused_all,
@@ -140,18 +137,20 @@ pub(crate) fn regulate(st: &RunState, limits: Limits, counters: &Counters) -> Fl
             }
         }
         let own = state.uncommitted();
+        let stuck = state.tracker.completed_above_committable();
         let mut held_uncommitted = state.held_uncommitted;
-        if lag_reached && own >= share {
+        if full || (past_half && stuck >= share) {
             if !held_uncommitted {
                 tracing::debug!(
                     topic = &*state.topic,
                     partition = state.partition,
                     uncommitted = own,
-                    "over its share of the commit-lag bound: pausing the partition"
+                    completed_above_committable = stuck,
+                    "at the commit-lag bound: pausing the partition"
                 );
             }
             held_uncommitted = true;
-        } else if lag_half || own <= share / 2 {
+        } else if !past_half || own <= share / 2 {
             held_uncommitted = false;
         }
         let paused = paused_all || held || held_uncommitted;
@@ -173,6 +172,7 @@ mod tests {
 
     use super::*;
     use crate::engine::intake::partitions::Delivered;
+    use crate::PartitionOffset;
 
     const LIMITS: Limits = Limits {
         records: 100,
@@ -276,32 +276,67 @@ mod tests {
     }
 
     #[test]
-    fn the_commit_lag_bound_pauses_only_the_partitions_over_their_share() {
+    fn past_half_the_commit_lag_bound_a_stuck_partition_pauses_alone() {
         let counters = Counters::default();
         let limits = Limits {
             records: 10_000,
             ..LIMITS
         };
         let mut st = state(2);
-        // Partition 0: its first record is stuck, the 799 after it complete, so
+        // Partition 0: its first record is stuck, the 599 after it complete, so
         // nothing of it can be committed; partition 1: 201 records in flight.
-        let d0 = poll(&mut st, 0, 800);
-        complete(&mut st, &d0, 1..800);
+        let d0 = poll(&mut st, 0, 600);
+        complete(&mut st, &d0, 1..600);
         let _ = poll(&mut st, 1, 201);
         let decision = regulate(&st, limits, &counters);
         assert!(!decision.paused_all);
         assert_eq!(
             paused(&decision),
             [(0, true)],
-            "only the partition over 500 pauses"
+            "only the partition with its share (500) waiting above a stuck record pauses"
         );
         assert!(decision.changed[0].held_uncommitted);
         apply(&mut st, &decision);
+        assert_eq!(limits.room(&st.partitions), 199, "the rest is the others'");
 
         // The stuck record completes: its partition's records become committable,
         // but only a confirmed commit lowers what is uncommitted.
         complete(&mut st, &d0, [0]);
         assert!(regulate(&st, limits, &counters).changed.is_empty());
+    }
+
+    #[test]
+    fn at_the_commit_lag_bound_every_partition_pauses_and_nothing_more_is_taken() {
+        let counters = Counters::default();
+        let limits = Limits {
+            records: 10_000,
+            ..LIMITS
+        };
+        let mut st = state(4);
+        // Nothing stuck, nothing committed (a coordinator that does not answer):
+        // 400, 300, 200 and 100 records of partitions 0 to 3, complete in order.
+        for (p, n) in [(0, 400), (1, 300), (2, 200), (3, 100)] {
+            let d = poll(&mut st, p, n);
+            complete(&mut st, &d, 0..n);
+        }
+        assert_eq!(limits.room(&st.partitions), 0);
+        let decision = regulate(&st, limits, &counters);
+        assert_eq!(
+            paused(&decision),
+            [(0, true), (1, true), (2, true), (3, true)],
+            "a partition left running would deliver past the bound"
+        );
+        apply(&mut st, &decision);
+        assert_eq!(limits.room(&st.partitions), 0);
+
+        // Partition 0's commit confirms: 600 are left, past half the bound, so
+        // only the partitions below half their share (125) resume.
+        st.partitions
+            .commit_result(&[PartitionOffset::new("t", 0, 400)], true);
+        let decision = regulate(&st, limits, &counters);
+        assert_eq!(paused(&decision), [(0, false), (3, false)]);
+        apply(&mut st, &decision);
+        assert_eq!(limits.room(&st.partitions), 400);
     }
 
     #[test]
