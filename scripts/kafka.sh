@@ -40,6 +40,12 @@ installed() { [ -f "$KAFKA_HOME/.complete" ]; }
 
 install() {
   if installed; then echo "kafka $VERSION already installed in $KAFKA_HOME"; return; fi
+  # One install per version at a time (scripts/test.sh resolves the other versions
+  # in the background while scripts/versions.sh may ask for them).
+  mkdir -p "$(dirname "$KAFKA_HOME")"
+  exec 9>"$KAFKA_HOME.lock"
+  flock 9
+  if installed; then echo "kafka $VERSION already installed in $KAFKA_HOME"; return; fi
   if ! java_ok || ! command -v mvn >/dev/null 2>&1; then
     echo "installing a JDK (>= 17) and Maven with apt-get..."
     command -v apt-get >/dev/null 2>&1 || die "Java >= 17 and Maven are needed and apt-get is missing"

@@ -18,6 +18,12 @@ if ! pkg-config --exists openssl 2>/dev/null && command -v apt-get >/dev/null 2>
     || echo "libssl-dev could not be installed: the build will fail" >&2
 fi
 scripts/kafka.sh install
+# The other broker versions of the version matrix (below), resolved from Maven
+# Central in the background while the tests compile and run (a lock per version).
+if [ $# -eq 0 ]; then
+  versions_log="$(mktemp -t tidemark-versions-install.XXXXXX)"
+  scripts/versions.sh --install-only >"$versions_log" 2>&1 &
+fi
 scripts/postgres.sh install
 # Toxiproxy for the network-fault tests (built from the Go module proxy, cached).
 scripts/toxiproxy.sh install >/dev/null
@@ -62,10 +68,10 @@ fi
 # The long runs with short settings (the documented commands run them in full),
 # built with the same packages and features as the run above so nothing compiles
 # again (`-p` alone unifies dependencies' features differently: minutes here): the
-# soak for 2 minutes on its own three-node cluster, and the core tests on the other
+# soak for 1 minute on its own three-node cluster, and the core tests on the other
 # broker versions (end to end, exactly-once, idle stop on 3.9.1 and 4.4.0).
 if [ $# -eq 0 ]; then
-  TIDEMARK_SOAK_MINUTES="${TIDEMARK_SOAK_MINUTES:-2}" \
+  TIDEMARK_SOAK_MINUTES="${TIDEMARK_SOAK_MINUTES:-1}" \
     cargo test --workspace "${features[@]}" --test soak -- --ignored --nocapture || status=$?
   TIDEMARK_VERSIONS_QUICK="${TIDEMARK_VERSIONS_QUICK:-1}" scripts/versions.sh || status=$?
 fi

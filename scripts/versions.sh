@@ -8,10 +8,17 @@
 # broker has it: 4.0 and later), stops it. With TIDEMARK_VERSIONS_QUICK=1 (what
 # scripts/test.sh runs in CI) only end to end, exactly-once and the idle stop.
 # Extra arguments for cargo test go in TIDEMARK_VERSIONS_CARGO_ARGS.
+#   scripts/versions.sh --install-only   installs the default versions, runs nothing
 set -euo pipefail
 cd "$(dirname "$0")/.."
+install_only=0
+if [ "${1:-}" = --install-only ]; then install_only=1; shift; fi
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(3.9.1 4.4.0)
+if [ $install_only = 1 ]; then
+  for v in "${versions[@]}"; do KAFKA_VERSION="$v" scripts/kafka.sh install; done
+  exit 0
+fi
 if [ "${TIDEMARK_VERSIONS_QUICK:-0}" = 1 ]; then
   tests=(end_to_end exactly_once idle_stop)
 else

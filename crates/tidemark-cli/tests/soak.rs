@@ -10,7 +10,7 @@
 //!
 //! `TIDEMARK_SOAK_MINUTES=30 cargo test --release -p tidemark-cli --features broker-tests --test soak -- --ignored --nocapture`;
 //! `TIDEMARK_SOAK_FAULTS=kill,restart,freeze,broker` (the default: all) picks the faults.
-//! (`scripts/test.sh` runs it for 2 minutes).
+//! (`scripts/test.sh` runs it for 1 minute).
 
 // Needs Apache Kafka or PostgreSQL: `scripts/test.sh` runs it (feature `broker-tests`).
 #![cfg(feature = "broker-tests")]
