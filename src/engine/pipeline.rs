@@ -21,6 +21,7 @@ use crate::engine::driver::{Driver, Engine};
 use crate::engine::execution::{AsyncWork, Execution, Work};
 use crate::engine::intake::callbacks::PipelineContext;
 use crate::engine::observation::lag_sampler::LagSampler;
+use crate::engine::observation::trace::OtelTracer;
 use crate::engine::seams::sink::Sink;
 use crate::engine::state::RunState;
 use crate::error::Error;
@@ -86,6 +87,8 @@ pub struct Pipeline {
         crossbeam_channel::Sender<CommitRequest>,
         crossbeam_channel::Receiver<CommitRequest>,
     ),
+    /// The application's tracer for the records' spans (`with_tracer_provider`).
+    otel: Option<OtelTracer>,
 }
 
 impl Pipeline {
@@ -125,7 +128,34 @@ impl Pipeline {
             shutdown: ShutdownHandle::default(),
             metrics: MetricsHandle::default(),
             commit_requests: crossbeam_channel::unbounded(),
+            otel: None,
         }
+    }
+
+    /// Feature `otel`: traces every record attempt with a tracer of `provider`
+    /// (instrumentation scope `tidemark`), the application's own — the pipeline
+    /// installs none. Each attempt is a span `process {topic}` (kind consumer,
+    /// OpenTelemetry's messaging semantic conventions for Kafka: the topic,
+    /// partition, offset, key, consumer group; `tidemark.outcome`, `error.type`,
+    /// `tidemark.attempts` and a `retry` event when it fails) whose parent is the
+    /// W3C `traceparent` of the record's headers (or a link to it, per
+    /// [`ObservabilityConfig::producer_context`](crate::ObservabilityConfig::producer_context)),
+    /// or the failed attempt's span for a retry. The provider's sampler decides
+    /// first (a dropped span costs no attribute); either way the span's context
+    /// goes on every output and dead letter as `traceparent` (W3C Trace Context),
+    /// and is OpenTelemetry's current context while `process` runs, so the
+    /// processor's own spans nest under it. Without this call nothing is traced.
+    #[cfg(feature = "otel")]
+    pub fn with_tracer_provider(
+        mut self,
+        provider: &opentelemetry_sdk::trace::SdkTracerProvider,
+    ) -> Self {
+        use opentelemetry::trace::TracerProvider as _;
+        let scope = opentelemetry::InstrumentationScope::builder("tidemark")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        self.otel = Some(provider.tracer_with_scope(scope));
+        self
     }
 
     /// Makes this pipeline a free consumer's: start offsets of
@@ -220,7 +250,10 @@ impl Pipeline {
         config.validate()?;
         check_offset_store(config, self.offset_store.is_some())?;
         let started = Instant::now();
-        let tracer = Arc::new(crate::engine::observation::trace::Tracer::new(config));
+        let tracer = Arc::new(crate::engine::observation::trace::Tracer::new(
+            config,
+            self.otel.clone(),
+        ));
         let execution = Execution::start(
             &self.work,
             config.workers,

@@ -124,9 +124,9 @@ pub struct Args {
     postgres: Option<String>,
     /// Only what tracing across Kafka (feature `otel`) costs on the sink path: the
     /// default `Config`, no-op processor, one output per input, with no
-    /// OpenTelemetry layer, with the layer sampling nothing, and sampling
-    /// everything (spans dropped by the exporter); each run in a child process
-    /// (a `tracing` subscriber is global), the three interleaved, --runs each over
+    /// tracer provider, with a provider sampling nothing, and sampling
+    /// everything (spans dropped by the exporter); each run in a child process,
+    /// the three interleaved, --runs each over
     /// --records (default 1,000,000 with --brokers, 400,000 embedded) on topic `bench-trace` (16 partitions, created
     /// and filled). Writes `trace.md` and `trace.csv`.
     #[arg(long, conflicts_with_all = ["io", "scaling", "ordering", "quick", "scale", "sleep_sweep", "postgres"])]
@@ -189,6 +189,7 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
             brokers,
             a.records.context("--trace-run needs --records")?,
             output,
+            a.trace_run.unwrap_or(trace_cost::TraceMode::Off),
         );
     }
     let requested_records = a.records;

@@ -501,6 +501,19 @@ pub fn tidemark_default(
     records: u64,
     sink: Option<&str>,
 ) -> anyhow::Result<Measurement> {
+    tidemark_default_with(brokers, topic, kind, records, sink, |p| p)
+}
+
+/// [`tidemark_default`] with the pipeline passed through `prepare` before it runs
+/// (`--trace-cost`: a tracer provider).
+pub fn tidemark_default_with(
+    brokers: &str,
+    topic: &str,
+    kind: Kind,
+    records: u64,
+    sink: Option<&str>,
+    prepare: impl FnOnce(Pipeline) -> Pipeline,
+) -> anyhow::Result<Measurement> {
     reset_peak_rss();
     let mut config = Config::new(brokers, format!("bench-{}", rand_suffix()), [topic]);
     config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(1_000));
@@ -509,7 +522,7 @@ pub fn tidemark_default(
             topic: output.to_string(),
         };
     }
-    let pipeline = Pipeline::new(config, CliProcessor::new(kind, None));
+    let pipeline = prepare(Pipeline::new(config, CliProcessor::new(kind, None)));
     let metrics = pipeline.metrics();
     let sampled = sample_above_committable(metrics.clone());
     let summary = pipeline.run().context("tidemark default");

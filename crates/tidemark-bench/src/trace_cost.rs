@@ -1,20 +1,19 @@
 //! `tidemark bench --trace-cost`: what tracing across Kafka (feature `otel`) costs
 //! a record on the sink path (no-op processor, one output per input, so both the
-//! `process` span and the output's `traceparent` are paid), under three set-ups of
-//! the process's `tracing` subscriber:
+//! `process` span and the output's `traceparent` are paid), with three set-ups of
+//! the pipeline's tracer provider (`Pipeline::with_tracer_provider`):
 //!
-//! - `off`: no OpenTelemetry layer (what `tidemark run` without an endpoint does):
-//!   the spans are never created;
-//! - `sampled out`: the layer with the `always_off` sampler;
+//! - `off`: none (what `tidemark run` without an endpoint does): no span is made;
+//! - `sampled out`: a provider with the `always_off` sampler;
 //! - `sampled`: the `always_on` sampler, every span handed to a batch span
 //!   processor whose exporter drops it (the SDK's cost, not a network's).
 //!
-//! A subscriber is global to a process, so each run is a child process
-//! (`tidemark bench --trace-run MODE`, consuming the parent's cluster), the modes
-//! interleaved (off, sampled out, sampled, off, …); each row is the median of
-//! `--runs`, with the CPU per record the child measured around its run. Input
-//! records carry no `traceparent`: each span is the root of a trace of its own,
-//! which is where the sampler decides.
+//! Each run is a child process (`tidemark bench --trace-run MODE`, consuming the
+//! parent's cluster; each starts from a fresh heap), the modes interleaved (off,
+//! sampled out, sampled, off, …); each row is the median of `--runs`, with the CPU
+//! per record the child measured around its run. Input records carry no
+//! `traceparent`: each span is the root of a trace of its own, which is where the
+//! sampler decides.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -28,12 +27,12 @@ use tidemark_testkit::workload;
 use super::report;
 use super::scenarios::{self, Measurement};
 
-/// How the child's subscriber traces (`--trace-run`).
+/// How the child's pipeline traces (`--trace-run`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TraceMode {
-    /// No OpenTelemetry layer.
+    /// No tracer provider.
     Off,
-    /// The layer with the `always_off` sampler.
+    /// A provider with the `always_off` sampler.
     SampledOut,
     /// The `always_on` sampler, spans exported to nowhere by a batch processor.
     Sampled,
@@ -164,12 +163,34 @@ fn child(
     })
 }
 
-/// The child's run (`--trace-run`): the default pipeline on [`TOPIC`] into `output`;
-/// prints `trace-run RECORDS BUSY_NS CPU_NS` on stdout.
-pub fn child_run(brokers: &str, records: u64, output: &str) -> anyhow::Result<()> {
+/// The child's run (`--trace-run`): the default pipeline on [`TOPIC`] into `output`,
+/// traced per `mode`; prints `trace-run RECORDS BUSY_NS CPU_NS` on stdout.
+///
+/// # Errors
+/// The run's, or `mode` other than `off` in a build without the feature `otel`.
+pub fn child_run(brokers: &str, records: u64, output: &str, mode: TraceMode) -> anyhow::Result<()> {
+    #[cfg(feature = "otel")]
+    let provider = provider(mode);
+    #[cfg(not(feature = "otel"))]
+    anyhow::ensure!(
+        mode == TraceMode::Off,
+        "--trace-cost needs the feature `otel`"
+    );
     let m = scenarios::with_cpu(|| {
-        scenarios::tidemark_default(brokers, TOPIC, Kind::Noop, records, Some(output))
+        scenarios::tidemark_default_with(brokers, TOPIC, Kind::Noop, records, Some(output), |p| {
+            #[cfg(feature = "otel")]
+            if let Some(provider) = &provider {
+                return p.with_tracer_provider(provider);
+            }
+            p
+        })
     })?;
+    #[cfg(feature = "otel")]
+    if let Some(provider) = provider {
+        provider
+            .shutdown()
+            .context("the tracer provider's shutdown")?;
+    }
     println!(
         "trace-run {} {} {}",
         m.records,
@@ -177,4 +198,38 @@ pub fn child_run(brokers: &str, records: u64, output: &str) -> anyhow::Result<()
         m.cpu.as_nanos()
     );
     Ok(())
+}
+
+/// The tracer provider of `mode`: none for `off`, else the sampler `always_off`
+/// or `always_on` and a batch processor whose exporter drops the spans.
+#[cfg(feature = "otel")]
+fn provider(mode: TraceMode) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+    let sampler = match mode {
+        TraceMode::Off => return None,
+        TraceMode::SampledOut => Sampler::AlwaysOff,
+        TraceMode::Sampled => Sampler::AlwaysOn,
+    };
+    Some(
+        SdkTracerProvider::builder()
+            .with_sampler(sampler)
+            .with_batch_exporter(Discard)
+            .build(),
+    )
+}
+
+/// Drops every span it is given (the SDK's cost without a network's).
+#[cfg(feature = "otel")]
+#[derive(Debug)]
+struct Discard;
+
+#[cfg(feature = "otel")]
+impl opentelemetry_sdk::trace::SpanExporter for Discard {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        drop(batch);
+        Ok(())
+    }
 }

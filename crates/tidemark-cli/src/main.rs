@@ -53,39 +53,7 @@ fn main() -> ExitCode {
     let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(filter);
-    #[cfg(feature = "otel")]
-    let (export, otel_layer) = {
-        let started = match &cli.command {
-            Command::Run(a) => otel::start(a.otlp_endpoint.as_deref()),
-            Command::Bench(a) => Ok(a.trace_run.and_then(otel::for_bench)),
-            _ => Ok(None),
-        };
-        match started {
-            Ok(started) => started.unzip(),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return ExitCode::FAILURE;
-            }
-        }
-    };
-    #[cfg(not(feature = "otel"))]
-    let otel_layer: Option<
-        Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>,
-    > = {
-        if let Command::Run(a) = &cli.command {
-            if a.otlp_endpoint.is_some() {
-                eprintln!(
-                    "error: --otlp-endpoint: this tidemark was built without the `otel` feature"
-                );
-                return ExitCode::FAILURE;
-            }
-        }
-        None
-    };
-    tracing_subscriber::registry()
-        .with(otel_layer)
-        .with(log)
-        .init();
+    tracing_subscriber::registry().with(log).init();
     // Several members often log to one terminal (or one test's output): tag each line.
     let _process = tracing::info_span!("member", pid = std::process::id()).entered();
     let result = match cli.command {
@@ -95,10 +63,6 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::main(a),
         Command::Bench(a) => tidemark_bench::main(a),
     };
-    #[cfg(feature = "otel")]
-    if let Some(export) = export {
-        export.shutdown();
-    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

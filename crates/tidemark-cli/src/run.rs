@@ -209,7 +209,7 @@ pub struct Args {
     /// `OTEL_SERVICE_NAME` (default tidemark) and `OTEL_TRACES_SAMPLER` are honoured.
     /// Needs the CLI's `otel` feature (on by default).
     #[arg(long, value_name = "URL")]
-    pub(crate) otlp_endpoint: Option<String>,
+    otlp_endpoint: Option<String>,
     /// How each record's `process` span relates to the producer's span of its
     /// `traceparent`: parent (one trace end to end) or link (a new trace linked to
     /// the producer's).
@@ -386,8 +386,25 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         Kind::Io { micros } => Pipeline::new_async(config, IoProcessor { micros }),
         _ => Pipeline::new(config, processor),
     };
-    let summary = execute(pipeline, store, "processing", a.metrics_addr)?;
-    print_summary(&summary);
+    #[cfg(feature = "otel")]
+    let (pipeline, export) = match crate::otel::start(a.otlp_endpoint.as_deref())? {
+        Some(export) => (
+            pipeline.with_tracer_provider(&export.provider),
+            Some(export),
+        ),
+        None => (pipeline, None),
+    };
+    #[cfg(not(feature = "otel"))]
+    anyhow::ensure!(
+        a.otlp_endpoint.is_none(),
+        "--otlp-endpoint: this tidemark was built without the `otel` feature"
+    );
+    let summary = execute(pipeline, store, "processing", a.metrics_addr);
+    #[cfg(feature = "otel")]
+    if let Some(export) = export {
+        export.shutdown();
+    }
+    print_summary(&summary?);
     Ok(())
 }
 

@@ -2,31 +2,38 @@
 //! attempt, continuing the W3C trace context of the record's headers, and that
 //! span's context on every output and dead letter.
 //!
-//! The spans are `tracing` spans (target [`TARGET`], level INFO) with the
-//! attributes of OpenTelemetry's messaging semantic conventions (v1.44, Kafka):
-//! the application's `tracing-opentelemetry` layer turns them into OpenTelemetry
-//! spans with its own tracer provider, and the user's `tracing` spans inside
-//! `process` nest under them. The engine creates a record's span when its task's
-//! layer starts, hands it explicitly to the code that runs the record (entered
-//! around `process` on the pool; instrumenting the record's future on the runtime),
-//! to the sink (its context into the outputs' headers) and, when the record fails,
-//! to the poll thread (the outcome: retried, dead-lettered, failed). Nothing goes
-//! through a thread-local of the engine's own.
+//! The spans are OpenTelemetry spans of the application's tracer provider
+//! ([`Pipeline::with_tracer_provider`](crate::Pipeline::with_tracer_provider)),
+//! with the attributes of OpenTelemetry's messaging semantic conventions (v1.44,
+//! Kafka). The provider's sampler decides first: a span it drops costs no
+//! attribute, and its context (sampled flag off) still goes on the outputs, so
+//! the next consumer honours the decision. The engine creates a record's span
+//! when its task's layer starts and hands it explicitly to the code that runs the
+//! record, to the sink (its context into the outputs' headers) and, when the
+//! record fails, to the poll thread (the outcome: retried, dead-lettered,
+//! failed). Around `process` the span's context is OpenTelemetry's current one
+//! (attached on the pool; the record's future carries it on the runtime), so the
+//! user's spans — OpenTelemetry's, or `tracing`'s through `tracing-opentelemetry`
+//! — nest under it.
 //!
-//! Without the feature every type here is empty and every method does nothing,
-//! so the hot paths pay nothing; with it and no subscriber interested in
-//! [`TARGET`], a layer costs one `enabled` check.
+//! Without the feature, or without a tracer provider, every type here is empty or
+//! `None` and every method does nothing, so the hot paths pay one branch.
 
 use crate::record::Record;
 
-/// The `tracing` target of the `process` spans (and their `retry` events): what a
-/// subscriber's filter names to export them.
-#[cfg_attr(not(feature = "otel"), allow(dead_code))]
-pub(crate) const TARGET: &str = "tidemark::process";
-
-/// The span of one attempt at one record; `none()` when tracing is off.
+/// The span of one attempt at one record (the OpenTelemetry context holding
+/// it); `none()` when tracing is off.
 #[derive(Debug)]
-pub(crate) struct RecordSpan(#[cfg(feature = "otel")] tracing::Span);
+pub(crate) struct RecordSpan(#[cfg(feature = "otel")] Option<opentelemetry::Context>);
+
+/// The application's tracer that makes the records' spans (feature `otel`), or
+/// nothing.
+#[cfg(feature = "otel")]
+pub(crate) type OtelTracer = opentelemetry_sdk::trace::Tracer;
+/// The application's tracer that makes the records' spans (feature `otel`), or
+/// nothing.
+#[cfg(not(feature = "otel"))]
+pub(crate) type OtelTracer = std::convert::Infallible;
 
 /// What happened to a failed record after its attempt (the `tidemark.outcome`
 /// attribute of its span).
@@ -60,7 +67,7 @@ impl RecordSpan {
     pub(crate) const fn none() -> Self {
         RecordSpan(
             #[cfg(feature = "otel")]
-            tracing::Span::none(),
+            None,
         )
     }
 
@@ -76,18 +83,20 @@ impl RecordSpan {
         })
     }
 
-    /// Runs `f` inside the span (the user's spans and events in it nest under it).
+    /// Runs `f` with the span's context as OpenTelemetry's current one (the
+    /// user's spans in it nest under it).
     #[inline]
     pub(crate) fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
         #[cfg(feature = "otel")]
-        {
-            self.0.in_scope(f)
+        if let Some(cx) = &self.0 {
+            let _attached = cx.clone().attach();
+            return f();
         }
-        #[cfg(not(feature = "otel"))]
         f()
     }
 
-    /// `future` running inside the span.
+    /// `future` carrying the span's context as OpenTelemetry's current one
+    /// whenever it is polled.
     #[inline]
     pub(crate) fn instrument<F: std::future::Future>(
         &self,
@@ -95,7 +104,8 @@ impl RecordSpan {
     ) -> impl std::future::Future<Output = F::Output> {
         #[cfg(feature = "otel")]
         {
-            tracing::Instrument::instrument(future, self.0.clone())
+            let cx = self.0.clone().unwrap_or_default();
+            opentelemetry::context::FutureExt::with_context(future, cx)
         }
         #[cfg(not(feature = "otel"))]
         future
@@ -113,8 +123,8 @@ impl RecordSpan {
     #[inline]
     pub(crate) fn complete(&self) {
         #[cfg(feature = "otel")]
-        if !self.0.is_disabled() {
-            self.0.record("tidemark.outcome", "complete");
+        if let Some(span) = otel::recording(&self.0) {
+            span.set_attribute(opentelemetry::KeyValue::new("tidemark.outcome", "complete"));
         }
     }
 
@@ -131,19 +141,21 @@ impl RecordSpan {
         retry_in: Option<std::time::Duration>,
     ) {
         #[cfg(feature = "otel")]
-        if !self.0.is_disabled() {
-            self.0.record("tidemark.outcome", outcome.as_str());
-            self.0.record("error.type", error_type);
-            self.0.record("otel.status_code", "error");
-            self.0.record("otel.status_description", message);
-            self.0.record("tidemark.attempts", attempts);
+        if let Some(span) = otel::recording(&self.0) {
+            use opentelemetry::KeyValue;
+            span.set_attributes([
+                KeyValue::new("tidemark.outcome", outcome.as_str()),
+                KeyValue::new("error.type", error_type.to_string()),
+                KeyValue::new("tidemark.attempts", i64::from(attempts)),
+            ]);
+            span.set_status(opentelemetry::trace::Status::error(message.to_string()));
             if let Some(wait) = retry_in {
-                tracing::info!(
-                    target: TARGET,
-                    parent: &self.0,
-                    attempt = attempts,
-                    backoff_ms = wait.as_millis() as u64,
-                    "retry"
+                span.add_event(
+                    "retry",
+                    vec![
+                        KeyValue::new("attempt", i64::from(attempts)),
+                        KeyValue::new("backoff_ms", wait.as_millis() as i64),
+                    ],
                 );
             }
         }
@@ -152,23 +164,27 @@ impl RecordSpan {
     }
 
     /// The W3C trace context headers (`traceparent`, and `tracestate` when the
-    /// context has one) naming this span, for the records it produces; empty when
-    /// there is no span.
+    /// context has one) naming this span — also when the sampler dropped it (flag
+    /// 00), so the next consumer honours that — for the records it produces; empty
+    /// when there is no span.
     pub(crate) fn context_headers(&self) -> Vec<(&'static str, String)> {
         #[cfg(feature = "otel")]
-        if !self.0.is_disabled() {
-            return otel::inject(&self.0);
+        if let Some(cx) = &self.0 {
+            return otel::inject(cx);
         }
         Vec::new()
     }
 }
 
-/// Makes the records' spans for one run: the consumer group, whether the
-/// producer's context is the span's parent or a link, and the context of each
-/// record's failed attempt awaiting its retry (the retry's span is its child, so
-/// every attempt at a record is in one trace, with or without a producer's context).
+/// Makes the records' spans for one run: the application's tracer, the consumer
+/// group, whether the producer's context is the span's parent or a link, and the
+/// context of each record's failed attempt awaiting its retry (the retry's span is
+/// its child, so every attempt at a record is in one trace, with or without a
+/// producer's context).
 #[derive(Debug)]
 pub(crate) struct Tracer {
+    #[cfg(feature = "otel")]
+    otel: Option<OtelTracer>,
     #[cfg(feature = "otel")]
     group: Option<std::sync::Arc<str>>,
     #[cfg(feature = "otel")]
@@ -178,11 +194,13 @@ pub(crate) struct Tracer {
 }
 
 impl Tracer {
-    /// The tracer of a run of `config`.
-    pub(crate) fn new(config: &crate::Config) -> Self {
+    /// The tracer of a run of `config`, making spans with `otel` (none: no spans).
+    pub(crate) fn new(config: &crate::Config, otel: Option<OtelTracer>) -> Self {
         #[cfg(not(feature = "otel"))]
-        let _ = config;
+        let _ = (config, otel);
         Tracer {
+            #[cfg(feature = "otel")]
+            otel,
             #[cfg(feature = "otel")]
             group: config.group_id().map(std::sync::Arc::from),
             #[cfg(feature = "otel")]
@@ -196,8 +214,8 @@ impl Tracer {
     /// attempt's span becomes its child.
     pub(crate) fn retried(&self, record: &Record, span: &RecordSpan) {
         #[cfg(feature = "otel")]
-        if !span.0.is_disabled() {
-            self.retries.keep(record, &span.0);
+        if let Some(cx) = &span.0 {
+            self.retries.keep(record, cx);
         }
         #[cfg(not(feature = "otel"))]
         let _ = (record, span);
@@ -213,17 +231,17 @@ impl Tracer {
     }
 
     /// One span per record of `records` (a layer's), in order; empty (no
-    /// allocation) when nothing listens to [`TARGET`].
+    /// allocation) without a tracer.
     #[inline]
     pub(crate) fn spans(&self, records: &[Record]) -> Vec<RecordSpan> {
         #[cfg(feature = "otel")]
-        if tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+        if let Some(tracer) = &self.otel {
             let group = self.group.as_deref();
             return records
                 .iter()
                 .map(|r| {
                     let previous = self.retries.take(r);
-                    RecordSpan(otel::span(r, group, self.link, previous))
+                    RecordSpan(Some(otel::start(tracer, r, group, self.link, previous)))
                 })
                 .collect();
         }
@@ -240,14 +258,12 @@ mod otel {
     use std::sync::Arc;
 
     use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-    use opentelemetry::trace::TraceContextExt;
-    use opentelemetry::Context;
+    use opentelemetry::trace::{Link, SpanKind, SpanRef, TraceContextExt, Tracer as _};
+    use opentelemetry::{Context, KeyValue};
     use opentelemetry_sdk::propagation::TraceContextPropagator;
     use parking_lot::Mutex;
-    use tracing::field::Empty;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-    use super::TARGET;
+    use super::OtelTracer;
     use crate::record::Record;
 
     /// A record's headers as a W3C carrier (names compared exactly: producers
@@ -291,9 +307,9 @@ mod otel {
     }
 
     impl Retries {
-        pub(super) fn keep(&self, record: &Record, span: &tracing::Span) {
+        pub(super) fn keep(&self, record: &Record, cx: &Context) {
             let key = (record.topic.clone(), record.partition, record.offset);
-            if self.contexts.lock().insert(key, span.context()).is_none() {
+            if self.contexts.lock().insert(key, cx.clone()).is_none() {
                 self.waiting.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -320,66 +336,82 @@ mod otel {
         }
     }
 
-    /// `process {topic}` for `record`: the child of its `previous` attempt's span
-    /// when it is a retry, else of the producer's context (or linked to it).
-    pub(super) fn span(
+    /// The span in `cx` when the sampler kept it (a dropped span records nothing).
+    pub(super) fn recording(cx: &Option<Context>) -> Option<SpanRef<'_>> {
+        let span = cx.as_ref()?.span();
+        span.is_recording().then_some(span)
+    }
+
+    /// Starts `process {topic}` for `record`: the child of its `previous` attempt's
+    /// span when it is a retry, else of the producer's context (or a root linked to
+    /// it). The sampler sees the name, the kind and the parent; the attributes are
+    /// set only on a span it keeps.
+    pub(super) fn start(
+        tracer: &OtelTracer,
         record: &Record,
         group: Option<&str>,
         link: bool,
         previous: Option<Context>,
-    ) -> tracing::Span {
-        // A root in `tracing`'s tree: the OpenTelemetry parent is the producer's
-        // context (or none: a new trace), never the span current on this thread.
-        let span = tracing::info_span!(
-            target: TARGET,
-            parent: None,
-            "process",
-            otel.name = format!("process {}", record.topic),
-            otel.kind = "consumer",
-            otel.status_code = Empty,
-            otel.status_description = Empty,
-            messaging.system = "kafka",
-            messaging.operation.name = "process",
-            messaging.operation.type = "process",
-            messaging.destination.name = &*record.topic,
-            messaging.destination.partition.id = record.partition.to_string(),
-            messaging.consumer.group.name = group,
-            messaging.kafka.offset = record.offset,
-            messaging.kafka.message.key = Empty,
-            error.type = Empty,
-            tidemark.outcome = Empty,
-            tidemark.attempts = Empty,
-        );
-        if span.is_disabled() {
-            return span;
-        }
-        if let Some(key) = record
-            .key
-            .as_deref()
-            .and_then(|k| std::str::from_utf8(k).ok())
-        {
-            span.record("messaging.kafka.message.key", key);
-        }
-        if let Some(previous) = previous {
-            let _ = span.set_parent(previous);
-            return span;
-        }
-        let producer = TraceContextPropagator::new().extract(&Headers(record));
-        let producer_span = producer.span().span_context().clone();
-        if producer_span.is_valid() {
-            if link {
-                span.add_link(producer_span);
-            } else {
-                let _ = span.set_parent(producer);
+    ) -> Context {
+        let mut builder = tracer
+            .span_builder(format!("process {}", record.topic))
+            .with_kind(SpanKind::Consumer);
+        let parent = match previous {
+            Some(previous) => previous,
+            None => {
+                let producer = TraceContextPropagator::new().extract(&Headers(record));
+                let producer_span = producer.span().span_context().clone();
+                if !producer_span.is_valid() {
+                    Context::new()
+                } else if link {
+                    builder = builder.with_links(vec![Link::with_context(producer_span)]);
+                    Context::new()
+                } else {
+                    producer
+                }
             }
+        };
+        let span = tracer.build_with_context(builder, &parent);
+        let cx = parent.with_span(span);
+        let span = cx.span();
+        if span.is_recording() {
+            let mut attributes = Vec::with_capacity(9);
+            attributes.extend([
+                KeyValue::new("messaging.system", "kafka"),
+                KeyValue::new("messaging.operation.name", "process"),
+                KeyValue::new("messaging.operation.type", "process"),
+                KeyValue::new("messaging.destination.name", record.topic.to_string()),
+                KeyValue::new(
+                    "messaging.destination.partition.id",
+                    record.partition.to_string(),
+                ),
+                KeyValue::new("messaging.kafka.offset", record.offset),
+            ]);
+            if let Some(group) = group {
+                attributes.push(KeyValue::new(
+                    "messaging.consumer.group.name",
+                    group.to_string(),
+                ));
+            }
+            if let Some(key) = record
+                .key
+                .as_deref()
+                .and_then(|k| std::str::from_utf8(k).ok())
+            {
+                attributes.push(KeyValue::new(
+                    "messaging.kafka.message.key",
+                    key.to_string(),
+                ));
+            }
+            span.set_attributes(attributes);
         }
-        span
+        cx
     }
 
-    /// The W3C headers naming `span`.
-    pub(super) fn inject(span: &tracing::Span) -> Vec<(&'static str, String)> {
+    /// The W3C headers naming the span of `cx`.
+    pub(super) fn inject(cx: &Context) -> Vec<(&'static str, String)> {
         let mut out = Out(Vec::with_capacity(2));
-        TraceContextPropagator::new().inject_context(&span.context(), &mut out);
+        TraceContextPropagator::new().inject_context(cx, &mut out);
         out.0
     }
 }

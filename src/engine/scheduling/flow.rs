@@ -49,7 +49,10 @@ impl Limits {
     pub(crate) fn room(&self, partitions: &Partitions) -> usize {
         self.records
             .saturating_sub(partitions.records_in_flight())
-            .min(self.uncommitted.saturating_sub(partitions.records_uncommitted()))
+            .min(
+                self.uncommitted
+                    .saturating_sub(partitions.records_uncommitted()),
+            )
     }
 
     /// True when a poll round must stop taking records: the byte bound is reached

@@ -96,7 +96,7 @@ fn driver_over(
 ) -> Driver {
     let (done_tx, done_rx) = crossbeam_channel::unbounded();
     let (_, requests) = crossbeam_channel::unbounded();
-    let tracer = Arc::new(crate::engine::observation::trace::Tracer::new(config));
+    let tracer = Arc::new(crate::engine::observation::trace::Tracer::new(config, None));
     let engine = Arc::new(Engine {
         tracer: tracer.clone(),
         state: Mutex::new(RunState::new(config)),
