@@ -96,7 +96,7 @@ impl RecordSpan {
     }
 
     /// `future` carrying the span's context as OpenTelemetry's current one
-    /// whenever it is polled.
+    /// whenever it is polled (`future` itself when there is no span).
     #[inline]
     pub(crate) fn instrument<F: std::future::Future>(
         &self,
@@ -104,8 +104,14 @@ impl RecordSpan {
     ) -> impl std::future::Future<Output = F::Output> {
         #[cfg(feature = "otel")]
         {
-            let cx = self.0.clone().unwrap_or_default();
-            opentelemetry::context::FutureExt::with_context(future, cx)
+            use futures_util::future::Either;
+            match &self.0 {
+                Some(cx) => Either::Left(opentelemetry::context::FutureExt::with_context(
+                    future,
+                    cx.clone(),
+                )),
+                None => Either::Right(future),
+            }
         }
         #[cfg(not(feature = "otel"))]
         future
