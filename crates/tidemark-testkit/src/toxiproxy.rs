@@ -68,6 +68,19 @@ impl ProxiedKafka {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| TestkitError::Broker(format!("starting {server}: {e}")))?;
+        // A test binary keeps its proxy in a static, never dropped: a watcher stops
+        // the server once this process is gone (as `KAFKA_WATCH_PID` does for brokers).
+        let watch = format!(
+            "while kill -0 {me} 2>/dev/null && kill -0 {server} 2>/dev/null; do sleep 1; done; kill {server} 2>/dev/null",
+            me = std::process::id(),
+            server = proxy.id()
+        );
+        let _ = Command::new("bash")
+            .args(["-c", &watch])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
         let (broker, broker_port) = KafkaBroker::start_behind(listen_port)?;
         let proxied = ProxiedKafka {
             broker,
