@@ -6,7 +6,7 @@ use super::{invalid, Delivery};
 use crate::commit::{CommitMode, CommitPolicy};
 use crate::error::Error;
 
-/// When and how committable offsets are committed. Part of [`Config`]; every field
+/// When and how committable offsets are committed. Part of [`Config`](crate::Config); every field
 /// has a default (`CommitConfig::default()`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -23,7 +23,7 @@ pub enum Delivery {
     /// commit policy's schedule, after the records in flight drain. Downstream
     /// consumers read with `isolation.level=read_committed`. An aborted transaction
     /// rewinds every partition to its last committed offset and processes again; a
-    /// fenced producer stops the pipeline ([`Error::Transaction`]). Needs a
+    /// fenced producer stops the pipeline ([`Error::Transaction`](crate::Error::Transaction)). Needs a
     /// `topic:NAME` sink and a consumer group.
     ExactlyOnce,
 }

@@ -6,7 +6,7 @@ use super::invalid;
 use crate::error::Error;
 use crate::failures::{DeadLetterConfig, RetryPolicy};
 
-/// What happens to a record whose processing fails. Part of [`Config`]; every field
+/// What happens to a record whose processing fails. Part of [`Config`](crate::Config); every field
 /// has a default (`FailureConfig::default()`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

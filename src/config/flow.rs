@@ -7,7 +7,7 @@ use crate::error::Error;
 use serde::{Deserialize, Serialize};
 
 /// Back-pressure and poll rounds: how much tidemark takes from the consumer and
-/// holds (docs/DESIGN.md, invariant 8). Part of [`Config`]; every field has a
+/// holds (docs/DESIGN.md, invariant 8). Part of [`Config`](crate::Config); every field has a
 /// default (`FlowConfig::default()`), so a serde form may name only what it changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

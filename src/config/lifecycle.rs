@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// How a run starts and stops: start-up, the idle stop and the drain on revoke and
 /// stop. Durations in serde forms are milliseconds or strings with units (`"10s"`),
-/// and take their old names with `_ms` too. Part of [`Config`]; every field has a default
+/// and take their old names with `_ms` too. Part of [`Config`](crate::Config); every field has a default
 /// (`LifecycleConfig::default()`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -38,7 +38,7 @@ fn invalid(field: &str, why: &str) -> Error {
 /// librdkafka properties tidemark sets itself, whatever the user passes: offsets are
 /// committed only by tidemark's commits of committable offsets, never by librdkafka's background
 /// auto-commit of *polled* (not processed) positions. With
-/// [`CommitPolicy::Auto`] `enable.auto.commit` is `true` instead, and what the
+/// [`CommitPolicy::Auto`](crate::CommitPolicy::Auto) `enable.auto.commit` is `true` instead, and what the
 /// auto-commit sends is only ever what tidemark stored: the committable offset.
 pub const FORCED_CONSUMER_PROPERTIES: &[(&str, &str)] = &[
     ("enable.auto.commit", "false"),

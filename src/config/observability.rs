@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// What the metrics watch: the lag sampler and the stuck-record threshold
 /// (serde: milliseconds or strings with units, also under their old `_ms` names). Part
-/// of [`Config`]; every field has a default (`ObservabilityConfig::default()`).
+/// of [`Config`](crate::Config); every field has a default (`ObservabilityConfig::default()`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
