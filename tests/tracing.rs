@@ -84,6 +84,19 @@ fn parse(traceparent: &str) -> (String, TraceId, SpanId, String) {
     )
 }
 
+/// Every record of `topic` up to its high watermarks, as an independent client reads it.
+fn read_all(brokers: &str, topic: &str) -> Vec<verify::ReadRecord> {
+    let ends = tidemark::high_watermarks(brokers, topic, Duration::from_secs(10)).unwrap();
+    verify::read_topic(
+        brokers,
+        topic,
+        &ends,
+        "read_uncommitted",
+        Duration::from_secs(30),
+    )
+    .unwrap()
+}
+
 #[test]
 fn the_producers_sampling_is_honoured_and_outputs_carry_each_records_context() {
     const RECORDS: u64 = 300;
@@ -118,17 +131,9 @@ fn the_producers_sampling_is_honoured_and_outputs_carry_each_records_context() {
         producer.send(record).map_err(|(e, _)| e).unwrap();
     }
     producer.flush(Duration::from_secs(10)).unwrap();
-    let ends = tidemark::high_watermarks(&brokers, &input, Duration::from_secs(10)).unwrap();
-    assert_eq!(ends.values().sum::<i64>() as u64, RECORDS);
     // Which input record each (partition, offset) is: its payload says.
-    let inputs = verify::read_topic(
-        brokers.as_str(),
-        &input,
-        &ends,
-        "read_uncommitted",
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    let inputs = read_all(&brokers, &input);
+    assert_eq!(inputs.len() as u64, RECORDS);
     let index: HashMap<(i32, i64), u64> = inputs
         .iter()
         .map(|r| {
@@ -188,15 +193,7 @@ fn the_producers_sampling_is_honoured_and_outputs_carry_each_records_context() {
         .map(|s| (s.parent_span_id, s))
         .collect();
 
-    let out_ends = tidemark::high_watermarks(&brokers, &output, Duration::from_secs(10)).unwrap();
-    let outputs = verify::read_topic(
-        brokers.as_str(),
-        &output,
-        &out_ends,
-        "read_uncommitted",
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    let outputs = read_all(&brokers, &output);
     assert_eq!(outputs.len() as u64, RECORDS, "one output per input");
     for out in &outputs {
         let at: (i32, i64) = (
