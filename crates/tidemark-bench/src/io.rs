@@ -47,7 +47,7 @@ fn run_once(
     config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(1_000));
     let pipeline = match kind {
         Kind::Io { micros } => Pipeline::new_async(config, IoProcessor { micros }),
-        _ => Pipeline::new(config, CliProcessor::new(kind, None)),
+        _ => Pipeline::new(config, CliProcessor::new(kind, None).with_outputs(false)),
     };
     let summary = pipeline.run()?;
     anyhow::ensure!(

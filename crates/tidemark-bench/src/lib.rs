@@ -90,6 +90,13 @@ pub struct Args {
     /// partitions, of topic `bench-cpu`).
     #[arg(long, conflicts_with_all = ["scaling", "ordering"])]
     quick: bool,
+    /// With --quick, only these row groups (comma-separated): `noop` (the raw poll
+    /// loop and the no-op row), `cpu` (the CPU-bound rows and their limits), `sink`
+    /// (the sink row and the raw consume-produce loop), `json` (the light
+    /// transform and its loop). For profiling one path (`perf record`); default:
+    /// all.
+    #[arg(long, requires = "quick", value_delimiter = ',', value_parser = ["noop", "cpu", "sink", "json"])]
+    quick_rows: Vec<String>,
     /// Only how the default `Config` scales: partitions 16, 64, 256 (--records
     /// each, default 200,000 with --brokers, 100,000 embedded), members 1, 2, 3
     /// (`tidemark run` processes in one group, CPU-bound), and the peak RSS of one
@@ -509,49 +516,64 @@ fn quick(
 ) -> anyhow::Result<()> {
     let (main, cpu_topic) = ("bench-main", "bench-cpu");
     let cpu_partitions = 16;
-    fill(cpu_topic, QUICK_CPU_RECORDS, cpu_partitions)?;
-    scenarios::check_nothing_dropped(brokers, cpu_topic, cpu_partitions)?;
     let mut push = |m: Measurement| {
         report::progress(&m);
         rows.push(m);
     };
+    let wants = |group: &str| a.quick_rows.is_empty() || a.quick_rows.iter().any(|g| g == group);
     // Each limit interleaved with the tidemark row it is the limit of (limit,
     // tidemark, limit, …), so a busy broker or machine disturbs both alike.
-    let (raw, noop) = scenarios::median_interleaved(
-        QUICK_RUNS,
-        || Ok(scenarios::raw_poll(brokers, main, a.partitions, records, false)?.0),
-        || scenarios::tidemark_default(brokers, main, Kind::Noop, records, None),
-    )?;
-    let (_, kept) = scenarios::raw_poll(brokers, main, a.partitions, records, true)?;
-    push(scenarios::median_of(QUICK_RUNS, || {
-        scenarios::in_memory(&kept, Kind::Noop, workers, QUICK_MIN_BUSY)
-    })?);
-    drop(kept);
-    let (_, kept) =
-        scenarios::raw_poll(brokers, cpu_topic, cpu_partitions, QUICK_CPU_RECORDS, true)?;
-    let (in_memory, cpu_bound) = scenarios::median_interleaved(
-        QUICK_RUNS,
-        || scenarios::in_memory(&kept, cpu, workers, QUICK_MIN_BUSY),
-        || scenarios::tidemark_default(brokers, cpu_topic, cpu, QUICK_CPU_RECORDS, None),
-    )?;
-    drop(kept);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let counted = scenarios::counted_limit(&in_memory, &raw, cores);
-    push(raw);
-    push(in_memory);
-    if let Some(counted) = counted {
-        push(counted);
+    let raw_poll = || Ok(scenarios::raw_poll(brokers, main, a.partitions, records, false)?.0);
+    let raw = if wants("noop") {
+        let (raw, noop) = scenarios::median_interleaved(QUICK_RUNS, raw_poll, || {
+            scenarios::tidemark_default(brokers, main, Kind::Noop, records, None)
+        })?;
+        push(raw.clone());
+        push(noop);
+        Some(raw)
+    } else if wants("cpu") {
+        let raw = scenarios::median_of(QUICK_RUNS, raw_poll)?;
+        push(raw.clone());
+        Some(raw)
+    } else {
+        None
+    };
+    if wants("noop") {
+        let (_, kept) = scenarios::raw_poll(brokers, main, a.partitions, records, true)?;
+        push(scenarios::median_of(QUICK_RUNS, || {
+            scenarios::in_memory(&kept, Kind::Noop, workers, QUICK_MIN_BUSY)
+        })?);
     }
-    push(noop);
-    push(cpu_bound);
+    if let (true, Some(raw)) = (wants("cpu"), &raw) {
+        fill(cpu_topic, QUICK_CPU_RECORDS, cpu_partitions)?;
+        scenarios::check_nothing_dropped(brokers, cpu_topic, cpu_partitions)?;
+        let (_, kept) =
+            scenarios::raw_poll(brokers, cpu_topic, cpu_partitions, QUICK_CPU_RECORDS, true)?;
+        let (in_memory, cpu_bound) = scenarios::median_interleaved(
+            QUICK_RUNS,
+            || scenarios::in_memory(&kept, cpu, workers, QUICK_MIN_BUSY),
+            || scenarios::tidemark_default(brokers, cpu_topic, cpu, QUICK_CPU_RECORDS, None),
+        )?;
+        drop(kept);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let counted = scenarios::counted_limit(&in_memory, raw, cores);
+        push(in_memory);
+        if let Some(counted) = counted {
+            push(counted);
+        }
+        push(cpu_bound);
+    }
     // The sink path: one output per input, against a raw consume-produce loop.
     // A light transform on the sink path (JSON parsed, a field added, written back:
     // a few µs a record, like re-keying or enrichment from memory), the same work
     // inside the raw consume-produce loop as its limit.
-    for (kind, raw_out, out) in [
-        (Kind::Noop, "bench-out-raw", "bench-out"),
-        (Kind::Json, "bench-out-json-raw", "bench-out-json"),
+    for (group, kind, raw_out, out) in [
+        ("sink", Kind::Noop, "bench-out-raw", "bench-out"),
+        ("json", Kind::Json, "bench-out-json-raw", "bench-out-json"),
     ] {
+        if !wants(group) {
+            continue;
+        }
         fill(raw_out, 0, a.partitions)?;
         fill(out, 0, a.partitions)?;
         let (raw_sink, sink) = scenarios::median_interleaved(

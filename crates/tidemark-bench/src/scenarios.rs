@@ -415,7 +415,7 @@ pub fn in_memory(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(workers)
         .build()?;
-    let processor = CliProcessor::new(kind, None);
+    let processor = CliProcessor::new(kind, None).with_outputs(false);
     let start = Instant::now();
     let mut passes = 0u64;
     // Whole passes over the records until `min_busy` has passed.
@@ -465,8 +465,8 @@ pub fn tidemark(
     config.lifecycle.exit_when_idle = Some(std::time::Duration::from_millis(1_000));
     let events = Arc::new(Mutex::new(Vec::<CommitEvent>::new()));
     let sink = events.clone();
-    let pipeline =
-        Pipeline::new(config, CliProcessor::new(kind, None)).on_commit(move |e: &CommitEvent| {
+    let pipeline = Pipeline::new(config, CliProcessor::new(kind, None).with_outputs(false))
+        .on_commit(move |e: &CommitEvent| {
             if e.result.is_ok() {
                 sink.lock().push(e.clone())
             }
@@ -522,7 +522,8 @@ pub fn tidemark_default_with(
             topic: output.to_string(),
         };
     }
-    let pipeline = prepare(Pipeline::new(config, CliProcessor::new(kind, None)));
+    let processor = CliProcessor::new(kind, None).with_outputs(sink.is_some());
+    let pipeline = prepare(Pipeline::new(config, processor));
     let metrics = pipeline.metrics();
     let sampled = sample_above_committable(metrics.clone());
     let summary = pipeline.run().context("tidemark default");
@@ -564,7 +565,7 @@ pub fn sequential(
     let c = consumer(brokers, topic, &format!("bench-seq-{}", rand_suffix()))?;
     assign_all(&c, topic, partitions)?;
     let name: Arc<str> = Arc::from(topic);
-    let processor = CliProcessor::new(kind, None);
+    let processor = CliProcessor::new(kind, None).with_outputs(false);
     let (mut n, mut first, mut commits) = (0u64, None, 0u64);
     let mut latencies = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(1800);

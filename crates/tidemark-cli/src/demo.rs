@@ -125,7 +125,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         Kind::Sha256 { rounds: a.rounds }
     };
     let processor = Arc::new(Recording {
-        inner: CliProcessor::new(kind, None),
+        inner: CliProcessor::new(kind, None).with_outputs(false),
         seen: (0..a.partitions)
             .map(|p| {
                 (0..records_of(a.records, a.partitions, p))

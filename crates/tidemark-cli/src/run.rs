@@ -380,6 +380,7 @@ pub fn main(a: Args) -> anyhow::Result<()> {
         }
     }
     let processor = CliProcessor::new(a.processor, a.test_flaky)
+        .with_outputs(!matches!(config.sink, SinkConfig::None))
         .with_test_hold(a.test_hold.map(|(p, o)| (p as i32, o as i64)))
         .with_test_sleep(a.test_sleep.map(|(p, o)| (p as i32, o as i64)));
     let pipeline = match a.processor {

@@ -71,6 +71,9 @@ pub struct CliProcessor {
     /// Test-only (`--test-sleep P:O`): processing the record at (partition, offset)
     /// sleeps for as long as this process lives (a slow call, not a failure).
     sleep: Option<(i32, i64)>,
+    /// Whether each record's output is returned (default): off where no sink takes
+    /// outputs, so the work is done and no output is built only to be dropped.
+    outputs: bool,
 }
 
 impl CliProcessor {
@@ -81,7 +84,15 @@ impl CliProcessor {
             attempts: Mutex::default(),
             hold: None,
             sleep: None,
+            outputs: true,
         }
+    }
+
+    /// Returns each record's output (`true`, the default) or none (`false`: no sink
+    /// takes outputs; the work itself still runs).
+    pub fn with_outputs(mut self, outputs: bool) -> Self {
+        self.outputs = outputs;
+        self
     }
 
     /// Holds the record at `hold` (partition, offset) forever (tests).
@@ -121,11 +132,25 @@ impl Processor for CliProcessor {
                 }
             }
         }
-        let payload = record.payload.as_deref().unwrap_or_default();
-        Ok(Outputs::one(
-            record.key.clone(),
-            transform(self.kind, payload)?,
-        ))
+        match (self.kind, self.outputs) {
+            (Kind::Noop, false) => Ok(Outputs::none()),
+            // The input's key and payload passed on without a copy (`Bytes` clones).
+            (Kind::Noop, true) => Ok(Outputs::one(
+                record.key.clone(),
+                record.payload.clone().unwrap_or_default(),
+            )),
+            (kind, outputs) => {
+                let payload = record.payload.as_deref().unwrap_or_default();
+                let output = transform(kind, payload)?;
+                Ok(match outputs {
+                    true => Outputs::one(record.key.clone(), output),
+                    false => {
+                        std::hint::black_box(output);
+                        Outputs::none()
+                    }
+                })
+            }
+        }
     }
 }
 

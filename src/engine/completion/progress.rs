@@ -18,6 +18,7 @@
 //! Neither side ever waits for the poll thread (the channel is unbounded;
 //! docs/DESIGN.md invariant 9).
 
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -65,16 +66,28 @@ struct Outcome {
     processing: std::time::Duration,
 }
 
+/// One position of a task: what its record still waits for, and the task's
+/// address, so an [`Ack`] is one pointer to its slot (no allocation per output).
+struct Slot {
+    /// 1 while the worker holds the record (until its outputs are sent), + 1 per
+    /// unacknowledged output.
+    waiting: AtomicU32,
+    /// The task this slot belongs to (set when the task is made; its `Arc` outlives
+    /// every [`Ack`], each of which holds a strong count).
+    task: *const PendingTask,
+}
+
 /// Which records of a task are complete, by position in the task: written by the
 /// workers and the sink's delivery reports, read by the poll thread.
 pub(crate) struct Progress {
     /// The record at each position.
     offsets: Box<[i64]>,
-    /// Per position: what the record still waits for — 1 while the worker holds it
-    /// (until its outputs are sent), + 1 per unacknowledged output.
-    waiting: Box<[AtomicU32]>,
+    /// Per position: what the record waits for, and where acks point.
+    slots: Box<[Slot]>,
     /// A record's output failed: it must never be marked complete.
     failed: Box<[AtomicU64]>,
+    /// Positions whose acknowledgement is a dead letter's (set before it is sent).
+    dead_letters: Box<[AtomicU64]>,
     /// Complete records, one bit per position.
     done: Box<[AtomicU64]>,
     /// Bits set in `done` (so the poll thread skips tasks that did not move).
@@ -88,11 +101,17 @@ fn bitmap(positions: usize) -> Box<[AtomicU64]> {
 }
 
 impl Progress {
-    fn new(offsets: Box<[i64]>) -> Self {
+    fn new(offsets: Box<[i64]>, task: *const PendingTask) -> Self {
         let n = offsets.len();
         Progress {
-            waiting: (0..n).map(|_| AtomicU32::new(1)).collect(),
+            slots: (0..n)
+                .map(|_| Slot {
+                    waiting: AtomicU32::new(1),
+                    task,
+                })
+                .collect(),
             failed: bitmap(n),
+            dead_letters: bitmap(n),
             done: bitmap(n),
             completed: AtomicUsize::new(0),
             offsets,
@@ -102,7 +121,7 @@ impl Progress {
     /// One thing `position` waited for is done; the last one completes it, unless
     /// an output of it failed. Returns true when the record completed.
     fn resolve(&self, position: usize) -> bool {
-        if self.waiting[position].fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.slots[position].waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
             let (word, bit) = (position / 64, 1u64 << (position % 64));
             if self.failed[word].load(Ordering::Acquire) & bit == 0 {
                 self.done[word].fetch_or(bit, Ordering::Release);
@@ -196,10 +215,10 @@ impl PendingTask {
         done: Sender<TaskDone>,
         wake: Arc<Wake>,
     ) -> Arc<Self> {
-        Arc::new(PendingTask {
+        Arc::new_cyclic(|this| PendingTask {
             outstanding: AtomicUsize::new(1),
             outcome: Mutex::new(Outcome::default()),
-            progress: Progress::new(offsets),
+            progress: Progress::new(offsets, this.as_ptr()),
             task,
             topic,
             partition,
@@ -246,11 +265,16 @@ impl PendingTask {
     /// [`FailureCause::DeadLetter`], a failed output a [`FailureCause::Sink`].
     pub(crate) fn expect_ack(self: &Arc<Self>, position: usize, dead_letter: bool) -> Ack {
         self.outstanding.fetch_add(1, Ordering::AcqRel);
-        self.progress.waiting[position].fetch_add(1, Ordering::AcqRel);
+        let slot = &self.progress.slots[position];
+        slot.waiting.fetch_add(1, Ordering::AcqRel);
+        if dead_letter {
+            self.progress.dead_letters[position / 64]
+                .fetch_or(1u64 << (position % 64), Ordering::Release);
+        }
+        // The ack's own strong count, given back when it is dropped.
+        std::mem::forget(Arc::clone(self));
         Ack {
-            task: self.clone(),
-            position,
-            dead_letter,
+            slot: NonNull::from(slot),
         }
     }
 
@@ -271,23 +295,51 @@ impl PendingTask {
     }
 }
 
-/// The acknowledgement owed for one output (or dead letter) of one input record.
+/// The acknowledgement owed for one output (or dead letter) of one input record:
+/// one pointer to its record's slot in the task, holding a strong count of the
+/// task (given back when the ack is dropped, resolved or not). Pointer-sized, so
+/// it travels as the produced message's opaque without an allocation
+/// (librdkafka's `RD_KAFKA_VTYPE_OPAQUE`).
 pub(crate) struct Ack {
-    task: Arc<PendingTask>,
-    position: usize,
-    dead_letter: bool,
+    slot: NonNull<Slot>,
 }
 
+// SAFETY: an ack only reaches its task through atomics and the task's mutex, and
+// the task is `Send + Sync`; its strong count keeps the slot alive.
+unsafe impl Send for Ack {}
+// SAFETY: as for `Send`: `&Ack` gives nothing but shared access to the task.
+unsafe impl Sync for Ack {}
+// SAFETY: `Slot::task` is written once, before the task is shared, and read only.
+unsafe impl Send for Slot {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Slot {}
+
 impl Ack {
+    fn task(&self) -> &PendingTask {
+        // SAFETY: this ack holds a strong count of the task, which owns the slot.
+        unsafe { &*self.slot.as_ref().task }
+    }
+
+    /// The record's position in its task.
+    fn position(&self) -> usize {
+        let base = self.task().progress.slots.as_ptr();
+        // SAFETY: the slot is an element of the task's `slots`.
+        unsafe { self.slot.as_ptr().offset_from(base) as usize }
+    }
+
     /// The producer acknowledged (`Ok`) or finally failed (`Err`) this output. A
     /// record with a failed output is not complete (docs/DESIGN.md, invariant 3).
     pub(crate) fn resolve(self, result: Result<(), rdkafka::error::KafkaError>) {
+        let (task, position) = (self.task(), self.position());
         if let Err(error) = result {
-            let offset = self.task.progress.offsets[self.position];
-            self.task.progress.mark_failed(self.position);
-            let mut outcome = self.task.outcome.lock();
+            let offset = task.progress.offsets[position];
+            task.progress.mark_failed(position);
+            let dead_letter = task.progress.dead_letters[position / 64].load(Ordering::Acquire)
+                & (1u64 << (position % 64))
+                != 0;
+            let mut outcome = task.outcome.lock();
             if !outcome.failed.iter().any(|f| f.offset == offset) {
-                let cause = if self.dead_letter {
+                let cause = if dead_letter {
                     FailureCause::DeadLetter(error)
                 } else {
                     FailureCause::Sink(error)
@@ -300,8 +352,8 @@ impl Ack {
                 });
             }
         }
-        self.task.resolve(self.position);
-        self.task.release();
+        task.resolve(position);
+        task.release();
     }
 
     /// The sink refused this output for good (a row PostgreSQL's constraints
@@ -309,10 +361,11 @@ impl Ack {
     /// dead-letter topic when one is configured, else the run stops at it.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn refuse(self, record: Record, error: crate::processor::ProcessError) {
+        let (task, position) = (self.task(), self.position());
         let offset = record.offset;
-        self.task.progress.mark_failed(self.position);
+        task.progress.mark_failed(position);
         {
-            let mut outcome = self.task.outcome.lock();
+            let mut outcome = task.outcome.lock();
             if !outcome.failed.iter().any(|f| f.offset == offset) {
                 outcome.failed.push(FailedRecord {
                     offset,
@@ -322,8 +375,28 @@ impl Ack {
                 });
             }
         }
-        self.task.resolve(self.position);
-        self.task.release();
+        task.resolve(position);
+        task.release();
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        // SAFETY: gives back the strong count `expect_ack` took for this ack.
+        unsafe { Arc::decrement_strong_count(self.slot.as_ref().task) }
+    }
+}
+
+impl rdkafka::util::IntoOpaque for Ack {
+    fn into_ptr(self) -> *mut std::ffi::c_void {
+        std::mem::ManuallyDrop::new(self).slot.as_ptr().cast()
+    }
+
+    unsafe fn from_ptr(ptr: *mut std::ffi::c_void) -> Self {
+        Ack {
+            // SAFETY: (the caller's) `ptr` came from `into_ptr`, never null.
+            slot: unsafe { NonNull::new_unchecked(ptr.cast()) },
+        }
     }
 }
 
@@ -390,5 +463,42 @@ mod tests {
         let done = rx.try_recv().expect("the task ended with its last ack");
         assert_eq!(done.failed.len(), 1);
         assert_eq!(done.failed[0].offset, 8);
+    }
+
+    #[test]
+    fn an_ack_is_one_pointer_that_survives_the_opaque_round_trip_and_gives_its_count_back() {
+        use rdkafka::util::IntoOpaque;
+        assert_eq!(std::mem::size_of::<Ack>(), std::mem::size_of::<usize>());
+        let (t, rx) = task(&[5, 6, 7]);
+        let mut applied = Applied::new(&t);
+        let ack = t.expect_ack(2, true);
+        let dropped = t.expect_ack(1, false);
+        assert_eq!(Arc::strong_count(&t), 3, "each ack holds the task");
+        // SAFETY: the pointer comes from `into_ptr` just above.
+        let ack = unsafe { Ack::from_ptr(ack.into_ptr()) };
+        t.succeeded(2);
+        ack.resolve(Err(rdkafka::error::KafkaError::Canceled));
+        drop(dropped); // never resolved (a producer gone): its record never completes
+        assert_eq!(Arc::strong_count(&t), 1, "an ack kept its count");
+        t.succeeded(0);
+        t.succeeded(1);
+        t.release();
+        assert_eq!(
+            take(&mut applied, &t),
+            vec![5],
+            "only the record without outputs completed"
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "the dropped ack's output is still owed"
+        );
+        let failed = &t.outcome.lock().failed;
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].offset, 7, "the ack resolved its own position");
+        assert!(
+            matches!(failed[0].cause, FailureCause::DeadLetter(_)),
+            "{:?}",
+            failed[0].cause
+        );
     }
 }

@@ -344,18 +344,17 @@ impl FakeProducer {
 }
 
 impl crate::engine::seams::sink::KafkaProducer for FakeProducer {
-    fn send<'a>(
+    fn send(
         &self,
-        record: crate::engine::seams::sink::Produce<'a>,
-        ack: Box<crate::engine::completion::progress::Ack>,
-    ) -> Result<(), crate::engine::seams::sink::Refused<'a>> {
-        use rdkafka::message::Headers;
+        record: &crate::engine::seams::sink::Produce<'_>,
+        ack: crate::engine::completion::progress::Ack,
+    ) -> Result<(), crate::engine::seams::sink::Refused> {
         let headers = record
             .headers
             .iter()
-            .map(|h| {
-                let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
-                (h.key.to_string(), value.into_owned())
+            .map(|(key, value)| {
+                let value = value.map(String::from_utf8_lossy).unwrap_or_default();
+                (key.to_string(), value.into_owned())
             })
             .collect();
         let produced = Produced {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use smallvec::SmallVec;
 
 use crate::commit::{CommitError, PartitionOffset};
 use crate::engine::completion::progress::Ack;
@@ -102,10 +102,17 @@ impl Sink {
                 ))
             }
         };
-        let producer = if matches!(output, Output::Topic(_)) || dead_letter_topic.is_some() {
-            Some(producer::create(&config.producer_client_config())?)
-        } else {
+        let topics: Vec<&str> = match &output {
+            Output::Topic(topic) => Some(topic.as_str()),
+            _ => None,
+        }
+        .into_iter()
+        .chain(dead_letter_topic.as_deref())
+        .collect();
+        let producer = if topics.is_empty() {
             None
+        } else {
+            Some(producer::create(&config.producer_client_config(), &topics)?)
         };
         Ok(Some(Sink::with(producer, output, dead_letter_topic)))
     }
@@ -190,22 +197,25 @@ impl Sink {
             ack.resolve(Ok(()));
             return;
         }
-        let partition = input.partition.to_string();
-        let offset = input.offset.to_string();
+        let (mut partition, mut offset) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let context = span.context_headers();
         let headers = with_headers(
             &output.headers,
-            &[
-                (HEADER_SRC_PARTITION, partition.as_bytes()),
-                (HEADER_SRC_OFFSET, offset.as_bytes()),
+            [
+                (
+                    HEADER_SRC_PARTITION,
+                    partition.format(input.partition).as_bytes(),
+                ),
+                (HEADER_SRC_OFFSET, offset.format(input.offset).as_bytes()),
             ],
-            span,
+            &context,
         );
         self.produce(
-            Produce {
+            &Produce {
                 topic,
                 key: output.key.as_deref(),
                 payload: Some(&output.payload[..]),
-                headers,
+                headers: &headers,
             },
             ack,
         );
@@ -233,28 +243,35 @@ impl Sink {
             .dead_letter_topic
             .as_deref()
             .expect("dead letters are sent only with a dead-letter topic");
-        let (partition, offset, attempts) = (
-            input.partition.to_string(),
-            input.offset.to_string(),
-            attempts.to_string(),
+        let (mut partition, mut offset, mut attempts_text) = (
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
+            itoa::Buffer::new(),
         );
+        let context = span.context_headers();
         let headers = with_headers(
             &input.headers,
-            &[
+            [
                 (crate::failures::HEADER_SRC_TOPIC, input.topic.as_bytes()),
-                (HEADER_SRC_PARTITION, partition.as_bytes()),
-                (HEADER_SRC_OFFSET, offset.as_bytes()),
+                (
+                    HEADER_SRC_PARTITION,
+                    partition.format(input.partition).as_bytes(),
+                ),
+                (HEADER_SRC_OFFSET, offset.format(input.offset).as_bytes()),
                 (crate::failures::HEADER_ERROR, error.as_bytes()),
-                (crate::failures::HEADER_ATTEMPTS, attempts.as_bytes()),
+                (
+                    crate::failures::HEADER_ATTEMPTS,
+                    attempts_text.format(attempts).as_bytes(),
+                ),
             ],
-            span,
+            &context,
         );
         self.produce(
-            Produce {
+            &Produce {
                 topic,
                 key: input.key.as_deref(),
                 payload: input.payload.as_deref(),
-                headers,
+                headers: &headers,
             },
             ack,
         );
@@ -262,16 +279,15 @@ impl Sink {
 
     /// Queues `record`, waiting while librdkafka's queue is full; a record the
     /// producer refuses resolves its ack with the error at once.
-    fn produce(&self, mut record: Produce<'_>, ack: Ack) {
-        let mut ack = Box::new(ack);
+    fn produce(&self, record: &Produce<'_>, mut ack: Ack) {
         loop {
             match self.producer().send(record, ack) {
                 Ok(()) => return,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r, a)) => {
-                    (record, ack) = (r, a);
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), a)) => {
+                    ack = a;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((e, _, ack)) => {
+                Err((e, ack)) => {
                     ack.resolve(Err(e));
                     return;
                 }
@@ -365,35 +381,32 @@ impl Sink {
     }
 }
 
+/// Headers of one produced record, borrowed: inline up to 8 (no allocation for a
+/// record with a few headers of its own).
+type HeaderList<'a> = SmallVec<[(&'a str, Option<&'a [u8]>); 8]>;
+
 /// The headers of a produced record: `own` (the output's, or the dead letter's
-/// input's) in order, then `engine`'s, then `span`'s W3C trace context, which
-/// replaces any `traceparent`/`tracestate` among `own` when there is a span.
-fn with_headers(
-    own: &[crate::record::Header],
-    engine: &[(&str, &[u8])],
-    span: &RecordSpan,
-) -> OwnedHeaders {
-    let context = span.context_headers();
+/// input's) in order, then `engine`'s, then the span's W3C trace `context`
+/// (`RecordSpan::context_headers`), which replaces any `traceparent`/`tracestate`
+/// among `own` when there is one.
+fn with_headers<'a, const N: usize>(
+    own: &'a [crate::record::Header],
+    engine: [(&'a str, &'a [u8]); N],
+    context: &'a [(&'static str, String)],
+) -> HeaderList<'a> {
     let replaced =
         |key: &str| !context.is_empty() && (key == HEADER_TRACEPARENT || key == HEADER_TRACESTATE);
-    let mut headers = OwnedHeaders::new_with_capacity(own.len() + engine.len() + context.len());
-    for h in own.iter().filter(|h| !replaced(&h.key)) {
-        headers = headers.insert(Header {
-            key: &h.key,
-            value: h.value.as_deref(),
-        });
-    }
-    for &(key, value) in engine {
-        headers = headers.insert(Header {
-            key,
-            value: Some(value),
-        });
-    }
-    for (key, value) in &context {
-        headers = headers.insert(Header {
-            key,
-            value: Some(value.as_bytes()),
-        });
-    }
+    let mut headers = HeaderList::new();
+    headers.extend(
+        own.iter()
+            .filter(|h| !replaced(&h.key))
+            .map(|h| (h.key.as_str(), h.value.as_deref())),
+    );
+    headers.extend(engine.into_iter().map(|(key, value)| (key, Some(value))));
+    headers.extend(
+        context
+            .iter()
+            .map(|(key, value)| (*key, Some(value.as_bytes()))),
+    );
     headers
 }
