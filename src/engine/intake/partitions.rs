@@ -424,7 +424,10 @@ impl Partitions {
             if state.staged.is_empty() {
                 continue;
             }
-            let mut records = std::mem::take(&mut state.staged);
+            // The next round's records go into room for as many as this one's: one
+            // allocation, not a growth by doubling (each a copy of the records).
+            let capacity = state.staged.len();
+            let mut records = std::mem::replace(&mut state.staged, Vec::with_capacity(capacity));
             state.forget_delivered_below_committable();
             state.delivered_at.push_back((records[0].offset, now));
             state.staged_bytes = 0;

@@ -260,7 +260,10 @@ impl Scheduler {
                 } else {
                     lane.busy = true;
                     run.chain_of.insert(lane_key, run.chains.len());
-                    run.chains.push((lane_key, vec![record]));
+                    // Room for a few: a key's records come in runs within a round.
+                    let mut chain = Vec::with_capacity(4);
+                    chain.push(record);
+                    run.chains.push((lane_key, chain));
                 }
             }
         }
