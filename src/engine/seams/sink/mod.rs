@@ -11,7 +11,7 @@ mod producer;
 pub(crate) use producer::Refused;
 pub(crate) use producer::{GroupMetadata, KafkaProducer, Produce};
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +70,9 @@ pub(crate) struct Sink {
     /// Held (shared) around each send and (exclusive) around an abort, so a send
     /// either completes before the abort or sees the new count.
     gate: RwLock<()>,
+    /// Transactions started (exactly-once): only then can an abort happen, so only
+    /// then do sends take the gate (no shared lock per output otherwise).
+    transactional: AtomicBool,
 }
 
 impl Sink {
@@ -128,6 +131,7 @@ impl Sink {
             dead_letter_topic,
             aborts: AtomicU64::new(0),
             gate: RwLock::new(()),
+            transactional: AtomicBool::new(false),
         }
     }
 
@@ -192,7 +196,7 @@ impl Sink {
             Output::None => unreachable!("outputs are sent only with an output topic or table"),
         };
         let _ = index;
-        let _gate = self.gate.read();
+        let _gate = self.transactional.load(Ordering::Acquire).then(|| self.gate.read());
         if aborts != self.aborts() {
             ack.resolve(Ok(()));
             return;
@@ -234,7 +238,7 @@ impl Sink {
         aborts: u64,
         span: &RecordSpan,
     ) {
-        let _gate = self.gate.read();
+        let _gate = self.transactional.load(Ordering::Acquire).then(|| self.gate.read());
         if aborts != self.aborts() {
             ack.resolve(Ok(()));
             return;
@@ -298,6 +302,8 @@ impl Sink {
     /// Exactly-once: registers the `transactional.id` with the transaction coordinator
     /// (fencing older instances with the same id) and opens the first transaction.
     pub(crate) fn start_transactions(&self, timeout: Duration) -> KafkaResult<()> {
+        // Before any record is dispatched: every send from here on takes the gate.
+        self.transactional.store(true, Ordering::Release);
         self.producer().init_transactions(timeout)?;
         self.producer().begin_transaction()
     }
