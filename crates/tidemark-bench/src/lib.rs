@@ -333,7 +333,15 @@ pub fn main(mut a: Args) -> anyhow::Result<()> {
         scenarios::check_nothing_dropped(&brokers, "bench-main", a.partitions)?;
         let mut rows: Vec<Measurement> = Vec::new();
         if a.quick {
-            quick(&a, &brokers, &fill, records, workers, (cpu, light), &mut rows)?;
+            quick(
+                &a,
+                &brokers,
+                &fill,
+                records,
+                workers,
+                (cpu, light),
+                &mut rows,
+            )?;
         } else {
             measure(&mut rows, || {
                 Ok(scenarios::raw_poll(&brokers, "bench-main", a.partitions, records, false)?.0)

@@ -196,7 +196,10 @@ impl Sink {
             Output::None => unreachable!("outputs are sent only with an output topic or table"),
         };
         let _ = index;
-        let _gate = self.transactional.load(Ordering::Acquire).then(|| self.gate.read());
+        let _gate = self
+            .transactional
+            .load(Ordering::Acquire)
+            .then(|| self.gate.read());
         if aborts != self.aborts() {
             ack.resolve(Ok(()));
             return;
@@ -238,7 +241,10 @@ impl Sink {
         aborts: u64,
         span: &RecordSpan,
     ) {
-        let _gate = self.transactional.load(Ordering::Acquire).then(|| self.gate.read());
+        let _gate = self
+            .transactional
+            .load(Ordering::Acquire)
+            .then(|| self.gate.read());
         if aborts != self.aborts() {
             ack.resolve(Ok(()));
             return;
