@@ -167,6 +167,14 @@ impl Sink {
             .expect("a sink with an output topic or a dead-letter topic has a producer")
     }
 
+    /// The abort gate, shared, for one send — once transactions started; before,
+    /// no abort can happen and nothing is taken.
+    fn gate(&self) -> Option<parking_lot::RwLockReadGuard<'_, ()>> {
+        self.transactional
+            .load(Ordering::Acquire)
+            .then(|| self.gate.read())
+    }
+
     /// Transactions aborted so far (see [`Sink::send`]).
     pub(crate) fn aborts(&self) -> u64 {
         self.aborts.load(Ordering::Acquire)
@@ -196,10 +204,7 @@ impl Sink {
             Output::None => unreachable!("outputs are sent only with an output topic or table"),
         };
         let _ = index;
-        let _gate = self
-            .transactional
-            .load(Ordering::Acquire)
-            .then(|| self.gate.read());
+        let _gate = self.gate();
         if aborts != self.aborts() {
             ack.resolve(Ok(()));
             return;
@@ -241,10 +246,7 @@ impl Sink {
         aborts: u64,
         span: &RecordSpan,
     ) {
-        let _gate = self
-            .transactional
-            .load(Ordering::Acquire)
-            .then(|| self.gate.read());
+        let _gate = self.gate();
         if aborts != self.aborts() {
             ack.resolve(Ok(()));
             return;
