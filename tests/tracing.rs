@@ -86,15 +86,7 @@ fn parse(traceparent: &str) -> (String, TraceId, SpanId, String) {
 
 /// Every record of `topic` up to its high watermarks, as an independent client reads it.
 fn read_all(brokers: &str, topic: &str) -> Vec<verify::ReadRecord> {
-    let ends = tidemark::high_watermarks(brokers, topic, Duration::from_secs(10)).unwrap();
-    verify::read_topic(
-        brokers,
-        topic,
-        &ends,
-        "read_uncommitted",
-        Duration::from_secs(30),
-    )
-    .unwrap()
+    verify::read_all(brokers, topic).unwrap()
 }
 
 #[test]

@@ -18,7 +18,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use tidemark_testkit::jaeger::{Jaeger, Span};
-use tidemark_testkit::verify::{read_topic, ReadRecord};
+use tidemark_testkit::verify::{self, ReadRecord};
 use tidemark_testkit::{unique_name, Broker, KafkaBroker};
 
 /// A parsed `traceparent`: (trace id, span id, flags).
@@ -124,17 +124,9 @@ fn tidemark_run(brokers: &str, jaeger: &Jaeger, args: &[&str]) -> Command {
     cmd
 }
 
-/// Every record of `topic` (all of its partitions), read by an independent client.
+/// Every record of `topic` up to its high watermarks, as an independent client reads it.
 fn read_all(brokers: &str, topic: &str) -> Vec<ReadRecord> {
-    let ends = tidemark::high_watermarks(brokers, topic, Duration::from_secs(10)).unwrap();
-    read_topic(
-        brokers,
-        topic,
-        &ends,
-        "read_uncommitted",
-        Duration::from_secs(30),
-    )
-    .unwrap()
+    verify::read_all(brokers, topic).unwrap()
 }
 
 /// The spans of `trace`, waiting (the exporter batches) until `ready` holds of them.

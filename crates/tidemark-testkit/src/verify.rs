@@ -268,6 +268,26 @@ pub fn sink_report(
     })
 }
 
+/// Every record of `topic` up to its high watermarks now, as an independent client
+/// reads it (`read_uncommitted`, within 30 s).
+///
+/// # Errors
+/// As [`high_watermarks`] and [`read_topic`].
+pub fn read_all(
+    brokers: impl Into<Connection>,
+    topic: &str,
+) -> Result<Vec<ReadRecord>, TestkitError> {
+    let connection = brokers.into();
+    let ends = high_watermarks(connection.clone(), topic)?;
+    read_topic(
+        connection,
+        topic,
+        &ends,
+        "read_uncommitted",
+        Duration::from_secs(30),
+    )
+}
+
 /// High watermark per partition of `topic` (ListOffsets latest).
 ///
 /// # Errors
