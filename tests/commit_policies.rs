@@ -139,6 +139,15 @@ fn every_record_commits_once_per_record() {
 }
 
 #[test]
+fn every_record_async_commits_at_most_once_per_record() {
+    // One async commit at a time: records completed while one is unanswered share
+    // the next (`run` checks they never go back and end at the high watermarks).
+    let events = run(CommitPolicy::EveryRecord, CommitMode::Async);
+    assert!(!events.is_empty());
+    assert!(events.len() as u64 <= RECORDS, "{} commits", events.len());
+}
+
+#[test]
 fn at_end_commits_only_at_the_end() {
     let events = run(CommitPolicy::AtEnd, CommitMode::Async);
     assert_eq!(events.len(), 1, "one final commit: {events:?}");

@@ -181,6 +181,9 @@ impl Driver {
             // One commit per completed record (of its partition).
             let per_record = |st: &mut RunState, topic: &Arc<str>, partition: i32, n: u64| {
                 for _ in 0..n {
+                    if engine.awaiting_commit(st) {
+                        break;
+                    }
                     let offsets = st
                         .partitions
                         .take_dirty(|t, p| *t == **topic && p == partition, true);
@@ -210,9 +213,15 @@ impl Driver {
             self.dispatch(&mut st, now);
         }
         self.pressed = self.regulate(consumer, &mut st);
-        if !engine.delivery.commits_before_processing() {
+        // One async commit at a time (`commits`): the policy's clock, its counters and
+        // the commit requests wait while one is unanswered, and go at its answer.
+        let answered = engine.take_commit_answers(consumer, &mut st, Duration::ZERO);
+        if answered && !engine.delivery.commits_before_processing() {
             if let Some(due) = self.schedule.due(now, &st) {
                 engine.commit_due(consumer, &mut st, due);
+            } else if self.schedule.per_record() && engine.target.answers_later() {
+                // What completed while a commit was unanswered.
+                engine.commit_dirty(consumer, &mut st, |_, _| true);
             }
             while let Ok(request) = self.requests.try_recv() {
                 match request {

@@ -22,6 +22,7 @@ use crate::engine::execution::{AsyncWork, Execution, Work};
 use crate::engine::intake::callbacks::PipelineContext;
 use crate::engine::observation::lag_sampler::LagSampler;
 use crate::engine::observation::trace::OtelTracer;
+use crate::engine::seams::consumer::CommitQueue;
 use crate::engine::seams::sink::Sink;
 use crate::engine::state::RunState;
 use crate::error::Error;
@@ -381,11 +382,15 @@ fn create_consumer(
         .create_with_context(PipelineContext {
             engine: engine.clone(),
             client_config: client_config.clone(),
+            commit_queue: std::sync::OnceLock::new(),
         })
         .map_err(Error::kafka("creating the consumer"))?;
-    // The parked poll thread wakes when its queue gets a record or an event.
+    // The parked poll thread wakes when its queue gets a record or an event, or an
+    // async commit is answered.
     let wake = engine.wake.clone();
     consumer.set_nonempty_callback(move || wake.notify());
+    let answers = CommitQueue::new(&consumer, engine.wake.clone());
+    let _ = consumer.context().commit_queue.set(answers);
     Ok(consumer)
 }
 

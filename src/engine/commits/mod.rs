@@ -3,9 +3,18 @@
 //! delivered), sending it to the [`CommitTarget`], applying the answer (confirmed
 //! offsets release their records, failed ones leave their partitions dirty, the
 //! user's callback), and the exactly-once abort and rewind. The schedule that says
-//! when ([`schedule`]) and the targets' I/O ([`target`]) are beside it;
-//! librdkafka's commit callback hands async results back to
-//! [`Engine::record_commit`].
+//! when ([`schedule`]) and the targets' I/O ([`target`]) are beside it. The
+//! answers to async commits come back on the consumer's commit queue
+//! ([`Engine::take_commit_answers`]); librdkafka's commit callback hands its own
+//! auto-commits' results to [`Engine::record_commit`].
+//!
+//! One async commit at a time: librdkafka retries an OffsetCommit that timed out
+//! or met a coordinator change (`rd_kafka_handle_OffsetCommit`, up to 2 retries
+//! after the request's own failure), so an older commit still being retried can
+//! land after a newer one and move the committed offset back (invariant 7; seen in
+//! the leader-kill test on a 3-node cluster). While one is unanswered no other
+//! commit is sent: the policy's commits wait for the answer (their partitions stay
+//! dirty), and a synchronous commit (revoke, stop) first waits for it.
 
 pub(in crate::engine) mod schedule;
 pub(in crate::engine) mod target;
@@ -16,6 +25,7 @@ use rdkafka::error::KafkaError;
 
 use crate::commit::{CommitError, CommitEvent, PartitionOffset};
 use crate::engine::commits::schedule::Due;
+use crate::engine::commits::schedule::ANSWER_WAIT;
 use crate::engine::commits::target::{CommitTarget, Sent, TRANSACTION_TIMEOUT};
 use crate::engine::driver::Engine;
 use crate::engine::seams::consumer::KafkaConsumer;
@@ -40,6 +50,7 @@ impl Engine {
         if offsets.is_empty() {
             return Ok(());
         }
+        self.await_commit_answers(consumer, st);
         match self.target.send(consumer, &offsets, wait) {
             Sent::Pending => {
                 st.commits.sent.push_back(Instant::now());
@@ -61,6 +72,47 @@ impl Engine {
                 }
                 result
             }
+        }
+    }
+
+    /// True while an async commit of tidemark's is unanswered: no other commit may
+    /// be sent before its answer (see the module documentation).
+    pub(crate) fn awaiting_commit(&self, st: &RunState) -> bool {
+        !st.commits.sent.is_empty()
+    }
+
+    /// Applies the answers to async commits that have arrived, waiting up to `wait`
+    /// for the rest; returns false when some are still unanswered.
+    pub(crate) fn take_commit_answers(
+        &self,
+        consumer: &impl KafkaConsumer,
+        st: &mut RunState,
+        wait: Duration,
+    ) -> bool {
+        let deadline = Instant::now() + wait;
+        while self.awaiting_commit(st) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some((result, offsets)) = consumer.commit_answer(left) else {
+                return false;
+            };
+            let latency = st.commits.sent.pop_front().map(|t| t.elapsed());
+            if !offsets.is_empty() {
+                self.record_commit(st, offsets, result.map_err(CommitError::from), latency);
+            }
+        }
+        true
+    }
+
+    /// Before a commit that must not be overtaken (every commit while one is
+    /// unanswered): waits up to [`ANSWER_WAIT`] for the answers to async commits.
+    fn await_commit_answers(&self, consumer: &impl KafkaConsumer, st: &mut RunState) {
+        if self.awaiting_commit(st) && !self.take_commit_answers(consumer, st, ANSWER_WAIT) {
+            tracing::warn!(
+                unanswered = st.commits.sent.len(),
+                wait_ms = ANSWER_WAIT.as_millis() as u64,
+                "an async commit is still unanswered; committing anyway (a late retry of \
+                 it could move the committed offset back)"
+            );
         }
     }
 
@@ -100,8 +152,10 @@ impl Engine {
     }
 
     /// Commits the dirty partitions `filter` accepts now (a policy commit or a
-    /// commit handle request). With a transaction, every record in flight drains
-    /// first and every dirty partition is in it (one transaction covers them all).
+    /// commit handle request), unless an async commit is unanswered (the caller
+    /// asks again after its answer). With a transaction, every record in flight
+    /// drains first and every dirty partition is in it (one transaction covers them
+    /// all).
     pub(crate) fn commit_dirty(
         &self,
         consumer: &impl KafkaConsumer,
@@ -119,7 +173,7 @@ impl Engine {
             }
             let offsets = st.partitions.take_dirty(|_, _| true, false);
             let _ = self.commit(consumer, st, offsets, true);
-        } else {
+        } else if !self.awaiting_commit(st) {
             let offsets = st.partitions.take_dirty(filter, false);
             let _ = self.commit(consumer, st, offsets, false);
         }
@@ -144,14 +198,17 @@ impl Engine {
     }
 
     /// The synchronous commit of revoke and stop: every dirty partition `filter`
-    /// accepts, after moving idle ones past offsets never delivered and storing
-    /// them for librdkafka's own auto-commit on revoke/close.
+    /// accepts, after the answers to async commits still on their way (a failed
+    /// one leaves its partitions dirty for this commit), moving idle ones past
+    /// offsets never delivered and storing them for librdkafka's own auto-commit on
+    /// revoke/close.
     pub(crate) fn commit_final(
         &self,
         consumer: &impl KafkaConsumer,
         st: &mut RunState,
         filter: impl Fn(&str, i32) -> bool,
     ) -> Result<(), CommitError> {
+        self.await_commit_answers(consumer, st);
         self.skip_undelivered(consumer, st);
         self.store_committable(consumer, st);
         let offsets = st.partitions.take_dirty(filter, false);

@@ -99,6 +99,12 @@ impl CommitTarget {
         matches!(self, CommitTarget::Transaction(_))
     }
 
+    /// Commits are answered later (async group commits): a per-record commit may
+    /// then be held back until the answer to the previous one.
+    pub(crate) fn answers_later(&self) -> bool {
+        matches!(self, CommitTarget::Group(CommitMode::Async))
+    }
+
     /// The exactly-once sink, when this is a transaction target.
     pub(crate) fn transaction(&self) -> Option<&Arc<Sink>> {
         match self {

@@ -15,7 +15,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use crate::commit::CommitError;
 use crate::engine::driver::Engine;
 use crate::engine::intake::start::start_offsets;
-use crate::engine::seams::consumer::offsets_of;
+use crate::engine::seams::consumer::{offsets_of, CommitQueue, WithCommitQueue};
 use crate::metrics::Counters;
 use crate::topic_partition::TopicPartition;
 
@@ -25,6 +25,14 @@ pub(crate) struct PipelineContext {
     /// The consumer's client configuration, for a look-up of committed offsets by
     /// a client of its own when the member's fails (`start::start_offsets`).
     pub client_config: rdkafka::ClientConfig,
+    /// Where the answers to async commits arrive, set once the consumer exists.
+    pub commit_queue: std::sync::OnceLock<CommitQueue>,
+}
+
+impl WithCommitQueue for PipelineContext {
+    fn commit_queue(&self) -> Option<&CommitQueue> {
+        self.commit_queue.get()
+    }
 }
 
 impl ClientContext for PipelineContext {
@@ -170,17 +178,16 @@ impl ConsumerContext for PipelineContext {
         }
     }
 
-    /// An async commit's result (tidemark's own, or librdkafka's auto-commit).
+    /// The result of one of librdkafka's own auto-commits (tidemark's async
+    /// commits are answered on the `CommitQueue` instead).
     fn commit_callback(&self, result: KafkaResult<()>, tpl: &TopicPartitionList) {
         let offsets = offsets_of(tpl);
-        let mut st = self.engine.state.lock();
-        // librdkafka's own auto-commits were not sent by tidemark: no latency then.
-        let latency = st.commits.sent.pop_front().map(|t| t.elapsed());
         if offsets.is_empty() {
             return;
         }
+        let mut st = self.engine.state.lock();
         self.engine
-            .record_commit(&mut st, offsets, result.map_err(CommitError::from), latency);
+            .record_commit(&mut st, offsets, result.map_err(CommitError::from), None);
     }
 }
 

@@ -5,6 +5,7 @@
 //! It speaks in plain values (`PartitionOffset`, `(topic, partition)`), so the rest of
 //! the engine never builds a `TopicPartitionList`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::bindings as rdsys;
@@ -15,6 +16,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::commit::PartitionOffset;
 use crate::engine::seams::sink::GroupMetadata;
+use crate::engine::wake::Wake;
 use crate::offset_store::OffsetAndMetadata;
 use crate::topic_partition::TopicPartition;
 
@@ -39,9 +41,14 @@ pub(crate) trait KafkaConsumer {
     fn commit_sync(&self, offsets: &[PartitionOffset]) -> KafkaResult<()>;
 
     /// OffsetCommit of `offsets` (`None`: the offsets stored with
-    /// [`store_offsets`](Self::store_offsets)) without waiting; its result comes
-    /// back through the commit callback on a later poll.
+    /// [`store_offsets`](Self::store_offsets)) without waiting; its answer comes
+    /// back through [`commit_answer`](Self::commit_answer), in the order sent.
     fn commit_async(&self, offsets: Option<&[PartitionOffset]>) -> KafkaResult<()>;
+
+    /// The answer to the oldest [`commit_async`](Self::commit_async) not answered
+    /// yet — its result and the offsets it carried — waiting up to `timeout` for it;
+    /// `None` when none came in time. librdkafka answers once it gave up retrying.
+    fn commit_answer(&self, timeout: Duration) -> Option<(KafkaResult<()>, Vec<PartitionOffset>)>;
 
     /// Stores `offsets` for librdkafka's auto-commit (`rd_kafka_offsets_store`, which
     /// takes them as given: the next offsets to read).
@@ -124,42 +131,168 @@ fn entries_of(tpl: &TopicPartitionList) -> Vec<(TopicPartition, Option<i64>)> {
         .collect()
 }
 
-/// The metadata of entry `i` of `tpl`, non-UTF-8 bytes replaced (rdkafka's
+/// The metadata of `elem`, non-UTF-8 bytes replaced (rdkafka's
 /// `TopicPartitionListElem::metadata` panics on them, and another client may have
 /// written any bytes).
-fn metadata_at(tpl: &TopicPartitionList, i: usize) -> String {
-    // SAFETY: `i` indexes the list's `cnt` elements, whose metadata pointer and size
-    // librdkafka keeps consistent (null with size 0 when there is none).
-    unsafe {
-        let list = &*tpl.ptr();
-        debug_assert!(i < list.cnt as usize);
-        let elem = &*list.elems.add(i);
-        if elem.metadata.is_null() || elem.metadata_size == 0 {
-            return String::new();
-        }
-        let bytes = std::slice::from_raw_parts(elem.metadata as *const u8, elem.metadata_size);
-        String::from_utf8_lossy(bytes).into_owned()
+fn metadata_of(elem: &rdsys::rd_kafka_topic_partition_t) -> String {
+    if elem.metadata.is_null() || elem.metadata_size == 0 {
+        return String::new();
     }
+    // SAFETY: librdkafka keeps the metadata pointer and size consistent.
+    let bytes =
+        unsafe { std::slice::from_raw_parts(elem.metadata as *const u8, elem.metadata_size) };
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The elements of a live list.
+///
+/// # Safety
+/// `list` points to a topic partition list that outlives the returned slice.
+unsafe fn elements<'a>(
+    list: *const rdsys::rd_kafka_topic_partition_list_t,
+) -> &'a [rdsys::rd_kafka_topic_partition_t] {
+    // SAFETY: the caller's list; librdkafka keeps `elems` valid for `cnt` entries.
+    unsafe {
+        let list = &*list;
+        if list.cnt <= 0 || list.elems.is_null() {
+            return &[];
+        }
+        std::slice::from_raw_parts(list.elems, list.cnt as usize)
+    }
+}
+
+/// The metadata of entry `i` of `tpl` (see [`metadata_of`]).
+fn metadata_at(tpl: &TopicPartitionList, i: usize) -> String {
+    // SAFETY: the list is alive for the call.
+    metadata_of(&unsafe { elements(tpl.ptr()) }[i])
 }
 
 /// The entries of `tpl` that carry an absolute offset.
 pub(crate) fn offsets_of(tpl: &TopicPartitionList) -> Vec<PartitionOffset> {
-    tpl.elements()
+    // SAFETY: the list is alive for the call.
+    unsafe { offsets_in(tpl.ptr()) }
+}
+
+/// The entries of a list that carry an absolute offset (≥ 0; librdkafka's
+/// logical offsets are negative).
+///
+/// # Safety
+/// `list` points to a live topic partition list.
+unsafe fn offsets_in(list: *const rdsys::rd_kafka_topic_partition_list_t) -> Vec<PartitionOffset> {
+    // SAFETY: the caller's live list; each element's topic is a C string.
+    unsafe { elements(list) }
         .iter()
-        .enumerate()
-        .filter_map(|(i, e)| match e.offset() {
-            Offset::Offset(offset) => Some(PartitionOffset {
-                topic: e.topic().to_string(),
-                partition: e.partition(),
-                offset,
-                metadata: metadata_at(tpl, i),
-            }),
-            _ => None,
+        .filter(|e| e.offset >= 0)
+        .map(|e| PartitionOffset {
+            // SAFETY: as above.
+            topic: unsafe { std::ffi::CStr::from_ptr(e.topic) }
+                .to_string_lossy()
+                .into_owned(),
+            partition: e.partition,
+            offset: e.offset,
+            metadata: metadata_of(e),
         })
         .collect()
 }
 
-impl<C: ConsumerContext> KafkaConsumer for BaseConsumer<C> {
+/// Where the answers to tidemark's async commits arrive: a queue of the consumer's
+/// own (`rd_kafka_queue_new`), which the engine serves itself with
+/// [`KafkaConsumer::commit_answer`] — after each round, and before it sends a
+/// synchronous commit (revoke, stop), also inside the rebalance callback, where the
+/// consumer's own queue cannot be polled. Its non-empty callback wakes the parked
+/// poll thread, as the consumer queue's does.
+pub(crate) struct CommitQueue {
+    queue: *mut rdsys::rd_kafka_queue_t,
+    /// Kept alive while librdkafka holds its address as the callback's opaque.
+    _wake: Arc<Wake>,
+}
+
+// SAFETY: librdkafka's queues are thread-safe; the pointer is only handed to
+// librdkafka's queue functions.
+unsafe impl Send for CommitQueue {}
+// SAFETY: as above.
+unsafe impl Sync for CommitQueue {}
+
+/// librdkafka's non-empty callback of the [`CommitQueue`].
+unsafe extern "C" fn answer_arrived(_rk: *mut rdsys::rd_kafka_t, opaque: *mut std::ffi::c_void) {
+    // SAFETY: `opaque` is the `Wake` the queue's `Arc` keeps alive until the
+    // callback is disabled (`CommitQueue::drop`).
+    unsafe { &*(opaque as *const Wake) }.notify();
+}
+
+impl CommitQueue {
+    /// A new answer queue on `consumer`'s client; its arrivals notify `wake`.
+    pub(crate) fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>, wake: Arc<Wake>) -> Self {
+        // SAFETY: the client is alive; the opaque outlives the callback (see `drop`).
+        unsafe {
+            let queue = rdsys::rd_kafka_queue_new(consumer.client().native_ptr());
+            rdsys::rd_kafka_queue_cb_event_enable(
+                queue,
+                Some(answer_arrived),
+                Arc::as_ptr(&wake) as *mut std::ffi::c_void,
+            );
+            CommitQueue { queue, _wake: wake }
+        }
+    }
+
+    /// The next OFFSET_COMMIT event, waiting up to `timeout`.
+    fn next(&self, timeout: Duration) -> Option<(KafkaResult<()>, Vec<PartitionOffset>)> {
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: the queue is alive; the event is destroyed after its list was
+        // copied out (the list belongs to the event).
+        unsafe {
+            let event = rdsys::rd_kafka_queue_poll(self.queue, ms);
+            if event.is_null() {
+                return None;
+            }
+            let answer = (rdsys::rd_kafka_event_type(event) == rdsys::RD_KAFKA_EVENT_OFFSET_COMMIT)
+                .then(|| {
+                    let err = rdsys::rd_kafka_event_error(event);
+                    let list = rdsys::rd_kafka_event_topic_partition_list(event);
+                    let offsets = if list.is_null() {
+                        Vec::new()
+                    } else {
+                        offsets_in(list)
+                    };
+                    let result = if err.is_error() {
+                        Err(KafkaError::ConsumerCommit(err.into()))
+                    } else {
+                        Ok(())
+                    };
+                    (result, offsets)
+                });
+            rdsys::rd_kafka_event_destroy(event);
+            answer
+        }
+    }
+}
+
+impl Drop for CommitQueue {
+    fn drop(&mut self) {
+        // SAFETY: the callback is disabled before the queue goes and `_wake` (a field,
+        // dropped after this) with it.
+        unsafe {
+            rdsys::rd_kafka_queue_cb_event_enable(self.queue, None, std::ptr::null_mut());
+            rdsys::rd_kafka_queue_destroy(self.queue);
+        }
+    }
+}
+
+/// A consumer context that holds its client's [`CommitQueue`] (set once the client
+/// exists: `None` before).
+pub(crate) trait WithCommitQueue {
+    fn commit_queue(&self) -> Option<&CommitQueue>;
+}
+
+/// A client made for one look-up (`start::committed_by_own_client`) sends no
+/// async commits.
+impl WithCommitQueue for rdkafka::consumer::DefaultConsumerContext {
+    fn commit_queue(&self) -> Option<&CommitQueue> {
+        None
+    }
+}
+
+impl<C: ConsumerContext + WithCommitQueue> KafkaConsumer for BaseConsumer<C> {
     type Message<'a>
         = BorrowedMessage<'a>
     where
@@ -198,30 +331,35 @@ impl<C: ConsumerContext> KafkaConsumer for BaseConsumer<C> {
     /// rdkafka's `commit(.., CommitMode::Async)` cannot be used: with the event API
     /// that `BaseConsumer` uses, librdkafka turns only auto-commit results into
     /// OFFSET_COMMIT events, so a manual async commit's result would be lost. Asking
-    /// for the reply on the main queue (`rd_kafka_commit_queue`), which `BaseConsumer`
-    /// polls, brings it back as an OFFSET_COMMIT event (the commit callback).
+    /// for the reply on the [`CommitQueue`] (`rd_kafka_commit_queue`) brings it back
+    /// as an OFFSET_COMMIT event there.
     fn commit_async(&self, offsets: Option<&[PartitionOffset]>) -> KafkaResult<()> {
+        let Some(answers) = self.context().commit_queue() else {
+            return Err(KafkaError::ConsumerCommit(
+                rdkafka::error::RDKafkaErrorCode::State,
+            ));
+        };
         let tpl = offsets.map(to_list);
-        // SAFETY: the client and list outlive the call; librdkafka copies the list and
-        // takes its own reference on the queue before we release ours.
+        // SAFETY: the client, list and queue outlive the call; librdkafka copies the
+        // list and takes its own reference on the queue.
         let err = unsafe {
-            let rk = self.client().native_ptr();
-            let queue = rdsys::rd_kafka_queue_get_main(rk);
-            let err = rdsys::rd_kafka_commit_queue(
-                rk,
+            rdsys::rd_kafka_commit_queue(
+                self.client().native_ptr(),
                 tpl.as_ref().map_or(std::ptr::null(), |t| t.ptr()),
-                queue,
+                answers.queue,
                 None,
                 std::ptr::null_mut(),
-            );
-            rdsys::rd_kafka_queue_destroy(queue);
-            err
+            )
         };
         if err.is_error() {
             Err(KafkaError::ConsumerCommit(err.into()))
         } else {
             Ok(())
         }
+    }
+
+    fn commit_answer(&self, timeout: Duration) -> Option<(KafkaResult<()>, Vec<PartitionOffset>)> {
+        self.context().commit_queue()?.next(timeout)
     }
 
     fn store_offsets(&self, offsets: &[PartitionOffset]) -> KafkaResult<()> {

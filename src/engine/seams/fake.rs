@@ -19,6 +19,8 @@ use crate::topic_partition::TopicPartition;
 pub(crate) enum Call {
     CommitSync(Vec<PartitionOffset>),
     CommitAsync(Option<Vec<PartitionOffset>>),
+    /// The engine took the answer to the oldest async commit.
+    Answered,
     Store(Vec<PartitionOffset>),
     Seek(String, i32, i64),
     Pause(Vec<TopicPartition>),
@@ -35,6 +37,10 @@ struct Script {
     committed: BTreeMap<TopicPartition, OffsetAndMetadata>,
     /// Commits (sync or async) that fail before one succeeds again.
     failing_commits: usize,
+    /// Async commits sent and not answered yet, oldest first.
+    unanswered: VecDeque<Vec<PartitionOffset>>,
+    /// Answers given by the test, not taken by the engine yet.
+    answers: VecDeque<(KafkaResult<()>, Vec<PartitionOffset>)>,
     lost: bool,
     /// Report the end of a partition's queue once it is empty (librdkafka's
     /// `enable.partition.eof`); the partitions whose end was reported.
@@ -86,6 +92,31 @@ impl FakeConsumer {
     /// The next `n` commits fail (sync: an error; async: refused when sent).
     pub(crate) fn fail_commits(&self, n: usize) {
         self.script.borrow_mut().failing_commits = n;
+    }
+
+    /// Answers the oldest unanswered async commit: accepted (`ok`, the group then
+    /// holds its offsets) or refused. The engine takes the answer on its next turn,
+    /// or while it waits before a synchronous commit.
+    pub(crate) fn answer_commit(&self, ok: bool) {
+        let mut s = self.script.borrow_mut();
+        let offsets = s.unanswered.pop_front().expect("an async commit to answer");
+        let result = if ok {
+            for po in &offsets {
+                s.committed.insert(
+                    key(&po.topic, po.partition),
+                    OffsetAndMetadata {
+                        offset: po.offset,
+                        metadata: po.metadata.clone(),
+                    },
+                );
+            }
+            Ok(())
+        } else {
+            Err(KafkaError::ConsumerCommit(
+                RDKafkaErrorCode::RequestTimedOut,
+            ))
+        };
+        s.answers.push_back((result, offsets));
     }
 
     /// Makes the next revoke a lost assignment.
@@ -196,8 +227,9 @@ impl KafkaConsumer for FakeConsumer {
         self.commit(offsets)
     }
 
-    /// Sent, never answered by itself: a test applies the result it wants through
-    /// `Engine::record_commit`, as the commit callback would.
+    /// Sent, answered when the test says ([`answer_commit`](FakeConsumer::answer_commit))
+    /// — or, when the engine waits for the answer (a `timeout` above zero), accepted
+    /// then, as librdkafka would answer within the wait.
     fn commit_async(&self, offsets: Option<&[PartitionOffset]>) -> KafkaResult<()> {
         let mut s = self.script.borrow_mut();
         s.calls.push(Call::CommitAsync(offsets.map(<[_]>::to_vec)));
@@ -205,7 +237,20 @@ impl KafkaConsumer for FakeConsumer {
             s.failing_commits -= 1;
             return Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::State));
         }
+        s.unanswered
+            .push_back(offsets.map(<[_]>::to_vec).unwrap_or_default());
         Ok(())
+    }
+
+    fn commit_answer(&self, timeout: Duration) -> Option<(KafkaResult<()>, Vec<PartitionOffset>)> {
+        let waiting = self.script.borrow().answers.is_empty() && !timeout.is_zero();
+        if waiting && !self.script.borrow().unanswered.is_empty() {
+            self.answer_commit(true);
+        }
+        let mut s = self.script.borrow_mut();
+        let answer = s.answers.pop_front()?;
+        s.calls.push(Call::Answered);
+        Some(answer)
     }
 
     fn store_offsets(&self, offsets: &[PartitionOffset]) -> KafkaResult<()> {
