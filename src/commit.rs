@@ -167,7 +167,8 @@ pub enum CommitPolicy {
     /// round) completes.
     EveryBatch,
     /// After every completed record: one commit per record, the slow baseline of
-    /// the classic `commitSync()`-per-record loop.
+    /// the classic `commitSync()`-per-record loop. With [`CommitMode::Async`] the
+    /// records completed while a commit is unanswered share the next one.
     EveryRecord,
     /// Only on revoke and on a graceful stop (a crash re-processes everything since
     /// the last such commit, within `max_uncommitted_records`).
@@ -218,7 +219,11 @@ impl FromStr for CommitPolicy {
 #[serde(rename_all = "snake_case")]
 pub enum CommitMode {
     /// `commitAsync`: the poll loop goes on; the result reaches the callback later;
-    /// a failure leaves the partitions dirty for the next commit.
+    /// a failure leaves the partitions dirty for the next commit. One at a time: a
+    /// commit due while the previous one is unanswered goes out at its answer
+    /// (librdkafka retries an OffsetCommit that timed out or met a coordinator
+    /// change, so an older commit could otherwise land after a newer one and move
+    /// the committed offset back).
     #[default]
     Async,
     /// `commitSync`: the poll loop waits for the coordinator's answer.

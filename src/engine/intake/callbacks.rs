@@ -14,6 +14,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 
 use crate::commit::CommitError;
 use crate::engine::driver::Engine;
+use crate::engine::intake::partitions::Committed;
 use crate::engine::intake::start::start_offsets;
 use crate::engine::seams::consumer::{offsets_of, CommitQueue, WithCommitQueue};
 use crate::metrics::Counters;
@@ -100,13 +101,15 @@ impl ConsumerContext for PipelineContext {
         let mut maps = Vec::new();
         if assign {
             let with_maps = self.engine.state.lock().partitions.map_budget() > 0;
-            let starts = start_offsets(
+            let looked_up = start_offsets(
                 consumer,
                 &self.client_config,
                 self.engine.start_position,
                 &partitions,
                 with_maps,
             );
+            let known = looked_up.is_some();
+            let starts = looked_up.unwrap_or_default();
             for start in &starts {
                 let _ = tpl.set_partition_offset(&start.tp.topic, start.tp.partition, start.offset);
             }
@@ -121,10 +124,11 @@ impl ConsumerContext for PipelineContext {
             let mut st = self.engine.state.lock();
             for tp in &partitions {
                 let i = starts.iter().position(|(t, _)| t == tp);
-                let committed = i.and_then(|i| match starts[i].1 .0 {
-                    rdkafka::Offset::Offset(o) => Some(o),
-                    _ => None,
-                });
+                let committed = match i.map(|i| starts[i].1 .0) {
+                    _ if !known => Committed::Unknown,
+                    Some(rdkafka::Offset::Offset(o)) => Committed::Known(Some(o)),
+                    _ => Committed::Known(None),
+                };
                 let Some((from, map)) =
                     st.partitions
                         .take_set_aside(&tp.topic, tp.partition, committed)

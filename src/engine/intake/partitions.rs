@@ -187,6 +187,16 @@ fn copy_into(arena: &mut BytesMut, data: &[u8]) -> Bytes {
     arena.split().freeze()
 }
 
+/// The group's committed offset of a partition as its assignment's look-up found
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Committed {
+    /// Looked up: the offset, `None` when the group has none.
+    Known(Option<i64>),
+    /// The look-up failed (the coordinator unreachable or still loading).
+    Unknown,
+}
+
 /// Every assigned partition.
 #[derive(Default)]
 pub(crate) struct Partitions {
@@ -236,27 +246,33 @@ impl Partitions {
 
     /// The records completed under the assignment of `topic`/`partition` that was
     /// lost, as an offset map, with the offset the new assignment starts from: the
-    /// committed offset `committed` when known, else where the lost assignment's
-    /// first record not covered by a confirmed commit was (nothing committed, or the
-    /// look-up failed: starting there is never past anything unprocessed). `None`
-    /// when nothing is set aside, nothing is to skip, or the committed offset went
-    /// back below what this member's last confirmed commit covered (a reset: the
-    /// group is asked to process those records again). A committed offset further on
-    /// is this member's own commit that was sent but never confirmed, or another
-    /// member's progress: either way the records this member completed are done
-    /// (their outputs acknowledged), so skipping them keeps at-least-once. Taken
-    /// either way.
+    /// committed offset when known, else — the group has none — where the lost
+    /// assignment's first record not covered by a confirmed commit was (starting
+    /// there is never past anything unprocessed). `None` when nothing is set aside,
+    /// nothing is to skip, the committed offset went back below what this member's
+    /// last confirmed commit covered (a reset: the group is asked to process those
+    /// records again), or the look-up failed ([`Committed::Unknown`]: librdkafka looks
+    /// the committed offset up itself, and those records are processed again —
+    /// starting at the first unconfirmed record could be below a commit of this
+    /// member's that landed though its answer was lost, and move the committed
+    /// offset back: invariant 7). A committed offset further on is this member's own
+    /// commit that was sent but never confirmed, or another member's progress:
+    /// either way the records this member completed are done (their outputs
+    /// acknowledged), so skipping them keeps at-least-once. Taken either way.
     pub(crate) fn take_set_aside(
         &mut self,
         topic: &str,
         partition: i32,
-        committed: Option<i64>,
+        committed: Committed,
     ) -> Option<(i64, OffsetMap)> {
         let i = self
             .set_aside
             .iter()
             .position(|s| &*s.topic == topic && s.partition == partition)?;
         let state = self.set_aside.swap_remove(i);
+        let Committed::Known(committed) = committed else {
+            return None;
+        };
         let map = state.completed_since_commit()?;
         let start = committed.unwrap_or(map.base());
         if start < map.base() {

@@ -107,7 +107,7 @@ fn committed_by_own_client(
 /// assigned again to a member that had paused it in an earlier assignment can
 /// otherwise resume from that member's stale position instead of the committed
 /// offset (librdkafka issues #1802, #4686), which commits offsets backwards. A failed
-/// look-up returns nothing, with a warning.
+/// look-up returns `None`, with a warning (librdkafka then looks them up itself).
 ///
 /// The member's own look-up (OffsetFetch through its group coordinator, from inside
 /// the assign callback) sometimes times out on Apache Kafka while members come and
@@ -123,7 +123,7 @@ pub(crate) fn start_offsets(
     start_position: Option<StartPosition>,
     assigned: &[TopicPartition],
     maps: bool,
-) -> Vec<Start> {
+) -> Option<Vec<Start>> {
     let timeout = Duration::from_secs(5);
     let committed = match consumer.committed_offsets(assigned, timeout) {
         Ok(c) => c,
@@ -133,7 +133,7 @@ pub(crate) fn start_offsets(
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "committed offsets unknown; librdkafka looks them up");
-                    return Vec::new();
+                    return None;
                 }
             }
         }
@@ -169,7 +169,7 @@ pub(crate) fn start_offsets(
             }
         }
     }
-    starts
+    Some(starts)
 }
 
 /// A free consumer's start: every partition of the assignment at the offset its
@@ -283,7 +283,8 @@ mod tests {
             Some(StartPosition::End),
             &assigned,
             true,
-        );
+        )
+        .unwrap();
         assert_eq!(
             offsets(&starts),
             [
@@ -297,7 +298,7 @@ mod tests {
 
         // Maps off: the committed offset alone. No start position: librdkafka's
         // auto.offset.reset decides, so the partition is left out.
-        let starts = start_offsets(&fake, &unused_client(), None, &assigned, false);
+        let starts = start_offsets(&fake, &unused_client(), None, &assigned, false).unwrap();
         assert_eq!(
             offsets(&starts),
             [
@@ -316,7 +317,7 @@ mod tests {
             20,
             OffsetMap::encode(10, std::iter::once(12..15), 4096).metadata,
         );
-        let starts = start_offsets(&fake, &unused_client(), None, &[tp(0)], true);
+        let starts = start_offsets(&fake, &unused_client(), None, &[tp(0)], true).unwrap();
         assert_eq!(offsets(&starts), [(0, Offset::Offset(20), false)]);
     }
 
@@ -329,7 +330,8 @@ mod tests {
             Some(StartPosition::Timestamp(1_700_000_000_000)),
             &[tp(0)],
             true,
-        );
+        )
+        .unwrap();
         assert_eq!(offsets(&starts), [(0, Offset::End, false)]);
     }
 

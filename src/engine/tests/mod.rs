@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 
 use super::commits::target::CommitTarget;
 use super::driver::{Driver, Engine};
+use super::intake::partitions::Committed;
 use super::seams::fake::{Call, FakeConsumer, FakeProducer};
 use super::seams::sink::Sink;
 use super::state::RunState;
@@ -1003,7 +1004,7 @@ fn what_was_completed_before_a_lost_assignment_is_skipped_when_it_comes_back() {
         .state
         .lock()
         .partitions
-        .take_set_aside(T, 0, Some(5));
+        .take_set_aside(T, 0, Committed::Known(Some(5)));
     let (_, map) = map.expect("set aside, the committed offset unchanged");
     assert_eq!((map.base(), map.completed()), (5, &[6..12][..]));
     d.engine.on_assign(
@@ -1029,7 +1030,7 @@ fn a_committed_offset_further_on_keeps_the_rest_and_one_moved_back_nothing() {
         .state
         .lock()
         .partitions
-        .take_set_aside(T, 0, Some(8))
+        .take_set_aside(T, 0, Committed::Known(Some(8)))
         .unwrap();
     assert_eq!((from, map.base(), map.completed()), (8, 8, &[9..12][..]));
     assert!(
@@ -1037,7 +1038,7 @@ fn a_committed_offset_further_on_keeps_the_rest_and_one_moved_back_nothing() {
             .state
             .lock()
             .partitions
-            .take_set_aside(T, 0, Some(8))
+            .take_set_aside(T, 0, Committed::Known(Some(8)))
             .is_none(),
         "taken"
     );
@@ -1048,19 +1049,35 @@ fn a_committed_offset_further_on_keeps_the_rest_and_one_moved_back_nothing() {
         .state
         .lock()
         .partitions
-        .take_set_aside(T, 0, Some(3))
+        .take_set_aside(T, 0, Committed::Known(Some(3)))
         .is_none());
-    // No committed offset known: the new assignment starts where the lost one's
-    // first unconfirmed record was (5), skipping what it completed above.
+    // The group has no committed offset: the new assignment starts where the lost
+    // one's first unconfirmed record was (5), skipping what it completed above.
     let (d, _, _) = lost_after_completing();
     let (from, map) = d
         .engine
         .state
         .lock()
         .partitions
-        .take_set_aside(T, 0, None)
+        .take_set_aside(T, 0, Committed::Known(None))
         .unwrap();
     assert_eq!((from, map.completed()), (5, &[6..12][..]));
+    // The look-up failed: the group may hold a commit of this member's whose answer
+    // was lost (above 5); starting at 5 would move the committed offset back. Nothing
+    // is skipped, librdkafka looks the committed offset up itself, and the state is
+    // gone (the old code started at 5 here).
+    let (d, _, _) = lost_after_completing();
+    let mut st = d.engine.state.lock();
+    assert!(st
+        .partitions
+        .take_set_aside(T, 0, Committed::Unknown)
+        .is_none());
+    assert!(
+        st.partitions
+            .take_set_aside(T, 0, Committed::Known(None))
+            .is_none(),
+        "taken"
+    );
 }
 
 #[test]
