@@ -24,8 +24,7 @@ use std::time::{Duration, Instant};
 use rdkafka::error::KafkaError;
 
 use crate::commit::{CommitError, CommitEvent, PartitionOffset};
-use crate::engine::commits::schedule::Due;
-use crate::engine::commits::schedule::ANSWER_WAIT;
+use crate::engine::commits::schedule::{Due, ANSWER_WAIT};
 use crate::engine::commits::target::{CommitTarget, Sent, TRANSACTION_TIMEOUT};
 use crate::engine::driver::Engine;
 use crate::engine::seams::consumer::KafkaConsumer;
