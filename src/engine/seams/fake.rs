@@ -101,15 +101,7 @@ impl FakeConsumer {
         let mut s = self.script.borrow_mut();
         let offsets = s.unanswered.pop_front().expect("an async commit to answer");
         let result = if ok {
-            for po in &offsets {
-                s.committed.insert(
-                    key(&po.topic, po.partition),
-                    OffsetAndMetadata {
-                        offset: po.offset,
-                        metadata: po.metadata.clone(),
-                    },
-                );
-            }
+            s.hold(&offsets);
             Ok(())
         } else {
             Err(KafkaError::ConsumerCommit(
@@ -174,8 +166,16 @@ impl FakeConsumer {
                 RDKafkaErrorCode::RequestTimedOut,
             ));
         }
+        s.hold(offsets);
+        Ok(())
+    }
+}
+
+impl Script {
+    /// The group now holds `offsets` (a commit accepted).
+    fn hold(&mut self, offsets: &[PartitionOffset]) {
         for po in offsets {
-            s.committed.insert(
+            self.committed.insert(
                 key(&po.topic, po.partition),
                 OffsetAndMetadata {
                     offset: po.offset,
@@ -183,7 +183,6 @@ impl FakeConsumer {
                 },
             );
         }
-        Ok(())
     }
 }
 

@@ -285,13 +285,9 @@ fn a_lost_assignment_commits_nothing() {
     assert_eq!(Counters::get(&d.engine.metrics.counters.lost), 1);
 }
 
-/// librdkafka retries an OffsetCommit that timed out or met a coordinator change,
-/// so a commit still unanswered may land after a newer one and move the committed
-/// offset back (seen on a 3-node cluster with a leader killed): no commit goes out
-/// while an async one is unanswered, and a refused one is sent again with the
-/// partition's current offset, never an older one.
-#[test]
-fn one_async_commit_at_a_time_and_commits_never_go_back() {
+/// An async-committing driver over a fake, partition 0 assigned, records
+/// `offsets` polled and completed.
+fn async_driver_completed(offsets: std::ops::Range<i64>) -> (Driver, FakeConsumer) {
     let mut d = driver(
         &config(|_| {}),
         CommitTarget::Group(CommitMode::Async),
@@ -299,6 +295,20 @@ fn one_async_commit_at_a_time_and_commits_never_go_back() {
     );
     let fake = FakeConsumer::default();
     assign(&d, &[0]);
+    fake.queue(T, 0, offsets);
+    d.turn(&fake);
+    drain_all(&d);
+    (d, fake)
+}
+
+/// librdkafka retries an OffsetCommit that timed out or met a coordinator change,
+/// so a commit still unanswered may land after a newer one and move the committed
+/// offset back (seen on a 3-node cluster with a leader killed): no commit goes out
+/// while an async one is unanswered, and a refused one is sent again with the
+/// partition's current offset, never an older one.
+#[test]
+fn one_async_commit_at_a_time_and_commits_never_go_back() {
+    let (mut d, fake) = async_driver_completed(0..10);
     let commit_all = |d: &Driver| {
         d.engine
             .commit_dirty(&fake, &mut d.engine.state.lock(), |_, _| true)
@@ -310,9 +320,6 @@ fn one_async_commit_at_a_time_and_commits_never_go_back() {
     let sent =
         |fake: &FakeConsumer| -> Vec<i64> { commits(fake).iter().map(|c| c[0].offset).collect() };
 
-    fake.queue(T, 0, 0..10);
-    d.turn(&fake);
-    drain_all(&d);
     fake.fail_commits(1);
     commit_all(&d); // 10, refused when sent: partition 0 is dirty again
     commit_all(&d); // sends 10
@@ -354,16 +361,7 @@ fn one_async_commit_at_a_time_and_commits_never_go_back() {
 /// older one.
 #[test]
 fn the_final_commit_waits_for_the_answer_to_the_async_one_on_its_way() {
-    let mut d = driver(
-        &config(|_| {}),
-        CommitTarget::Group(CommitMode::Async),
-        Gated::default(),
-    );
-    let fake = FakeConsumer::default();
-    assign(&d, &[0]);
-    fake.queue(T, 0, 0..10);
-    d.turn(&fake);
-    drain_all(&d);
+    let (mut d, fake) = async_driver_completed(0..10);
     d.engine
         .commit_dirty(&fake, &mut d.engine.state.lock(), |_, _| true);
     fake.queue(T, 0, 10..20);
