@@ -322,7 +322,8 @@ impl Pipeline {
         // The last figures, with the partitions as the final commit left them.
         driver.publish();
         // Closing the consumer leaves the group: a revoke with nothing left to
-        // commit, and the pending commit callbacks are served.
+        // commit (the final commit took every async answer), and librdkafka's
+        // pending callbacks are served.
         drop(consumer);
         if let Some(sink) = &sink {
             sink.flush(engine.drain_timeout);

@@ -37,7 +37,7 @@ use crate::topic_partition::TopicPartition;
 impl Engine {
     /// Commits `offsets` to the target. `wait`: answer now even with async group
     /// commits (revoke, stop, a transaction). The result is applied here (sync) or
-    /// when the commit callback brings it (async). A failed transaction is aborted
+    /// when its answer arrives (async: `take_commit_answers`). A failed transaction is aborted
     /// and every partition rewound.
     pub(crate) fn commit(
         &self,

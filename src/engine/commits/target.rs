@@ -44,7 +44,7 @@ pub(crate) enum CommitTarget {
 
 /// What sending a commit gave.
 pub(crate) enum Sent {
-    /// An async commit is on its way; its result comes through the commit callback.
+    /// An async commit is on its way; its answer comes on the consumer's commit queue.
     Pending,
     /// The answer, and how long it took.
     Done(Result<(), CommitError>, Duration),
