@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use rdkafka::error::KafkaError;
 
 use crate::commit::{CommitError, CommitEvent, PartitionOffset};
-use crate::engine::commits::schedule::{Due, ANSWER_WAIT};
+use crate::engine::commits::schedule::Due;
 use crate::engine::commits::target::{CommitTarget, Sent, TRANSACTION_TIMEOUT};
 use crate::engine::driver::Engine;
 use crate::engine::seams::consumer::KafkaConsumer;
@@ -33,6 +33,12 @@ use crate::engine::state::RunState;
 use crate::error::Error;
 use crate::metrics::{names, Counters};
 use crate::topic_partition::TopicPartition;
+
+/// How long a commit that must not overtake an unanswered async commit (revoke,
+/// stop) waits for its answer before it is sent anyway: librdkafka answers after
+/// at most three attempts of `socket.timeout.ms` (60 s by default) each, usually in
+/// milliseconds. Inside a revoke this counts against `max.poll.interval.ms`.
+const ANSWER_WAIT: Duration = Duration::from_secs(30);
 
 impl Engine {
     /// Commits `offsets` to the target. `wait`: answer now even with async group

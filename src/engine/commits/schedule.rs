@@ -10,12 +10,6 @@ use crate::engine::state::RunState;
 /// After a failed commit, commits forced by back-pressure wait this long.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
-/// How long a commit that must not overtake an unanswered async commit (revoke,
-/// stop) waits for its answer before it is sent anyway: librdkafka answers after
-/// at most three attempts of `socket.timeout.ms` (60 s by default) each, usually in
-/// milliseconds. Inside a revoke this counts against `max.poll.interval.ms`.
-pub(crate) const ANSWER_WAIT: Duration = Duration::from_secs(30);
-
 /// Why a commit is due now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Due {
