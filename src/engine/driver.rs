@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::Message;
 
 use super::commits::schedule::CommitSchedule;
 use super::commits::target::CommitTarget;
@@ -295,58 +296,52 @@ impl Driver {
         (timeout, records)
     }
 
-    /// Polls one round: when the consumer's queue is empty, parks up to the wait of
-    /// [`next_wait`](Self::next_wait) (woken by the queue, a task's end or the
-    /// armed completions: docs/DESIGN.md, "Waking the poll thread"), then takes
-    /// what is ready, up to `max_batch_records` or a bound, staging each record in
-    /// its partition. Rebalance and commit callbacks run inside these polls.
-    /// Returns the number of records polled.
+    /// Polls one round: serves the consumer queue (rebalance, error and commit
+    /// events: always, invariant 8) and takes the records waiting in the record
+    /// queue, up to `max_batch_records` or a bound, staging each in its partition;
+    /// while back-pressure holds back (`RunState::held_back`) or no room is left it
+    /// takes none and they stay prefetched. When neither queue has anything for it,
+    /// parks once up to the wait of [`next_wait`](Self::next_wait) (woken by either
+    /// queue, a task's end or the armed completions: docs/DESIGN.md, "Waking the
+    /// poll thread"). Returns the number of records polled.
     fn poll_round(&self, consumer: &impl KafkaConsumer) -> usize {
         let room = self.limits.room(&self.engine.state.lock().partitions);
-        // At least one: polling never stops (paused partitions deliver nothing).
-        let most = self.max_batch_records.min(room).max(1);
+        let most = if self.pressed {
+            0
+        } else {
+            self.max_batch_records.min(room)
+        };
+        // Records of a partition not forwarded to the record queue come through the
+        // consumer queue; they count against the round too.
+        let cap = most.max(1);
         let mut polled = 0;
         let mut waited = false;
-        while polled < most {
-            let result = match consumer.poll(Duration::ZERO) {
-                Some(result) => result,
-                // Nothing yet this round: wait once, then take what came.
-                None if polled == 0 && !waited => {
-                    waited = true;
-                    if consumer.queue_is_empty() {
-                        let (timeout, records) = self.next_wait();
-                        self.engine.wake.park(timeout, records);
-                    }
-                    continue;
-                }
-                None => break,
-            };
-            match result {
-                Ok(msg) => {
-                    polled += 1;
-                    let mut st = self.engine.state.lock();
-                    if let Some(n) = st.partitions.stage(&msg) {
-                        if self.limits.reached(&st.partitions, n) {
-                            break;
-                        }
-                    }
-                }
-                Err(e @ KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)) => {
-                    self.engine
-                        .state
-                        .lock()
-                        .fatal
-                        .get_or_insert(Error::OffsetReset(e.into()));
+        'round: loop {
+            let mut got = false;
+            if let Some(result) = consumer.poll(Duration::ZERO) {
+                got = true;
+                if self.take(consumer, result, &mut polled) {
                     break;
                 }
-                Err(KafkaError::PartitionEOF(partition)) => {
-                    let positions = consumer.positions().unwrap_or_default();
-                    let mut st = self.engine.state.lock();
-                    st.partitions.reached_end(partition, &positions)
+            }
+            while polled < most {
+                let Some(result) = consumer.poll_record() else {
+                    break;
+                };
+                got = true;
+                if self.take(consumer, result, &mut polled) {
+                    break 'round;
                 }
-                Err(e) => {
-                    self.engine.refusals.saw(&e, "");
-                    tracing::warn!(error = %e, "consumer error")
+            }
+            if polled >= cap || (!got && (waited || polled > 0)) {
+                break;
+            }
+            if !got {
+                // Nothing yet this round: wait once, then take what came.
+                waited = true;
+                if consumer.queue_is_empty() && (polled >= most || !consumer.records_queued()) {
+                    let (timeout, records) = self.next_wait();
+                    self.engine.wake.park(timeout, records);
                 }
             }
         }
@@ -356,6 +351,45 @@ impl Driver {
             self.engine.refusals.progress();
         }
         polled
+    }
+
+    /// Takes one result of a poll: stages a record (counting it in `polled`), or
+    /// handles a partition's end of log or a consumer error. True when the round
+    /// must stop (a bound reached, the offset reset refused).
+    fn take(
+        &self,
+        consumer: &impl KafkaConsumer,
+        result: KafkaResult<impl Message>,
+        polled: &mut usize,
+    ) -> bool {
+        match result {
+            Ok(msg) => {
+                *polled += 1;
+                let mut st = self.engine.state.lock();
+                st.partitions
+                    .stage(&msg)
+                    .is_some_and(|n| self.limits.reached(&st.partitions, n))
+            }
+            Err(e @ KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)) => {
+                self.engine
+                    .state
+                    .lock()
+                    .fatal
+                    .get_or_insert(Error::OffsetReset(e.into()));
+                true
+            }
+            Err(KafkaError::PartitionEOF(partition)) => {
+                let positions = consumer.positions().unwrap_or_default();
+                let mut st = self.engine.state.lock();
+                st.partitions.reached_end(partition, &positions);
+                false
+            }
+            Err(e) => {
+                self.engine.refusals.saw(&e, "");
+                tracing::warn!(error = %e, "consumer error");
+                false
+            }
+        }
     }
 
     /// Delivers the staged records and hands the scheduler's tasks to the pool.
@@ -404,7 +438,7 @@ impl Driver {
     /// paused for the global bounds.
     fn regulate(&self, consumer: &impl KafkaConsumer, st: &mut RunState) -> bool {
         let decision = flow::regulate(st, self.limits, &self.engine.metrics.counters);
-        st.paused_all = decision.paused_all;
+        st.held_back = decision.held_back;
         let (mut pause, mut resume) = (Vec::new(), Vec::new());
         for change in &decision.changed {
             let Some(s) = st.partitions.get_mut(&change.tp.topic, change.tp.partition) else {
@@ -433,7 +467,7 @@ impl Driver {
             }
             kick_fetcher(consumer, &st.partitions, &resume);
         }
-        st.paused_all
+        st.held_back
     }
 
     /// The graceful stop: nothing new is dispatched; what is in flight drains (up to

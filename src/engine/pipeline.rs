@@ -22,7 +22,8 @@ use crate::engine::execution::{AsyncWork, Execution, Work};
 use crate::engine::intake::callbacks::PipelineContext;
 use crate::engine::observation::lag_sampler::LagSampler;
 use crate::engine::observation::trace::OtelTracer;
-use crate::engine::seams::consumer::CommitQueue;
+use crate::engine::seams::consumer::{CommitQueue, KafkaConsumer};
+use crate::engine::seams::record_queue::RecordQueue;
 use crate::engine::seams::sink::Sink;
 use crate::engine::state::RunState;
 use crate::error::Error;
@@ -317,8 +318,8 @@ impl Pipeline {
         crate::metrics::names::describe();
         shared.turned(Instant::now());
         shared.running.store(true, Ordering::Release);
-        driver.run(&consumer);
-        let final_commit = driver.finish(&consumer);
+        driver.run(&*consumer);
+        let final_commit = driver.finish(&*consumer);
         // The last figures, with the partitions as the final commit left them.
         driver.publish();
         // Closing the consumer leaves the group: a revoke with nothing left to
@@ -369,11 +370,28 @@ fn check_offset_store(config: &Config, has_store: bool) -> Result<(), Error> {
     }
 }
 
+/// The pipeline's consumer. Dropping it closes its record queue before the client
+/// is destroyed (`RecordQueue::close`: `rd_kafka_destroy` waits for the partitions
+/// the queued records hold), whichever way the run ends.
+struct PipelineConsumer(BaseConsumer<PipelineContext>);
+
+impl std::ops::Deref for PipelineConsumer {
+    type Target = BaseConsumer<PipelineContext>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for PipelineConsumer {
+    fn drop(&mut self) {
+        if let Some(records) = self.0.context().record_queue.get() {
+            records.close();
+        }
+    }
+}
+
 /// The pipeline's consumer, with the engine behind its callbacks.
-fn create_consumer(
-    config: &Config,
-    engine: &Arc<Engine>,
-) -> Result<BaseConsumer<PipelineContext>, Error> {
+fn create_consumer(config: &Config, engine: &Arc<Engine>) -> Result<PipelineConsumer, Error> {
     let mut client_config = config.consumer_client_config();
     // The end of each partition's log is reported: the idle stop waits for it,
     // and only there is the consumer position trusted to move the committable
@@ -384,6 +402,7 @@ fn create_consumer(
             engine: engine.clone(),
             client_config: client_config.clone(),
             commit_queue: std::sync::OnceLock::new(),
+            record_queue: std::sync::OnceLock::new(),
         })
         .map_err(Error::kafka("creating the consumer"))?;
     // The parked poll thread wakes when its queue gets a record or an event, or an
@@ -392,7 +411,11 @@ fn create_consumer(
     consumer.set_nonempty_callback(move || wake.notify());
     let answers = CommitQueue::new(&consumer, engine.wake.clone());
     let _ = consumer.context().commit_queue.set(answers);
-    Ok(consumer)
+    // SAFETY: the consumer's live handle; the queue lives in its context, as the
+    // commit queue does.
+    let records = unsafe { RecordQueue::new(consumer.client().native_ptr(), engine.wake.clone()) };
+    let _ = consumer.context().record_queue.set(records);
+    Ok(PipelineConsumer(consumer))
 }
 
 /// A free consumer assigns its partitions at the offsets its store holds; a group
@@ -419,6 +442,8 @@ fn join(
         tpl.add_partition_offset(&s.tp.topic, s.tp.partition, s.offset)
             .map_err(Error::kafka("building the assignment"))?;
     }
+    let partitions: Vec<TopicPartition> = starts.iter().map(|s| s.tp.clone()).collect();
+    consumer.forward_to_record_queue(&partitions);
     consumer
         .assign(&tpl)
         .map_err(Error::kafka("assigning the partitions"))?;

@@ -31,8 +31,9 @@ pub(crate) struct RunState {
     /// Tasks dispatched (and dead letters sent) whose end has not arrived, by task
     /// id: their records' completions are read from them every round.
     pub(super) live: FastMap<u64, LiveTask>,
-    /// Back-pressure has paused every partition.
-    pub(super) paused_all: bool,
+    /// Back-pressure holds every partition back (the global bounds): the poll rounds
+    /// take no records; librdkafka keeps them prefetched (`seams::record_queue`).
+    pub(super) held_back: bool,
     /// A consumer or producer error that stops the run (not tied to a record).
     pub(super) fatal: Option<Error>,
     /// Counters and times of the run.

@@ -92,9 +92,12 @@ pub struct Metrics {
     /// but no commit can cover them until the records below them complete (the
     /// offset map carries them meanwhile).
     pub completed_above_committable: u64,
-    /// Times back-pressure paused fetching.
+    /// Times back-pressure reached an in-flight bound (`max_in_flight_records`,
+    /// `max_in_flight_bytes`) and stopped taking records: they stay prefetched in
+    /// librdkafka, which stops fetching at its own bounds; no partition is paused
+    /// for it (a partition's own bounds pause it).
     pub pauses: u64,
-    /// Times fetching resumed after a pause.
+    /// Times records were taken again, below half of those bounds.
     pub resumes: u64,
     /// Partitions assigned (each assignment starts a new epoch).
     pub assigned: u64,

@@ -16,7 +16,8 @@ use crate::commit::CommitError;
 use crate::engine::driver::Engine;
 use crate::engine::intake::partitions::Committed;
 use crate::engine::intake::start::start_offsets;
-use crate::engine::seams::consumer::{offsets_of, CommitQueue, WithCommitQueue};
+use crate::engine::seams::consumer::{offsets_of, CommitQueue, KafkaConsumer, OwnQueues};
+use crate::engine::seams::record_queue::RecordQueue;
 use crate::metrics::Counters;
 use crate::topic_partition::TopicPartition;
 
@@ -28,11 +29,17 @@ pub(crate) struct PipelineContext {
     pub client_config: rdkafka::ClientConfig,
     /// Where the answers to async commits arrive, set once the consumer exists.
     pub commit_queue: std::sync::OnceLock<CommitQueue>,
+    /// Where the records of the assigned partitions arrive, set once the consumer
+    /// exists.
+    pub record_queue: std::sync::OnceLock<RecordQueue>,
 }
 
-impl WithCommitQueue for PipelineContext {
+impl OwnQueues for PipelineContext {
     fn commit_queue(&self) -> Option<&CommitQueue> {
         self.commit_queue.get()
+    }
+    fn record_queue(&self) -> Option<&RecordQueue> {
+        self.record_queue.get()
     }
 }
 
@@ -155,6 +162,9 @@ impl ConsumerContext for PipelineContext {
         } else {
             let mut st = self.engine.state.lock();
             self.engine.on_revoke(consumer, &mut st, &partitions);
+        }
+        if assign {
+            consumer.forward_to_record_queue(&partitions);
         }
         let client = consumer.client().native_ptr();
         let cooperative = matches!(

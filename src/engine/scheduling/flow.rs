@@ -1,16 +1,20 @@
-//! Back-pressure: which partitions to pause and resume so the records and bytes in
-//! flight (polled, not complete) and the uncommitted records (polled, not covered by
-//! a confirmed commit) stay within their bounds (the memory bounds pause every
-//! partition, the commit-lag bound only those over their share of it) — a
-//! [`FlowDecision`] the driver applies (this module writes no run state);
-//! polling never stops (docs/DESIGN.md, invariant 8). The two record bounds are
-//! separate on purpose: completions free memory at once, commits only every so
-//! often, so a bound on uncommitted records alone paused a CPU-bound pipeline on
-//! every commit round trip (BENCHMARKS.md, "Headline at the default Config").
+//! Back-pressure: how the records and bytes in flight (polled, not complete) and
+//! the uncommitted records (polled, not covered by a confirmed commit) stay within
+//! their bounds — a [`FlowDecision`] the driver applies (this module writes no run
+//! state); polling never stops (docs/DESIGN.md, invariant 8). At the global bounds
+//! every partition is *held back*: the poll rounds take no records ([`Limits::room`])
+//! and librdkafka keeps them prefetched in the record queue, where its own
+//! thresholds stop the fetching (`seams::record_queue`). A partition's own bounds
+//! (`max_in_flight_records_per_partition`, its share of the commit-lag bound)
+//! *pause* it, since the record queue is shared. The two record bounds are separate
+//! on purpose: completions free memory at once, commits only every so often, so a
+//! bound on uncommitted records alone held back a CPU-bound pipeline on every
+//! commit round trip (BENCHMARKS.md, "Headline at the default Config").
 //!
 //! Pausing a partition in librdkafka stops its fetcher and discards what it had
 //! prefetched; resuming fetches again from the position after the last record
-//! polled, so nothing is skipped.
+//! polled, so nothing is skipped — but the discarded prefetch is fetched and parsed
+//! again, which is why the global bounds hold back instead of pausing.
 
 use crate::config::Config;
 use crate::engine::intake::partitions::Partitions;
@@ -80,14 +84,15 @@ pub(crate) struct PartitionFlow {
 /// and the consumer (flow writes nothing but counters).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct FlowDecision {
-    /// Every partition is paused for the global bounds (`RunState::paused_all`).
-    pub(in crate::engine) paused_all: bool,
+    /// Every partition is held back for the global bounds (`RunState::held_back`).
+    pub(in crate::engine) held_back: bool,
     /// The partitions whose flags change, with their new values.
     pub(in crate::engine) changed: Vec<PartitionFlow>,
 }
 
-/// Decides which partitions to pause (at a bound) and resume (below half of every
-/// bound) given the run state, and publishes the in-flight gauges.
+/// Decides whether to hold every partition back (at a global bound; let go below
+/// half of every bound) and which partitions to pause (at their own bounds) and
+/// resume, given the run state, and publishes the in-flight gauges.
 pub(crate) fn regulate(st: &RunState, limits: Limits, counters: &Counters) -> FlowDecision {
     let records = st.partitions.records_in_flight();
     let bytes = st.partitions.bytes_in_flight();
@@ -102,31 +107,34 @@ pub(crate) fn regulate(st: &RunState, limits: Limits, counters: &Counters) -> Fl
         .completed_above_committable
         .store(above as u64, std::sync::atomic::Ordering::Relaxed);
 
-    let mut paused_all = st.paused_all;
-    if !paused_all && (records >= limits.records || bytes >= limits.bytes) {
-        paused_all = true;
+    let mut held_back = st.held_back;
+    if !held_back && (records >= limits.records || bytes >= limits.bytes) {
+        held_back = true;
         Counters::add(&counters.pauses, 1);
-        tracing::debug!(records, bytes, "a bound is reached: pausing");
-    } else if paused_all && records <= limits.records / 2 && bytes <= limits.bytes / 2 {
-        paused_all = false;
+        tracing::debug!(records, bytes, "a bound is reached: holding back");
+    } else if held_back && records <= limits.records / 2 && bytes <= limits.bytes / 2 {
+        held_back = false;
         Counters::add(&counters.resumes, 1);
-        tracing::debug!(records, bytes, "below half the bounds: resuming");
+        tracing::debug!(
+            records,
+            bytes,
+            "below half the bounds: taking records again"
+        );
     }
 
-    // The commit-lag bound. At the bound every partition pauses: `room` counts
-    // every uncommitted record, so nothing past the bound is taken, and the poll a
-    // round always makes (for callbacks) finds paused partitions only. Before it, a
+    // The commit-lag bound. At the bound nothing more is taken (`room` counts every
+    // uncommitted record, those of paused partitions too), and nothing is paused
+    // for it: the records wait in the record queue. Before it, a
     // record stuck at one partition's committable offset must not stop the others
     // (their commits follow their completions): past half the bound, a partition
     // whose completed records waiting above its committable offset reach its share
     // (bound ÷ assigned partitions) pauses alone, so it never holds more than about
     // half the bound and the others keep the rest. A partition resumes below half
     // the bound or below half its share.
-    let full = uncommitted >= limits.uncommitted;
     let past_half = uncommitted >= limits.uncommitted / 2;
     let share = (limits.uncommitted / st.partitions.len().max(1)).max(1);
     let mut decision = FlowDecision {
-        paused_all,
+        held_back,
         changed: Vec::new(),
     };
     for state in st.partitions.iter() {
@@ -142,7 +150,7 @@ pub(crate) fn regulate(st: &RunState, limits: Limits, counters: &Counters) -> Fl
         let own = state.uncommitted();
         let stuck = state.tracker.completed_above_committable();
         let mut held_uncommitted = state.held_uncommitted;
-        if full || (past_half && stuck >= share) {
+        if past_half && stuck >= share {
             if !held_uncommitted {
                 tracing::debug!(
                     topic = &*state.topic,
@@ -156,7 +164,7 @@ pub(crate) fn regulate(st: &RunState, limits: Limits, counters: &Counters) -> Fl
         } else if !past_half || own <= share / 2 {
             held_uncommitted = false;
         }
-        let paused = paused_all || held || held_uncommitted;
+        let paused = held || held_uncommitted;
         if (held, held_uncommitted, paused) != (state.held, state.held_uncommitted, state.paused) {
             decision.changed.push(PartitionFlow {
                 tp: TopicPartition::new(state.topic.clone(), state.partition),
@@ -228,7 +236,7 @@ mod tests {
 
     /// Applies a decision the way the driver does (flags only).
     fn apply(st: &mut RunState, decision: &FlowDecision) {
-        st.paused_all = decision.paused_all;
+        st.held_back = decision.held_back;
         for c in &decision.changed {
             let s = st.partitions.get_mut(&c.tp.topic, c.tp.partition).unwrap();
             (s.held, s.held_uncommitted, s.paused) = (c.held, c.held_uncommitted, c.paused);
@@ -246,7 +254,7 @@ mod tests {
     }
 
     #[test]
-    fn the_record_bound_pauses_every_partition_and_resumes_below_half_of_it() {
+    fn the_record_bound_holds_every_partition_back_without_pausing_until_half_of_it() {
         let counters = Counters::default();
         let mut st = state(2);
         let d = poll(&mut st, 0, 99);
@@ -259,21 +267,25 @@ mod tests {
 
         let _ = poll(&mut st, 1, 1);
         let at = regulate(&st, LIMITS, &counters);
-        assert!(at.paused_all);
-        assert_eq!(paused(&at), [(0, true), (1, true)]);
+        assert!(at.held_back);
+        assert_eq!(
+            paused(&at),
+            [],
+            "a pause would discard librdkafka's prefetch"
+        );
         apply(&mut st, &at);
 
         complete(&mut st, &d, 0..40);
         let above_half = regulate(&st, LIMITS, &counters);
         assert!(
-            above_half.paused_all && above_half.changed.is_empty(),
-            "60 > 50: still paused"
+            above_half.held_back && above_half.changed.is_empty(),
+            "60 > 50: still held back"
         );
 
         complete(&mut st, &d, 40..50);
         let half = regulate(&st, LIMITS, &counters);
-        assert!(!half.paused_all);
-        assert_eq!(paused(&half), [(0, false), (1, false)]);
+        assert!(!half.held_back);
+        assert_eq!(paused(&half), []);
         assert_eq!(Counters::get(&counters.pauses), 1);
         assert_eq!(Counters::get(&counters.resumes), 1);
     }
@@ -292,7 +304,7 @@ mod tests {
         complete(&mut st, &d0, 1..600);
         let _ = poll(&mut st, 1, 201);
         let decision = regulate(&st, limits, &counters);
-        assert!(!decision.paused_all);
+        assert!(!decision.held_back);
         assert_eq!(
             paused(&decision),
             [(0, true)],
@@ -309,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn at_the_commit_lag_bound_every_partition_pauses_and_nothing_more_is_taken() {
+    fn at_the_commit_lag_bound_nothing_more_is_taken_and_nothing_is_paused() {
         let counters = Counters::default();
         let limits = Limits {
             records: 10_000,
@@ -326,18 +338,17 @@ mod tests {
         let decision = regulate(&st, limits, &counters);
         assert_eq!(
             paused(&decision),
-            [(0, true), (1, true), (2, true), (3, true)],
-            "a partition left running would deliver past the bound"
+            [],
+            "nothing is stuck: every record waits for the commit alone"
         );
         apply(&mut st, &decision);
-        assert_eq!(limits.room(&st.partitions), 0);
+        assert_eq!(limits.room(&st.partitions), 0, "nothing more is taken");
 
-        // Partition 0's commit confirms: 600 are left, past half the bound, so
-        // only the partitions below half their share (125) resume.
+        // Partition 0's commit confirms: 600 are left, and room for 400.
         st.partitions
             .commit_result(&[PartitionOffset::new("t", 0, 400)], true);
         let decision = regulate(&st, limits, &counters);
-        assert_eq!(paused(&decision), [(0, false), (3, false)]);
+        assert_eq!(paused(&decision), []);
         apply(&mut st, &decision);
         assert_eq!(limits.room(&st.partitions), 400);
     }

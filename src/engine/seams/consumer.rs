@@ -15,6 +15,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::commit::PartitionOffset;
+use crate::engine::seams::record_queue::{QueuedMessage, RecordQueue};
 use crate::engine::seams::sink::GroupMetadata;
 use crate::engine::wake::Wake;
 use crate::offset_store::OffsetAndMetadata;
@@ -36,6 +37,25 @@ pub(crate) trait KafkaConsumer {
     /// until the queue's non-empty callback (or the engine) wakes it. A `poll` that
     /// served a rebalance or commit event returns `None` with records still queued.
     fn queue_is_empty(&self) -> bool;
+
+    /// A record taken from the record queue, borrowed from the consumer until dropped.
+    type Record<'a>: Message
+    where
+        Self: 'a;
+
+    /// The next record of the assigned partitions (or a partition's end of log or
+    /// error) from the record queue (`seams::record_queue`), without waiting; `None`
+    /// when it is empty. Records left there stay prefetched: not taking them is how
+    /// back-pressure holds back without pausing.
+    fn poll_record(&self) -> Option<KafkaResult<Self::Record<'_>>>;
+
+    /// True when the record queue holds records not taken yet.
+    fn records_queued(&self) -> bool;
+
+    /// Forwards the partitions about to be assigned to the record queue; call it
+    /// before every assign (librdkafka clears the forwarding when it stops fetching a
+    /// partition).
+    fn forward_to_record_queue(&self, partitions: &[TopicPartition]);
 
     /// OffsetCommit of `offsets` (the next offsets to read), waiting for the answer.
     fn commit_sync(&self, offsets: &[PartitionOffset]) -> KafkaResult<()>;
@@ -278,25 +298,48 @@ impl Drop for CommitQueue {
     }
 }
 
-/// A consumer context that holds its client's [`CommitQueue`] (set once the client
-/// exists: `None` before).
-pub(crate) trait WithCommitQueue {
+/// A consumer context that holds its client's own queues: the [`CommitQueue`] and
+/// the [`RecordQueue`] (set once the client exists: `None` before).
+pub(crate) trait OwnQueues {
     fn commit_queue(&self) -> Option<&CommitQueue>;
+    fn record_queue(&self) -> Option<&RecordQueue>;
 }
 
 /// A client made for one look-up (`start::committed_by_own_client`) sends no
-/// async commits.
-impl WithCommitQueue for rdkafka::consumer::DefaultConsumerContext {
+/// async commits and reads no records.
+impl OwnQueues for rdkafka::consumer::DefaultConsumerContext {
     fn commit_queue(&self) -> Option<&CommitQueue> {
+        None
+    }
+    fn record_queue(&self) -> Option<&RecordQueue> {
         None
     }
 }
 
-impl<C: ConsumerContext + WithCommitQueue> KafkaConsumer for BaseConsumer<C> {
+impl<C: ConsumerContext + OwnQueues> KafkaConsumer for BaseConsumer<C> {
     type Message<'a>
         = BorrowedMessage<'a>
     where
         Self: 'a;
+
+    type Record<'a>
+        = QueuedMessage<'a>
+    where
+        Self: 'a;
+
+    fn poll_record(&self) -> Option<KafkaResult<QueuedMessage<'_>>> {
+        self.context().record_queue()?.next()
+    }
+
+    fn records_queued(&self) -> bool {
+        self.context().record_queue().is_some_and(|q| !q.is_empty())
+    }
+
+    fn forward_to_record_queue(&self, partitions: &[TopicPartition]) {
+        if let Some(q) = self.context().record_queue() {
+            q.forward(partitions.iter().map(|tp| (&*tp.topic, tp.partition)));
+        }
+    }
 
     fn poll(&self, timeout: Duration) -> Option<KafkaResult<BorrowedMessage<'_>>> {
         BaseConsumer::poll(self, timeout)

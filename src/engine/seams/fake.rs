@@ -153,6 +153,15 @@ impl FakeConsumer {
             .cloned()
     }
 
+    /// The records of `topic`/`partition` queued and not polled yet.
+    pub(crate) fn queued_len(&self, topic: &str, partition: i32) -> usize {
+        self.script
+            .borrow()
+            .queued
+            .get(&key(topic, partition))
+            .map_or(0, |q| q.len())
+    }
+
     /// True while `topic`/`partition` is paused.
     pub(crate) fn is_paused(&self, topic: &str, partition: i32) -> bool {
         self.script.borrow().paused.contains(&key(topic, partition))
@@ -189,7 +198,15 @@ impl Script {
 impl KafkaConsumer for FakeConsumer {
     type Message<'a> = OwnedMessage;
 
+    /// The fake's consumer queue brings no events: records and ends of log come
+    /// through the record queue, as for a forwarded partition.
     fn poll(&self, _timeout: Duration) -> Option<KafkaResult<OwnedMessage>> {
+        None
+    }
+
+    type Record<'a> = OwnedMessage;
+
+    fn poll_record(&self) -> Option<KafkaResult<OwnedMessage>> {
         let mut s = self.script.borrow_mut();
         let paused = s.paused.clone();
         if s.eof {
@@ -212,6 +229,15 @@ impl KafkaConsumer for FakeConsumer {
         s.positions.insert(k, rdkafka::Message::offset(&msg) + 1);
         Some(Ok(msg))
     }
+
+    fn records_queued(&self) -> bool {
+        let s = self.script.borrow();
+        s.queued
+            .iter()
+            .any(|(k, q)| !q.is_empty() && !s.paused.contains(k))
+    }
+
+    fn forward_to_record_queue(&self, _partitions: &[TopicPartition]) {}
 
     /// Never empty: the fake's `poll` does not wait, so the driver never parks.
     fn queue_is_empty(&self) -> bool {

@@ -390,30 +390,38 @@ fn the_final_commit_waits_for_the_answer_to_the_async_one_on_its_way() {
     assert_eq!(fake.committed(T, 0), Some(20));
 }
 
+/// True when the engine ever paused a partition.
+fn ever_paused(fake: &FakeConsumer) -> bool {
+    fake.calls().iter().any(|c| matches!(c, Call::Pause(_)))
+}
+
 #[test]
-fn back_pressure_pauses_at_the_in_flight_bound_and_resumes_on_completions() {
+fn back_pressure_holds_back_at_the_in_flight_bound_without_pausing_and_takes_again_on_completions()
+{
     let processor = Gated::blocking(0..10);
     let open = processor.opener();
     let c = config(|c| c.flow.max_in_flight_records = 10);
     let (mut d, fake) = synced(&c, processor, &[0]);
     fake.queue(T, 0, 0..50);
     d.turn(&fake);
-    assert!(fake.is_paused(T, 0), "not paused at the bound");
     assert_eq!(d.engine.state.lock().partitions.records_in_flight(), 10);
-    // Polling goes on while paused, and takes nothing from the paused partition.
+    assert_eq!(fake.queued_len(T, 0), 40, "taken past the bound");
+    // Polling goes on while held back, and takes nothing; the records stay
+    // prefetched (a pause would have librdkafka discard and fetch them again).
     d.turn(&fake);
     assert_eq!(Counters::get(&d.engine.metrics.counters.dispatched), 10);
+    assert_eq!(fake.queued_len(T, 0), 40);
+    assert!(!ever_paused(&fake), "paused for a global bound");
 
     open();
     drain_all(&d);
-    d.turn(&fake); // completions free the in-flight bound: resumed, no commit needed
+    d.turn(&fake); // completions free the in-flight bound, no commit needed
+    d.turn(&fake); // and this round takes records again
     assert!(
-        !fake.is_paused(T, 0),
-        "not resumed once the records completed"
+        fake.queued_len(T, 0) < 40,
+        "nothing taken once the records completed"
     );
-    assert!(fake
-        .calls()
-        .contains(&Call::Resume(vec![TopicPartition::new(T, 0)])));
+    assert!(!ever_paused(&fake));
     assert_eq!(
         fake.committed(T, 0),
         None,
@@ -422,7 +430,7 @@ fn back_pressure_pauses_at_the_in_flight_bound_and_resumes_on_completions() {
 }
 
 #[test]
-fn back_pressure_pauses_at_the_commit_lag_bound_until_a_commit_confirms() {
+fn back_pressure_holds_back_at_the_commit_lag_bound_until_a_commit_confirms() {
     let c = config(|c| {
         c.flow.max_in_flight_records = 10;
         c.flow.max_uncommitted_records = 10;
@@ -430,18 +438,21 @@ fn back_pressure_pauses_at_the_commit_lag_bound_until_a_commit_confirms() {
     let (mut d, fake) = synced(&c, Gated::default(), &[0]);
     fake.queue(T, 0, 0..50);
     d.turn(&fake);
-    assert!(fake.is_paused(T, 0), "not paused at the bound");
+    assert_eq!(fake.queued_len(T, 0), 40, "taken past the bound");
     drain_all(&d);
-    // Completed but uncommitted: past half the commit-lag bound, a commit is forced
-    // whatever the policy (at-end), and its confirmation resumes.
-    d.turn(&fake);
+    // Completed but uncommitted: at the commit-lag bound nothing more is taken; a
+    // commit is forced whatever the policy (at-end), and its confirmation lets
+    // records be taken again.
     d.turn(&fake);
     assert_eq!(fake.committed(T, 0), Some(10), "the forced commit");
+    assert_eq!(fake.queued_len(T, 0), 40, "taken past the bound");
+    d.turn(&fake);
     assert!(
-        !fake.is_paused(T, 0),
-        "not resumed after the commit confirmed"
+        fake.queued_len(T, 0) < 40,
+        "nothing taken after the commit confirmed"
     );
-    assert!(d.engine.state.lock().partitions.records_uncommitted() < 10);
+    assert!(!ever_paused(&fake), "paused for the commit-lag bound");
+    assert!(d.engine.state.lock().partitions.records_uncommitted() <= 10);
 }
 
 #[test]
@@ -825,7 +836,7 @@ fn records_discarded_at_stop_are_never_skipped_by_the_position() {
     // Polled (the position moves to 6) but not dispatched when the stop comes.
     fake.queue(T, 0, 3..6);
     for _ in 0..3 {
-        let msg = fake.poll(Duration::ZERO).unwrap().unwrap();
+        let msg = fake.poll_record().unwrap().unwrap();
         d.engine.state.lock().partitions.stage(&msg);
     }
     d.finish(&fake).unwrap();
@@ -855,7 +866,7 @@ fn records_a_close_polled_and_dropped_are_never_skipped_by_the_position() {
     // New records, polled by the close and dropped: never staged.
     fake.queue(T, 0, 3..6);
     for _ in 0..3 {
-        assert!(matches!(fake.poll(Duration::ZERO), Some(Ok(_))));
+        assert!(matches!(fake.poll_record(), Some(Ok(_))));
     }
     d.engine.on_revoke(
         &fake,
@@ -882,8 +893,8 @@ fn turns_until_stop(d: &mut Driver, fake: &FakeConsumer, turns: usize) -> Option
 }
 
 #[test]
-fn the_idle_stop_waits_for_paused_partitions_to_reach_their_end() {
-    // Partition 0 pauses at the in-flight bound with its records running; once they
+fn the_idle_stop_waits_for_held_back_partitions_to_reach_their_end() {
+    // Partition 0 is held back at the in-flight bound with its records running; once they
     // complete nothing is in flight and no record arrived "for the idle time" (0),
     // but 40 records are still unread: stopping then would leave them behind.
     let processor = Gated::blocking(0..10);
@@ -900,7 +911,7 @@ fn the_idle_stop_waits_for_paused_partitions_to_reach_their_end() {
     fake.queue(T, 0, 0..50);
     fake.queue(T, 1, 0..0); // an empty partition: at its end at once
     assert_eq!(d.turn(&fake), super::driver::Turn::Continue);
-    assert!(fake.is_paused(T, 0));
+    assert_eq!(fake.queued_len(T, 0), 40);
     open();
     assert!(
         turns_until_stop(&mut d, &fake, 1_000).is_some(),
@@ -1140,9 +1151,9 @@ fn a_record_completes_on_its_own_while_one_dispatched_with_it_is_stuck() {
 }
 
 #[test]
-fn back_pressure_resumes_at_half_the_bound_while_a_stuck_record_runs() {
+fn back_pressure_takes_again_at_half_the_bound_while_a_stuck_record_runs() {
     // 10 records in flight at the bound of 10, one of them stuck: the other nine
-    // complete, and the partition resumes (below half the bound) without waiting
+    // complete, and records are taken again (below half the bound) without waiting
     // for the stuck one's task.
     let processor = Gated::blocking([0]);
     let open = processor.opener();
@@ -1153,13 +1164,13 @@ fn back_pressure_resumes_at_half_the_bound_while_a_stuck_record_runs() {
     let (mut d, fake) = synced(&c, processor, &[0]);
     fake.queue(T, 0, 0..50);
     d.turn(&fake);
-    assert!(fake.is_paused(T, 0), "not paused at the bound");
+    assert_eq!(fake.queued_len(T, 0), 40, "taken past the bound");
     apply_until_in_flight(&d, 1);
-    d.turn(&fake);
+    d.turn(&fake); // below half the bound
+    d.turn(&fake); // and this round takes records again
     assert!(
-        fake.calls()
-            .contains(&Call::Resume(vec![TopicPartition::new(T, 0)])),
-        "not resumed below half the bound"
+        fake.queued_len(T, 0) < 40,
+        "nothing taken below half the bound"
     );
     open();
     drain_all(&d);
