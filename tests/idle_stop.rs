@@ -1,5 +1,5 @@
 //! The idle stop (`LifecycleConfig::exit_when_idle`) on Apache Kafka means caught up: a
-//! member whose partitions sit paused at the in-flight bound while slow records run
+//! member whose partitions sit held back at the in-flight bound while slow records run
 //! has seen no new record for longer than the idle time, yet has records left to
 //! read; it must not stop until every partition is read to its end and everything
 //! polled is complete. Checked by an independent client: the committed offsets equal
@@ -15,7 +15,7 @@ use tidemark_testkit::processors::Sleepy;
 use tidemark_testkit::{unique_name, verify, workload, Broker, KafkaBroker};
 
 /// 2 workers, 2 ms a record, at most 2,000 records in flight: a full window takes
-/// about 2 s while the partitions are paused and nothing arrives, twice the idle
+/// about 2 s while the partitions are held back and nothing arrives, twice the idle
 /// time. The old rule (nothing in flight, no record for the idle time) stopped at the
 /// first resume with most records unread and exited as if done.
 #[test]

@@ -242,7 +242,9 @@ impl Driver {
         engine.metrics.turned(now);
         self.publisher.maybe_publish(&st, now);
         if let Some(limit) = self.idle_limit {
-            if self.caught_up(&st, now, limit) {
+            // Records held back in the record queue are work left, whatever the
+            // partitions' ends of log said before they arrived.
+            if self.caught_up(&st, now, limit) && !consumer.records_queued() {
                 tracing::info!(
                     idle_ms = limit.as_millis() as u64,
                     "caught up and idle: stopping"
