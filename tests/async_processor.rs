@@ -210,7 +210,7 @@ impl AsyncProcessor for Io5ms {
 }
 
 #[test]
-fn thousands_in_flight_keep_the_member_in_its_group_and_pause_at_the_bound() {
+fn thousands_in_flight_keep_the_member_in_its_group_and_hold_back_at_the_bound() {
     let broker = KafkaBroker::shared();
     let brokers = broker.bootstrap_servers();
     let (input, group) = (unique_name("in"), unique_name("group"));
@@ -240,7 +240,10 @@ fn thousands_in_flight_keep_the_member_in_its_group_and_pause_at_the_bound() {
         "never thousands in flight: peak {}",
         m.peak_in_flight_records
     );
-    assert!(m.pauses > 0, "back-pressure never held back at the in-flight bound");
+    assert!(
+        m.pauses > 0,
+        "back-pressure never held back at the in-flight bound"
+    );
     assert_eq!(m.max_poll_exceeded, 0, "max.poll.interval.ms breached");
     let ends = verify::high_watermarks(&brokers, &input).unwrap();
     let committed = verify::committed_offsets(&brokers, &group, &input).unwrap();

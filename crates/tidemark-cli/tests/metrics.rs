@@ -2,10 +2,10 @@
 //! parsed with a Prometheus text-format parser (`prometheus-parse`):
 //!
 //! - the lag of a partition equals its high watermark minus the committed offset
-//!   that an independent client reads, also while back-pressure pauses it and
-//!   records keep arriving (the held record stops the committed offset; the bound
-//!   pauses fetching; more records are produced; the gauge follows the new high
-//!   watermark although nothing is fetched);
+//!   that an independent client reads, also while back-pressure holds it back and
+//!   records keep arriving (the held record stops the committed offset; at the
+//!   commit-lag bound nothing more is taken; more records are produced; the gauge
+//!   follows the new high watermark although none of them is polled);
 //! - counters never go down between scrapes;
 //! - `/health/live` and `/health/ready`: a member with no partition (one partition,
 //!   two members) is live and not ready; the working member is both;
@@ -92,7 +92,7 @@ fn member(brokers: &str, topic: &str, group: &str, port: u16, hold: bool) -> Chi
         "--commit",
         "every-ms:100",
     ])
-    // The commit-lag bound pauses the partition behind the held record.
+    // The commit-lag bound holds the partition back behind the held record.
     .args([
         "--max-in-flight-records",
         "50",
@@ -142,13 +142,15 @@ fn metrics_agree_with_an_independent_client_and_health_answers_probes() {
     });
     assert_eq!(get(port, "/health/live").unwrap().0, 200);
 
-    // The held record stops the committed offset; the commit-lag bound pauses the
-    // partition.
-    wait_until("committed at the held record and paused", || {
+    // The held record stops the committed offset; at the commit-lag bound (50)
+    // nothing more is taken.
+    let at_bound = |samples: &Samples| {
+        samples.get(&("tidemark_uncommitted_records".to_string(), Vec::new())) == Some(&50.0)
+    };
+    wait_until("committed at the held record and at the bound", || {
         let committed = verify::committed_offsets(&brokers, &group, &topic).ok()?;
         let (_, samples) = scrape(port)?;
-        let paused = partition_value(&samples, "tidemark_partition_paused", &topic, 0)?;
-        (committed[&0] == Some(HELD) && paused == 1.0).then_some(())
+        (committed[&0] == Some(HELD) && at_bound(&samples)).then_some(())
     });
     let (_, before) = scrape(port).unwrap();
     // Records keep arriving while nothing is fetched: the lag must follow.
@@ -160,10 +162,18 @@ fn metrics_agree_with_an_independent_client_and_health_answers_probes() {
         let lag = partition_value(&samples, "tidemark_consumer_lag_records", &topic, 0)?;
         (lag == (high_watermark - committed) as f64).then_some((body, samples))
     });
+    assert!(
+        at_bound(&after),
+        "the lag was checked while the partition was held back"
+    );
+    let polled = |s: &Samples| {
+        s.get(&("tidemark_records_polled_total".to_string(), Vec::new()))
+            .copied()
+    };
     assert_eq!(
-        partition_value(&after, "tidemark_partition_paused", &topic, 0),
-        Some(1.0),
-        "the lag was checked while the partition was paused"
+        polled(&after),
+        polled(&before),
+        "records were taken past the commit-lag bound"
     );
     assert_eq!(
         partition_value(&after, "tidemark_high_watermark", &topic, 0),
