@@ -87,7 +87,10 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
 impl ConsumerContext for PipelineContext {
     /// rdkafka's default rebalance handling (eager or incremental (un)assign), with
     /// the driver's revoke before the unassign, explicit start offsets set on the
-    /// list before the assign (`start::start_offsets`), and the driver's assign after.
+    /// list before the assign (`start::start_offsets`), the assigned partitions
+    /// forwarded to the record queue before the assign (`seams::record_queue`:
+    /// librdkafka cleared their forwarding when it last stopped fetching them), and
+    /// the driver's assign after.
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
